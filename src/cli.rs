@@ -1,0 +1,285 @@
+//! Subcommands: `serve`, `demo`, `keys`, `config check`, `explain`, and `emulator`.
+
+use crate::config::{Config, KeyDigest, NoteLevel, render_normalized};
+use crate::identity::IdentityEnv;
+use crate::server::{self, AppState};
+use clap::{Args, Parser, Subcommand};
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `EX_USAGE`: bad command line or configuration.
+pub const EXIT_USAGE: u8 = 64;
+/// `EX_SOFTWARE`: failed at run time.
+pub const EXIT_RUNTIME: u8 = 70;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "entra-proxy",
+    version,
+    about = "Swap API keys for Entra ID tokens in front of Azure OpenAI and Azure AI services"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve(ConfigArg),
+    /// Start a local Azure emulator and the proxy, show a key being swapped for a token.
+    Demo(DemoArgs),
+    /// Manage client keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run only the local Azure emulator (for benchmarks and manual testing).
+    #[command(hide = true)]
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long, short, env = "ENTRA_PROXY_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the proxy listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Exit after the demo request instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    pub listen: std::net::SocketAddr,
+    /// Delay before each data-plane answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// SSE events per streamed completion.
+    #[arg(long, default_value_t = 5)]
+    pub stream_events: usize,
+    /// Milliseconds between SSE events.
+    #[arg(long, default_value_t = 20)]
+    pub stream_interval_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a fresh random key and the [[keys]] block to paste into the config.
+    New {
+        #[arg(long)]
+        name: String,
+    },
+    /// Read a key (e.g. an old Azure resource key) on stdin and print its [[keys]] block.
+    Hash {
+        #[arg(long)]
+        name: String,
+        /// Mark it as a legacy Azure resource key.
+        #[arg(long)]
+        legacy: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate without starting: print the config as it will be used, and every warning.
+    Check(ConfigArg),
+}
+
+/// Sets up `tracing` on stderr: `RUST_LOG` filters, `ENTRA_PROXY_LOG_FORMAT=json` for JSON.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var("ENTRA_PROXY_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if json {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => run_async(serve(args)),
+        Command::Demo(args) => run_async(crate::demo::run(args.listen, args.once)),
+        Command::Keys(cmd) => keys(cmd),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Emulator(args) => run_async(emulator(args)),
+    }
+}
+
+fn run_async<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("entra-proxy: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Loads the config, printing one line and returning the exit code on failure.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("entra-proxy: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn log_notes(config: &Config) {
+    for note in &config.notes {
+        match note.level {
+            NoteLevel::Normalized => tracing::info!("config: {}", note.message),
+            NoteLevel::Warning => tracing::warn!("config: {}", note.message),
+        }
+    }
+}
+
+async fn serve(args: ConfigArg) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    log_notes(&config);
+    let listen = config.server.listen;
+    let state = match AppState::build(config, &IdentityEnv::from_process()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("entra-proxy: {}: {e}", args.config.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("entra-proxy: cannot listen on {listen}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let addr = listener.local_addr().map_or(listen, |a| a);
+    tracing::info!(
+        listen = %addr,
+        identity = %state.tokens.describe(),
+        backends = state.config.backends.len(),
+        keys = state.config.keys.len(),
+        "entra-proxy listening"
+    );
+    match server::serve(listener, state, server::shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("entra-proxy: server error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn keys(cmd: KeysCommand) -> ExitCode {
+    let (name, key, legacy) = match cmd {
+        KeysCommand::New { name } => match crate::inbound::generate_key() {
+            Ok(k) => (name, k, false),
+            Err(_) => {
+                eprintln!("entra-proxy: the system random number generator failed");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        },
+        KeysCommand::Hash { name, legacy } => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                eprintln!("entra-proxy: cannot read the key from stdin: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let key = input.trim().to_string();
+            if key.is_empty() {
+                eprintln!("entra-proxy: no key on stdin");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            (name, key, legacy)
+        }
+    };
+    let digest = KeyDigest::of(&key).to_hex();
+    let quoted = toml_string(&name);
+    if legacy {
+        println!("[[keys]]\nname = {quoted}\nsha256 = \"{digest}\"\nlegacy = true");
+    } else if key.starts_with("ep-") {
+        println!("# the key (give it to the client; it is not stored anywhere):\n{key}\n");
+        println!("[[keys]]\nname = {quoted}\nsha256 = \"{digest}\"");
+    } else {
+        println!("[[keys]]\nname = {quoted}\nsha256 = \"{digest}\"");
+    }
+    ExitCode::SUCCESS
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn config_check(args: &ConfigArg) -> ExitCode {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: valid\n", args.config.display());
+    print!("{}", render_normalized(&config));
+    if !config.notes.is_empty() {
+        println!();
+    }
+    for note in &config.notes {
+        let tag = match note.level {
+            NoteLevel::Normalized => "normalized",
+            NoteLevel::Warning => "warning",
+        };
+        println!("{tag}: {}", note.message);
+    }
+    ExitCode::SUCCESS
+}
+
+async fn emulator(args: EmulatorArgs) -> ExitCode {
+    use crate::emulator::{Emulator, EmulatorConfig};
+    let config = EmulatorConfig {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        stream_events: args.stream_events,
+        stream_interval: std::time::Duration::from_millis(args.stream_interval_ms),
+        ..EmulatorConfig::default()
+    };
+    if !args.listen.ip().is_loopback() {
+        eprintln!("entra-proxy: the emulator listens on loopback only");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match Emulator::start_on(args.listen, config).await {
+        Ok(emu) => {
+            println!("emulator listening on {}", emu.url());
+            server::shutdown_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "entra-proxy: emulator cannot listen on {}: {e}",
+                args.listen
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

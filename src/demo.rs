@@ -1,0 +1,195 @@
+//! `entra-proxy demo`: the emulator and the proxy on loopback, a generated key, one request
+//! that shows the key going in and a bearer token coming out, and commands to try next.
+
+use crate::claims;
+use crate::cli::{EXIT_RUNTIME, EXIT_USAGE};
+use crate::config::{Config, KeyDigest};
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::identity::IdentityEnv;
+use crate::server::{self, AppState};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The demo's config: the emulator stands in for Entra, IMDS and the Azure OpenAI resource.
+pub fn demo_config(listen: SocketAddr, emulator: &url::Url, digest: &KeyDigest) -> String {
+    format!(
+        r#"[server]
+listen = "{listen}"
+
+[azure]
+cloud = "public"
+emulator = "{emulator}"
+
+[identity]
+kind = "managed-identity"
+
+[[backends]]
+name = "demo"
+endpoint = "{emulator}"
+api_version = "2024-10-21"
+
+[[models]]
+name = "gpt-4o"
+backend = "demo"
+deployment = "gpt-4o"
+
+[[models]]
+name = "text-embedding-3-small"
+backend = "demo"
+deployment = "text-embedding-3-small"
+
+[[keys]]
+name = "demo"
+sha256 = "{digest}"
+"#,
+        digest = digest.to_hex()
+    )
+}
+
+pub async fn run(listen: SocketAddr, once: bool) -> ExitCode {
+    if !listen.ip().is_loopback() {
+        eprintln!("entra-proxy: the demo listens on loopback only; got {listen}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let emulator = match Emulator::start(EmulatorConfig::default()).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("entra-proxy: cannot start the emulator: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let Ok(key) = crate::inbound::generate_key() else {
+        eprintln!("entra-proxy: the system random number generator failed");
+        return ExitCode::from(EXIT_RUNTIME);
+    };
+    let text = demo_config(listen, &emulator.url(), &KeyDigest::of(&key));
+    let config = match Config::parse(&text, "demo config", &|_| None) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("entra-proxy: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let state = match AppState::build(config, &IdentityEnv::default()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("entra-proxy: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "entra-proxy: cannot listen on {listen}: {e} (pick another port with --listen 127.0.0.1:PORT)"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let addr = listener.local_addr().map_or(listen, |a| a);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(listener, state, async move {
+        tokio::select! {
+            _ = stop_rx => {},
+            () = server::shutdown_signal() => {},
+        }
+    }));
+
+    let base = format!("http://{addr}");
+    let shown = match demo_request(&base, &key, &emulator).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("entra-proxy: the demo request failed: {e}");
+            let _ = stop_tx.send(());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    println!("{shown}");
+    println!("{}", try_it(&base, &key));
+    if once {
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        return ExitCode::SUCCESS;
+    }
+    println!("Serving until Ctrl-C.");
+    match server.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_RUNTIME),
+    }
+}
+
+/// Sends one chat completion with the key and reports what the emulated Azure received.
+async fn demo_request(base: &str, key: &str, emulator: &Emulator) -> Result<String, String> {
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("api-key", key)
+        .json(&serde_json::json!({
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "Say hello"}]
+        }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    let seen = emulator
+        .requests()
+        .into_iter()
+        .last()
+        .ok_or("the emulator saw no request")?;
+    let bearer = seen
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or("Azure received no bearer token")?;
+    let c = claims::decode_unverified(bearer)
+        .map_err(|e| e.to_string())?
+        .claims;
+    let answer = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("(no content)");
+    Ok(format!(
+        "\nentra-proxy demo: an API key in, an Entra bearer token out\n\n\
+         client  → proxy : POST /v1/chat/completions  api-key: {masked}\n\
+         proxy   → Azure : {method} {path}\n\
+         \x20                 Authorization: Bearer {head}…  (api-key header: {api_key})\n\
+         \x20                 token aud={aud}  appid={appid}  tid={tid}\n\
+         Azure   → client: {status} \"{answer}\"\n",
+        masked = mask(key),
+        method = seen.method,
+        path = seen.path_and_query,
+        head = &bearer[..bearer.len().min(16)],
+        api_key = if seen.header("api-key").is_some() {
+            "FORWARDED (bug!)"
+        } else {
+            "absent"
+        },
+        aud = c.audience().unwrap_or("?"),
+        appid = c.app_id().unwrap_or("?"),
+        tid = c.tid.as_deref().unwrap_or("?"),
+    ))
+}
+
+fn mask(key: &str) -> String {
+    format!("{}…", &key[..key.len().min(6)])
+}
+
+fn try_it(base: &str, key: &str) -> String {
+    format!(
+        r#"Try it (the key below only works with this demo):
+
+  curl -s {base}/v1/chat/completions \
+    -H "api-key: {key}" -H "content-type: application/json" \
+    -d '{{"model":"gpt-4o","messages":[{{"role":"user","content":"hi"}}]}}'
+
+  curl -sN {base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \
+    -H "Authorization: Bearer {key}" -H "content-type: application/json" \
+    -d '{{"messages":[{{"role":"user","content":"hi"}}],"stream":true}}'
+
+  python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="{key}"); print(c.chat.completions.create(model="gpt-4o", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
+
+  python3 -c 'from openai import AzureOpenAI; c = AzureOpenAI(azure_endpoint="{base}", api_key="{key}", api_version="2024-10-21"); print(c.chat.completions.create(model="gpt-4o", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
+"#
+    )
+}

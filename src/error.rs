@@ -1,0 +1,269 @@
+//! Errors on the request path, and the one place they become HTTP answers.
+//!
+//! Policy: the request path uses the typed [`ProxyError`]; `anyhow` is used only at start-up
+//! and in the CLI. Every variant maps to a status in one exhaustive match (no `_` arm), and the
+//! body is OpenAI/Azure-shaped `{"error":{"code":…,"message":…,"type":…}}`. Messages name the
+//! problem and the fix; they never contain a key, secret or token. Upstream non-2xx answers are
+//! not errors here: they pass through unchanged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::time::SystemTime;
+
+/// Which credential-carrying header a rejected credential came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    ApiKeyHeader,
+    BearerHeader,
+}
+
+impl CredentialSource {
+    fn describe(self) -> &'static str {
+        match self {
+            CredentialSource::ApiKeyHeader => "api-key header",
+            CredentialSource::BearerHeader => "Authorization: Bearer header",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no credential: send a proxy key as `api-key: <key>` or `Authorization: Bearer <key>`")]
+    MissingCredential,
+    #[error("the key in the {} is not a key this proxy knows", .0.describe())]
+    UnknownKey(CredentialSource),
+    #[error("malformed credential: {0}")]
+    MalformedAuthorization(&'static str),
+    #[error("this proxy does not accept {mode} credentials (enabled: {}); see [inbound] modes", if .enabled.is_empty() { "none of that kind".to_string() } else { .enabled.join(", ") })]
+    ModeDisabled {
+        mode: &'static str,
+        enabled: Vec<&'static str>,
+    },
+    #[error("Entra token rejected: {0}")]
+    TokenRejected(crate::inbound::TokenRejection),
+    #[error("{0}; the caller's token cannot be checked right now")]
+    SigningKeysUnavailable(crate::inbound::KeysUnavailable),
+    #[error("key {name:?} expired at {at}; ask for a new key")]
+    KeyExpired { name: String, at: String },
+    #[error("key {name:?} is over its requests_per_minute limit; retry in {retry_after_secs}s")]
+    RateLimited { name: String, retry_after_secs: u64 },
+    #[error("{caller} may not use {wanted}; allowed: {}", .allowed.join(", "))]
+    ModelNotAllowed {
+        caller: String,
+        wanted: String,
+        allowed: Vec<String>,
+    },
+    #[error(
+        "client credentials need a tenant: send it in the x-ms-tenant-id header (if allowed) or set [inbound.client_credentials] tenant_id"
+    )]
+    MissingTenant,
+    #[error("Entra refused the caller's client credentials: AADSTS{code}: {fix}")]
+    ClientCredentialsRejected { code: u32, fix: String },
+    #[error(
+        "the caller's token is for {has}, but backend {backend} needs {needs}; request scope {scope}"
+    )]
+    PassthroughAudience {
+        has: String,
+        needs: String,
+        backend: String,
+        scope: String,
+    },
+
+    #[error("unknown model {model:?}; this proxy serves: {}", list(.known))]
+    UnknownModel { model: String, known: Vec<String> },
+    #[error("the request body has no \"model\" field; OpenAI-style /v1 requests name the model, one of: {}", list(.known))]
+    MissingModel { known: Vec<String> },
+    #[error("the request body is not JSON ({reason}); {path} expects a JSON object")]
+    BodyNotJson { path: String, reason: String },
+    #[error("no route for {path}: {hint}")]
+    NoRoute { path: String, hint: String },
+    #[error("deployment {deployment:?} is not configured on any backend; configured deployments: {}", list(.known))]
+    AmbiguousDeployment {
+        deployment: String,
+        known: Vec<String>,
+    },
+    #[error("the request body is larger than the limit of {limit} bytes (server.max_body_bytes)")]
+    BodyTooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+
+    #[error("the proxy's identity ({credential}) cannot get a token for {scope}: {reason}{}", since_text(.since))]
+    IdentityUnavailable {
+        credential: String,
+        scope: String,
+        reason: String,
+        since: Option<SystemTime>,
+    },
+    #[error("backend {backend} is unreachable: {reason}")]
+    UpstreamUnreachable { backend: String, reason: String },
+    #[error("backend {backend} did not answer within {limit_secs}s ({limit})")]
+    UpstreamTimeout {
+        backend: String,
+        limit: &'static str,
+        limit_secs: f64,
+    },
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none configured)".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn since_text(since: &Option<SystemTime>) -> String {
+    match since {
+        Some(t) => {
+            let secs = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            match time::OffsetDateTime::from_unix_timestamp(secs)
+                .ok()
+                .and_then(|d| {
+                    d.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                }) {
+                Some(s) => format!(" (failing since {s})"),
+                None => String::new(),
+            }
+        }
+        None => String::new(),
+    }
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingCredential
+            | ProxyError::UnknownKey(_)
+            | ProxyError::MalformedAuthorization(_)
+            | ProxyError::ModeDisabled { .. }
+            | ProxyError::TokenRejected(_)
+            | ProxyError::KeyExpired { .. }
+            | ProxyError::MissingTenant
+            | ProxyError::ClientCredentialsRejected { .. }
+            | ProxyError::PassthroughAudience { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UnknownModel { .. }
+            | ProxyError::NoRoute { .. }
+            | ProxyError::AmbiguousDeployment { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MissingModel { .. }
+            | ProxyError::BodyNotJson { .. }
+            | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::MissingCredential => "missing_credential",
+            ProxyError::UnknownKey(_) => "invalid_api_key",
+            ProxyError::MalformedAuthorization(_) => "malformed_authorization",
+            ProxyError::ModeDisabled { .. } => "credential_mode_disabled",
+            ProxyError::TokenRejected(r) => r.code(),
+            ProxyError::SigningKeysUnavailable(_) => "signing_keys_unavailable",
+            ProxyError::KeyExpired { .. } => "key_expired",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
+            ProxyError::MissingTenant => "missing_tenant",
+            ProxyError::ClientCredentialsRejected { .. } => "invalid_client_credentials",
+            ProxyError::PassthroughAudience { .. } => "token_wrong_audience",
+            ProxyError::UnknownModel { .. } => "model_not_found",
+            ProxyError::MissingModel { .. } => "missing_model",
+            ProxyError::BodyNotJson { .. } => "invalid_json",
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::AmbiguousDeployment { .. } => "deployment_not_configured",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyRead(_) => "body_read_error",
+            ProxyError::IdentityUnavailable { .. } => "identity_unavailable",
+            ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The OpenAI `type` that SDKs switch on.
+    fn kind(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                "invalid_request_error"
+            }
+            _ => "proxy_error",
+        }
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = match &self {
+            ProxyError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "type": self.kind(),
+            }
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"entra-proxy\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_model_lists_known_models() {
+        let e = ProxyError::UnknownModel {
+            model: "gpt-5".into(),
+            known: vec!["gpt-4o".into(), "emb".into()],
+        };
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            e.to_string(),
+            "unknown model \"gpt-5\"; this proxy serves: gpt-4o, emb"
+        );
+    }
+
+    #[test]
+    fn identity_unavailable_says_since_when() {
+        let e = ProxyError::IdentityUnavailable {
+            credential: "managed identity".into(),
+            scope: "https://cognitiveservices.azure.com/.default".into(),
+            reason: "connection refused".into(),
+            since: Some(SystemTime::UNIX_EPOCH),
+        };
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.to_string()
+                .ends_with("(failing since 1970-01-01T00:00:00Z)")
+        );
+    }
+}

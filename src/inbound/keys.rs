@@ -1,0 +1,91 @@
+//! Proxy-issued virtual keys and legacy Azure resource keys, stored only as SHA-256 digests.
+
+use crate::config::{KeyDigest, KeyEntry};
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq as _;
+
+/// What a matching key says about its holder.
+#[derive(Debug, Clone)]
+pub struct KeyHolder {
+    pub name: Arc<str>,
+    pub legacy: bool,
+}
+
+/// Looks keys up by digest. The presented key is hashed first, the table is keyed by a random
+/// SipHash of the digest, and the final comparison is constant-time, so timing reveals nothing
+/// about stored digests.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    by_digest: HashMap<KeyDigest, KeyHolder>,
+}
+
+impl KeyStore {
+    pub fn new(entries: &[KeyEntry]) -> KeyStore {
+        KeyStore {
+            by_digest: entries
+                .iter()
+                .map(|k| {
+                    (
+                        k.digest,
+                        KeyHolder {
+                            name: Arc::from(k.name.as_str()),
+                            legacy: k.legacy,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    pub fn lookup(&self, presented: &str) -> Option<&KeyHolder> {
+        let digest = KeyDigest::of(presented);
+        let (stored, holder) = self.by_digest.get_key_value(&digest)?;
+        bool::from(stored.0.ct_eq(&digest.0)).then_some(holder)
+    }
+}
+
+/// A fresh random key: `ep-` and 43 base64url characters (256 bits).
+pub fn generate_key() -> Result<String, aws_lc_rs::error::Unspecified> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)?;
+    Ok(format!(
+        "ep-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_by_digest_only() {
+        let store = KeyStore::new(&[KeyEntry {
+            name: "team-a".into(),
+            digest: KeyDigest::of("secret-key"),
+            legacy: false,
+            models: vec![],
+            expires: None,
+            requests_per_minute: None,
+        }]);
+        assert_eq!(&*store.lookup("secret-key").unwrap().name, "team-a");
+        assert!(store.lookup("secret-kez").is_none());
+        assert!(store.lookup("").is_none());
+        assert!(!format!("{store:?}").contains("secret-key"));
+    }
+
+    #[test]
+    fn generated_keys_are_unique_and_long() {
+        let a = generate_key().unwrap();
+        let b = generate_key().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 46);
+        assert!(a.starts_with("ep-"));
+    }
+}

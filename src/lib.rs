@@ -1,0 +1,32 @@
+//! entra-proxy: a reverse proxy in front of Azure OpenAI and the other Azure AI services that
+//! swaps whatever its callers hold — proxy keys, legacy resource keys — for cached Entra ID
+//! bearer tokens obtained with the proxy's own identity, and explains Azure's auth failures.
+//!
+//! The path of one request, each step one module, data flowing forward only:
+//!
+//! ```text
+//! server (axum)              listeners, health, readiness, graceful shutdown
+//!   → inbound::Authenticator   headers → Caller (virtual key | legacy key | anonymous sidecar)
+//!   → routing::resolve         request → Route (backend, upstream URL, body rewrite)
+//!   → identity::TokenCache     scope → cached bearer token, refreshed in the background
+//!   → forward::handle          strip credentials, set Authorization, stream both ways
+//!   → diagnose::annotate       on Azure 4xx: a one-line diagnosis header and log line
+//! ```
+//!
+//! [`server::router`] builds the whole service from an [`server::AppState`], so tests can drive
+//! it in-process; `emulator` is the local stand-in for Azure that tests, `demo` and benchmarks
+//! use.
+
+pub mod claims;
+pub mod cli;
+pub mod cloud;
+pub mod config;
+pub mod demo;
+pub mod diagnose;
+pub mod emulator;
+pub mod error;
+pub mod forward;
+pub mod identity;
+pub mod inbound;
+pub mod routing;
+pub mod server;

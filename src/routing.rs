@@ -1,0 +1,589 @@
+//! Request → [`Route`]: which backend, which upstream URL, and whether the body changes.
+//! Azure-style paths pass through (the body is never parsed); OpenAI-style `/v1/...` paths map
+//! `model` through `[[models]]` to a deployment.
+
+use crate::config::{ApiShape, Backend, Config};
+use crate::error::ProxyError;
+use bytes::Bytes;
+use std::collections::HashMap;
+use url::Url;
+
+/// Header a client may send to pick a backend for paths that do not name a deployment.
+pub const BACKEND_HEADER: &str = "x-entra-proxy-backend";
+
+/// What the path says about the request, before the body is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `/openai/deployments/{deployment}/{rest…}`: Azure's deployment API.
+    Deployment {
+        deployment: String,
+        rest: Vec<String>,
+    },
+    /// `/openai/v1/{rest…}`: Azure's v1 API; `model` in the body names the deployment.
+    AzureV1 { rest: Vec<String> },
+    /// `/v1/{rest…}`: OpenAI-style; `model` in the body names a configured model.
+    OpenAi { rest: Vec<String> },
+    /// `GET /v1/models`: answered by the proxy from `[[models]]`.
+    ListModels,
+    /// Any other path (other Azure AI services, Foundry's `/models/...`): passed through.
+    Other { segments: Vec<String> },
+}
+
+impl Plan {
+    /// Whether [`resolve`] needs the JSON body (to read `model`).
+    pub fn needs_body(&self) -> bool {
+        matches!(self, Plan::OpenAi { .. } | Plan::AzureV1 { .. })
+    }
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Index into the configured backends.
+    pub backend: usize,
+    pub url: Url,
+    pub deployment: Option<String>,
+    /// The body to send instead of the client's, when it had to change.
+    pub body: Option<Bytes>,
+    /// The model the client asked for, when it named one.
+    pub model: Option<String>,
+}
+
+/// Everything routing needs, precomputed from the config.
+#[derive(Debug)]
+pub struct RoutingTable {
+    backends: Vec<Backend>,
+    models: HashMap<String, (usize, String)>,
+    /// deployment name → backends that have it.
+    deployments: HashMap<String, Vec<usize>>,
+    model_names: Vec<String>,
+}
+
+impl RoutingTable {
+    pub fn new(config: &Config) -> RoutingTable {
+        let mut deployments: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, b) in config.backends.iter().enumerate() {
+            for d in &b.deployments {
+                let v = deployments.entry(d.clone()).or_default();
+                if !v.contains(&i) {
+                    v.push(i);
+                }
+            }
+        }
+        RoutingTable {
+            backends: config.backends.clone(),
+            models: config
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), (m.backend, m.deployment.clone())))
+                .collect(),
+            deployments,
+            model_names: config.models.iter().map(|m| m.name.clone()).collect(),
+        }
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    pub fn model_names(&self) -> &[String] {
+        &self.model_names
+    }
+
+    fn known_deployments(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.deployments.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A model name or deployment name → (backend, deployment).
+    fn lookup(&self, name: &str) -> Option<(usize, String)> {
+        if let Some((b, d)) = self.models.get(name) {
+            return Some((*b, d.clone()));
+        }
+        match self.deployments.get(name).map(Vec::as_slice) {
+            Some([only]) => Some((*only, name.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The backend for a path that names no deployment: the only one, or the one the client
+    /// chose with [`BACKEND_HEADER`].
+    fn pick_backend(&self, chosen: Option<&str>, path: &str) -> Result<usize, ProxyError> {
+        if let Some(name) = chosen {
+            return self
+                .backends
+                .iter()
+                .position(|b| b.name == name)
+                .ok_or_else(|| ProxyError::NoRoute {
+                    path: path.to_string(),
+                    hint: format!(
+                        "{BACKEND_HEADER}: no backend named {name:?} (backends: {})",
+                        self.backend_names()
+                    ),
+                });
+        }
+        match self.backends.len() {
+            1 => Ok(0),
+            _ => Err(ProxyError::NoRoute {
+                path: path.to_string(),
+                hint: format!(
+                    "several backends are configured; choose one with the {BACKEND_HEADER} header ({})",
+                    self.backend_names()
+                ),
+            }),
+        }
+    }
+
+    fn backend_names(&self) -> String {
+        self.backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Splits a request path into decoded segments and classifies it.
+pub fn plan(path: &str) -> Result<Plan, ProxyError> {
+    let segments = split_path(path)?;
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    Ok(match s.as_slice() {
+        ["openai", "deployments", deployment, rest @ ..] if !rest.is_empty() => Plan::Deployment {
+            deployment: (*deployment).to_string(),
+            rest: rest.iter().map(|r| (*r).to_string()).collect(),
+        },
+        ["openai", "v1", rest @ ..] if !rest.is_empty() => Plan::AzureV1 {
+            rest: rest.iter().map(|r| (*r).to_string()).collect(),
+        },
+        ["v1", "models"] => Plan::ListModels,
+        ["v1", rest @ ..] if !rest.is_empty() => Plan::OpenAi {
+            rest: rest.iter().map(|r| (*r).to_string()).collect(),
+        },
+        _ => Plan::Other { segments },
+    })
+}
+
+fn split_path(path: &str) -> Result<Vec<String>, ProxyError> {
+    let mut out = Vec::new();
+    for raw in path.split('/').filter(|s| !s.is_empty()) {
+        let decoded = percent_encoding_decode(raw);
+        if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
+            return Err(ProxyError::NoRoute {
+                path: path.to_string(),
+                hint: "path segments may not be '.', '..' or contain encoded slashes".into(),
+            });
+        }
+        out.push(decoded);
+    }
+    Ok(out)
+}
+
+fn percent_encoding_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                out.push(v as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body's `model` field, for OpenAI-style and v1 paths.
+fn body_model(path: &str, body: Option<&Bytes>) -> Result<Option<String>, ProxyError> {
+    let Some(body) = body else {
+        return Ok(None);
+    };
+    if body.is_empty() {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    struct ModelOnly {
+        model: Option<serde_json::Value>,
+    }
+    let parsed: ModelOnly = serde_json::from_slice(body).map_err(|e| ProxyError::BodyNotJson {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    match parsed.model {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ProxyError::BodyNotJson {
+            path: path.to_string(),
+            reason: format!("\"model\" must be a string, got {other}"),
+        }),
+    }
+}
+
+/// Rewrites the body's `model` to the deployment name (v1 API shape).
+fn with_model(body: &Bytes, deployment: &str, path: &str) -> Result<Bytes, ProxyError> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ProxyError::BodyNotJson {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("model".into(), serde_json::Value::String(deployment.into()));
+    }
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::BodyNotJson {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// OpenAI operations that live under `/openai/deployments/{d}/` in Azure's deployment API.
+const DEPLOYMENT_OPERATIONS: &[&[&str]] = &[
+    &["chat", "completions"],
+    &["completions"],
+    &["embeddings"],
+    &["images", "generations"],
+    &["audio", "speech"],
+];
+
+/// Resolves a request to its upstream route. `body` is given only when [`Plan::needs_body`].
+pub fn resolve(
+    table: &RoutingTable,
+    plan: &Plan,
+    path: &str,
+    query: Option<&str>,
+    chosen_backend: Option<&str>,
+    body: Option<&Bytes>,
+) -> Result<Route, ProxyError> {
+    match plan {
+        Plan::Deployment { deployment, rest } => {
+            let (backend, actual) = match table.lookup(deployment) {
+                Some(found) => found,
+                None if chosen_backend.is_some() || table.backends.len() == 1 => {
+                    // Not configured: pass it through and let Azure (and the diagnosis) speak.
+                    (
+                        table.pick_backend(chosen_backend, path)?,
+                        deployment.clone(),
+                    )
+                }
+                None => {
+                    return Err(ProxyError::AmbiguousDeployment {
+                        deployment: deployment.clone(),
+                        known: table.known_deployments(),
+                    });
+                }
+            };
+            let b = &table.backends[backend];
+            let mut segs = vec!["openai", "deployments", actual.as_str()];
+            segs.extend(rest.iter().map(String::as_str));
+            Ok(Route {
+                backend,
+                url: upstream_url(b, &segs, query, true),
+                deployment: Some(actual),
+                body: None,
+                model: None,
+            })
+        }
+        Plan::AzureV1 { rest } => {
+            let model = body_model(path, body)?;
+            let (backend, deployment) = match model.as_deref().and_then(|m| table.lookup(m)) {
+                Some(found) => found,
+                None => (
+                    table.pick_backend(chosen_backend, path)?,
+                    model.clone().unwrap_or_default(),
+                ),
+            };
+            let b = &table.backends[backend];
+            let new_body = match (&model, body) {
+                (Some(m), Some(body)) if *m != deployment && !deployment.is_empty() => {
+                    Some(with_model(body, &deployment, path)?)
+                }
+                _ => None,
+            };
+            let mut segs = vec!["openai", "v1"];
+            segs.extend(rest.iter().map(String::as_str));
+            Ok(Route {
+                backend,
+                url: upstream_url(b, &segs, query, false),
+                deployment: (!deployment.is_empty()).then_some(deployment),
+                body: new_body,
+                model,
+            })
+        }
+        Plan::OpenAi { rest } => {
+            let model = body_model(path, body)?.ok_or_else(|| ProxyError::MissingModel {
+                known: table.model_names.clone(),
+            })?;
+            let (backend, deployment) =
+                table
+                    .lookup(&model)
+                    .ok_or_else(|| ProxyError::UnknownModel {
+                        model: model.clone(),
+                        known: table.model_names.clone(),
+                    })?;
+            let b = &table.backends[backend];
+            let rest_refs: Vec<&str> = rest.iter().map(String::as_str).collect();
+            match b.api {
+                ApiShape::V1 => {
+                    let mut segs = vec!["openai", "v1"];
+                    segs.extend(rest_refs.iter().copied());
+                    let new_body = match body {
+                        Some(body) if model != deployment => {
+                            Some(with_model(body, &deployment, path)?)
+                        }
+                        _ => None,
+                    };
+                    Ok(Route {
+                        backend,
+                        url: upstream_url(b, &segs, query, false),
+                        deployment: Some(deployment),
+                        body: new_body,
+                        model: Some(model),
+                    })
+                }
+                ApiShape::Deployments => {
+                    if !DEPLOYMENT_OPERATIONS.contains(&rest_refs.as_slice()) {
+                        return Err(ProxyError::NoRoute {
+                            path: path.to_string(),
+                            hint: format!(
+                                "backend {} uses Azure's deployment API, which has no /v1/{}; set api = \"v1\" on the backend to forward it to /openai/v1/{}",
+                                b.name,
+                                rest.join("/"),
+                                rest.join("/")
+                            ),
+                        });
+                    }
+                    let mut segs = vec!["openai", "deployments", deployment.as_str()];
+                    segs.extend(rest_refs.iter().copied());
+                    Ok(Route {
+                        backend,
+                        url: upstream_url(b, &segs, query, true),
+                        deployment: Some(deployment.clone()),
+                        body: None,
+                        model: Some(model),
+                    })
+                }
+            }
+        }
+        Plan::Other { segments } => {
+            let backend = table.pick_backend(chosen_backend, path)?;
+            let b = &table.backends[backend];
+            let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+            Ok(Route {
+                backend,
+                url: upstream_url(b, &segs, query, false),
+                deployment: None,
+                body: None,
+                model: None,
+            })
+        }
+        Plan::ListModels => Err(ProxyError::NoRoute {
+            path: path.to_string(),
+            hint: "/v1/models is answered by the proxy itself".into(),
+        }),
+    }
+}
+
+/// The backend base plus path segments (re-encoded), with the client's query and, where the
+/// deployment API needs it, the backend's default `api-version`.
+fn upstream_url(
+    b: &Backend,
+    segments: &[&str],
+    query: Option<&str>,
+    needs_api_version: bool,
+) -> Url {
+    let mut url = b.endpoint.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    url.set_query(query.filter(|q| !q.is_empty()));
+    if needs_api_version && !url.query_pairs().any(|(k, _)| k == "api-version") {
+        url.query_pairs_mut()
+            .append_pair("api-version", &b.api_version);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(extra: &str) -> RoutingTable {
+        let c = Config::parse(
+            &format!(
+                "[[backends]]\nname='primary'\nendpoint='https://res.openai.azure.com'\napi_version='2024-10-21'\n{extra}\n[[models]]\nname='gpt-4o'\nbackend='primary'\ndeployment='gpt-4o-2024-08-06'\n[[models]]\nname='emb'\nbackend='primary'\ndeployment='text-embedding-3-small'"
+            ),
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        RoutingTable::new(&c)
+    }
+
+    fn route(
+        t: &RoutingTable,
+        path: &str,
+        query: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Route, ProxyError> {
+        let p = plan(path)?;
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        resolve(t, &p, path, query, None, body.as_ref())
+    }
+
+    #[test]
+    fn azure_paths_pass_through_and_get_a_default_api_version() {
+        let t = table("");
+        let r = route(
+            &t,
+            "/openai/deployments/gpt-4o-2024-08-06/chat/completions",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r.url.as_str(),
+            "https://res.openai.azure.com/openai/deployments/gpt-4o-2024-08-06/chat/completions?api-version=2024-10-21"
+        );
+        let r = route(
+            &t,
+            "/openai/deployments/gpt-4o-2024-08-06/chat/completions",
+            Some("api-version=2025-01-01-preview"),
+            None,
+        )
+        .unwrap();
+        assert!(r.url.as_str().ends_with("?api-version=2025-01-01-preview"));
+        assert!(r.body.is_none());
+    }
+
+    #[test]
+    fn a_model_name_in_a_deployment_path_maps_to_its_deployment() {
+        let t = table("");
+        let r = route(
+            &t,
+            "/openai/deployments/gpt-4o/chat/completions",
+            Some("api-version=2024-10-21"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.deployment.as_deref(), Some("gpt-4o-2024-08-06"));
+    }
+
+    #[test]
+    fn openai_paths_map_model_to_deployment() {
+        let t = table("");
+        let r = route(
+            &t,
+            "/v1/chat/completions",
+            None,
+            Some(r#"{"model":"gpt-4o","messages":[]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            r.url.as_str(),
+            "https://res.openai.azure.com/openai/deployments/gpt-4o-2024-08-06/chat/completions?api-version=2024-10-21"
+        );
+        let r = route(
+            &t,
+            "/v1/embeddings",
+            None,
+            Some(r#"{"model":"emb","input":"x"}"#),
+        )
+        .unwrap();
+        assert!(r.url.path().ends_with("/text-embedding-3-small/embeddings"));
+    }
+
+    #[test]
+    fn unknown_model_and_bad_bodies_are_named() {
+        let t = table("");
+        let e = route(
+            &t,
+            "/v1/chat/completions",
+            None,
+            Some(r#"{"model":"gpt-5"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown model \"gpt-5\"; this proxy serves: gpt-4o, emb"
+        );
+        let e = route(&t, "/v1/chat/completions", None, Some("not json")).unwrap_err();
+        assert!(matches!(e, ProxyError::BodyNotJson { .. }), "{e}");
+        let e = route(&t, "/v1/chat/completions", None, Some("{}")).unwrap_err();
+        assert!(matches!(e, ProxyError::MissingModel { .. }));
+        let e = route(&t, "/v1/chat/completions", None, Some(r#"{"model":3}"#)).unwrap_err();
+        assert!(e.to_string().contains("must be a string"));
+    }
+
+    #[test]
+    fn v1_backends_rewrite_model_in_the_body() {
+        let t = table("api='v1'");
+        let r = route(
+            &t,
+            "/v1/responses",
+            None,
+            Some(r#"{"model":"gpt-4o","input":"hi"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            r.url.as_str(),
+            "https://res.openai.azure.com/openai/v1/responses"
+        );
+        let body: serde_json::Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["model"], "gpt-4o-2024-08-06");
+        assert_eq!(body["input"], "hi");
+        let e = route(
+            &table(""),
+            "/v1/responses",
+            None,
+            Some(r#"{"model":"gpt-4o"}"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("api = \"v1\""), "{e}");
+    }
+
+    #[test]
+    fn azure_v1_paths_pass_through_without_api_version() {
+        let t = table("");
+        let r = route(
+            &t,
+            "/openai/v1/chat/completions",
+            None,
+            Some(r#"{"model":"gpt-4o-2024-08-06"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            r.url.as_str(),
+            "https://res.openai.azure.com/openai/v1/chat/completions"
+        );
+        assert!(r.body.is_none());
+    }
+
+    #[test]
+    fn traversal_is_refused() {
+        assert!(plan("/openai/../admin").is_err());
+        assert!(plan("/openai/deployments/a%2Fb/chat").is_err());
+        assert_eq!(
+            plan("/openai/deployments/my%20dep/chat/completions").unwrap(),
+            Plan::Deployment {
+                deployment: "my dep".into(),
+                rest: vec!["chat".into(), "completions".into()]
+            }
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The axum router, health and readiness routes, and serving with graceful shutdown.
+
+use crate::config::Config;
+use crate::forward;
+use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
+use crate::inbound::Authenticator;
+use crate::routing::RoutingTable;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Everything a request needs, built once at start-up.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub routes: RoutingTable,
+    pub tokens: TokenCache,
+    /// Token caches of client-credentials callers, when that mode is configured.
+    pub apps: Option<AppTokens>,
+    pub client: reqwest::Client,
+}
+
+impl AppState {
+    /// Builds the state from a validated config. Fails on problems that only show when the
+    /// identity or HTTP client is built (e.g. workload identity without its token file).
+    pub fn build(config: Config, env: &IdentityEnv) -> Result<AppState, String> {
+        let source = build_token_source(&config, env)?;
+        let tokens = TokenCache::new(source, config.upstream.identity_timeout);
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.upstream.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
+        let apps = config
+            .inbound
+            .client_credentials
+            .as_ref()
+            .map(|cc| AppTokens::new(&config, cc.max_apps));
+        Ok(AppState {
+            auth: Authenticator::new(&config)?,
+            apps,
+            routes: RoutingTable::new(&config),
+            tokens,
+            client,
+            config,
+        })
+    }
+}
+
+/// The proxy's routes: its own endpoints, and everything else proxied.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(forward::handle)
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Ready once a token for every backend's scope is held.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut scopes = Vec::new();
+    let mut ready = true;
+    for scope in state.config.scopes() {
+        let s = state.tokens.status(&scope).await;
+        ready &= s.has_valid_token;
+        scopes.push(serde_json::json!({
+            "scope": s.scope,
+            "credential": s.credential,
+            "has_token": s.has_valid_token,
+            "expires_at": s.expires_at,
+            "failing_since": s.failing_since,
+            "last_error": s.last_error,
+        }));
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready: no token yet for every backend scope" },
+        "scopes": scopes,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for up to the configured
+/// grace period. Starts the background token keeper for every backend scope.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let keeper = state.tokens.spawn_keeper(state.config.scopes());
+    let grace = state.config.server.shutdown_grace;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let app = router(state);
+    let mut rx_serve = rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = rx_serve.wait_for(|v| *v).await;
+    });
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, draining in-flight requests"
+        );
+        let _ = tx.send(true);
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = signal => {
+            tracing::warn!("drain time over; closing remaining connections");
+            Ok(())
+        }
+    };
+    keeper.abort();
+    result
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

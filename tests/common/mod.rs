@@ -1,0 +1,248 @@
+//! Shared test harness: the emulator as Azure, the proxy in-process or as a child process.
+#![allow(dead_code, unreachable_pub)]
+
+use entra_proxy::config::{Config, KeyDigest};
+use entra_proxy::emulator::{Emulator, EmulatorConfig};
+use entra_proxy::identity::IdentityEnv;
+use entra_proxy::server::{self, AppState};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const KEY: &str = "test-key-team-a";
+pub const COGNITIVE_AUD: &str = "https://cognitiveservices.azure.com";
+
+/// A running proxy in front of a running emulator.
+pub struct Harness {
+    pub emulator: Emulator,
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Harness {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The base config: one backend on the emulator, models, and the test key.
+pub fn base_config(emulator: &url::Url) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[azure]
+emulator = "{emulator}"
+
+[identity]
+kind = "managed-identity"
+
+[[backends]]
+name = "primary"
+endpoint = "{emulator}"
+api_version = "2024-10-21"
+
+[[models]]
+name = "gpt-4o"
+backend = "primary"
+deployment = "gpt-4o"
+
+[[models]]
+name = "embed"
+backend = "primary"
+deployment = "text-embedding-3-small"
+
+[[keys]]
+name = "team-a"
+sha256 = "{digest}"
+"#,
+        digest = KeyDigest::of(KEY).to_hex()
+    )
+}
+
+pub async fn emulator() -> Emulator {
+    emulator_with(EmulatorConfig::default()).await
+}
+
+pub async fn emulator_with(config: EmulatorConfig) -> Emulator {
+    Emulator::start(config).await.expect("emulator starts")
+}
+
+/// Starts the proxy in-process with the given config text.
+pub async fn proxy(emulator: Emulator, config_text: &str) -> Harness {
+    let config = Config::parse(config_text, "test config", &|_| None).expect("config is valid");
+    let state = Arc::new(AppState::build(config, &IdentityEnv::default()).expect("state builds"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    Harness {
+        emulator,
+        addr,
+        state,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// Emulator with defaults and the base config.
+pub async fn start() -> Harness {
+    let emu = emulator().await;
+    let text = base_config(&emu.url());
+    proxy(emu, &text).await
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub fn chat_body(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Waits until `/readyz` says ready (the token keeper has a token).
+pub async fn wait_ready(h: &Harness) {
+    for _ in 0..100 {
+        if let Ok(r) = client().get(h.url("/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("proxy never became ready");
+}
+
+/// The proxy binary built by cargo for integration tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_entra-proxy"))
+}
+
+/// A child `entra-proxy` process with captured stderr, killed on drop.
+pub struct Child {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `config` to a temp file and starts `entra-proxy serve` with `env`; waits until it
+/// answers `/healthz`.
+pub async fn spawn_binary(config: &str, env: &[(&str, &str)]) -> (Child, tempfile_path::TempPath) {
+    let port = free_port();
+    let config = config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let path = tempfile_path::TempPath::new("toml");
+    std::fs::write(&path.0, config).unwrap();
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&path.0)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "RUST_LOG",
+            "debug,hyper=info,h2=info,reqwest=info,rustls=info",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = Child { child, addr };
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{addr}/healthz")).await.is_ok() {
+            return (c, path);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("entra-proxy did not start");
+}
+
+/// Stops a child with SIGTERM and returns its stderr.
+pub async fn stop_and_collect(mut c: Child) -> (Option<i32>, String) {
+    if let Some(pid) = c.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let mut child = std::mem::replace(
+        &mut c.child,
+        tokio::process::Command::new("true").spawn().unwrap(),
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt as _;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    (status.code(), stderr)
+}
+
+pub mod tempfile_path {
+    //! A file path under the target dir, removed on drop.
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static N: AtomicU64 = AtomicU64::new(0);
+
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn new(ext: &str) -> TempPath {
+            let dir = std::env::temp_dir().join("entra-proxy-tests");
+            std::fs::create_dir_all(&dir).unwrap();
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            TempPath(dir.join(format!("{}-{n}.{ext}", std::process::id())))
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}

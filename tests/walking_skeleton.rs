@@ -1,0 +1,331 @@
+//! The whole path over real HTTP: a key in, a cached managed-identity token out.
+
+mod common;
+
+use common::*;
+use entra_proxy::claims::decode_unverified;
+use entra_proxy::emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault};
+use futures_util::StreamExt as _;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn api_key_is_swapped_for_a_cognitiveservices_bearer_and_never_forwarded() {
+    let h = start().await;
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+
+    let seen = h.emulator.requests();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(
+        req.path_and_query,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    );
+    assert!(
+        req.header("api-key").is_none(),
+        "the client's key reached Azure"
+    );
+    let bearer = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("a bearer token reached Azure");
+    assert_ne!(bearer, KEY);
+    let claims = decode_unverified(bearer).unwrap().claims;
+    assert_eq!(claims.audience(), Some(COGNITIVE_AUD));
+    assert_eq!(req.bearer_audience.as_deref(), Some(COGNITIVE_AUD));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn openai_sdk_style_bearer_key_works_too() {
+    let h = start().await;
+    let r = client()
+        .post(h.url("/v1/embeddings"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"model": "embed", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = h.emulator.requests();
+    assert_eq!(
+        seen[0].path_and_query,
+        "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+    );
+    assert_ne!(
+        seen[0].header("authorization"),
+        Some(&*format!("Bearer {KEY}"))
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_wrong_key_gets_401_and_azure_is_not_called() {
+    let h = start().await;
+    for (name, value) in [
+        ("x-other", "1"),
+        ("api-key", "wrong-key"),
+        ("authorization", "Bearer wrong-key"),
+    ] {
+        let r = client()
+            .post(h.url("/v1/chat/completions"))
+            .header(name, value)
+            .json(&chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let code = body["error"]["code"].as_str().unwrap();
+        assert!(
+            code == "missing_credential" || code == "invalid_api_key",
+            "{body}"
+        );
+        assert!(body["error"]["message"].as_str().unwrap().len() > 10);
+        assert!(!body.to_string().contains("wrong-key"));
+    }
+    assert_eq!(h.emulator.stats().data_requests, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_cold_requests_make_one_token_acquisition() {
+    let h = start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = h.url("/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("api-key", KEY)
+                .json(&chat_body("gpt-4o"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let stats = h.emulator.stats();
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(stats.data_requests, 16);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn streamed_answers_arrive_event_by_event() {
+    let emu = emulator_with(EmulatorConfig {
+        stream_events: 5,
+        stream_interval: Duration::from_millis(150),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let text = base_config(&emu.url());
+    let h = proxy(emu, &text).await;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    let started = Instant::now();
+    let r = client()
+        .post(h.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"))
+        .header("api-key", KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut arrivals = Vec::new();
+    let mut all = String::new();
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        arrivals.push(started.elapsed());
+        all.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(all.trim_end().ends_with("data: [DONE]"), "{all}");
+    assert!(
+        arrivals.len() >= 3,
+        "events were buffered into {} chunks",
+        arrivals.len()
+    );
+    let first = arrivals[0];
+    let last = *arrivals.last().unwrap();
+    assert!(
+        last - first >= Duration::from_millis(400),
+        "first event at {first:?}, last at {last:?}: the stream was buffered"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_model_is_404_listing_models_and_bad_json_is_400() {
+    let h = start().await;
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .json(&chat_body("gpt-5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(
+        body["error"]["message"],
+        "unknown model \"gpt-5\"; this proxy serves: gpt-4o, embed"
+    );
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .header("content-type", "application/json")
+        .body("this is not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON")
+    );
+    assert_eq!(h.emulator.stats().data_requests, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn azure_paths_pass_through_and_azure_errors_come_back_unchanged() {
+    let h = start().await;
+    // Explicit api-version is kept.
+    let r = client()
+        .post(h.url("/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview"))
+        .header("api-key", KEY)
+        .json(&chat_body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h.emulator.requests()[0].path_and_query,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview"
+    );
+    // A deployment the backend lacks: Azure's own 404 body, byte for byte.
+    h.emulator.script(
+        "gpt-4o",
+        vec![Fault::Sample(AzureSample::DeploymentNotFound404)],
+    );
+    let r = client()
+        .post(h.url("/openai/deployments/gpt-4o/chat/completions"))
+        .header("api-key", KEY)
+        .json(&chat_body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"code\":\"DeploymentNotFound\""), "{text}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn list_models_is_answered_by_the_proxy() {
+    let h = start().await;
+    let r = client()
+        .get(h.url("/v1/models"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["gpt-4o", "embed"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_token() {
+    let emu = emulator().await;
+    emu.set_identity_fault(Some(IdentityFault::Down));
+    let text = base_config(&emu.url());
+    let h = proxy(emu, &text).await;
+    let r = client().get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = client().get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["scopes"][0]["has_token"], false);
+    assert!(body["scopes"][0]["last_error"].is_string(), "{body}");
+    // With no token at all, requests get a 503 that says the identity is unreachable.
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "identity_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failing since"),
+        "{body}"
+    );
+    h.emulator.set_identity_fault(None);
+    wait_ready(&h).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_body_bytes = 1024",
+    );
+    let h = proxy(emu, &text).await;
+    let big = "x".repeat(4096);
+    for path in [
+        "/v1/chat/completions",
+        "/openai/deployments/gpt-4o/chat/completions",
+    ] {
+        let r = client()
+            .post(h.url(path))
+            .header("api-key", KEY)
+            .json(&serde_json::json!({"model": "gpt-4o", "pad": big}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "body_too_large");
+    }
+    h.stop().await;
+}
