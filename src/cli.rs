@@ -37,6 +37,10 @@ pub enum Command {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Decode a token without trusting it and say whether Azure would accept it.
+    Explain(ExplainArgs),
+    /// Check a config end to end: DNS, reachability, identity, token claims, each deployment.
+    Doctor(DoctorArgs),
     /// Run only the local Azure emulator (for benchmarks and manual testing).
     #[command(hide = true)]
     Emulator(EmulatorArgs),
@@ -47,6 +51,48 @@ pub struct ConfigArg {
     /// The TOML config file.
     #[arg(long, short, env = "ENTRA_PROXY_CONFIG")]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A JWT, `Bearer …`, `Authorization: Bearer …`, or a token-endpoint JSON answer;
+    /// `-` or nothing reads standard input.
+    pub token: Option<String>,
+    /// What the token is meant for.
+    #[arg(long = "for", value_enum, default_value_t = ExplainFor::Cognitiveservices)]
+    pub target: ExplainFor,
+    /// The cloud the token is meant for.
+    #[arg(long, value_enum, default_value_t = CloudArg::Public)]
+    pub cloud: CloudArg,
+    /// The tenant the token must come from.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExplainFor {
+    Cognitiveservices,
+    Foundry,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CloudArg {
+    Public,
+    Usgov,
+    China,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The TOML config file.
+    #[arg(long, short, env = "ENTRA_PROXY_CONFIG")]
+    pub config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +167,8 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => run_async(crate::demo::run(args.listen, args.once)),
         Command::Keys(cmd) => keys(cmd),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Explain(args) => explain(&args),
+        Command::Doctor(args) => run_async(doctor(args)),
         Command::Emulator(args) => run_async(emulator(args)),
     }
 }
@@ -193,6 +241,89 @@ async fn serve(args: ConfigArg) -> ExitCode {
             eprintln!("entra-proxy: server error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
+    }
+}
+
+fn explain(args: &ExplainArgs) -> ExitCode {
+    use crate::cloud::Cloud;
+    use crate::diagnose::{Target, TargetKind};
+    let input = match args.token.as_deref() {
+        Some(t) if t != "-" => t.to_string(),
+        _ => {
+            let mut s = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                eprintln!("entra-proxy: cannot read the token from stdin: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            s
+        }
+    };
+    let target = Target {
+        kind: match args.target {
+            ExplainFor::Cognitiveservices => TargetKind::CognitiveServices,
+            ExplainFor::Foundry => TargetKind::Foundry,
+        },
+        cloud: match args.cloud {
+            CloudArg::Public => Cloud::Public,
+            CloudArg::Usgov => Cloud::Usgov,
+            CloudArg::China => Cloud::China,
+        },
+        tenant: args.tenant.clone(),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let explanation = match crate::diagnose::explain(&input, &target, now) {
+        Ok(e) => e,
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"accepted": false, "error": e.to_string()})
+                );
+            } else {
+                eprintln!("entra-proxy: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&explanation) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("entra-proxy: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+        print!(
+            "{}",
+            crate::diagnose::render_text(&explanation, &target, now, offset)
+        );
+    }
+    if explanation.accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn doctor(args: DoctorArgs) -> ExitCode {
+    let report = crate::diagnose::doctor::run(&args.config, &IdentityEnv::from_process()).await;
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("entra-proxy: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Serve `GET /debug/identity` (to loopback clients, or with the admin key).
+    pub debug: bool,
+    /// Digest of the key that unlocks `/debug/identity` from other addresses.
+    pub admin_key: Option<KeyDigest>,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +373,9 @@ struct RawServer {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    debug: bool,
+    admin_key_sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -630,10 +637,10 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
                 )
             })?;
         validate_deployment(&m.deployment).map_err(|e| format!("{at}.deployment: {e}"))?;
-        if let Some(b) = backends.get_mut(backend) {
-            if !b.deployments.contains(&m.deployment) {
-                b.deployments.push(m.deployment.clone());
-            }
+        if let Some(b) = backends.get_mut(backend)
+            && !b.deployments.contains(&m.deployment)
+        {
+            b.deployments.push(m.deployment.clone());
         }
         models.push(Model {
             name: m.name,
@@ -869,6 +876,13 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, String> {
         shutdown_grace: raw
             .shutdown_grace_secs
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
+        debug: raw.debug,
+        admin_key: match &raw.admin_key_sha256 {
+            None => None,
+            Some(d) => {
+                Some(KeyDigest::parse(d).map_err(|e| format!("server.admin_key_sha256: {e}"))?)
+            }
+        },
     })
 }
 
@@ -1093,10 +1107,10 @@ pub fn normalize_endpoint(raw: &str) -> Result<NormalizedEndpoint, String> {
     base.set_query(None);
     base.set_fragment(None);
     base.set_path("");
-    if !keep.is_empty() {
-        if let Ok(mut segs) = base.path_segments_mut() {
-            segs.extend(keep.iter().map(|s| percent_decode(s)));
-        }
+    if !keep.is_empty()
+        && let Ok(mut segs) = base.path_segments_mut()
+    {
+        segs.extend(keep.iter().map(|s| percent_decode(s)));
     }
     let changed = base.as_str().trim_end_matches('/') != trimmed.trim_end_matches('/');
     Ok(NormalizedEndpoint {
@@ -1197,10 +1211,11 @@ fn validate_backend(
         validate_deployment(d).map_err(|e| format!("{at}.deployments[{i}]: {e}"))?;
         deployments.push(d.clone());
     }
-    if let Some(d) = norm.deployment_from_url {
-        if validate_deployment(&d).is_ok() && !deployments.contains(&d) {
-            deployments.push(d);
-        }
+    if let Some(d) = norm.deployment_from_url
+        && validate_deployment(&d).is_ok()
+        && !deployments.contains(&d)
+    {
+        deployments.push(d);
     }
     Ok(Backend {
         name: b.name,

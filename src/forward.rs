@@ -102,10 +102,10 @@ async fn proxy(
         return Ok(list_models(state));
     }
     let limit = state.config.server.max_body_bytes;
-    if let Some(len) = content_length(&parts.headers) {
-        if len > limit as u64 {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
+    if let Some(len) = content_length(&parts.headers)
+        && len > limit as u64
+    {
+        return Err(ProxyError::BodyTooLarge { limit });
     }
     let (buffered, body) = if plan.needs_body() {
         (Some(read_body(body, limit).await?), None)
@@ -124,18 +124,18 @@ async fn proxy(
         chosen,
         buffered.as_ref(),
     )?;
-    if let Some(policy) = caller.policy() {
-        if !policy.permits(route.model.as_deref(), route.deployment.as_deref()) {
-            return Err(ProxyError::ModelNotAllowed {
-                caller: caller.label(),
-                wanted: route
-                    .model
-                    .clone()
-                    .or_else(|| route.deployment.clone())
-                    .unwrap_or_else(|| format!("path {path}")),
-                allowed: policy.models.clone(),
-            });
-        }
+    if let Some(policy) = caller.policy()
+        && !policy.permits(route.model.as_deref(), route.deployment.as_deref())
+    {
+        return Err(ProxyError::ModelNotAllowed {
+            caller: caller.label(),
+            wanted: route
+                .model
+                .clone()
+                .or_else(|| route.deployment.clone())
+                .unwrap_or_else(|| format!("path {path}")),
+            allowed: policy.models.clone(),
+        });
     }
     let backend = &state.routes.backends()[route.backend];
     let token = identity::token_for(&state.tokens, state.apps.as_ref(), caller, backend).await?;
@@ -243,10 +243,10 @@ pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
-    if !out.contains_key("x-ms-client-request-id") {
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            out.insert(HeaderName::from_static("x-ms-client-request-id"), v);
-        }
+    if !out.contains_key("x-ms-client-request-id")
+        && let Ok(v) = HeaderValue::from_str(request_id)
+    {
+        out.insert(HeaderName::from_static("x-ms-client-request-id"), v);
     }
     out
 }
@@ -274,10 +274,10 @@ async fn downstream_response(
     let mut headers = downstream_headers(upstream.headers());
     if diagnose::wants(status) {
         let (body, diagnosis) = diagnose::annotate(state, upstream, route, claims.as_ref()).await;
-        if let Some(d) = diagnosis {
-            if let Ok(v) = HeaderValue::from_str(&d) {
-                headers.insert(diagnose::DIAGNOSIS_HEADER, v);
-            }
+        if let Some(d) = diagnosis
+            && let Ok(v) = HeaderValue::from_str(&d)
+        {
+            headers.insert(diagnose::DIAGNOSIS_HEADER, v);
         }
         if let Ok(v) = HeaderValue::from_str(&caller.label()) {
             headers.insert(CALLER_HEADER, v);

@@ -62,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/debug/identity", get(debug_identity))
         .fallback(forward::handle)
         .with_state(state)
 }
@@ -98,6 +99,56 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Per backend: the credential, the cached token's claims, expiry, last refresh and last
+/// error — never the token. Off unless `[server] debug = true`; then open to loopback clients,
+/// or to others presenting the admin key in `x-admin-key`.
+async fn debug_identity(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    if !state.config.server.debug {
+        return crate::error::ProxyError::NoRoute {
+            path: "/debug/identity".into(),
+            hint: "the debug view is off; set [server] debug = true".into(),
+        }
+        .into_response();
+    }
+    let peer_is_loopback = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let admin_ok = match (
+        &state.config.server.admin_key,
+        request.headers().get("x-admin-key"),
+    ) {
+        (Some(digest), Some(v)) => v.to_str().is_ok_and(|k| {
+            use subtle::ConstantTimeEq as _;
+            bool::from(crate::config::KeyDigest::of(k).0.ct_eq(&digest.0))
+        }),
+        _ => false,
+    };
+    if !peer_is_loopback && !admin_ok {
+        let body = serde_json::json!({"error": {"code": "forbidden", "message": "/debug/identity is served to loopback clients, or with the admin key in x-admin-key (server.admin_key_sha256)", "type": "permission_error"}});
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    let mut backends = Vec::new();
+    for b in &state.config.backends {
+        let status = state.tokens.status(&b.scope).await;
+        backends.push(serde_json::json!({
+            "backend": b.name,
+            "endpoint": b.endpoint.as_str(),
+            "scope": b.scope.as_str(),
+            "token": status,
+        }));
+    }
+    axum::Json(serde_json::json!({
+        "credential": state.tokens.describe(),
+        "backends": backends,
+        "client_credential_apps_cached": state.apps.as_ref().map(|a| a.cached_apps()),
+    }))
+    .into_response()
+}
+
 /// Serves until `shutdown` resolves, then drains in-flight requests for up to the configured
 /// grace period. Starts the background token keeper for every backend scope.
 pub async fn serve(
@@ -110,7 +161,11 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = router(state);
     let mut rx_serve = rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         let _ = rx_serve.wait_for(|v| *v).await;
     });
     let signal = async move {

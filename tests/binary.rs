@@ -1,5 +1,6 @@
 //! The real binary: config errors, App Service managed identity through the environment,
 //! secrets kept out of logs, SIGTERM, `demo`, `keys` and `config check`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -39,7 +40,10 @@ fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
 fn bad_config_exits_64_with_one_line_naming_file_and_key() {
     let path = tempfile_path::TempPath::new("toml");
     let cases = [
-        ("[server]\nlisen = '1'\n", "server: unknown field `lisen`"),
+        (
+            "[server]\nlisen = '1'\n",
+            "server.lisen: unknown field `lisen`",
+        ),
         (
             "[[backends]]\nname='a'\nendpoint='not a url'\n",
             "backends[0].endpoint",

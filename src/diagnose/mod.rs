@@ -1,21 +1,74 @@
-//! Explaining auth failures: Azure error classification, token explanation and `doctor`.
+//! Explaining auth failures: Azure error classification, token explanation, and `doctor`.
 
 mod annotate;
+mod azure_error;
+pub mod doctor;
+mod explain;
+mod when;
+mod words;
 
 pub use annotate::{DIAGNOSIS_HEADER, annotate, wants};
+pub use azure_error::{Context, Diagnosis, DiagnosisCode, TokenFacts, classify};
+pub use explain::{
+    ExplainError, Explanation, Problem, Target, TargetKind, explain, extract_token, render_text,
+};
 
 use crate::claims::Claims;
 use crate::routing::Route;
 use crate::server::AppState;
 
-/// Classifies an upstream error for one route; `None` when there is nothing to add.
+/// Classifies an upstream error for one route; `None` when there is nothing to add. The
+/// diagnosis is logged as one structured line (claims, never the token).
 pub(crate) fn classify_for_route(
-    _state: &AppState,
-    _status: u16,
-    _retry_after: Option<&str>,
-    _body: &[u8],
-    _route: &Route,
-    _claims: Option<&Claims>,
+    state: &AppState,
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    route: &Route,
+    claims: Option<&Claims>,
 ) -> Option<String> {
-    None
+    let backend = state.routes.backends().get(route.backend)?;
+    let api_version = route
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "api-version")
+        .map(|(_, v)| v.into_owned());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let is_v1 = route.url.path().contains("/openai/v1/");
+    let ctx = Context {
+        backend: &backend.name,
+        host: backend.host(),
+        cloud: state.config.cloud,
+        host_kind: backend.host_kind,
+        expected_audience: backend.scope.audience(),
+        token: claims,
+        expected_tenant: None,
+        deployment: route.deployment.as_deref(),
+        known_deployments: &backend.deployments,
+        // The v1 API needs no api-version; don't blame a missing one.
+        api_version: if is_v1 {
+            Some("v1")
+        } else {
+            api_version.as_deref()
+        },
+        now,
+    };
+    let d = classify(status, retry_after, body, &ctx)?;
+    tracing::warn!(
+        diagnosis = d.code.as_str(),
+        backend = %backend.name,
+        status,
+        token_aud = d.token.as_ref().and_then(|t| t.aud.as_deref()).unwrap_or("-"),
+        token_tid = d.token.as_ref().and_then(|t| t.tid.as_deref()).unwrap_or("-"),
+        token_oid = d.token.as_ref().and_then(|t| t.oid.as_deref()).unwrap_or("-"),
+        token_appid = d.token.as_ref().and_then(|t| t.appid.as_deref()).unwrap_or("-"),
+        token_exp = d.token.as_ref().and_then(|t| t.exp).unwrap_or(0),
+        summary = %d.summary,
+        fix = %d.fix,
+        "Azure refused the request"
+    );
+    Some(d.header_value())
 }

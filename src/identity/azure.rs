@@ -260,7 +260,6 @@ impl AzureTokenSource {
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                     client_options,
-                    ..ManagedIdentityCredentialOptions::default()
                 }))?
             }
             Method::Workload {
@@ -272,7 +271,6 @@ impl AzureTokenSource {
                 client_id: Some(client_id.clone()),
                 tenant_id: Some(tenant_id.clone()),
                 token_file_path: Some(token_file.clone()),
-                ..WorkloadIdentityCredentialOptions::default()
             }))?,
             Method::ClientSecret {
                 tenant_id,

@@ -156,13 +156,13 @@ impl TokenCache {
     pub async fn get(&self, scope: &Scope) -> Result<Arc<CachedToken>, IdentityError> {
         let slot = self.slot(scope).await;
         let now = SystemTime::now();
-        if let Some(t) = slot.current.load_full() {
-            if t.usable(now) {
-                if now >= t.refresh_at {
-                    self.spawn_refresh(&slot);
-                }
-                return Ok(t);
+        if let Some(t) = slot.current.load_full()
+            && t.usable(now)
+        {
+            if now >= t.refresh_at {
+                self.spawn_refresh(&slot);
             }
+            return Ok(t);
         }
         self.acquire_now(&slot).await
     }
@@ -236,10 +236,11 @@ impl TokenCache {
     /// One refresh attempt, unless another is running or the backoff has not elapsed.
     async fn refresh(&self, slot: &Arc<Slot>) -> Result<(), IdentityError> {
         let _guard = slot.acquire_lock.lock().await;
-        if let Some(t) = slot.current.load_full() {
-            if t.usable(SystemTime::now()) && SystemTime::now() < t.refresh_at {
-                return Ok(());
-            }
+        if let Some(t) = slot.current.load_full()
+            && t.usable(SystemTime::now())
+            && SystemTime::now() < t.refresh_at
+        {
+            return Ok(());
         }
         if let Some(err) = self.in_backoff(slot, None) {
             return Err(err);
@@ -250,10 +251,10 @@ impl TokenCache {
     async fn acquire_now(&self, slot: &Arc<Slot>) -> Result<Arc<CachedToken>, IdentityError> {
         let waiting_since = Instant::now();
         let _guard = slot.acquire_lock.lock().await;
-        if let Some(t) = slot.current.load_full() {
-            if t.usable(SystemTime::now()) {
-                return Ok(t);
-            }
+        if let Some(t) = slot.current.load_full()
+            && t.usable(SystemTime::now())
+        {
+            return Ok(t);
         }
         if let Some(err) = self.in_backoff(slot, Some(waiting_since)) {
             return Err(err);

@@ -324,10 +324,10 @@ impl EntraValidator {
         let set: JwkSet = self.get_json(&jwks_url).await.map_err(fail)?;
         let mut keys = HashMap::new();
         for k in set.keys {
-            if let (Some(kid), "RSA", Some(n), Some(e)) = (k.kid, k.kty.as_str(), k.n, k.e) {
-                if let Ok(key) = DecodingKey::from_rsa_components(&n, &e) {
-                    keys.insert(kid, key);
-                }
+            if let (Some(kid), "RSA", Some(n), Some(e)) = (k.kid, k.kty.as_str(), k.n, k.e)
+                && let Ok(key) = DecodingKey::from_rsa_components(&n, &e)
+            {
+                keys.insert(kid, key);
             }
         }
         if keys.is_empty() {
@@ -395,13 +395,13 @@ pub fn check_lifetime(c: &Claims, now: i64) -> Result<(), TokenRejection> {
             ago: human_duration(now - exp),
         });
     }
-    if let Some(nbf) = c.nbf {
-        if nbf > now + LEEWAY_SECS {
-            return Err(TokenRejection::NotYetValid {
-                at: rfc3339(nbf),
-                in_: human_duration(nbf - now),
-            });
-        }
+    if let Some(nbf) = c.nbf
+        && nbf > now + LEEWAY_SECS
+    {
+        return Err(TokenRejection::NotYetValid {
+            at: rfc3339(nbf),
+            in_: human_duration(nbf - now),
+        });
     }
     Ok(())
 }

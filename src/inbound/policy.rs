@@ -30,14 +30,14 @@ impl KeyPolicy {
 
     /// Checks expiry and takes one request from the rate limit.
     pub fn admit(&self, now: time::OffsetDateTime) -> Result<(), PolicyDenial> {
-        if let Some(exp) = self.expires {
-            if now >= exp {
-                return Err(PolicyDenial::Expired {
-                    at: exp
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                });
-            }
+        if let Some(exp) = self.expires
+            && now >= exp
+        {
+            return Err(PolicyDenial::Expired {
+                at: exp
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            });
         }
         if let Some(l) = &self.limiter {
             l.take(Instant::now())

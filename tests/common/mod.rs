@@ -1,5 +1,5 @@
 //! Shared test harness: the emulator as Azure, the proxy in-process or as a child process.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use entra_proxy::config::{Config, KeyDigest};
 use entra_proxy::emulator::{Emulator, EmulatorConfig};
@@ -129,10 +129,10 @@ pub fn chat_body(model: &str) -> serde_json::Value {
 /// Waits until `/readyz` says ready (the token keeper has a token).
 pub async fn wait_ready(h: &Harness) {
     for _ in 0..100 {
-        if let Ok(r) = client().get(h.url("/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
+        if let Ok(r) = client().get(h.url("/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

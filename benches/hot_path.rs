@@ -1,0 +1,142 @@
+//! Micro-benchmarks of the per-request work: key lookup, token cache hit, Entra token
+//! validation with cached JWKS, route resolution and header rewrite.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use entra_proxy::config::{Config, KeyDigest, KeyEntry};
+use entra_proxy::emulator::{Emulator, EmulatorConfig, MintSpec};
+use entra_proxy::forward::upstream_headers;
+use entra_proxy::identity::{IdentityEnv, TokenCache, build_token_source};
+use entra_proxy::inbound::{EntraValidator, KeyStore};
+use entra_proxy::routing::{RoutingTable, plan, resolve};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn config(emulator: &str, tenant: &str) -> Config {
+    Config::parse(
+        &format!(
+            r#"[azure]
+emulator = "{emulator}"
+[identity]
+kind = "managed-identity"
+[[backends]]
+name = "primary"
+endpoint = "{emulator}"
+[[models]]
+name = "gpt-4o"
+backend = "primary"
+deployment = "gpt-4o-2024-08-06"
+[[keys]]
+name = "team-a"
+sha256 = "{}"
+[inbound.entra]
+tenants = ["{tenant}"]
+"#,
+            KeyDigest::of("bench-key").to_hex()
+        ),
+        "bench",
+        &|_| None,
+    )
+    .unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt
+        .block_on(Emulator::start(EmulatorConfig::default()))
+        .unwrap();
+    let cfg = config(emu.url().as_str(), &emu.config().tenant_id);
+
+    // Key lookup among 1,000 keys.
+    let mut entries: Vec<KeyEntry> = cfg.keys.clone();
+    for i in 0..1000 {
+        entries.push(KeyEntry {
+            name: format!("k{i}"),
+            digest: KeyDigest::of(&format!("key-{i}")),
+            legacy: false,
+            models: vec![],
+            expires: None,
+            requests_per_minute: None,
+        });
+    }
+    let store = KeyStore::new(&entries);
+    c.bench_function("key_lookup_hit_1000_keys", |b| {
+        b.iter(|| black_box(store.lookup(black_box("bench-key")).is_some()))
+    });
+    c.bench_function("key_lookup_miss_1000_keys", |b| {
+        b.iter(|| black_box(store.lookup(black_box("nope")).is_none()))
+    });
+
+    // Token cache hit.
+    let source = build_token_source(&cfg, &IdentityEnv::default()).unwrap();
+    let tokens = TokenCache::new(source, Duration::from_secs(5));
+    let scope = cfg.backends[0].scope.clone();
+    rt.block_on(tokens.get(&scope)).unwrap();
+    c.bench_function("token_cache_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(tokens.get(&scope).await.unwrap()) })
+    });
+
+    // Entra token validation with JWKS cached.
+    let entra = cfg.inbound.entra.clone().unwrap();
+    let validator = EntraValidator::new(&cfg, &entra).unwrap();
+    let token = emu.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
+    rt.block_on(validator.validate(&token)).unwrap();
+    c.bench_function("entra_jwt_validate_cached_jwks", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(validator.validate(&token).await.unwrap()) })
+    });
+
+    // Route resolution, both shapes.
+    let table = RoutingTable::new(&cfg);
+    let body =
+        Bytes::from_static(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#);
+    c.bench_function("route_azure_path", |b| {
+        b.iter(|| {
+            let path = "/openai/deployments/gpt-4o-2024-08-06/chat/completions";
+            let p = plan(path).unwrap();
+            black_box(
+                resolve(&table, &p, path, Some("api-version=2024-10-21"), None, None).unwrap(),
+            )
+        })
+    });
+    c.bench_function("route_openai_path_reads_model", |b| {
+        b.iter(|| {
+            let path = "/v1/chat/completions";
+            let p = plan(path).unwrap();
+            black_box(resolve(&table, &p, path, None, None, Some(&body)).unwrap())
+        })
+    });
+
+    // Header rewrite of a typical SDK request.
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in [
+        ("api-key", "bench-key"),
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("user-agent", "AzureOpenAI/Python 1.54.0"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-os", "Linux"),
+        ("connection", "keep-alive"),
+        ("host", "proxy:8080"),
+        ("content-length", "64"),
+    ] {
+        headers.insert(k, http::HeaderValue::from_static(v));
+    }
+    c.bench_function("header_rewrite", |b| {
+        b.iter(|| black_box(upstream_headers(black_box(&headers), "req-1")))
+    });
+    drop(emu);
+}
+
+criterion_group! {
+    name = hot_path;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = benches
+}
+criterion_main!(hot_path);

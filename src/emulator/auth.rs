@@ -1,0 +1,147 @@
+//! Data-plane authentication as Azure does it: a bearer token for the resource's audience, or its key.
+
+use http::HeaderMap;
+
+use super::ResourceKind;
+use super::keys;
+use super::samples::AzureSample;
+use super::state::{Shared, bearer_token, key_matches};
+use crate::cloud::same_audience;
+
+/// A caller the data plane let in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// The bearer token's audience; `None` for key callers.
+    pub(crate) audience: Option<String>,
+}
+
+/// Checks the caller's credential; the error is the sample Azure would answer with.
+pub(crate) fn authenticate(
+    shared: &Shared,
+    kind: ResourceKind,
+    headers: &HeaderMap,
+) -> Result<Accepted, AzureSample> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(token) = header("authorization").and_then(bearer_token) {
+        if kind == ResourceKind::Regional {
+            return Err(AzureSample::RegionalEndpoint400);
+        }
+        return check_token(shared, kind, token);
+    }
+    if let Some(given) = header("api-key").or(header("ocp-apim-subscription-key")) {
+        return match &shared.config.resource_key {
+            None => Err(AzureSample::KeyAuthDisabled401),
+            Some(key) if key_matches(key, given.trim()) => Ok(Accepted::default()),
+            Some(_) => Err(AzureSample::InvalidKey401),
+        };
+    }
+    Err(AzureSample::AudienceIncorrect401)
+}
+
+fn check_token(shared: &Shared, kind: ResourceKind, token: &str) -> Result<Accepted, AzureSample> {
+    let rejected = AzureSample::AudienceIncorrect401;
+    let claims = shared.signing_key().verify(token).map_err(|_| rejected)?;
+    let epoch = claims.uti.as_deref().and_then(keys::uti_epoch).unwrap_or(0);
+    if epoch < shared.revocation_epoch() {
+        return Err(rejected);
+    }
+    let expected = kind.audience(shared.config.cloud);
+    let audience = claims
+        .aud
+        .values()
+        .first()
+        .map(|a| (*a).to_owned())
+        .ok_or(rejected)?;
+    if !same_audience(&audience, expected) {
+        return Err(rejected);
+    }
+    Ok(Accepted {
+        audience: Some(audience),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::EmulatorConfig;
+    use crate::emulator::keys::{MintSpec, first_key};
+
+    fn shared(key: Option<&str>) -> Shared {
+        let config = EmulatorConfig {
+            resource_key: key.map(str::to_owned),
+            ..EmulatorConfig::default()
+        };
+        Shared::new(config, first_key().unwrap())
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked_for_the_resource_kinds_audience() {
+        let s = shared(None);
+        let cog = s.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
+        let ai = s.mint(&MintSpec::new("https://ai.azure.com/"));
+        let ok = authenticate(&s, ResourceKind::OpenAi, &bearer(&cog)).unwrap();
+        assert_eq!(
+            ok.audience.as_deref(),
+            Some("https://cognitiveservices.azure.com")
+        );
+        assert_eq!(
+            authenticate(&s, ResourceKind::OpenAi, &bearer(&ai)),
+            Err(AzureSample::AudienceIncorrect401)
+        );
+        assert!(authenticate(&s, ResourceKind::Foundry, &bearer(&ai)).is_ok());
+        assert_eq!(
+            authenticate(&s, ResourceKind::Regional, &bearer(&cog)),
+            Err(AzureSample::RegionalEndpoint400)
+        );
+        s.revoke_issued_tokens();
+        assert_eq!(
+            authenticate(&s, ResourceKind::OpenAi, &bearer(&cog)),
+            Err(AzureSample::AudienceIncorrect401)
+        );
+        let fresh = s.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
+        assert!(authenticate(&s, ResourceKind::OpenAi, &bearer(&fresh)).is_ok());
+    }
+
+    #[test]
+    fn keys_follow_disable_local_auth() {
+        let mut h = HeaderMap::new();
+        h.insert("api-key", "k1".parse().unwrap());
+        assert_eq!(
+            authenticate(&shared(None), ResourceKind::OpenAi, &h),
+            Err(AzureSample::KeyAuthDisabled401)
+        );
+        assert_eq!(
+            authenticate(&shared(Some("k2")), ResourceKind::OpenAi, &h),
+            Err(AzureSample::InvalidKey401)
+        );
+        assert!(authenticate(&shared(Some("k1")), ResourceKind::Regional, &h).is_ok());
+        assert_eq!(
+            authenticate(&shared(Some("k1")), ResourceKind::OpenAi, &HeaderMap::new()),
+            Err(AzureSample::AudienceIncorrect401)
+        );
+    }
+
+    #[test]
+    fn audiences_follow_the_cloud() {
+        let s = Shared::new(
+            EmulatorConfig {
+                cloud: crate::cloud::Cloud::Usgov,
+                ..EmulatorConfig::default()
+            },
+            first_key().unwrap(),
+        );
+        let us = s.mint(&MintSpec::new("https://cognitiveservices.azure.us"));
+        let public = s.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
+        assert!(authenticate(&s, ResourceKind::OpenAi, &bearer(&us)).is_ok());
+        assert_eq!(
+            authenticate(&s, ResourceKind::OpenAi, &bearer(&public)),
+            Err(AzureSample::AudienceIncorrect401)
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! RSA signing keys, the JWKS that publishes them, and minting and checking Entra-shaped JWTs.
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::EmulatorConfig;
+use crate::claims::Audience;
+use crate::cloud::Cloud;
+
+/// The first key generated in this process, shared by every emulator that starts with it:
+/// RSA key generation costs tens of milliseconds, tests start many emulators.
+static FIRST_KEY: OnceLock<Arc<SigningKey>> = OnceLock::new();
+
+/// Which Entra token format to mint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenVersion {
+    /// `ver` 1.0, issuer `https://sts.windows.net/{tid}/`, `appid`: what Cognitive Services issues.
+    #[default]
+    V1,
+    /// `ver` 2.0, issuer `{authority}/{tid}/v2.0`, `azp`.
+    V2,
+}
+
+/// What to put in a token minted with [`super::Emulator::mint`]. `MintSpec::new(aud)` gives a
+/// valid app-only v1 token for `aud`, living an hour, for the configured managed identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintSpec {
+    pub aud: String,
+    /// Defaults to the configured tenant.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Seconds from now to `exp`; negative means already expired.
+    #[serde(default = "default_lifetime_secs")]
+    pub lifetime_secs: i64,
+    /// Offset of `nbf` from now; positive means not valid yet.
+    #[serde(default)]
+    pub not_before_secs: i64,
+    /// Defaults to the configured managed identity's object id.
+    #[serde(default)]
+    pub oid: Option<String>,
+    /// Defaults to the configured managed identity's client id.
+    #[serde(default)]
+    pub appid: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// A delegated scope: makes it a user-style token (no `idtyp: app`).
+    #[serde(default)]
+    pub scp: Option<String>,
+    #[serde(default)]
+    pub version: TokenVersion,
+    /// Overrides the header's `kid` (and `x5t`), e.g. with one no JWKS knows.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// Signs something else, so the signature does not verify.
+    #[serde(default)]
+    pub bad_signature: bool,
+}
+
+/// A fully resolved token to sign: what the token endpoints and `mint` produce.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub(crate) version: TokenVersion,
+    pub(crate) cloud: Cloud,
+    pub(crate) tenant_id: String,
+    pub(crate) aud: String,
+    pub(crate) lifetime_secs: i64,
+    pub(crate) not_before_secs: i64,
+    pub(crate) oid: String,
+    pub(crate) appid: String,
+    /// `appidacr`/`azpacr`: "0" public client, "1" secret, "2" certificate or assertion.
+    pub(crate) app_acr: &'static str,
+    pub(crate) roles: Vec<String>,
+    pub(crate) scp: Option<String>,
+    pub(crate) mirid: Option<String>,
+    pub(crate) epoch: u32,
+    pub(crate) kid: Option<String>,
+    pub(crate) bad_signature: bool,
+}
+
+/// An RSA-2048 key with its published form.
+pub(crate) struct SigningKey {
+    kid: String,
+    pair: KeyPair,
+    n: String,
+    e: String,
+    decoding: DecodingKey,
+}
+
+/// The claims the data plane checks after the signature.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CheckedClaims {
+    pub(crate) aud: Audience,
+    #[serde(default)]
+    pub(crate) uti: Option<String>,
+}
+
+/// Why a bearer token did not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    UnknownKid,
+    Expired,
+    NotYetValid,
+    Invalid(String),
+}
+
+#[derive(Serialize)]
+struct JwtHeader<'a> {
+    typ: &'static str,
+    alg: &'static str,
+    x5t: &'a str,
+    kid: &'a str,
+}
+
+/// Claims in the order Entra writes them.
+#[derive(Serialize)]
+struct TokenClaims<'a> {
+    aud: &'a str,
+    iss: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    aio: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appidacr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azpacr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idtyp: Option<&'static str>,
+    oid: &'a str,
+    rh: String,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    roles: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scp: Option<&'a str>,
+    sub: &'a str,
+    tid: &'a str,
+    uti: String,
+    ver: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xms_mirid: Option<&'a str>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MintSpec {
+    /// A valid v1 app token for `aud`, living 3600 s, for the configured managed identity.
+    pub fn new(aud: impl Into<String>) -> Self {
+        MintSpec {
+            aud: aud.into(),
+            tenant_id: None,
+            lifetime_secs: default_lifetime_secs(),
+            not_before_secs: 0,
+            oid: None,
+            appid: None,
+            roles: Vec::new(),
+            scp: None,
+            version: TokenVersion::V1,
+            kid: None,
+            bad_signature: false,
+        }
+    }
+
+    pub(crate) fn to_grant(&self, config: &EmulatorConfig, epoch: u32) -> Grant {
+        Grant {
+            version: self.version,
+            cloud: config.cloud,
+            tenant_id: self
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| config.tenant_id.clone()),
+            aud: self.aud.trim_end_matches('/').to_owned(),
+            lifetime_secs: self.lifetime_secs,
+            not_before_secs: self.not_before_secs,
+            oid: self
+                .oid
+                .clone()
+                .unwrap_or_else(|| config.managed_identity_object_id.clone()),
+            appid: self
+                .appid
+                .clone()
+                .unwrap_or_else(|| config.managed_identity_client_id.clone()),
+            app_acr: "2",
+            roles: self.roles.clone(),
+            scp: self.scp.clone(),
+            mirid: None,
+            epoch,
+            kid: self.kid.clone(),
+            bad_signature: self.bad_signature,
+        }
+    }
+}
+
+impl SigningKey {
+    /// A fresh RSA-2048 key.
+    pub(crate) fn generate() -> io::Result<SigningKey> {
+        let pair = KeyPair::generate(KeySize::Rsa2048)
+            .map_err(|_| io::Error::other("RSA-2048 key generation failed"))?;
+        let public = pair.public_key();
+        let n_raw = public.modulus().big_endian_without_leading_zero().to_vec();
+        let e_raw = public.exponent().big_endian_without_leading_zero().to_vec();
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&n_raw)[..20]);
+        Ok(SigningKey {
+            kid,
+            decoding: DecodingKey::from_rsa_raw_components(&n_raw, &e_raw),
+            n: URL_SAFE_NO_PAD.encode(&n_raw),
+            e: URL_SAFE_NO_PAD.encode(&e_raw),
+            pair,
+        })
+    }
+
+    pub(crate) fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// This key as a JWK, the way Entra publishes it.
+    pub(crate) fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.kid,
+            "n": self.n,
+            "e": self.e,
+            "alg": "RS256",
+        })
+    }
+
+    /// The JWKS document: only this key (rotation replaces it).
+    pub(crate) fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.jwk()] })
+    }
+
+    /// Signs a grant into a compact JWS. Never fails in practice; if the signer does, the
+    /// token has an empty signature, which no verifier accepts.
+    pub(crate) fn sign(&self, grant: &Grant) -> String {
+        let now = now_unix();
+        let kid = grant.kid.as_deref().unwrap_or(&self.kid);
+        let header = JwtHeader {
+            typ: "JWT",
+            alg: "RS256",
+            x5t: kid,
+            kid,
+        };
+        let claims = grant.claims(now);
+        let signing_input = format!("{}.{}", b64_json(&header), b64_json(&claims));
+        let signed = if grant.bad_signature {
+            format!("{signing_input}.tampered")
+        } else {
+            signing_input.clone()
+        };
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        match self.pair.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            signed.as_bytes(),
+            &mut signature,
+        ) {
+            Ok(()) => format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&signature)),
+            Err(_) => {
+                tracing::error!("emulator: RSA signing failed");
+                format!("{signing_input}.")
+            }
+        }
+    }
+
+    /// Checks kid, RS256 signature, `exp` and `nbf` (no leeway). Audience and revocation are
+    /// the caller's business.
+    pub(crate) fn verify(&self, token: &str) -> Result<CheckedClaims, Rejected> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| Rejected::Invalid(e.to_string()))?;
+        if header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(Rejected::UnknownKid);
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 0;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        jsonwebtoken::decode::<CheckedClaims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => Rejected::Expired,
+                ErrorKind::ImmatureSignature => Rejected::NotYetValid,
+                _ => Rejected::Invalid(e.to_string()),
+            })
+    }
+}
+
+impl Grant {
+    fn claims(&self, now: i64) -> TokenClaims<'_> {
+        let v1 = self.version == TokenVersion::V1;
+        let iss = if v1 {
+            format!("{}/{}/", self.cloud.v1_issuer_host(), self.tenant_id)
+        } else {
+            format!("{}/{}/v2.0", self.cloud.authority_host(), self.tenant_id)
+        };
+        let app_only = self.scp.is_none();
+        TokenClaims {
+            aud: &self.aud,
+            idp: v1.then(|| iss.clone()),
+            iss,
+            iat: now,
+            nbf: now.saturating_add(self.not_before_secs),
+            exp: now.saturating_add(self.lifetime_secs),
+            aio: opaque(&format!("aio:{}:{now}", self.oid), 56),
+            appid: v1.then_some(self.appid.as_str()),
+            appidacr: v1.then_some(self.app_acr),
+            azp: (!v1).then_some(self.appid.as_str()),
+            azpacr: (!v1).then_some(self.app_acr),
+            idtyp: app_only.then_some("app"),
+            oid: &self.oid,
+            rh: format!(
+                "0.{}",
+                opaque(&format!("rh:{}:{}", self.tenant_id, self.appid), 64)
+            ),
+            roles: &self.roles,
+            scp: self.scp.as_deref(),
+            sub: &self.oid,
+            tid: &self.tenant_id,
+            uti: uti(self.epoch),
+            ver: if v1 { "1.0" } else { "2.0" },
+            xms_mirid: self.mirid.as_deref(),
+        }
+    }
+}
+
+/// The key every emulator in this process starts with, generated once.
+pub(crate) fn first_key() -> io::Result<Arc<SigningKey>> {
+    if let Some(key) = FIRST_KEY.get() {
+        return Ok(Arc::clone(key));
+    }
+    let key = Arc::new(SigningKey::generate()?);
+    // Another thread may have won the race; everyone then uses the winner's key.
+    Ok(Arc::clone(FIRST_KEY.get_or_init(|| key)))
+}
+
+/// A `uti` (22 base64url characters like Entra's) that carries the revocation epoch the token
+/// was issued in, followed by random bytes.
+fn uti(epoch: u32) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&epoch.to_be_bytes());
+    bytes[4..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..12]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The revocation epoch a `uti` was minted in; `None` for a `uti` this emulator did not write.
+pub(crate) fn uti_epoch(uti: &str) -> Option<u32> {
+    let bytes = URL_SAFE_NO_PAD.decode(uti).ok()?;
+    let head: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    (bytes.len() == 16).then(|| u32::from_be_bytes(head))
+}
+
+/// A stable uuid derived from a seed, for principals the emulator makes up (object ids).
+pub(crate) fn derived_uuid(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// Opaque base64url filler of about `len` characters, stable for a seed.
+fn opaque(seed: &str, len: usize) -> String {
+    let mut out = String::new();
+    let mut block = Sha256::digest(seed.as_bytes());
+    while out.len() < len {
+        out.push_str(&URL_SAFE_NO_PAD.encode(block));
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+fn b64_json<T: Serialize>(value: &T) -> String {
+    // Serializing these plain structs cannot fail; an empty object keeps the token well-formed.
+    let json = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    URL_SAFE_NO_PAD.encode(json)
+}
+
+fn default_lifetime_secs() -> i64 {
+    3600
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::decode_unverified;
+
+    fn grant(aud: &str) -> Grant {
+        MintSpec::new(aud).to_grant(&EmulatorConfig::default(), 3)
+    }
+
+    #[test]
+    fn minted_v1_token_verifies_and_has_entra_claims() {
+        let key = first_key().unwrap();
+        let token = key.sign(&grant("https://cognitiveservices.azure.com/"));
+        let claims = key.verify(&token).unwrap();
+        assert_eq!(
+            claims.aud,
+            Audience::One("https://cognitiveservices.azure.com".into())
+        );
+        assert_eq!(uti_epoch(claims.uti.as_deref().unwrap()), Some(3));
+        let u = decode_unverified(&token).unwrap();
+        assert_eq!(u.header.kid.as_deref(), Some(key.kid()));
+        assert_eq!(u.header.alg, "RS256");
+        let tid = EmulatorConfig::default().tenant_id;
+        assert_eq!(
+            u.claims.iss.as_deref(),
+            Some(format!("https://sts.windows.net/{tid}/").as_str())
+        );
+        assert_eq!(u.claims.ver.as_deref(), Some("1.0"));
+        assert_eq!(u.claims.idtyp.as_deref(), Some("app"));
+        assert_eq!(u.claims.sub, u.claims.oid);
+        assert!(u.claims.azp.is_none());
+    }
+
+    #[test]
+    fn v2_tokens_use_azp_and_the_authority_issuer() {
+        let key = first_key().unwrap();
+        let mut g = grant("api://x");
+        g.version = TokenVersion::V2;
+        g.cloud = Cloud::Usgov;
+        let u = decode_unverified(&key.sign(&g)).unwrap();
+        assert_eq!(u.claims.ver.as_deref(), Some("2.0"));
+        assert!(u.claims.appid.is_none());
+        assert_eq!(u.claims.azp.as_deref(), Some(g.appid.as_str()));
+        assert_eq!(
+            u.claims.iss.unwrap(),
+            format!("https://login.microsoftonline.us/{}/v2.0", g.tenant_id)
+        );
+    }
+
+    #[test]
+    fn tampered_expired_early_and_foreign_tokens_are_rejected() {
+        let key = first_key().unwrap();
+        let mut g = grant("a");
+        g.bad_signature = true;
+        assert!(matches!(
+            key.verify(&key.sign(&g)),
+            Err(Rejected::Invalid(_))
+        ));
+        let mut g = grant("a");
+        g.lifetime_secs = -10;
+        assert_eq!(key.verify(&key.sign(&g)).unwrap_err(), Rejected::Expired);
+        let mut g = grant("a");
+        g.not_before_secs = 600;
+        assert_eq!(
+            key.verify(&key.sign(&g)).unwrap_err(),
+            Rejected::NotYetValid
+        );
+        let mut g = grant("a");
+        g.kid = Some("nope".into());
+        assert_eq!(key.verify(&key.sign(&g)).unwrap_err(), Rejected::UnknownKid);
+        assert!(matches!(key.verify("garbage"), Err(Rejected::Invalid(_))));
+    }
+
+    #[test]
+    fn jwks_publishes_the_key_that_verifies() {
+        let key = first_key().unwrap();
+        let jwks = key.jwks();
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+        let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+        let token = key.sign(&grant("aud-x"));
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&["aud-x"]);
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &v).is_ok());
+        assert_eq!(jwks["keys"][0]["kid"], key.kid());
+    }
+
+    #[test]
+    fn helpers_are_stable_and_total() {
+        assert_eq!(derived_uuid("a"), derived_uuid("a"));
+        assert_ne!(derived_uuid("a"), derived_uuid("b"));
+        assert_eq!(
+            uuid::Uuid::parse_str(&derived_uuid("a"))
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_eq!(uti(7).len(), 22);
+        assert_eq!(uti_epoch(&uti(7)), Some(7));
+        assert_eq!(uti_epoch("short"), None);
+        assert_eq!(uti_epoch("!!"), None);
+        assert_eq!(opaque("s", 70).len(), 70);
+    }
+}

@@ -1,0 +1,492 @@
+//! Shared state of one emulator: identities, signing key, scripted faults, counters and the request log.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Uri};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::watch;
+
+use super::EmulatorConfig;
+use super::faults::{Fault, IdentityFault};
+use super::keys::{Grant, MintSpec, SigningKey};
+
+/// How many data-plane requests [`Shared::requests`] keeps.
+const REQUEST_LOG_CAPACITY: usize = 1000;
+
+/// A snapshot of the emulator's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests to any token endpoint (Entra, App Service MSI, IMDS), failed ones included.
+    pub token_requests: u64,
+    /// Requests to the Entra token endpoints.
+    pub entra_token_requests: u64,
+    /// Requests to the App Service managed identity endpoint.
+    pub msi_token_requests: u64,
+    /// Requests to the IMDS managed identity endpoint.
+    pub imds_token_requests: u64,
+    /// Requests to the data plane on any listener, whatever their outcome.
+    pub data_requests: u64,
+    /// SSE responses currently being written.
+    pub open_streams: u64,
+    /// SSE responses whose client went away before the end.
+    pub cancelled_streams: u64,
+}
+
+/// One data-plane request as the emulator received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path_and_query: String,
+    /// Lower-case names, values as received (credentials included: this is test infrastructure).
+    pub headers: Vec<(String, String)>,
+    /// The `aud` of the bearer token sent, read without verification.
+    pub bearer_audience: Option<String>,
+    pub body_len: usize,
+    /// The status answered; 0 while no answer has been sent (a `Hang` fault, or still running).
+    pub status: u16,
+}
+
+/// An application registered for the client-credentials grant.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) tenant_id: String,
+    secret: String,
+    pub(crate) expired: bool,
+}
+
+/// Which token endpoint a request reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenEndpoint {
+    Entra,
+    Msi,
+    Imds,
+}
+
+#[derive(Default)]
+struct Counters {
+    token_requests: AtomicU64,
+    entra_token_requests: AtomicU64,
+    msi_token_requests: AtomicU64,
+    imds_token_requests: AtomicU64,
+    data_requests: AtomicU64,
+    open_streams: AtomicU64,
+    cancelled_streams: AtomicU64,
+}
+
+#[derive(Default)]
+struct RequestLog {
+    next_seq: u64,
+    entries: VecDeque<(u64, SeenRequest)>,
+}
+
+/// Everything the listeners of one emulator share.
+pub(crate) struct Shared {
+    pub(crate) config: EmulatorConfig,
+    key: RwLock<Arc<SigningKey>>,
+    apps: Mutex<HashMap<String, App>>,
+    user_assigned: Mutex<BTreeSet<String>>,
+    faults: Mutex<HashMap<String, VecDeque<Fault>>>,
+    identity_fault: Mutex<Option<IdentityFault>>,
+    token_lifetime_ms: AtomicU64,
+    revocation_epoch: AtomicU32,
+    counters: Counters,
+    log: Mutex<RequestLog>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("tenant_id", &self.tenant_id)
+            .field("secret", &"<redacted>")
+            .field("expired", &self.expired)
+            .finish()
+    }
+}
+
+impl App {
+    /// Compares in constant time.
+    pub(crate) fn secret_matches(&self, given: &str) -> bool {
+        self.secret.as_bytes().ct_eq(given.as_bytes()).into()
+    }
+}
+
+impl SeenRequest {
+    /// The first value of a header; `name` is matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn from_parts(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body_len: usize,
+    ) -> Self {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let bearer_audience = headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .and_then(|(_, v)| bearer_token(v))
+            .and_then(|t| crate::claims::decode_unverified(t).ok())
+            .and_then(|u| u.claims.audience().map(str::to_owned));
+        let path_and_query = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        SeenRequest {
+            method: method.as_str().to_owned(),
+            path_and_query,
+            headers,
+            bearer_audience,
+            body_len,
+            status: 0,
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: EmulatorConfig, key: Arc<SigningKey>) -> Self {
+        let lifetime = duration_ms(config.token_lifetime);
+        let (shutdown, _) = watch::channel(false);
+        Shared {
+            config,
+            key: RwLock::new(key),
+            apps: Mutex::default(),
+            user_assigned: Mutex::default(),
+            faults: Mutex::default(),
+            identity_fault: Mutex::default(),
+            token_lifetime_ms: AtomicU64::new(lifetime),
+            revocation_epoch: AtomicU32::new(0),
+            counters: Counters::default(),
+            log: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    // --- keys and tokens ---
+
+    pub(crate) fn signing_key(&self) -> Arc<SigningKey> {
+        Arc::clone(&self.key.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the signing key (and with it the whole JWKS); returns the new kid. On the
+    /// (theoretical) failure to generate a key, keeps the current one and returns its kid.
+    pub(crate) fn rotate_signing_key(&self) -> String {
+        match SigningKey::generate() {
+            Ok(key) => {
+                let kid = key.kid().to_owned();
+                *self.key.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+                kid
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "emulator: could not generate a signing key; keeping the current one");
+                self.signing_key().kid().to_owned()
+            }
+        }
+    }
+
+    pub(crate) fn mint(&self, spec: &MintSpec) -> String {
+        let grant = spec.to_grant(&self.config, self.revocation_epoch());
+        self.signing_key().sign(&grant)
+    }
+
+    /// Signs a token the emulator issues from one of its token endpoints.
+    pub(crate) fn issue(&self, grant: &Grant) -> String {
+        self.signing_key().sign(grant)
+    }
+
+    pub(crate) fn token_lifetime(&self) -> Duration {
+        Duration::from_millis(self.token_lifetime_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_token_lifetime(&self, lifetime: Duration) {
+        self.token_lifetime_ms
+            .store(duration_ms(lifetime), Ordering::Relaxed);
+    }
+
+    /// Seconds a newly issued token lives: at least 1.
+    pub(crate) fn token_lifetime_secs(&self) -> i64 {
+        let secs = self.token_lifetime().as_secs().max(1);
+        i64::try_from(secs).unwrap_or(i64::MAX / 2)
+    }
+
+    pub(crate) fn revocation_epoch(&self) -> u32 {
+        self.revocation_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Every token issued so far carries an older epoch and is rejected from now on.
+    pub(crate) fn revoke_issued_tokens(&self) {
+        self.revocation_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    // --- identities ---
+
+    pub(crate) fn register_app(&self, tenant_id: &str, client_id: &str, secret: &str) {
+        lock(&self.apps).insert(
+            client_id.to_owned(),
+            App {
+                tenant_id: tenant_id.to_owned(),
+                secret: secret.to_owned(),
+                expired: false,
+            },
+        );
+    }
+
+    pub(crate) fn expire_app_secret(&self, client_id: &str) {
+        if let Some(app) = lock(&self.apps).get_mut(client_id) {
+            app.expired = true;
+        }
+    }
+
+    pub(crate) fn app(&self, client_id: &str) -> Option<App> {
+        lock(&self.apps).get(client_id).cloned()
+    }
+
+    /// The configured tenant and the tenants of registered apps exist; no other.
+    pub(crate) fn tenant_exists(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.config.tenant_id)
+            || lock(&self.apps)
+                .values()
+                .any(|a| a.tenant_id.eq_ignore_ascii_case(tenant))
+    }
+
+    pub(crate) fn register_user_assigned(&self, client_id: &str) {
+        lock(&self.user_assigned).insert(client_id.to_ascii_lowercase());
+    }
+
+    pub(crate) fn user_assigned(&self) -> Vec<String> {
+        lock(&self.user_assigned).iter().cloned().collect()
+    }
+
+    // --- faults ---
+
+    pub(crate) fn script(&self, deployment: &str, faults: Vec<Fault>) {
+        lock(&self.faults)
+            .entry(deployment.to_owned())
+            .or_default()
+            .extend(faults);
+    }
+
+    pub(crate) fn pop_fault(&self, deployment: &str) -> Option<Fault> {
+        lock(&self.faults)
+            .get_mut(deployment)
+            .and_then(VecDeque::pop_front)
+    }
+
+    pub(crate) fn identity_fault(&self) -> Option<IdentityFault> {
+        lock(&self.identity_fault).clone()
+    }
+
+    pub(crate) fn set_identity_fault(&self, fault: Option<IdentityFault>) {
+        *lock(&self.identity_fault) = fault;
+    }
+
+    // --- counters ---
+
+    pub(crate) fn count_token_request(&self, endpoint: TokenEndpoint) {
+        let c = &self.counters;
+        c.token_requests.fetch_add(1, Ordering::Relaxed);
+        let specific = match endpoint {
+            TokenEndpoint::Entra => &c.entra_token_requests,
+            TokenEndpoint::Msi => &c.msi_token_requests,
+            TokenEndpoint::Imds => &c.imds_token_requests,
+        };
+        specific.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_data_request(&self) {
+        self.counters.data_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.counters.open_streams.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn stream_closed(&self, cancelled: bool) {
+        self.counters.open_streams.fetch_sub(1, Ordering::SeqCst);
+        if cancelled {
+            self.counters
+                .cancelled_streams
+                .fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            token_requests: c.token_requests.load(Ordering::Relaxed),
+            entra_token_requests: c.entra_token_requests.load(Ordering::Relaxed),
+            msi_token_requests: c.msi_token_requests.load(Ordering::Relaxed),
+            imds_token_requests: c.imds_token_requests.load(Ordering::Relaxed),
+            data_requests: c.data_requests.load(Ordering::Relaxed),
+            open_streams: c.open_streams.load(Ordering::SeqCst),
+            cancelled_streams: c.cancelled_streams.load(Ordering::SeqCst),
+        }
+    }
+
+    // --- request log ---
+
+    /// Appends a request to the log and returns its sequence number for [`Shared::set_status`].
+    pub(crate) fn record(&self, request: SeenRequest) -> u64 {
+        let mut log = lock(&self.log);
+        let seq = log.next_seq;
+        log.next_seq += 1;
+        if log.entries.len() >= REQUEST_LOG_CAPACITY {
+            log.entries.pop_front();
+        }
+        log.entries.push_back((seq, request));
+        seq
+    }
+
+    pub(crate) fn set_status(&self, seq: u64, status: u16) {
+        let mut log = lock(&self.log);
+        if let Some((_, r)) = log.entries.iter_mut().rev().find(|(s, _)| *s == seq) {
+            r.status = status;
+        }
+    }
+
+    pub(crate) fn requests(&self) -> Vec<SeenRequest> {
+        lock(&self.log)
+            .entries
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    pub(crate) fn clear_requests(&self) {
+        lock(&self.log).entries.clear();
+    }
+
+    // --- shutdown ---
+
+    pub(crate) fn stop(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Resolves once the emulator is shutting down.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.shutdown.subscribe();
+        // An error means the sender is gone, which also means shutdown.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Sleeps, but wakes early (returning `false`) when the emulator shuts down.
+    pub(crate) async fn sleep(&self, duration: Duration) -> bool {
+        if duration.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = self.stopped() => false,
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer …` value.
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Locks, ignoring poisoning: every critical section here leaves the data consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether `given` equals `expected`, compared in constant time.
+pub(crate) fn key_matches(expected: &str, given: &str) -> bool {
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::keys;
+
+    fn shared() -> Shared {
+        let key = keys::first_key().unwrap();
+        Shared::new(EmulatorConfig::default(), key)
+    }
+
+    #[test]
+    fn request_log_is_a_bounded_ring_and_statuses_follow_sequence_numbers() {
+        let s = shared();
+        let req = |n: usize| SeenRequest {
+            method: "POST".into(),
+            path_and_query: format!("/r/{n}"),
+            headers: vec![("api-key".into(), "k".into())],
+            bearer_audience: None,
+            body_len: n,
+            status: 0,
+        };
+        let first = s.record(req(0));
+        for n in 1..=REQUEST_LOG_CAPACITY {
+            s.record(req(n));
+        }
+        s.set_status(first, 500); // already evicted: no effect, no panic
+        let all = s.requests();
+        assert_eq!(all.len(), REQUEST_LOG_CAPACITY);
+        assert_eq!(all[0].path_and_query, "/r/1");
+        let last = s.record(req(9999));
+        s.set_status(last, 201);
+        assert_eq!(s.requests().last().unwrap().status, 201);
+        assert_eq!(s.requests().last().unwrap().header("API-KEY"), Some("k"));
+        s.clear_requests();
+        assert!(s.requests().is_empty());
+    }
+
+    #[test]
+    fn faults_pop_in_order_per_deployment() {
+        let s = shared();
+        s.script("gpt-4o", vec![Fault::Status(500), Fault::Hang]);
+        assert_eq!(s.pop_fault("other"), None);
+        assert_eq!(s.pop_fault("gpt-4o"), Some(Fault::Status(500)));
+        assert_eq!(s.pop_fault("gpt-4o"), Some(Fault::Hang));
+        assert_eq!(s.pop_fault("gpt-4o"), None);
+    }
+
+    #[test]
+    fn bearer_values_are_parsed_strictly() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn secrets_compare_exactly_and_stay_out_of_debug() {
+        let s = shared();
+        s.register_app("t", "c", "s3cret");
+        let app = s.app("c").unwrap();
+        assert!(app.secret_matches("s3cret"));
+        assert!(!app.secret_matches("s3cre"));
+        assert!(!format!("{app:?}").contains("s3cret"));
+        assert!(s.tenant_exists("t"));
+        assert!(!s.tenant_exists("u"));
+    }
+}
