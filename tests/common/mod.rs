@@ -1,5 +1,11 @@
 //! Shared test harness: the emulator as Azure, the proxy in-process or as a child process.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use entra_proxy::config::{Config, KeyDigest};
 use entra_proxy::emulator::{Emulator, EmulatorConfig};
