@@ -24,6 +24,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default api-version for Azure OpenAI data-plane calls when a backend names none.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+/// Default longest silence between streamed chunks.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default deadline for an answer to start, across all attempts.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default attempts per request.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default largest request body kept for replay: 4 MiB.
+pub const DEFAULT_RETRY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Default time a request waits for a free slot on a backend at `max_concurrent`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default timeout of one token request to Entra or the managed-identity endpoint.
 pub const DEFAULT_IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -76,6 +86,17 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub identity_timeout: Duration,
+    /// Longest silence between two chunks of a streamed answer.
+    pub idle_timeout: Duration,
+    /// Deadline for a request's answer to start, across all attempts.
+    pub request_timeout: Duration,
+    /// Attempts per request (first try included) on 429/5xx/connection errors.
+    pub max_attempts: u32,
+    /// Request bodies up to this size are kept to be replayed; larger ones are not retried.
+    pub retry_buffer_bytes: usize,
+    /// Replay a request whose first-byte timeout expired after its body was sent (Azure may
+    /// have processed it: off by default).
+    pub replay_after_timeout: bool,
 }
 
 /// How the proxy itself obtains tokens.
@@ -178,6 +199,9 @@ pub struct Backend {
     pub api: ApiShape,
     /// Deployments known to exist on this backend (from `[[models]]` and `deployments = [...]`).
     pub deployments: Vec<String>,
+    /// Most requests in flight to this backend; more wait up to `queue_timeout`, then 503.
+    pub max_concurrent: Option<usize>,
+    pub queue_timeout: Duration,
 }
 
 impl Backend {
@@ -186,13 +210,29 @@ impl Backend {
     }
 }
 
-/// An OpenAI-style model name mapped to a deployment on a backend.
+/// An OpenAI-style model name mapped to one or more deployments.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub name: String,
+    /// Never empty. Tried lowest `priority` first, weighted among equals.
+    pub targets: Vec<ModelTarget>,
+}
+
+/// One deployment that serves a model.
+#[derive(Debug, Clone)]
+pub struct ModelTarget {
     /// Index into [`Config::backends`].
     pub backend: usize,
     pub deployment: String,
+    pub priority: u32,
+    pub weight: u32,
+}
+
+impl Model {
+    /// The first target (for display and single-target callers).
+    pub fn primary(&self) -> Option<&ModelTarget> {
+        self.targets.iter().min_by_key(|t| t.priority)
+    }
 }
 
 /// A SHA-256 digest of a client key.
@@ -384,6 +424,12 @@ struct RawUpstream {
     connect_timeout_secs: Option<f64>,
     first_byte_timeout_secs: Option<f64>,
     identity_timeout_secs: Option<f64>,
+    idle_timeout_secs: Option<f64>,
+    request_timeout_secs: Option<f64>,
+    max_attempts: Option<u32>,
+    retry_buffer_bytes: Option<usize>,
+    #[serde(default)]
+    replay_after_timeout: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -425,14 +471,27 @@ struct RawBackend {
     api: ApiShape,
     #[serde(default)]
     deployments: Vec<String>,
+    max_concurrent: Option<usize>,
+    queue_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModel {
     name: String,
+    backend: Option<String>,
+    deployment: Option<String>,
+    targets: Option<Vec<RawTarget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
     backend: String,
     deployment: String,
+    #[serde(default)]
+    priority: u32,
+    weight: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -625,27 +684,73 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
         if !model_names.insert(m.name.clone()) {
             return Err(format!("{at}.name: duplicate model name {:?}", m.name));
         }
-        let backend = backends
-            .iter()
-            .position(|b| b.name == m.backend)
-            .ok_or_else(|| {
-                let known: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
-                format!(
-                    "{at}.backend: no backend named {:?} (backends: {})",
-                    m.backend,
-                    known.join(", ")
-                )
-            })?;
-        validate_deployment(&m.deployment).map_err(|e| format!("{at}.deployment: {e}"))?;
-        if let Some(b) = backends.get_mut(backend)
-            && !b.deployments.contains(&m.deployment)
-        {
-            b.deployments.push(m.deployment.clone());
+        let raw_targets: Vec<(String, RawTarget)> = match (m.targets, m.backend, m.deployment) {
+            (Some(targets), None, None) => {
+                if targets.is_empty() {
+                    return Err(format!(
+                        "{at}.targets: list at least one {{ backend, deployment }}"
+                    ));
+                }
+                targets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, t)| (format!("{at}.targets[{j}]"), t))
+                    .collect()
+            }
+            (None, Some(backend), Some(deployment)) => vec![(
+                at.clone(),
+                RawTarget {
+                    backend,
+                    deployment,
+                    priority: 0,
+                    weight: None,
+                },
+            )],
+            (Some(_), _, _) => {
+                return Err(format!(
+                    "{at}: use either targets = [...] or backend + deployment, not both"
+                ));
+            }
+            (None, None, _) => {
+                return Err(format!("{at}.backend: missing (or use targets = [...])"));
+            }
+            (None, Some(_), None) => return Err(format!("{at}.deployment: missing")),
+        };
+        let mut targets = Vec::with_capacity(raw_targets.len());
+        for (tat, t) in raw_targets {
+            let backend = backends
+                .iter()
+                .position(|b| b.name == t.backend)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+                    format!(
+                        "{tat}.backend: no backend named {:?} (backends: {})",
+                        t.backend,
+                        known.join(", ")
+                    )
+                })?;
+            validate_deployment(&t.deployment).map_err(|e| format!("{tat}.deployment: {e}"))?;
+            let weight = t.weight.unwrap_or(1);
+            if weight == 0 {
+                return Err(format!(
+                    "{tat}.weight: must be at least 1 (remove the target to disable it)"
+                ));
+            }
+            if let Some(b) = backends.get_mut(backend)
+                && !b.deployments.contains(&t.deployment)
+            {
+                b.deployments.push(t.deployment.clone());
+            }
+            targets.push(ModelTarget {
+                backend,
+                deployment: t.deployment,
+                priority: t.priority,
+                weight,
+            });
         }
         models.push(Model {
             name: m.name,
-            backend,
-            deployment: m.deployment,
+            targets,
         });
     }
 
@@ -681,7 +786,9 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
             ));
         }
         for (j, m) in k.models.iter().enumerate() {
-            let known = models.iter().any(|x| x.name == *m || x.deployment == *m)
+            let known = models
+                .iter()
+                .any(|x| x.name == *m || x.targets.iter().any(|t| t.deployment == *m))
                 || backends.iter().any(|b| b.deployments.contains(m));
             if !known {
                 let names: Vec<&str> = models.iter().map(|x| x.name.as_str()).collect();
@@ -913,6 +1020,27 @@ fn validate_upstream(raw: RawUpstream) -> Result<UpstreamConfig, String> {
             raw.identity_timeout_secs,
             DEFAULT_IDENTITY_TIMEOUT,
         )?,
+        idle_timeout: seconds(
+            "upstream.idle_timeout_secs",
+            raw.idle_timeout_secs,
+            DEFAULT_IDLE_TIMEOUT,
+        )?,
+        request_timeout: seconds(
+            "upstream.request_timeout_secs",
+            raw.request_timeout_secs,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?,
+        max_attempts: match raw.max_attempts {
+            None => DEFAULT_MAX_ATTEMPTS,
+            Some(n @ 1..=10) => n,
+            Some(n) => {
+                return Err(format!(
+                    "upstream.max_attempts: {n} is not between 1 (no retries) and 10"
+                ));
+            }
+        },
+        retry_buffer_bytes: raw.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
+        replay_after_timeout: raw.replay_after_timeout,
     })
 }
 
@@ -1217,6 +1345,9 @@ fn validate_backend(
     {
         deployments.push(d);
     }
+    if b.max_concurrent == Some(0) {
+        return Err(format!("{at}.max_concurrent: must be at least 1"));
+    }
     Ok(Backend {
         name: b.name,
         endpoint: norm.base,
@@ -1225,6 +1356,12 @@ fn validate_backend(
         host_kind,
         api: b.api,
         deployments,
+        max_concurrent: b.max_concurrent,
+        queue_timeout: seconds(
+            &format!("{at}.queue_timeout_secs"),
+            b.queue_timeout_secs,
+            DEFAULT_QUEUE_TIMEOUT,
+        )?,
     })
 }
 
@@ -1263,14 +1400,21 @@ pub fn render_normalized(config: &Config) -> String {
         ));
     }
     for m in &config.models {
-        let backend = config
-            .backends
-            .get(m.backend)
-            .map_or("?", |b| b.name.as_str());
-        s.push_str(&format!(
-            "model {} -> {}/{}\n",
-            m.name, backend, m.deployment
-        ));
+        let targets: Vec<String> = m
+            .targets
+            .iter()
+            .map(|t| {
+                let backend = config
+                    .backends
+                    .get(t.backend)
+                    .map_or("?", |b| b.name.as_str());
+                format!(
+                    "{backend}/{} (priority {}, weight {})",
+                    t.deployment, t.priority, t.weight
+                )
+            })
+            .collect();
+        s.push_str(&format!("model {} -> {}\n", m.name, targets.join(", ")));
     }
     for k in &config.keys {
         s.push_str(&format!(
@@ -1342,7 +1486,7 @@ sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
             "https://cognitiveservices.azure.com/.default"
         );
         assert_eq!(c.backends[0].host_kind, Some(HostKind::OpenAi));
-        assert_eq!(c.models[0].deployment, "gpt-4o-2024-08-06");
+        assert_eq!(c.models[0].targets[0].deployment, "gpt-4o-2024-08-06");
         assert_eq!(c.keys[0].digest.to_hex(), DIGEST);
         assert!(c.notes.is_empty());
     }

@@ -94,6 +94,19 @@ pub enum ProxyError {
         reason: String,
         since: Option<SystemTime>,
     },
+    #[error("every backend for this request is cooling down after Azure asked to wait ({}); retry in {retry_after_secs}s", .backends.join(", "))]
+    CoolingDown {
+        retry_after_secs: u64,
+        backends: Vec<String>,
+    },
+    #[error(
+        "backend {backend} is at its limit of {max_concurrent} concurrent requests (waited {waited_ms} ms); retry shortly"
+    )]
+    BackendBusy {
+        backend: String,
+        max_concurrent: usize,
+        waited_ms: u64,
+    },
     #[error("backend {backend} is unreachable: {reason}")]
     UpstreamUnreachable { backend: String, reason: String },
     #[error("backend {backend} did not answer within {limit_secs}s ({limit})")]
@@ -146,7 +159,10 @@ impl ProxyError {
             | ProxyError::ClientCredentialsRejected { .. }
             | ProxyError::PassthroughAudience { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited { .. } | ProxyError::CoolingDown { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ProxyError::BackendBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownModel { .. }
             | ProxyError::NoRoute { .. }
@@ -185,6 +201,8 @@ impl ProxyError {
             ProxyError::BodyRead(_) => "body_read_error",
             ProxyError::IdentityUnavailable { .. } => "identity_unavailable",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            ProxyError::CoolingDown { .. } => "backends_cooling_down",
+            ProxyError::BackendBusy { .. } => "backend_busy",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
         }
     }
@@ -209,7 +227,11 @@ impl IntoResponse for ProxyError {
         let retry_after = match &self {
             ProxyError::RateLimited {
                 retry_after_secs, ..
+            }
+            | ProxyError::CoolingDown {
+                retry_after_secs, ..
             } => Some(*retry_after_secs),
+            ProxyError::BackendBusy { .. } => Some(1),
             _ => None,
         };
         let body = serde_json::json!({

@@ -13,8 +13,9 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
+use futures_util::{Stream, StreamExt as _};
 use http_body_util::BodyExt as _;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -95,6 +96,9 @@ async fn proxy(
     caller: &Caller,
     request_id: &str,
 ) -> Result<Response, ProxyError> {
+    let started = Instant::now();
+    let upstream_cfg = &state.config.upstream;
+    let deadline = started + upstream_cfg.request_timeout;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let plan = routing::plan(path)?;
@@ -102,12 +106,15 @@ async fn proxy(
         return Ok(list_models(state));
     }
     let limit = state.config.server.max_body_bytes;
-    if let Some(len) = content_length(&parts.headers)
-        && len > limit as u64
-    {
+    let declared = content_length(&parts.headers);
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let (buffered, body) = if plan.needs_body() {
+    // Bodies are read whole only where the route needs them (the `model` field) or where a
+    // retry may replay them; everything else streams straight through.
+    let replay_possible = upstream_cfg.max_attempts > 1
+        && declared.is_some_and(|len| len <= upstream_cfg.retry_buffer_bytes as u64);
+    let (buffered, mut streamed) = if plan.needs_body() || replay_possible || declared == Some(0) {
         (Some(read_body(body, limit).await?), None)
     } else {
         (None, Some(body))
@@ -116,7 +123,7 @@ async fn proxy(
         .headers
         .get(BACKEND_HEADER)
         .and_then(|v| v.to_str().ok());
-    let route = routing::resolve(
+    let routes = routing::resolve(
         &state.routes,
         &plan,
         path,
@@ -124,79 +131,265 @@ async fn proxy(
         chosen,
         buffered.as_ref(),
     )?;
+    let first = routes.first().ok_or_else(|| ProxyError::NoRoute {
+        path: path.to_string(),
+        hint: "no backend serves this request".into(),
+    })?;
     if let Some(policy) = caller.policy()
-        && !policy.permits(route.model.as_deref(), route.deployment.as_deref())
+        && !policy.permits(first.model.as_deref(), first.deployment.as_deref())
     {
         return Err(ProxyError::ModelNotAllowed {
             caller: caller.label(),
-            wanted: route
+            wanted: first
                 .model
                 .clone()
-                .or_else(|| route.deployment.clone())
+                .or_else(|| first.deployment.clone())
                 .unwrap_or_else(|| format!("path {path}")),
             allowed: policy.models.clone(),
         });
     }
-    let backend = &state.routes.backends()[route.backend];
-    let token = identity::token_for(&state.tokens, state.apps.as_ref(), caller, backend).await?;
 
-    let mut headers = upstream_headers(&parts.headers, request_id);
-    headers.insert(header::AUTHORIZATION, token.header().clone());
-    let upstream_body = match (&route.body, buffered) {
-        (Some(rewritten), _) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-            reqwest::Body::from(rewritten.clone())
-        }
-        (None, Some(bytes)) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            reqwest::Body::from(bytes)
-        }
-        (None, None) => {
-            if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-                headers.insert(header::CONTENT_LENGTH, len.clone());
-            }
-            match body {
-                Some(body) => {
-                    reqwest::Body::wrap_stream(Limit::new(body.into_data_stream(), limit))
-                }
-                None => reqwest::Body::from(Bytes::new()),
-            }
-        }
+    let replayable = streamed.is_none();
+    let max_attempts = if replayable {
+        upstream_cfg.max_attempts
+    } else {
+        1
     };
-    let upstream = state
-        .client
-        .request(parts.method.clone(), route.url.clone())
-        .headers(headers)
-        .body(upstream_body);
+    let base_headers = upstream_headers(&parts.headers, request_id);
+    let mut order: std::collections::VecDeque<usize> = (0..routes.len()).collect();
+    let mut attempts = 0u32;
+    let mut refreshed = false;
+    let mut last: Option<Attempted<'_>> = None;
+    let mut last_error: Option<ProxyError> = None;
 
-    let started = Instant::now();
-    let sent =
-        tokio::time::timeout(state.config.upstream.first_byte_timeout, upstream.send()).await;
-    let response = match sent {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                backend: backend.name.clone(),
-                limit: "upstream.first_byte_timeout_secs",
-                limit_secs: state.config.upstream.first_byte_timeout.as_secs_f64(),
+    loop {
+        let next = order
+            .iter()
+            .position(|&i| state.health.cooling(routes[i].backend).is_none())
+            .and_then(|p| order.remove(p));
+        let Some(i) = next else {
+            // Everything left is cooling down (Azure said "wait"): answer with what we have.
+            if let Some(a) = last {
+                return Ok(finish(state, a, caller, request_id, path, started).await);
+            }
+            if let Some(e) = last_error {
+                return Err(e);
+            }
+            let wait = routes
+                .iter()
+                .filter_map(|r| state.health.cooling(r.backend))
+                .min()
+                .unwrap_or_default();
+            return Err(ProxyError::CoolingDown {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                backends: routes
+                    .iter()
+                    .map(|r| state.routes.backends()[r.backend].name.clone())
+                    .collect(),
             });
+        };
+        let route = &routes[i];
+        let backend = &state.routes.backends()[route.backend];
+        attempts += 1;
+        if attempts > 1 {
+            metrics::counter!("entra_proxy_retries_total", "backend" => backend.name.clone())
+                .increment(1);
+            if last
+                .as_ref()
+                .is_some_and(|a| a.route.backend != route.backend)
+            {
+                metrics::counter!("entra_proxy_failovers_total", "to" => backend.name.clone())
+                    .increment(1);
+            }
         }
-        Ok(Err(e)) => return Err(upstream_error(e, &backend.name, limit)),
-        Ok(Ok(r)) => r,
-    };
-    let status = response.status();
+        let permit =
+            state
+                .health
+                .admit(route.backend)
+                .await
+                .map_err(|b| ProxyError::BackendBusy {
+                    backend: b.backend,
+                    max_concurrent: b.max_concurrent,
+                    waited_ms: b.waited.as_millis() as u64,
+                })?;
+        let token =
+            identity::token_for(&state.tokens, state.apps.as_ref(), caller, backend).await?;
+
+        let mut headers = base_headers.clone();
+        headers.insert(header::AUTHORIZATION, token.header().clone());
+        let upstream_body = match (&route.body, &buffered) {
+            (Some(rewritten), _) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+                reqwest::Body::from(rewritten.clone())
+            }
+            (None, Some(bytes)) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                reqwest::Body::from(bytes.clone())
+            }
+            (None, None) => {
+                if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+                    headers.insert(header::CONTENT_LENGTH, len.clone());
+                }
+                match streamed.take() {
+                    Some(body) => {
+                        reqwest::Body::wrap_stream(Limit::new(body.into_data_stream(), limit))
+                    }
+                    None => reqwest::Body::from(Bytes::new()),
+                }
+            }
+        };
+        let request = state
+            .client
+            .request(parts.method.clone(), route.url.clone())
+            .headers(headers)
+            .body(upstream_body);
+        let sent_at = Instant::now();
+        let remaining = deadline.saturating_duration_since(sent_at);
+        let (wait, which) = if remaining < upstream_cfg.first_byte_timeout {
+            (remaining, "upstream.request_timeout_secs")
+        } else {
+            (
+                upstream_cfg.first_byte_timeout,
+                "upstream.first_byte_timeout_secs",
+            )
+        };
+        let outcome = tokio::time::timeout(wait, request.send()).await;
+        let more = attempts < max_attempts && Instant::now() < deadline;
+        match outcome {
+            Err(_) => {
+                let e = ProxyError::UpstreamTimeout {
+                    backend: backend.name.clone(),
+                    limit: which,
+                    limit_secs: wait.as_secs_f64(),
+                };
+                // Azure may be working on it: replay only when configured to.
+                if more && upstream_cfg.replay_after_timeout {
+                    requeue(&mut order, i);
+                    last_error = Some(e);
+                    continue;
+                }
+                return Err(e);
+            }
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                let err = upstream_error(e, &backend.name, limit);
+                // Nothing reached Azure when the connection failed: safe to try again.
+                if connect && more && replayable {
+                    requeue(&mut order, i);
+                    last_error = Some(err);
+                    tokio::time::sleep(retry_pause(attempts)).await;
+                    continue;
+                }
+                return Err(err);
+            }
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                metrics::histogram!("entra_proxy_upstream_seconds", "backend" => backend.name.clone())
+                    .record(sent_at.elapsed().as_secs_f64());
+                if status == 401
+                    && !refreshed
+                    && replayable
+                    && let identity::UpstreamToken::Cached {
+                        token: cached,
+                        scope,
+                    } = &token
+                {
+                    // Azure refused a cached token (revoked, rotated keys): drop it, get a
+                    // fresh one once, replay once.
+                    refreshed = true;
+                    tracing::warn!(backend = %backend.name, "Azure refused the cached token with 401: refreshing it and replaying once");
+                    state.tokens.invalidate(scope, cached).await;
+                    if let Some(apps) = &state.apps
+                        && let Caller::App(app) = caller
+                    {
+                        apps.invalidate(app, scope, cached).await;
+                    }
+                    order.push_front(i);
+                    attempts = attempts.saturating_sub(1);
+                    continue;
+                }
+                if matches!(status, 429 | 500 | 502 | 503 | 504) {
+                    let wait = crate::backend_health::retry_after(response.headers());
+                    if let Some(w) = wait {
+                        state.health.cool_down(route.backend, w);
+                    }
+                    if more && replayable {
+                        tracing::info!(backend = %backend.name, status, attempt = attempts, retry_after_ms = wait.map(|w| w.as_millis() as u64), "retrying on the next target");
+                        if wait.is_none() {
+                            requeue(&mut order, i);
+                        }
+                        last = Some(Attempted {
+                            response,
+                            route,
+                            token,
+                            permit,
+                        });
+                        tokio::time::sleep(retry_pause(attempts)).await;
+                        continue;
+                    }
+                }
+                let a = Attempted {
+                    response,
+                    route,
+                    token,
+                    permit,
+                };
+                return Ok(finish(state, a, caller, request_id, path, started).await);
+            }
+        }
+    }
+}
+
+/// One upstream answer with what produced it.
+struct Attempted<'a> {
+    response: reqwest::Response,
+    route: &'a Route,
+    token: identity::UpstreamToken,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Puts a route back at the end of the queue unless it is already there.
+fn requeue(order: &mut std::collections::VecDeque<usize>, i: usize) {
+    if !order.contains(&i) {
+        order.push_back(i);
+    }
+}
+
+/// A short pause between attempts, growing with each.
+fn retry_pause(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(50 * u64::from(attempt.min(10)))
+}
+
+async fn finish(
+    state: &AppState,
+    a: Attempted<'_>,
+    caller: &Caller,
+    request_id: &str,
+    path: &str,
+    started: Instant,
+) -> Response {
+    let backend = &state.routes.backends()[a.route.backend];
+    let status = a.response.status().as_u16();
     tracing::info!(
         request_id = %request_id,
-        method = %parts.method,
         path = %path,
         caller = %caller.label(),
         backend = %backend.name,
-        model = route.model.as_deref().unwrap_or("-"),
-        deployment = route.deployment.as_deref().unwrap_or("-"),
-        status = status.as_u16(),
-        upstream_ms = started.elapsed().as_millis() as u64,
+        model = a.route.model.as_deref().unwrap_or("-"),
+        deployment = a.route.deployment.as_deref().unwrap_or("-"),
+        status,
+        took_ms = started.elapsed().as_millis() as u64,
         "proxied"
     );
-    Ok(downstream_response(state, response, &route, &token.claims(), caller).await)
+    metrics::counter!(
+        "entra_proxy_requests_total",
+        "backend" => backend.name.clone(),
+        "model" => a.route.model.clone().unwrap_or_default(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    let claims = a.token.claims();
+    downstream_response(state, a.response, a.route, &claims, caller, a.permit).await
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -268,6 +461,7 @@ async fn downstream_response(
     route: &Route,
     claims: &Option<crate::claims::Claims>,
     caller: &Caller,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -288,7 +482,11 @@ async fn downstream_response(
         *response.headers_mut() = headers;
         return response;
     }
-    let stream = upstream.bytes_stream().map_err(std::io::Error::other);
+    let stream = Watched::new(
+        upstream.bytes_stream(),
+        state.config.upstream.idle_timeout,
+        permit,
+    );
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -334,6 +532,72 @@ fn list_models(state: &AppState) -> Response {
         .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "entra-proxy"}))
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// An upstream body on its way to the client: ends with an error after too long a silence,
+/// holds the backend's concurrency slot, and counts as an in-flight stream until dropped
+/// (finished, failed, or the client went away — which also closes the upstream connection).
+struct Watched<S> {
+    inner: S,
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<S> Watched<S> {
+    fn new(
+        inner: S,
+        idle: std::time::Duration,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Watched<S> {
+        metrics::gauge!("entra_proxy_inflight_streams").increment(1.0);
+        Watched {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            _permit: permit,
+        }
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        metrics::gauge!("entra_proxy_inflight_streams").decrement(1.0);
+    }
+}
+
+impl<S> Stream for Watched<S>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let idle = self.idle;
+                self.timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::warn!(
+                        idle_secs = self.idle.as_secs_f64(),
+                        "no data from Azure within upstream.idle_timeout_secs: ending the stream"
+                    );
+                    Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "upstream.idle_timeout_secs exceeded",
+                    ))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// The request body grew past the limit while streaming.

@@ -17,6 +17,7 @@
 //! it in-process; `emulator` is the local stand-in for Azure that tests, `demo` and benchmarks
 //! use.
 
+pub mod backend_health;
 pub mod claims;
 pub mod cli;
 pub mod cloud;
@@ -30,3 +31,4 @@ pub mod identity;
 pub mod inbound;
 pub mod routing;
 pub mod server;
+pub mod telemetry;

@@ -49,11 +49,20 @@ pub struct Route {
     pub model: Option<String>,
 }
 
+/// One place a request may go, before its URL is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    backend: usize,
+    deployment: String,
+    priority: u32,
+    weight: u32,
+}
+
 /// Everything routing needs, precomputed from the config.
 #[derive(Debug)]
 pub struct RoutingTable {
     backends: Vec<Backend>,
-    models: HashMap<String, (usize, String)>,
+    models: HashMap<String, Vec<Candidate>>,
     /// deployment name → backends that have it.
     deployments: HashMap<String, Vec<usize>>,
     model_names: Vec<String>,
@@ -75,7 +84,19 @@ impl RoutingTable {
             models: config
                 .models
                 .iter()
-                .map(|m| (m.name.clone(), (m.backend, m.deployment.clone())))
+                .map(|m| {
+                    let targets = m
+                        .targets
+                        .iter()
+                        .map(|t| Candidate {
+                            backend: t.backend,
+                            deployment: t.deployment.clone(),
+                            priority: t.priority,
+                            weight: t.weight,
+                        })
+                        .collect();
+                    (m.name.clone(), targets)
+                })
                 .collect(),
             deployments,
             model_names: config.models.iter().map(|m| m.name.clone()).collect(),
@@ -96,15 +117,25 @@ impl RoutingTable {
         v
     }
 
-    /// A model name or deployment name → (backend, deployment).
-    fn lookup(&self, name: &str) -> Option<(usize, String)> {
-        if let Some((b, d)) = self.models.get(name) {
-            return Some((*b, d.clone()));
-        }
-        match self.deployments.get(name).map(Vec::as_slice) {
-            Some([only]) => Some((*only, name.to_string())),
-            _ => None,
-        }
+    /// A model name or deployment name → every place that serves it, in the order to try
+    /// them for this request: lowest priority first, weighted-random among equals.
+    fn lookup(&self, name: &str) -> Option<Vec<Candidate>> {
+        let mut found = match self.models.get(name) {
+            Some(targets) => targets.clone(),
+            None => self
+                .deployments
+                .get(name)?
+                .iter()
+                .map(|b| Candidate {
+                    backend: *b,
+                    deployment: name.to_string(),
+                    priority: 0,
+                    weight: 1,
+                })
+                .collect(),
+        };
+        order_candidates(&mut found);
+        Some(found)
     }
 
     /// The backend for a path that names no deployment: the only one, or the one the client
@@ -260,7 +291,8 @@ const DEPLOYMENT_OPERATIONS: &[&[&str]] = &[
     &["audio", "speech"],
 ];
 
-/// Resolves a request to its upstream route. `body` is given only when [`Plan::needs_body`].
+/// Resolves a request to the routes to try, in order (never empty). `body` is given only when
+/// [`Plan::needs_body`].
 pub fn resolve(
     table: &RoutingTable,
     plan: &Plan,
@@ -268,17 +300,22 @@ pub fn resolve(
     query: Option<&str>,
     chosen_backend: Option<&str>,
     body: Option<&Bytes>,
-) -> Result<Route, ProxyError> {
+) -> Result<Vec<Route>, ProxyError> {
+    let single = |backend: usize, deployment: &str| {
+        vec![Candidate {
+            backend,
+            deployment: deployment.to_string(),
+            priority: 0,
+            weight: 1,
+        }]
+    };
     match plan {
         Plan::Deployment { deployment, rest } => {
-            let (backend, actual) = match table.lookup(deployment) {
+            let candidates = match table.lookup(deployment) {
                 Some(found) => found,
                 None if chosen_backend.is_some() || table.backends.len() == 1 => {
                     // Not configured: pass it through and let Azure (and the diagnosis) speak.
-                    (
-                        table.pick_backend(chosen_backend, path)?,
-                        deployment.clone(),
-                    )
+                    single(table.pick_backend(chosen_backend, path)?, deployment)
                 }
                 None => {
                     return Err(ProxyError::AmbiguousDeployment {
@@ -287,115 +324,181 @@ pub fn resolve(
                     });
                 }
             };
-            let b = &table.backends[backend];
-            let mut segs = vec!["openai", "deployments", actual.as_str()];
-            segs.extend(rest.iter().map(String::as_str));
-            Ok(Route {
-                backend,
-                url: upstream_url(b, &segs, query, true),
-                deployment: Some(actual),
-                body: None,
-                model: None,
-            })
+            Ok(candidates
+                .into_iter()
+                .map(|c| {
+                    let b = &table.backends[c.backend];
+                    let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
+                    segs.extend(rest.iter().map(String::as_str));
+                    Route {
+                        backend: c.backend,
+                        url: upstream_url(b, &segs, query, true),
+                        deployment: Some(c.deployment.clone()),
+                        body: None,
+                        model: None,
+                    }
+                })
+                .collect())
         }
         Plan::AzureV1 { rest } => {
             let model = body_model(path, body)?;
-            let (backend, deployment) = match model.as_deref().and_then(|m| table.lookup(m)) {
+            let candidates = match model.as_deref().and_then(|m| table.lookup(m)) {
                 Some(found) => found,
-                None => (
+                None => single(
                     table.pick_backend(chosen_backend, path)?,
-                    model.clone().unwrap_or_default(),
+                    model.as_deref().unwrap_or_default(),
                 ),
-            };
-            let b = &table.backends[backend];
-            let new_body = match (&model, body) {
-                (Some(m), Some(body)) if *m != deployment && !deployment.is_empty() => {
-                    Some(with_model(body, &deployment, path)?)
-                }
-                _ => None,
             };
             let mut segs = vec!["openai", "v1"];
             segs.extend(rest.iter().map(String::as_str));
-            Ok(Route {
-                backend,
-                url: upstream_url(b, &segs, query, false),
-                deployment: (!deployment.is_empty()).then_some(deployment),
-                body: new_body,
-                model,
-            })
+            candidates
+                .into_iter()
+                .map(|c| {
+                    let b = &table.backends[c.backend];
+                    let new_body = match (&model, body) {
+                        (Some(m), Some(body)) if *m != c.deployment && !c.deployment.is_empty() => {
+                            Some(with_model(body, &c.deployment, path)?)
+                        }
+                        _ => None,
+                    };
+                    Ok(Route {
+                        backend: c.backend,
+                        url: upstream_url(b, &segs, query, false),
+                        deployment: (!c.deployment.is_empty()).then_some(c.deployment),
+                        body: new_body,
+                        model: model.clone(),
+                    })
+                })
+                .collect()
         }
         Plan::OpenAi { rest } => {
             let model = body_model(path, body)?.ok_or_else(|| ProxyError::MissingModel {
                 known: table.model_names.clone(),
             })?;
-            let (backend, deployment) =
-                table
-                    .lookup(&model)
-                    .ok_or_else(|| ProxyError::UnknownModel {
-                        model: model.clone(),
-                        known: table.model_names.clone(),
-                    })?;
-            let b = &table.backends[backend];
+            let candidates = table
+                .lookup(&model)
+                .ok_or_else(|| ProxyError::UnknownModel {
+                    model: model.clone(),
+                    known: table.model_names.clone(),
+                })?;
             let rest_refs: Vec<&str> = rest.iter().map(String::as_str).collect();
-            match b.api {
-                ApiShape::V1 => {
-                    let mut segs = vec!["openai", "v1"];
-                    segs.extend(rest_refs.iter().copied());
-                    let new_body = match body {
-                        Some(body) if model != deployment => {
-                            Some(with_model(body, &deployment, path)?)
+            candidates
+                .into_iter()
+                .map(|c| {
+                    let b = &table.backends[c.backend];
+                    match b.api {
+                        ApiShape::V1 => {
+                            let mut segs = vec!["openai", "v1"];
+                            segs.extend(rest_refs.iter().copied());
+                            let new_body = match body {
+                                Some(body) if model != c.deployment => {
+                                    Some(with_model(body, &c.deployment, path)?)
+                                }
+                                _ => None,
+                            };
+                            Ok(Route {
+                                backend: c.backend,
+                                url: upstream_url(b, &segs, query, false),
+                                deployment: Some(c.deployment),
+                                body: new_body,
+                                model: Some(model.clone()),
+                            })
                         }
-                        _ => None,
-                    };
-                    Ok(Route {
-                        backend,
-                        url: upstream_url(b, &segs, query, false),
-                        deployment: Some(deployment),
-                        body: new_body,
-                        model: Some(model),
-                    })
-                }
-                ApiShape::Deployments => {
-                    if !DEPLOYMENT_OPERATIONS.contains(&rest_refs.as_slice()) {
-                        return Err(ProxyError::NoRoute {
-                            path: path.to_string(),
-                            hint: format!(
-                                "backend {} uses Azure's deployment API, which has no /v1/{}; set api = \"v1\" on the backend to forward it to /openai/v1/{}",
-                                b.name,
-                                rest.join("/"),
-                                rest.join("/")
-                            ),
-                        });
+                        ApiShape::Deployments => {
+                            if !DEPLOYMENT_OPERATIONS.contains(&rest_refs.as_slice()) {
+                                return Err(ProxyError::NoRoute {
+                                    path: path.to_string(),
+                                    hint: format!(
+                                        "backend {} uses Azure's deployment API, which has no /v1/{}; set api = \"v1\" on the backend to forward it to /openai/v1/{}",
+                                        b.name,
+                                        rest.join("/"),
+                                        rest.join("/")
+                                    ),
+                                });
+                            }
+                            let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
+                            segs.extend(rest_refs.iter().copied());
+                            Ok(Route {
+                                backend: c.backend,
+                                url: upstream_url(b, &segs, query, true),
+                                deployment: Some(c.deployment.clone()),
+                                body: None,
+                                model: Some(model.clone()),
+                            })
+                        }
                     }
-                    let mut segs = vec!["openai", "deployments", deployment.as_str()];
-                    segs.extend(rest_refs.iter().copied());
-                    Ok(Route {
-                        backend,
-                        url: upstream_url(b, &segs, query, true),
-                        deployment: Some(deployment.clone()),
-                        body: None,
-                        model: Some(model),
-                    })
-                }
-            }
+                })
+                .collect()
         }
         Plan::Other { segments } => {
             let backend = table.pick_backend(chosen_backend, path)?;
             let b = &table.backends[backend];
             let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-            Ok(Route {
+            Ok(vec![Route {
                 backend,
                 url: upstream_url(b, &segs, query, false),
                 deployment: None,
                 body: None,
                 model: None,
-            })
+            }])
         }
         Plan::ListModels => Err(ProxyError::NoRoute {
             path: path.to_string(),
             hint: "/v1/models is answered by the proxy itself".into(),
         }),
     }
+}
+
+/// Sorts by priority and shuffles each priority group by weight (weighted random order).
+fn order_candidates(c: &mut [Candidate]) {
+    c.sort_by_key(|x| x.priority);
+    let mut start = 0;
+    while start < c.len() {
+        let p = c[start].priority;
+        let end = start + c[start..].iter().take_while(|x| x.priority == p).count();
+        weighted_shuffle(&mut c[start..end]);
+        start = end;
+    }
+}
+
+fn weighted_shuffle(group: &mut [Candidate]) {
+    for i in 0..group.len() {
+        let total: u64 = group[i..].iter().map(|x| u64::from(x.weight)).sum();
+        if total == 0 {
+            return;
+        }
+        let mut pick = random_u64() % total;
+        let mut chosen = i;
+        for (j, x) in group[i..].iter().enumerate() {
+            let w = u64::from(x.weight);
+            if pick < w {
+                chosen = i + j;
+                break;
+            }
+            pick -= w;
+        }
+        group.swap(i, chosen);
+    }
+}
+
+/// A cheap per-thread xorshift, seeded from the system RNG; good enough to spread load.
+fn random_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut b = [0u8; 8];
+            let _ = aws_lc_rs::rand::fill(&mut b);
+            u64::from_le_bytes(b) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
 }
 
 /// The backend base plus path segments (re-encoded), with the client's query and, where the
@@ -443,7 +546,31 @@ mod tests {
     ) -> Result<Route, ProxyError> {
         let p = plan(path)?;
         let body = body.map(|b| Bytes::from(b.to_string()));
-        resolve(t, &p, path, query, None, body.as_ref())
+        resolve(t, &p, path, query, None, body.as_ref()).map(|mut r| r.remove(0))
+    }
+
+    #[test]
+    fn targets_are_ordered_by_priority_then_weight() {
+        let c = Config::parse(
+            "[[backends]]\nname='east'\nendpoint='https://e.openai.azure.com'\n[[backends]]\nname='west'\nendpoint='https://w.openai.azure.com'\n[[backends]]\nname='north'\nendpoint='https://n.openai.azure.com'\n[[models]]\nname='gpt-4o'\ntargets=[{backend='north',deployment='d',priority=1},{backend='east',deployment='d',weight=3},{backend='west',deployment='d',weight=1}]",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let t = RoutingTable::new(&c);
+        let mut first_east = 0;
+        for _ in 0..400 {
+            let p = plan("/v1/chat/completions").unwrap();
+            let body = Bytes::from_static(br#"{"model":"gpt-4o"}"#);
+            let routes = resolve(&t, &p, "/v1/chat/completions", None, None, Some(&body)).unwrap();
+            assert_eq!(routes.len(), 3);
+            assert_eq!(routes[2].backend, 2, "priority 1 is always last");
+            if routes[0].backend == 0 {
+                first_east += 1;
+            }
+        }
+        // weight 3:1 -> about 300 of 400
+        assert!((240..=360).contains(&first_east), "{first_east}");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct AppState {
     /// Token caches of client-credentials callers, when that mode is configured.
     pub apps: Option<AppTokens>,
     pub client: reqwest::Client,
+    pub health: crate::backend_health::BackendHealth,
+    pub metrics: crate::telemetry::Metrics,
 }
 
 impl AppState {
@@ -49,6 +51,8 @@ impl AppState {
         Ok(AppState {
             auth: Authenticator::new(&config)?,
             apps,
+            health: crate::backend_health::BackendHealth::new(&config.backends),
+            metrics: crate::telemetry::Metrics::install(),
             routes: RoutingTable::new(&config),
             tokens,
             client,
@@ -63,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/debug/identity", get(debug_identity))
+        .route("/metrics", get(metrics))
         .fallback(forward::handle)
         .with_state(state)
 }
@@ -97,6 +102,32 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "scopes": scopes,
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus text format: requests, upstream latency, retries, failovers, cooldowns, token
+/// acquisitions and seconds until each token expires, in-flight streams.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    for scope in state.config.scopes() {
+        let s = state.tokens.status(&scope).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let left = s.expires_at.map_or(0, |e| (e - now).max(0));
+        metrics::gauge!("entra_proxy_token_expiry_seconds", "scope" => scope.to_string())
+            .set(left as f64);
+        metrics::gauge!("entra_proxy_token_valid", "scope" => scope.to_string())
+            .set(if s.has_valid_token { 1.0 } else { 0.0 });
+    }
+    metrics::gauge!("entra_proxy_backends_cooling_down").set(state.health.cooling_count() as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Per backend: the credential, the cached token's claims, expiry, last refresh and last

@@ -51,6 +51,13 @@ impl AppTokens {
         cache.get(scope).await
     }
 
+    /// Forgets an app's token that Azure refused.
+    pub async fn invalidate(&self, app: &AppCredential, scope: &Scope, token: &Arc<CachedToken>) {
+        if let Some(cache) = self.apps.get(&app.digest).await {
+            cache.invalidate(scope, token).await;
+        }
+    }
+
     pub fn cached_apps(&self) -> u64 {
         self.apps.entry_count()
     }

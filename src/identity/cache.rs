@@ -302,7 +302,15 @@ impl TokenCache {
                     header,
                     claims,
                 });
+                let refresh = slot.current.load().is_some();
                 slot.current.store(Some(cached.clone()));
+                metrics::counter!(
+                    "entra_proxy_token_acquisitions_total",
+                    "scope" => slot.scope.to_string(),
+                    "kind" => if refresh { "refresh" } else { "initial" },
+                    "result" => "ok"
+                )
+                .increment(1);
                 if health.failing_since.is_some() {
                     tracing::info!(scope = %slot.scope, "token acquisition recovered");
                 }
@@ -320,6 +328,13 @@ impl TokenCache {
                 Ok(cached)
             }
             Err(err) => {
+                metrics::counter!(
+                    "entra_proxy_token_acquisitions_total",
+                    "scope" => slot.scope.to_string(),
+                    "kind" => "any",
+                    "result" => "error"
+                )
+                .increment(1);
                 health.failures = health.failures.saturating_add(1);
                 health.failing_since.get_or_insert_with(SystemTime::now);
                 health.last_error_at = Some(Instant::now());
