@@ -1,0 +1,532 @@
+//! Keeps serving through faults, proven by fault injection: failover, retries that honor
+//! retry-after, token refresh on 401, identity outages, limits, disconnects, SIGTERM, metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use entra_proxy::emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault, ResourceKind};
+use futures_util::StreamExt as _;
+use std::time::Duration;
+
+async fn post(h: &Harness, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    client()
+        .post(h.url(path))
+        .header("api-key", KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn deployments_seen(h: &Harness) -> Vec<String> {
+    h.emulator
+        .requests()
+        .iter()
+        .map(|r| {
+            r.path_and_query
+                .split('/')
+                .nth(3)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Two regions: "east" (the emulator's main listener, deployment gpt-4o) is preferred,
+/// "west" (a second listener, deployment gpt-4o-west) is the fallback.
+async fn two_regions(extra_upstream: &str) -> Harness {
+    let emu = emulator_with(EmulatorConfig {
+        deployments: vec!["gpt-4o".into(), "gpt-4o-west".into()],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let west = emu.add_resource(ResourceKind::OpenAi).await.unwrap();
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[upstream]
+{extra_upstream}
+[azure]
+emulator = "{emu}"
+[identity]
+kind = "managed-identity"
+[[backends]]
+name = "east"
+endpoint = "{emu}"
+[[backends]]
+name = "west"
+endpoint = "{west}"
+[[models]]
+name = "gpt-4o"
+targets = [
+  {{ backend = "east", deployment = "gpt-4o", priority = 0 }},
+  {{ backend = "west", deployment = "gpt-4o-west", priority = 1 }},
+]
+[[keys]]
+name = "team-a"
+sha256 = "{digest}"
+"#,
+        emu = emu.url(),
+        digest = entra_proxy::config::KeyDigest::of(KEY).to_hex()
+    );
+    proxy(emu, &text).await
+}
+
+#[tokio::test]
+async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
+    let h = two_regions("").await;
+    h.emulator.script(
+        "gpt-4o",
+        vec![Fault::RateLimited {
+            retry_after_ms: 30_000,
+        }],
+    );
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(deployments_seen(&h), vec!["gpt-4o", "gpt-4o-west"]);
+    // East said "wait 30 s": the next request goes straight to west.
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        deployments_seen(&h),
+        vec!["gpt-4o", "gpt-4o-west", "gpt-4o-west"]
+    );
+    let metrics = client()
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("entra_proxy_cooldowns_total{backend=\"east\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("entra_proxy_failovers_total{to=\"west\"}"),
+        "{metrics}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_bounded_by_max_attempts() {
+    let h = start().await;
+    h.emulator.script("gpt-4o", vec![Fault::Status(503)]);
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200, "one 503 then success");
+    assert_eq!(h.emulator.stats().data_requests, 2);
+
+    h.emulator.clear_requests();
+    h.emulator.script(
+        "gpt-4o",
+        vec![
+            Fault::Status(500),
+            Fault::Status(502),
+            Fault::Status(500),
+            Fault::Status(500),
+        ],
+    );
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 500, "Azure's last answer comes back");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "500");
+    assert_eq!(h.emulator.requests().len(), 3, "max_attempts = 3");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_on_the_only_target_is_respected_not_hammered() {
+    let h = start().await;
+    h.emulator.script(
+        "gpt-4o",
+        vec![Fault::RateLimited {
+            retry_after_ms: 20_000,
+        }],
+    );
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 429, "Azure's own 429 is passed back");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(h.emulator.stats().data_requests, 1);
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "backends_cooling_down");
+    assert_eq!(
+        h.emulator.stats().data_requests,
+        1,
+        "Azure was not called while cooling"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_response_already_streaming_is_never_retried() {
+    let h = start().await;
+    h.emulator
+        .script("gpt-4o", vec![Fault::ResetMidStream { after_events: 2 }]);
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    let r = post(&h, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut broke = false;
+    while let Some(chunk) = stream.next().await {
+        if chunk.is_err() {
+            broke = true;
+            break;
+        }
+    }
+    assert!(broke, "the client sees the broken stream");
+    assert_eq!(h.emulator.stats().data_requests, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_larger_than_the_retry_buffer_are_not_replayed() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url())
+        .replace("[azure]", "[upstream]\nretry_buffer_bytes = 64\n\n[azure]");
+    let h = proxy(emu, &text).await;
+    h.emulator.script("gpt-4o", vec![Fault::Status(503)]);
+    let mut body = chat_body("gpt-4o");
+    body["padding"] = serde_json::json!("x".repeat(500));
+    let r = post(&h, "/openai/deployments/gpt-4o/chat/completions", &body).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(h.emulator.stats().data_requests, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_timeout_after_the_body_was_sent_is_504_and_not_replayed() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace(
+        "[azure]",
+        "[upstream]\nfirst_byte_timeout_secs = 0.5\n\n[azure]",
+    );
+    let h = proxy(emu, &text).await;
+    h.emulator.script("gpt-4o", vec![Fault::Hang]);
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream.first_byte_timeout_secs")
+    );
+    assert_eq!(h.emulator.stats().data_requests, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn timeouts_are_replayed_only_when_configured() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace(
+        "[azure]",
+        "[upstream]\nfirst_byte_timeout_secs = 0.5\nreplay_after_timeout = true\n\n[azure]",
+    );
+    let h = proxy(emu, &text).await;
+    h.emulator.script("gpt-4o", vec![Fault::Hang]);
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.emulator.stats().data_requests, 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_once_and_the_request_replayed() {
+    let h = start().await;
+    assert_eq!(
+        post(&h, "/v1/chat/completions", &chat_body("gpt-4o"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(h.emulator.stats().token_requests, 1);
+    h.emulator.revoke_issued_tokens();
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    let stats = h.emulator.stats();
+    assert_eq!(stats.token_requests, 2, "one fresh token");
+    assert_eq!(stats.data_requests, 3, "the refused attempt and its replay");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_401_goes_back_to_the_client_with_its_diagnosis() {
+    let h = start().await;
+    h.emulator.script(
+        "gpt-4o",
+        vec![
+            Fault::Sample(AzureSample::AudienceIncorrect401),
+            Fault::Sample(AzureSample::AudienceIncorrect401),
+        ],
+    );
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("x-entra-proxy-diagnosis"));
+    assert_eq!(h.emulator.stats().data_requests, 2);
+    assert_eq!(h.emulator.stats().token_requests, 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_identity_outage_is_ridden_out_on_the_cached_token_then_reported() {
+    // A 20 s token: refreshed after 5 s, not handed out in its last 10 s.
+    let emu = emulator_with(EmulatorConfig {
+        token_lifetime: Duration::from_secs(20),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let text = base_config(&emu.url()).replace(
+        "[azure]",
+        "[upstream]\nidentity_timeout_secs = 1\n\n[azure]",
+    );
+    let h = proxy(emu, &text).await;
+    wait_ready(&h).await;
+    h.emulator.set_identity_fault(Some(IdentityFault::Down));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Refresh is due and failing; the cached token still serves, under load.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let url = h.url("/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("api-key", KEY)
+                .json(&chat_body("gpt-4o"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(
+        client()
+            .get(h.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // No valid token left: 503 that says so and since when; /readyz follows.
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "identity_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failing since")
+    );
+    assert_eq!(
+        client()
+            .get(h.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let token_calls = h.emulator.stats().token_requests;
+    assert!(
+        token_calls <= 8,
+        "{token_calls} token requests in ~11 s of outage"
+    );
+    h.emulator.set_identity_fault(None);
+    wait_ready(&h).await;
+    assert_eq!(
+        post(&h, "/v1/chat/completions", &chat_body("gpt-4o"))
+            .await
+            .status(),
+        200
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_backend_queues_briefly_then_answers_503() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace(
+        "api_version = \"2024-10-21\"",
+        "api_version = \"2024-10-21\"\nmax_concurrent = 1\nqueue_timeout_secs = 0.2",
+    );
+    let h = proxy(emu, &text).await;
+    h.emulator
+        .script("gpt-4o", vec![Fault::Delay(Duration::from_secs(1))]);
+    let slow = tokio::spawn({
+        let url = h.url("/v1/chat/completions");
+        async move {
+            client()
+                .post(url)
+                .header("api-key", KEY)
+                .json(&chat_body("gpt-4o"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "backend_busy");
+    assert_eq!(slow.await.unwrap(), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_cut_after_the_idle_timeout() {
+    let emu = emulator_with(EmulatorConfig {
+        stream_events: 3,
+        stream_interval: Duration::from_secs(2),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let text = base_config(&emu.url())
+        .replace("[azure]", "[upstream]\nidle_timeout_secs = 0.5\n\n[azure]");
+    let h = proxy(emu, &text).await;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    let r = post(&h, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut failed = false;
+    while let Some(c) = stream.next().await {
+        if c.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the stream was ended by the idle timeout");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_cancels_the_upstream_stream() {
+    let emu = emulator_with(EmulatorConfig {
+        stream_events: 50,
+        stream_interval: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let text = base_config(&emu.url());
+    let h = proxy(emu, &text).await;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    let r = post(&h, "/v1/chat/completions", &body).await;
+    let mut stream = r.bytes_stream();
+    assert!(stream.next().await.unwrap().is_ok());
+    assert_eq!(h.emulator.stats().open_streams, 1);
+    drop(stream);
+    let mut cancelled = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = h.emulator.stats();
+        cancelled = s.cancelled_streams;
+        if s.open_streams == 0 && cancelled == 1 {
+            break;
+        }
+    }
+    assert_eq!(cancelled, 1, "the upstream stream outlived its client");
+    assert_eq!(h.emulator.stats().open_streams, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams_then_exits_zero() {
+    let emu = emulator_with(EmulatorConfig {
+        stream_events: 8,
+        stream_interval: Duration::from_millis(150),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (child, _cfg) = spawn_binary(&base_config(&emu.url()), &[]).await;
+    let addr = child.addr;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    let r = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("api-key", KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reader = tokio::spawn(async move {
+        let mut all = String::new();
+        let mut s = r.bytes_stream();
+        while let Some(c) = s.next().await {
+            all.push_str(&String::from_utf8_lossy(&c.unwrap()));
+        }
+        all
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No new connections once draining.
+    let refused = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(refused.is_err(), "accepted a new connection while draining");
+    let all = reader.await.unwrap();
+    assert!(
+        all.trim_end().ends_with("data: [DONE]"),
+        "stream was cut: {all}"
+    );
+    let (code, _) = stop_and_collect(child).await;
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn metrics_cover_requests_tokens_and_streams() {
+    let h = start().await;
+    assert_eq!(
+        post(&h, "/v1/chat/completions", &chat_body("gpt-4o"))
+            .await
+            .status(),
+        200
+    );
+    let text = client()
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "entra_proxy_requests_total",
+        "entra_proxy_upstream_seconds_bucket",
+        "entra_proxy_token_acquisitions_total",
+        "entra_proxy_token_expiry_seconds",
+        "entra_proxy_inflight_streams",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    assert!(!text.contains(KEY));
+    h.stop().await;
+}
