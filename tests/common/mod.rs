@@ -154,6 +154,9 @@ pub fn binary() -> PathBuf {
 pub struct Child {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// Everything the child wrote to stderr so far (drained continuously so it never blocks).
+    pub stderr: Arc<std::sync::Mutex<String>>,
+    drain: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Child {
@@ -193,9 +196,30 @@ pub async fn spawn_binary(config: &str, env: &[(&str, &str)]) -> (Child, tempfil
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let c = Child { child, addr };
+    let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+    let drain = child.stderr.take().map(|mut e| {
+        let buf = stderr.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut chunk = vec![0u8; 8192];
+            while let Ok(n) = e.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        })
+    });
+    let c = Child {
+        child,
+        addr,
+        stderr,
+        drain,
+    };
     for _ in 0..200 {
         if reqwest::get(format!("http://{addr}/healthz")).await.is_ok() {
             return (c, path);
@@ -220,11 +244,10 @@ pub async fn stop_and_collect(mut c: Child) -> (Option<i32>, String) {
         .await
         .expect("exits after SIGTERM")
         .unwrap();
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use tokio::io::AsyncReadExt as _;
-        let _ = e.read_to_string(&mut stderr).await;
+    if let Some(d) = c.drain.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
     }
+    let stderr = c.stderr.lock().unwrap().clone();
     (status.code(), stderr)
 }
 
