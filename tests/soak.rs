@@ -113,7 +113,7 @@ async fn two_hundred_streams_through_faults_end_cleanly() {
                 };
                 let status = r.status().as_u16();
                 // Every tenth stream is abandoned by its client half-way.
-                let abandon = (n + w as u64) % 10 == 0;
+                let abandon = (n + w as u64).is_multiple_of(10);
                 if status == 200 {
                     let mut s = r.bytes_stream();
                     let mut all = String::new();
