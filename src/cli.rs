@@ -144,19 +144,26 @@ pub enum ConfigCommand {
 }
 
 /// Sets up `tracing` on stderr: `RUST_LOG` filters, `ENTRA_PROXY_LOG_FORMAT=json` for JSON.
-pub fn init_logging() {
+/// Lines are written by a background thread, so a slow log consumer never stalls a request;
+/// keep the returned guard alive until exit so the last lines are flushed.
+pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(64 * 1024)
+        .lossy(true)
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let json = std::env::var("ENTRA_PROXY_LOG_FORMAT").is_ok_and(|v| v == "json");
     if json {
         let _ = builder.json().flatten_event(true).try_init();
     } else {
         let _ = builder.try_init();
     }
+    guard
 }
 
 /// Parses the command line and runs the subcommand.

@@ -3,6 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    entra_proxy::cli::init_logging();
+    let _flush_logs_on_exit = entra_proxy::cli::init_logging();
     entra_proxy::cli::main()
 }
