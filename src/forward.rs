@@ -114,7 +114,10 @@ async fn proxy(
     // retry may replay them; everything else streams straight through.
     let replay_possible = upstream_cfg.max_attempts > 1
         && declared.is_some_and(|len| len <= upstream_cfg.retry_buffer_bytes as u64);
-    let (buffered, mut streamed) = if plan.needs_body() || replay_possible || declared == Some(0) {
+    // No length and no chunked encoding means no body (RFC 9112 §6.3): nothing to stream.
+    let bodyless = declared == Some(0)
+        || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let (buffered, mut streamed) = if plan.needs_body() || replay_possible || bodyless {
         (Some(read_body(body, limit).await?), None)
     } else {
         (None, Some(body))

@@ -128,8 +128,9 @@ const AZURE_AI_USER: Role = Role {
     id: "53ca6127-db72-4b80-b1b0-d745d6d5456d",
 };
 
-/// Longest header value `Diagnosis::header_value` returns.
-const MAX_HEADER_LEN: usize = 512;
+/// Longest header value `Diagnosis::header_value` returns: room for the longest fix (the role
+/// assignment with its command, role id and caveats) well inside any proxy's header limits.
+const MAX_HEADER_LEN: usize = 1024;
 /// Longest piece of Azure's own text quoted in a diagnosis.
 const MAX_QUOTED_LEN: usize = 160;
 /// How many configured deployment names a diagnosis lists.
@@ -200,7 +201,7 @@ impl From<&Claims> for TokenFacts {
 
 impl Diagnosis {
     /// One line for an HTTP header: `code: summary; fix: fix`, visible ASCII only, at most
-    /// 512 bytes.
+    /// 1024 bytes.
     pub fn header_value(&self) -> String {
         let raw = format!(
             "{}: {}; fix: {}",
@@ -344,10 +345,18 @@ impl ErrorBody {
 }
 
 impl Role {
-    /// The data-plane role for a host family and the data action Azure said was missing.
-    fn for_request(kind: Option<HostKind>, data_action: Option<&str>) -> &'static Role {
+    /// The data-plane role for a backend and the data action Azure said was missing. A backend
+    /// is Foundry by its host or, for private DNS names and the emulator, by the audience it
+    /// needs (`https://ai.azure.com`).
+    fn for_request(ctx: &Context<'_>, data_action: Option<&str>) -> &'static Role {
         let action = data_action.unwrap_or_default().to_ascii_lowercase();
-        if kind == Some(HostKind::Foundry) || action.contains("/aiservices/") {
+        let foundry = ctx.host_kind == Some(HostKind::Foundry)
+            || (ctx.host_kind.is_none()
+                && matches!(
+                    Cloud::of_audience(ctx.expected_audience),
+                    Some((_, AudienceKind::Foundry))
+                ));
+        if foundry || action.contains("/aiservices/") {
             &AZURE_AI_USER
         } else if action.starts_with("microsoft.cognitiveservices/") && !action.contains("/openai/")
         {
@@ -674,7 +683,7 @@ fn missing_role(ctx: &Context<'_>, err: &ErrorBody) -> Diagnosis {
         .or_else(|| token_oid.clone())
         .unwrap_or_else(|| "<object id of the calling identity>".to_string());
     let action = err.quoted_after("data action");
-    let role = Role::for_request(ctx.host_kind, action.as_deref());
+    let role = Role::for_request(ctx, action.as_deref());
     // Name the app only when the principal is the token's own.
     let app = ctx
         .token
@@ -1376,6 +1385,24 @@ mod tests {
     }
 
     #[test]
+    fn permission_denied_on_a_private_name_with_the_foundry_audience_names_azure_ai_user() {
+        // A private DNS name (or the emulator): the backend's audience says it is Foundry.
+        let mut x = ctx("ai-proxy.internal.contoso.com", None);
+        x.expected_audience = "https://ai.azure.com";
+        let d = run(403, PERMISSION_DENIED, &x);
+        assert_eq!(d.code, DiagnosisCode::MissingRole);
+        assert!(d.fix.contains("\"Azure AI User\""), "{}", d.fix);
+        assert!(d.fix.contains("53ca6127-db72-4b80-b1b0-d745d6d5456d"));
+        // The same host with the cognitiveservices audience stays Azure OpenAI.
+        let d = run(
+            403,
+            PERMISSION_DENIED,
+            &ctx("ai-proxy.internal.contoso.com", None),
+        );
+        assert!(d.fix.contains("\"Cognitive Services OpenAI User\""));
+    }
+
+    #[test]
     fn permission_denied_without_principal_falls_back_to_the_token_oid() {
         let c = claims(COG);
         let body = r#"{"error":{"code":"PermissionDenied","message":"Principal does not have access to API/Operation."}}"#;
@@ -1616,12 +1643,12 @@ mod tests {
     }
 
     #[test]
-    fn header_value_is_one_ascii_line_capped_at_512() {
+    fn header_value_is_one_ascii_line_capped_at_1024() {
         let body = "{\"error\":{\"code\":\"PermissionDenied\",\"message\":\"The principal `a\\r\\nb\u{2014}c` lacks the required data action `X` to perform `Y` operation.\"}}";
         let c = claims(COG);
         let d = run(403, body, &ctx("myres.openai.azure.com", Some(&c)));
         let h = d.header_value();
-        assert!(h.len() <= 512);
+        assert!(h.len() <= 1024);
         assert!(h.bytes().all(|b| (0x20..0x7f).contains(&b)), "{h}");
         assert!(h.starts_with("missing-role: principal a b-c"));
         assert!(http::HeaderValue::from_str(&h).is_ok());

@@ -1,7 +1,7 @@
 //! `entra-proxy doctor`: checks a config end to end — config, DNS, reachability, identity,
 //! token claims, an authenticated call per deployment — stopping where later checks cannot run.
 
-use super::{Context, classify};
+use super::{Context, DiagnosisCode, classify};
 use crate::claims::Claims;
 use crate::cloud::same_audience;
 use crate::config::{Backend, Config, NoteLevel};
@@ -10,6 +10,9 @@ use secrecy::ExposeSecret as _;
 use serde::Serialize;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+/// The data-plane API version that still lists a resource's deployments.
+const LIST_DEPLOYMENTS_API_VERSION: &str = "2022-12-01";
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -277,6 +280,8 @@ async fn check_backend(
         return;
     }
     let bearer = format!("Bearer {}", token.token.secret.expose_secret());
+    // Azure's own list of deployments, fetched once, when a call says one does not exist.
+    let mut listed: Option<Option<Vec<String>>> = None;
     for d in deployments {
         let t = Instant::now();
         let mut url = b.endpoint.clone();
@@ -334,7 +339,30 @@ async fn check_backend(
             api_version: Some(&b.api_version),
             now: unix_now(),
         };
-        let detail = match classify(status, retry_after.as_deref(), &body, &ctx) {
+        let mut diagnosis = classify(status, retry_after.as_deref(), &body, &ctx);
+        if diagnosis
+            .as_ref()
+            .is_some_and(|x| x.code == DiagnosisCode::DeploymentNotFound)
+        {
+            // Name what the resource really has (not what the config believes), so that a
+            // model name or a near miss is spotted against Azure's own list.
+            if listed.is_none() {
+                listed = Some(azure_deployments(http, b, &bearer).await);
+            }
+            if let Some(Some(actual)) = &listed {
+                let ctx = Context {
+                    known_deployments: actual,
+                    ..ctx
+                };
+                diagnosis = classify(status, retry_after.as_deref(), &body, &ctx);
+                if actual.is_empty()
+                    && let Some(x) = diagnosis.as_mut()
+                {
+                    x.fix = format!("the resource lists no deployments at all; {}", x.fix);
+                }
+            }
+        }
+        let detail = match diagnosis {
             Some(diag) => diag.header_value(),
             None => format!(
                 "HTTP {status}: {}",
@@ -346,6 +374,39 @@ async fn check_backend(
         };
         r.push(name(&format!("call {d}")), Status::Fail, detail, t);
     }
+}
+
+/// The deployments the resource itself lists (`GET /openai/deployments`, answered by the data
+/// plane for the API versions that still have it); `None` when it does not answer with a list.
+async fn azure_deployments(
+    http: &reqwest::Client,
+    b: &Backend,
+    bearer: &str,
+) -> Option<Vec<String>> {
+    let mut url = b.endpoint.clone();
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.pop_if_empty().extend(["openai", "deployments"]);
+    }
+    url.query_pairs_mut()
+        .append_pair("api-version", LIST_DEPLOYMENTS_API_VERSION);
+    let resp = http
+        .get(url)
+        .header("authorization", bearer)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let v: serde_json::Value = resp.json().await.ok()?;
+    let names = v
+        .get("data")?
+        .as_array()?
+        .iter()
+        .filter_map(|d| d.get("id").and_then(serde_json::Value::as_str))
+        .map(str::to_string)
+        .collect();
+    Some(names)
 }
 
 fn mentions_auth(body: &[u8]) -> bool {

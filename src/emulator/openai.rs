@@ -106,7 +106,7 @@ pub(crate) async fn handle(
 ) -> Response {
     let shared = &ctx.shared;
     shared.count_data_request();
-    let seq = shared.record(SeenRequest::from_parts(&method, &uri, &headers, body.len()));
+    let seq = shared.record(SeenRequest::from_parts(&method, &uri, &headers, &body));
     let (response, accepted) = answer(&ctx, &method, &uri, &headers, &body).await;
     let response = finish(response, accepted.as_ref());
     shared.set_status(seq, response.status().as_u16());

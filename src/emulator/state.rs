@@ -46,6 +46,8 @@ pub struct SeenRequest {
     /// The `aud` of the bearer token sent, read without verification.
     pub bearer_audience: Option<String>,
     pub body_len: usize,
+    /// The `model` of a JSON body, as received (the v1 API names the deployment there).
+    pub body_model: Option<String>,
     /// The status answered; 0 while no answer has been sent (a `Hang` fault, or still running).
     pub status: u16,
 }
@@ -124,12 +126,7 @@ impl SeenRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    pub(crate) fn from_parts(
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body_len: usize,
-    ) -> Self {
+    pub(crate) fn from_parts(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Self {
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(name, value)| {
@@ -148,12 +145,16 @@ impl SeenRequest {
         let path_and_query = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let body_model = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_owned));
         SeenRequest {
             method: method.as_str().to_owned(),
             path_and_query,
             headers,
             bearer_audience,
-            body_len,
+            body_len: body.len(),
+            body_model,
             status: 0,
         }
     }
@@ -441,6 +442,7 @@ mod tests {
             headers: vec![("api-key".into(), "k".into())],
             bearer_audience: None,
             body_len: n,
+            body_model: None,
             status: 0,
         };
         let first = s.record(req(0));
