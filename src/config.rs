@@ -16,6 +16,8 @@ use url::Url;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default maximum request body: 32 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Default largest request head: 64 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Default drain time on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to connect to a backend.
@@ -75,6 +77,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Largest request head (request line and headers); more is answered 431.
+    pub max_header_bytes: usize,
     /// Serve `GET /debug/identity` (to loopback clients, or with the admin key).
     pub debug: bool,
     /// Digest of the key that unlocks `/debug/identity` from other addresses.
@@ -413,6 +417,7 @@ struct RawServer {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    max_header_bytes: Option<usize>,
     #[serde(default)]
     debug: bool,
     admin_key_sha256: Option<String>,
@@ -983,6 +988,15 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, String> {
         shutdown_grace: raw
             .shutdown_grace_secs
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
+        max_header_bytes: match raw.max_header_bytes {
+            None => DEFAULT_MAX_HEADER_BYTES,
+            Some(n) if (8192..=16 * 1024 * 1024).contains(&n) => n,
+            Some(n) => {
+                return Err(format!(
+                    "server.max_header_bytes: {n} is not between 8192 and 16777216"
+                ));
+            }
+        },
         debug: raw.debug,
         admin_key: match &raw.admin_key_sha256 {
             None => None,

@@ -180,43 +180,75 @@ async fn debug_identity(
     .into_response()
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up to the configured
-/// grace period. Starts the background token keeper for every backend scope.
+/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests and
+/// streams for up to the configured grace period. Starts the background token keeper for every
+/// backend scope.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use tower::ServiceExt as _;
+
     let keeper = state.tokens.spawn_keeper(state.config.scopes());
     let grace = state.config.server.shutdown_grace;
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(state.config.server.max_header_bytes)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .max_header_list_size(state.config.server.max_header_bytes.min(u32::MAX as usize) as u32)
+        .timer(TokioTimer::new());
     let app = router(state);
-    let mut rx_serve = rx.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = rx_serve.wait_for(|v| *v).await;
-    });
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: no new connections, draining in-flight requests"
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
         );
-        let _ = tx.send(true);
-        tokio::time::sleep(grace).await;
-    };
-    let result = tokio::select! {
-        r = server => r,
-        () = signal => {
-            tracing::warn!("drain time over; closing remaining connections");
-            Ok(())
-        }
-    };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections, draining in-flight requests"
+    );
+    let drained = tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!("drain time over; closing remaining connections");
+    }
     keeper.abort();
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.

@@ -530,3 +530,24 @@ async fn metrics_cover_requests_tokens_and_streams() {
     assert!(!text.contains(KEY));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_request_headers_get_431() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_header_bytes = 8192",
+    );
+    let h = proxy(emu, &text).await;
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .header("x-padding", "a".repeat(20_000))
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(h.emulator.stats().data_requests, 0);
+    h.stop().await;
+}
