@@ -2,6 +2,7 @@
 
 mod annotate;
 mod azure_error;
+pub mod dns;
 pub mod doctor;
 mod explain;
 mod when;
