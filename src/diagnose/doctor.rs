@@ -172,11 +172,28 @@ async fn check_backend(
         }
     };
     let private: Vec<&IpAddr> = addrs.iter().filter(|a| is_private(a)).collect();
-    let list = addrs
+    let mut list = addrs
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    if host.parse::<IpAddr>().is_err() {
+        match super::dns::lookup(&host, Duration::from_secs(2)).await {
+            Ok(res) if !res.cnames.is_empty() => {
+                list = format!(
+                    "{list} via {}{}",
+                    res.cnames.join(" → "),
+                    if res.via_privatelink() {
+                        " (privatelink)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(_) => {}
+            Err(e) => list = format!("{list} (CNAME chain unknown: {e})"),
+        }
+    }
     if private.len() == addrs.len() {
         r.push(
             name("DNS"),
