@@ -285,7 +285,7 @@ async fn proxy(
                 }
                 return Err(err);
             }
-            Ok(Ok(response)) => {
+            Ok(Ok(mut response)) => {
                 let status = response.status().as_u16();
                 metrics::histogram!("entra_proxy_upstream_seconds", "backend" => backend.name.clone())
                     .record(sent_at.elapsed().as_secs_f64());
@@ -297,6 +297,33 @@ async fn proxy(
                         scope,
                     } = &token
                 {
+                    // Read Azure's (small) answer: only a refused token is worth a new one;
+                    // PermissionDenied, key errors and a wrong audience are not.
+                    let (head, body) = axum::http::Response::from(response).into_parts();
+                    let body = http_body_util::Limited::new(body, UNAUTHORIZED_BODY_LIMIT)
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    let helps = diagnose::refresh_may_help(
+                        status,
+                        &body,
+                        backend.scope.audience(),
+                        cached.claims.as_ref(),
+                    );
+                    response = reqwest::Response::from(axum::http::Response::from_parts(
+                        head,
+                        reqwest::Body::from(body),
+                    ));
+                    if !helps {
+                        let a = Attempted {
+                            response,
+                            route,
+                            token,
+                            permit,
+                        };
+                        return Ok(finish(state, a, caller, request_id, path, started).await);
+                    }
                     // Azure refused a cached token (revoked, rotated keys): drop it, get a
                     // fresh one once, replay once.
                     refreshed = true;
@@ -357,6 +384,9 @@ fn requeue(order: &mut std::collections::VecDeque<usize>, i: usize) {
         order.push_back(i);
     }
 }
+
+/// Largest 401 body read to decide whether a fresh token could help.
+const UNAUTHORIZED_BODY_LIMIT: usize = 64 * 1024;
 
 /// A short pause between attempts, growing with each.
 fn retry_pause(attempt: u32) -> std::time::Duration {

@@ -416,6 +416,41 @@ pub fn classify(
     Some(diagnosis)
 }
 
+/// Whether fetching a fresh token for the same scope and replaying could turn this answer into
+/// a success: Azure refused the token itself (revoked, signing keys rotated, expired in flight),
+/// and its claims do not already show a cause a new token would repeat (another audience).
+/// `false` for `PermissionDenied` sent as 401, key and endpoint errors, and anything but 401:
+/// there only a role or config change helps, and a new token per request would load Entra.
+pub fn refresh_may_help(
+    status: u16,
+    body: &[u8],
+    expected_audience: &str,
+    token: Option<&Claims>,
+) -> bool {
+    if status != 401 {
+        return false;
+    }
+    let err = ErrorBody::parse(body);
+    match err.signal(status) {
+        Signal::TokenRefused | Signal::Unknown => {
+            let needed = err.named_audience().unwrap_or(expected_audience);
+            token
+                .and_then(Claims::audience)
+                .is_none_or(|aud| cloud::same_audience(aud, needed))
+        }
+        Signal::InvalidKey
+        | Signal::KeyAuthDisabled
+        | Signal::PermissionDenied
+        | Signal::PublicAccessDisabled
+        | Signal::NotPrivateEndpoint
+        | Signal::DeploymentNotFound
+        | Signal::ResourceNotFound
+        | Signal::ApiVersion
+        | Signal::KeyRequired
+        | Signal::Throttled => false,
+    }
+}
+
 fn facts(ctx: &Context<'_>) -> Option<TokenFacts> {
     ctx.token.map(TokenFacts::from)
 }
@@ -1652,6 +1687,28 @@ mod tests {
         assert!(h.bytes().all(|b| (0x20..0x7f).contains(&b)), "{h}");
         assert!(h.starts_with("missing-role: principal a b-c"));
         assert!(http::HeaderValue::from_str(&h).is_ok());
+    }
+
+    #[test]
+    fn only_a_refused_token_with_the_right_audience_is_worth_refreshing() {
+        let right = claims(COG);
+        let arm = claims("https://management.azure.com");
+        let yes = |status: u16, body: &str, c: Option<&Claims>| {
+            refresh_may_help(status, body.as_bytes(), COG, c)
+        };
+        // Revoked or rotated: a new token may well be accepted.
+        assert!(yes(401, TOKEN_401, Some(&right)));
+        assert!(yes(401, TOKEN_401, None));
+        assert!(yes(401, "Unauthorized", Some(&right)));
+        // A new token for the same scope has the same wrong audience.
+        assert!(!yes(401, TOKEN_401, Some(&arm)));
+        let foundry_401 = TOKEN_401.replace(COG, "https://ai.azure.com");
+        assert!(!yes(401, &foundry_401, Some(&right)));
+        // The token was fine: roles, keys and endpoints are not fixed by a new one.
+        for body in [PERMISSION_DENIED, INVALID_KEY_401, KEY_DISABLED_401] {
+            assert!(!yes(401, body, Some(&right)), "{body}");
+        }
+        assert!(!yes(403, TOKEN_401, Some(&right)));
     }
 
     #[test]

@@ -16,9 +16,10 @@ pub struct Resolution {
 impl Resolution {
     /// Whether the chain goes through a `privatelink.` zone, as a private endpoint's does.
     pub fn via_privatelink(&self) -> bool {
-        self.cnames
-            .iter()
-            .any(|c| c.split('.').any(|label| label.eq_ignore_ascii_case("privatelink")))
+        self.cnames.iter().any(|c| {
+            c.split('.')
+                .any(|label| label.eq_ignore_ascii_case("privatelink"))
+        })
     }
 }
 
@@ -120,7 +121,9 @@ fn parse_response(msg: &[u8], id: u16) -> Result<Resolution, String> {
         let rtype = u16::from_be_bytes([head[0], head[1]]);
         let len = u16::from_be_bytes([head[8], head[9]]) as usize;
         let data_at = after + 10;
-        let data = msg.get(data_at..data_at + len).ok_or("truncated record data")?;
+        let data = msg
+            .get(data_at..data_at + len)
+            .ok_or("truncated record data")?;
         match (rtype, data) {
             (1, [a, b, c, d]) => out.addresses.push(Ipv4Addr::new(*a, *b, *c, *d)),
             (5, _) => out.cnames.push(read_name(msg, data_at)?.0),
@@ -162,9 +165,29 @@ mod tests {
         let cname_at = m.len();
         m.extend_from_slice(&rdata);
         // answer 2: name ptr to the cname, A, IN, ttl, 10.0.0.5
-        m.extend_from_slice(&[0xc0, cname_at as u8, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 5]);
+        m.extend_from_slice(&[
+            0xc0,
+            cname_at as u8,
+            0,
+            1,
+            0,
+            1,
+            0,
+            0,
+            0,
+            60,
+            0,
+            4,
+            10,
+            0,
+            0,
+            5,
+        ]);
         let r = parse_response(&m, 0x1234).unwrap();
-        assert_eq!(r.cnames, vec!["myres.privatelink.openai.azure.com".to_string()]);
+        assert_eq!(
+            r.cnames,
+            vec!["myres.privatelink.openai.azure.com".to_string()]
+        );
         assert_eq!(r.addresses, vec![Ipv4Addr::new(10, 0, 0, 5)]);
         assert!(r.via_privatelink());
     }

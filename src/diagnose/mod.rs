@@ -9,7 +9,7 @@ mod when;
 mod words;
 
 pub use annotate::{DIAGNOSIS_HEADER, annotate, wants};
-pub use azure_error::{Context, Diagnosis, DiagnosisCode, TokenFacts, classify};
+pub use azure_error::{Context, Diagnosis, DiagnosisCode, TokenFacts, classify, refresh_may_help};
 pub use explain::{
     ExplainError, Explanation, Problem, Target, TargetKind, explain, extract_token, render_text,
 };

@@ -120,7 +120,7 @@ pub fn build_token_source(
     let transport =
         RewritingTransport::new(config.emulator.clone(), config.upstream.identity_timeout)
             .map_err(|e| format!("identity: cannot build the HTTP client: {e}"))?;
-    let (methods, auto) = match &config.identity {
+    let (mut methods, auto) = match &config.identity {
         IdentityConfig::Auto { client_id } => (auto_chain(client_id.clone(), env), true),
         IdentityConfig::ManagedIdentity { client_id } => (
             vec![Method::ManagedIdentity {
@@ -172,6 +172,10 @@ pub fn build_token_source(
             false,
         ),
     };
+    if config.emulator.is_some() && auto {
+        // The Azure CLI talks to Entra itself and cannot be pointed at the emulator.
+        methods.retain(|m| !matches!(m, Method::AzureCli { .. }));
+    }
     if config.emulator.is_some() && methods.iter().any(|m| matches!(m, Method::AzureCli { .. })) {
         return Err(
             "identity: azure-cli cannot be used with [azure] emulator (the CLI talks to Entra itself)"
