@@ -36,22 +36,6 @@ async fn call(h: &Harness, auth: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn error_of(r: reqwest::Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
-    let body: serde_json::Value = r.json().await.unwrap();
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
-
 #[tokio::test]
 async fn management_token_gets_401_naming_both_audiences_and_the_scope() {
     let h = entra_harness().await;

@@ -177,14 +177,7 @@ async fn a_response_already_streaming_is_never_retried() {
     body["stream"] = serde_json::json!(true);
     let r = post(&h, "/v1/chat/completions", &body).await;
     assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
-    let mut broke = false;
-    while let Some(chunk) = stream.next().await {
-        if chunk.is_err() {
-            broke = true;
-            break;
-        }
-    }
+    let (_, broke) = read_stream(r).await;
     assert!(broke, "the client sees the broken stream");
     assert_eq!(h.emulator.stats().data_requests, 1);
     h.stop().await;
@@ -207,12 +200,7 @@ async fn bodies_larger_than_the_retry_buffer_are_not_replayed() {
 
 #[tokio::test]
 async fn a_timeout_after_the_body_was_sent_is_504_and_not_replayed() {
-    let emu = emulator().await;
-    let text = base_config(&emu.url()).replace(
-        "[azure]",
-        "[upstream]\nfirst_byte_timeout_secs = 0.5\n\n[azure]",
-    );
-    let h = proxy(emu, &text).await;
+    let h = start_with("[upstream]\nfirst_byte_timeout_secs = 0.5").await;
     h.emulator.script("gpt-4o", vec![Fault::Hang]);
     let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 504);
@@ -230,12 +218,8 @@ async fn a_timeout_after_the_body_was_sent_is_504_and_not_replayed() {
 
 #[tokio::test]
 async fn timeouts_are_replayed_only_when_configured() {
-    let emu = emulator().await;
-    let text = base_config(&emu.url()).replace(
-        "[azure]",
-        "[upstream]\nfirst_byte_timeout_secs = 0.5\nreplay_after_timeout = true\n\n[azure]",
-    );
-    let h = proxy(emu, &text).await;
+    let h =
+        start_with("[upstream]\nfirst_byte_timeout_secs = 0.5\nreplay_after_timeout = true").await;
     h.emulator.script("gpt-4o", vec![Fault::Hang]);
     let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
@@ -407,14 +391,7 @@ async fn a_silent_stream_is_cut_after_the_idle_timeout() {
     body["stream"] = serde_json::json!(true);
     let r = post(&h, "/v1/chat/completions", &body).await;
     assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
-    let mut failed = false;
-    while let Some(c) = stream.next().await {
-        if c.is_err() {
-            failed = true;
-            break;
-        }
-    }
+    let (_, failed) = read_stream(r).await;
     assert!(failed, "the stream was ended by the idle timeout");
     h.stop().await;
 }

@@ -121,6 +121,45 @@ pub async fn start() -> Harness {
     proxy(emu, &text).await
 }
 
+/// The emulator with defaults, and the base config with `section` (e.g. an `[upstream]`
+/// table) added.
+pub async fn start_with(section: &str) -> Harness {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace("[azure]", &format!("{section}\n\n[azure]"));
+    proxy(emu, &text).await
+}
+
+/// Status, error code and message of a proxy error answer.
+pub async fn error_of(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Reads a streamed body to its end: the text, and whether it broke off with an error.
+pub async fn read_stream(r: reqwest::Response) -> (String, bool) {
+    use futures_util::StreamExt as _;
+    let mut all = String::new();
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => all.push_str(&String::from_utf8_lossy(&c)),
+            Err(_) => return (all, true),
+        }
+    }
+    (all, false)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
