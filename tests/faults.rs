@@ -266,9 +266,9 @@ async fn a_second_401_goes_back_to_the_client_with_its_diagnosis() {
 
 #[tokio::test]
 async fn an_identity_outage_is_ridden_out_on_the_cached_token_then_reported() {
-    // A 20 s token: refreshed after 5 s, not handed out in its last 10 s.
+    // A 10 s token: refreshed after 2.5 s, not handed out in its last second.
     let emu = emulator_with(EmulatorConfig {
-        token_lifetime: Duration::from_secs(20),
+        token_lifetime: Duration::from_secs(10),
         ..EmulatorConfig::default()
     })
     .await;
@@ -279,7 +279,7 @@ async fn an_identity_outage_is_ridden_out_on_the_cached_token_then_reported() {
     let h = proxy(emu, &text).await;
     wait_ready(&h).await;
     h.emulator.set_identity_fault(Some(IdentityFault::Down));
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     // Refresh is due and failing; the cached token still serves, under load.
     let mut tasks = Vec::new();
     for _ in 0..50 {
@@ -526,5 +526,49 @@ async fn oversized_request_headers_get_431() {
         .unwrap();
     assert_eq!(r.status(), 431);
     assert_eq!(h.emulator.stats().data_requests, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn token_acquisitions_follow_token_lifetimes_not_load() {
+    // 8 s tokens are refreshed every 2 s: about 3 acquisitions in 5 s, whatever the load.
+    let emu = emulator_with(EmulatorConfig {
+        token_lifetime: Duration::from_secs(8),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let text = base_config(&emu.url());
+    let h = proxy(emu, &text).await;
+    let stop = std::time::Instant::now() + Duration::from_secs(5);
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let url = h.url("/v1/chat/completions");
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            let mut n = 0;
+            while std::time::Instant::now() < stop {
+                let r = c
+                    .post(&url)
+                    .header("api-key", KEY)
+                    .json(&chat_body("gpt-4o"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut requests = 0;
+    for w in workers {
+        requests += w.await.unwrap();
+    }
+    let tokens = h.emulator.stats().token_requests;
+    assert!(requests > 100, "{requests}");
+    assert!(
+        (2..=5).contains(&tokens),
+        "{tokens} token requests for {requests} requests"
+    );
     h.stop().await;
 }

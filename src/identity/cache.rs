@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Refresh no later than this long before expiry.
 pub(crate) const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
-/// A token this close to expiry is not handed out: it could expire in flight.
+/// A token this close to expiry is not handed out: it could expire in flight. Short-lived
+/// tokens use a tenth of their lifetime instead (see [`expiry_margin`]).
 pub(crate) const EXPIRY_SAFETY: Duration = Duration::from_secs(10);
 /// First retry delay after a failed acquisition; doubles up to [`BACKOFF_CAP`].
 pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -39,7 +40,7 @@ impl std::fmt::Debug for CachedToken {
 
 impl CachedToken {
     fn usable(&self, now: SystemTime) -> bool {
-        now + EXPIRY_SAFETY < self.token.expires_at
+        now + expiry_margin(self.token.acquired_at, self.token.expires_at) < self.token.expires_at
     }
 }
 
@@ -100,6 +101,13 @@ pub fn refresh_at(acquired: SystemTime, expires: SystemTime) -> SystemTime {
     let early = lifetime.saturating_sub(REFRESH_BEFORE_EXPIRY);
     let delay = half.min(early).max(lifetime / 4);
     acquired + delay
+}
+
+/// How long before expiry a token stops being handed out: [`EXPIRY_SAFETY`], or a tenth of the
+/// lifetime for tokens so short that the fixed margin would leave them never usable.
+pub fn expiry_margin(acquired: SystemTime, expires: SystemTime) -> Duration {
+    let lifetime = expires.duration_since(acquired).unwrap_or_default();
+    EXPIRY_SAFETY.min(lifetime / 10)
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -430,6 +438,21 @@ mod tests {
             t0 + Duration::from_secs(15)
         );
         assert_eq!(refresh_at(t0, t0), t0);
+    }
+
+    #[test]
+    fn short_lived_tokens_stay_usable_for_most_of_their_life() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            expiry_margin(t0, t0 + Duration::from_secs(3600)),
+            EXPIRY_SAFETY
+        );
+        assert_eq!(
+            expiry_margin(t0, t0 + Duration::from_secs(8)),
+            Duration::from_millis(800)
+        );
+        let refresh = refresh_at(t0, t0 + Duration::from_secs(8));
+        assert!(refresh + Duration::from_millis(800) < t0 + Duration::from_secs(8));
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod transport;
 
 pub use apps::AppTokens;
 pub use azure::{AzureTokenSource, IdentityEnv, build_token_source, client_secret_source};
-pub use cache::{CachedToken, SlotStatus, TokenCache, refresh_at};
+pub use cache::{CachedToken, SlotStatus, TokenCache, expiry_margin, refresh_at};
 pub use transport::RewritingTransport;
 
 use crate::config::Scope;
