@@ -122,12 +122,12 @@ pub struct EmulatorArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Print a fresh random key and the [[keys]] block to paste into the config.
+    /// Print a fresh random key and the config entry (keys table) to paste.
     New {
         #[arg(long)]
         name: String,
     },
-    /// Read a key (e.g. an old Azure resource key) on stdin and print its [[keys]] block.
+    /// Read a key (e.g. an old Azure resource key) on stdin and print its config entry.
     Hash {
         #[arg(long)]
         name: String,

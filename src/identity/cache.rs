@@ -92,7 +92,7 @@ struct Inner {
     timeout: Duration,
 }
 
-/// When to refresh a token: the earlier of half its lifetime and [`REFRESH_BEFORE_EXPIRY`]
+/// When to refresh a token: the earlier of half its lifetime and `REFRESH_BEFORE_EXPIRY`
 /// before expiry, but never sooner than a quarter of its lifetime (short-lived tokens would
 /// otherwise be refreshed continuously).
 pub fn refresh_at(acquired: SystemTime, expires: SystemTime) -> SystemTime {
@@ -103,7 +103,7 @@ pub fn refresh_at(acquired: SystemTime, expires: SystemTime) -> SystemTime {
     acquired + delay
 }
 
-/// How long before expiry a token stops being handed out: [`EXPIRY_SAFETY`], or a tenth of the
+/// How long before expiry a token stops being handed out: `EXPIRY_SAFETY`, or a tenth of the
 /// lifetime for tokens so short that the fixed margin would leave them never usable.
 pub fn expiry_margin(acquired: SystemTime, expires: SystemTime) -> Duration {
     let lifetime = expires.duration_since(acquired).unwrap_or_default();

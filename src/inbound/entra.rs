@@ -384,7 +384,7 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// `exp` and `nbf`, with [`LEEWAY_SECS`].
+/// `exp` and `nbf`, with `LEEWAY_SECS` of clock skew.
 pub fn check_lifetime(c: &Claims, now: i64) -> Result<(), TokenRejection> {
     let exp = c
         .exp
