@@ -16,6 +16,10 @@ use url::Url;
 pub(crate) const LEEWAY_SECS: i64 = 60;
 /// Unknown `kid`s trigger a JWKS refetch at most this often per tenant.
 pub(crate) const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Verified tokens remembered (by digest) to skip repeat signature checks.
+const VERIFIED_CACHE_ENTRIES: u64 = 10_000;
+/// How long a verified token is remembered; a rotated-away signing key stops counting then.
+const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 /// JWKS are re-read after this long even when every `kid` is known.
 pub(crate) const JWKS_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -128,6 +132,10 @@ pub struct EntraValidator {
     http: reqwest::Client,
     jwks: moka::future::Cache<String, Arc<Jwks>>,
     last_refetch: Mutex<HashMap<String, Instant>>,
+    /// Tokens whose signature, issuer and tenant were already checked, by SHA-256 of the
+    /// token: a repeat caller costs a hash instead of an RSA verification. Lifetime and
+    /// audience are still checked on every request.
+    verified: moka::future::Cache<[u8; 32], Arc<Claims>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -165,11 +173,28 @@ impl EntraValidator {
                 .time_to_live(JWKS_TTL)
                 .build(),
             last_refetch: Mutex::new(HashMap::new()),
+            verified: moka::future::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_ENTRIES)
+                .time_to_live(VERIFIED_CACHE_TTL)
+                .build(),
         })
     }
 
     /// Validates `token` and says whether to pass it through or swap it.
     pub async fn validate(&self, token: &str) -> Result<(Claims, EntraUse), EntraError> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(c) = self.verified.get(&digest).await {
+            check_lifetime(&c, unix_now())?;
+            let use_ = self.audience_use(&c)?;
+            return Ok(((*c).clone(), use_));
+        }
+        let (c, use_) = self.validate_uncached(token).await?;
+        self.verified.insert(digest, Arc::new(c.clone())).await;
+        Ok((c, use_))
+    }
+
+    async fn validate_uncached(&self, token: &str) -> Result<(Claims, EntraUse), EntraError> {
         let decoded = claims::decode_unverified(token)
             .map_err(|e| TokenRejection::Malformed(e.to_string()))?;
         if decoded.header.alg != "RS256" {
