@@ -118,6 +118,13 @@ pub struct EmulatorArgs {
     /// Milliseconds between SSE events.
     #[arg(long, default_value_t = 20)]
     pub stream_interval_ms: u64,
+    /// Accept this resource key in `api-key` (default: keys refused, as with disableLocalAuth).
+    #[arg(
+        long,
+        env = "ENTRA_PROXY_EMULATOR_RESOURCE_KEY",
+        hide_env_values = true
+    )]
+    pub resource_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,8 +161,10 @@ pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     let json = std::env::var("ENTRA_PROXY_LOG_FORMAT").is_ok_and(|v| v == "json");
     if json {
@@ -400,6 +409,7 @@ async fn emulator(args: EmulatorArgs) -> ExitCode {
         latency: std::time::Duration::from_millis(args.latency_ms),
         stream_events: args.stream_events,
         stream_interval: std::time::Duration::from_millis(args.stream_interval_ms),
+        resource_key: args.resource_key,
         ..EmulatorConfig::default()
     };
     if !args.listen.ip().is_loopback() {

@@ -87,7 +87,17 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(new_request_id)
+}
+
+/// A process-unique id: a random per-process prefix and a counter (no system call per request).
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 async fn proxy(
@@ -421,8 +431,7 @@ async fn finish(
         "status" => status.to_string()
     )
     .increment(1);
-    let claims = a.token.claims();
-    downstream_response(state, a.response, a.route, &claims, caller, a.permit).await
+    downstream_response(state, a.response, a.route, &a.token, caller, a.permit).await
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -492,7 +501,7 @@ async fn downstream_response(
     state: &AppState,
     upstream: reqwest::Response,
     route: &Route,
-    claims: &Option<crate::claims::Claims>,
+    token: &identity::UpstreamToken,
     caller: &Caller,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response {
@@ -500,6 +509,8 @@ async fn downstream_response(
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = downstream_headers(upstream.headers());
     if diagnose::wants(status) {
+        // Claims are read only on this (error) path.
+        let claims = token.claims();
         let (body, diagnosis) = diagnose::annotate(state, upstream, route, claims.as_ref()).await;
         if let Some(d) = diagnosis
             && let Ok(v) = HeaderValue::from_str(&d)

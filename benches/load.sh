@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Load benchmark (issue 6): direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run.
+#
+#   benches/load.sh            full run (minutes): 3 repetitions; installs nginx-light and wrk
+#                              (apt) and LiteLLM (venv under target/bench/) when missing
+#   benches/load.sh --smoke    seconds: 1 repetition, ~1 s per measurement, installs nothing,
+#                              skips nginx / LiteLLM when absent; exit 0 when every target
+#                              answered, non-zero otherwise
+#
+# Options (after the mode): --reps N, --targets direct,entra-proxy,nginx,litellm,
+#   --proxy-env NAME=VALUE (extra environment for entra-proxy, e.g. RUST_LOG=warn),
+#   --variants instant,latency50,streaming, --skip-extras (no startup / idle RSS / open streams /
+#   token churn), --perf (perf profile of entra-proxy at saturation), --no-install, --no-netns,
+#   --no-build (use ENTRA_PROXY_BIN or target/release/entra-proxy as is), --out DIR (instead of
+#   target/bench; LiteLLM's venv stays in target/bench/venv).
+#
+# Output: target/bench/results.json, a Markdown table on stdout, logs of every process under
+# target/bench/. Everything runs on 127.0.0.1; when `unshare` allows it the run happens in a
+# fresh network namespace with only loopback (and a PID namespace: nothing outlives it).
+# No timed assertions: the exit status only says whether every target answered.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="$ROOT/target/bench"
+MODE=full
+INSTALL=1
+NETNS=1
+BUILD=1
+PASS=()
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) MODE=smoke ;;
+    --full) MODE=full ;;
+    --no-install) INSTALL=0 ;;
+    --no-netns) NETNS=0 ;;
+    --no-build) BUILD=0 ;;
+    --reps|--targets|--variants|--proxy-env)
+      [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
+      PASS+=("$1" "$2"); shift ;;
+    --skip-extras|--perf) PASS+=("$1") ;;
+    --out) [ $# -ge 2 ] || { echo "load.sh: --out needs a value" >&2; exit 64; }
+      OUT="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$ROOT/benches/load.sh"; exit 0 ;;
+    *) echo "load.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
+  esac
+  shift
+done
+[ "$MODE" = smoke ] && INSTALL=0
+
+mkdir -p "$OUT"
+say() { echo "[load.sh] $*" >&2; }
+
+RUN_PID=""
+cleanup() {
+  # Only what this script started: the run (its namespace takes its children along).
+  if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
+    kill -TERM "$RUN_PID" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$RUN_PID" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# --- tools (full mode only installs) -----------------------------------------------------------
+if [ "$INSTALL" = 1 ]; then
+  apt_pkgs=()
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)
+  command -v wrk >/dev/null 2>&1 || apt_pkgs+=(wrk)
+  if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing ${apt_pkgs[*]} (apt)"
+      timeout 600 apt-get update -qq || say "apt-get update failed; trying the install anyway"
+      DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "${apt_pkgs[@]}" >&2 \
+        || say "could not install ${apt_pkgs[*]}; those targets / wrk are skipped"
+    else
+      say "not root or no apt-get: ${apt_pkgs[*]} not installed"
+    fi
+  fi
+  VENV="$ROOT/target/bench/venv"
+  if [ ! -x "$VENV/bin/litellm" ]; then
+    say "installing LiteLLM into $VENV (pip; a few minutes)"
+    mkdir -p "$ROOT/target/bench"
+    { timeout 300 python3 -m venv "$VENV" \
+      && timeout 1200 "$VENV/bin/pip" install -q 'litellm[proxy]' >"$ROOT/target/bench/pip.log" 2>&1; } \
+      || say "LiteLLM install failed (see target/bench/pip.log); LiteLLM is skipped"
+  fi
+fi
+
+# --- the proxy binary ------------------------------------------------------------------------------
+BIN="${ENTRA_PROXY_BIN:-$ROOT/target/release/entra-proxy}"
+if [ "$BUILD" = 1 ] && [ -z "${ENTRA_PROXY_BIN:-}" ]; then
+  say "cargo build --release"
+  timeout 1800 cargo build --release --locked --quiet
+fi
+[ -x "$BIN" ] || { say "no entra-proxy binary at $BIN"; exit 1; }
+
+# 1,000 open streams need ~2,000 descriptors in the proxy and ~1,000 in the emulator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -n 65536 2>/dev/null || true
+
+PY=python3
+RUN=("$PY" "$ROOT/benches/load/run.py" --mode "$MODE" --bin "$BIN" --out "$OUT"
+     --litellm "$ROOT/target/bench/venv/bin/litellm" ${PASS[@]+"${PASS[@]}"})
+if [ "$MODE" = smoke ]; then LIMIT=300; else LIMIT=1800; fi
+
+# Loopback-only network namespace (and a PID namespace, so nothing outlives the run) when the
+# kernel lets us; otherwise the same run on the host, still on 127.0.0.1 only.
+if [ "$NETNS" = 1 ] && command -v unshare >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 \
+   && unshare -n -p -f --mount-proc sh -c 'ip link set lo up' >/dev/null 2>&1; then
+  say "running in a loopback-only network namespace (mode $MODE, at most ${LIMIT}s)"
+  timeout --kill-after=15 "$LIMIT" unshare -n -p -f --mount-proc --kill-child=SIGTERM \
+    sh -c 'ip link set lo up && exec "$@"' sh "${RUN[@]}" &
+else
+  say "running on the host's loopback (mode $MODE, at most ${LIMIT}s)"
+  timeout --kill-after=15 "$LIMIT" "${RUN[@]}" &
+fi
+RUN_PID=$!
+set +e
+wait "$RUN_PID"
+STATUS=$?
+set -e
+RUN_PID=""
+exit "$STATUS"

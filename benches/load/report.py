@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Ratios, goals and the Markdown tables of a benchmark run (results.json).
+
+    python3 benches/load/report.py target/bench/results.json   # print the tables again
+
+The goals are issue 6's targets; they are reported, never asserted (the machine is shared
+and noisy: the ratios are the result, not the absolute numbers).
+"""
+
+import json
+import sys
+
+PROXY = "entra-proxy"
+
+
+def _get(results, variant, target, key):
+    t = results.get("variants", {}).get(variant, {}).get("targets", {}).get(target, {})
+    return t.get("median", {}).get(key)
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _diff(a, b):
+    return round(a - b, 1) if a is not None and b is not None else None
+
+
+def derive(results):
+    """The numbers the conclusions are drawn from: ratios per variant, and the goals."""
+    ratios = {}
+    for variant, v in results.get("variants", {}).items():
+        r = {}
+        p_rps = _get(results, variant, PROXY, "rps")
+        for other in ("direct", "nginx", "litellm"):
+            r[f"proxy_over_{other}_rps"] = _ratio(p_rps, _get(results, variant, other, "rps"))
+        for target in ("entra-proxy", "nginx", "litellm"):
+            key = target.replace("-", "_")
+            if v.get("emulator", {}).get("stream"):
+                r[f"{key}_added_ttfb_p50_us"] = _diff(
+                    _get(results, variant, target, "ttfb_p50_us"),
+                    _get(results, variant, "direct", "ttfb_p50_us"))
+                r[f"{key}_added_ttfb_p99_us"] = _diff(
+                    _get(results, variant, target, "ttfb_p99_us"),
+                    _get(results, variant, "direct", "ttfb_p99_us"))
+            else:
+                for p in ("p50", "p90", "p99"):
+                    r[f"{key}_added_{p}_us"] = _diff(
+                        _get(results, variant, target, f"{p}_us"),
+                        _get(results, variant, "direct", f"{p}_us"))
+        r["proxy_over_nginx_cpu_per_10k"] = _ratio(
+            _get(results, variant, PROXY, "cpu_s_per_10k"),
+            _get(results, variant, "nginx", "cpu_s_per_10k"))
+        ratios[variant] = r
+    return {"ratios": ratios, "goals": goals(results, ratios)}
+
+
+def goals(results, ratios):
+    out = []
+
+    def goal(name, measured, met, note=""):
+        out.append({"goal": name, "measured": measured, "met": met, "note": note})
+
+    inst = ratios.get("instant", {})
+    x = inst.get("proxy_over_nginx_rps")
+    goal("throughput ≥ 0.8× nginx (instant upstream)", x, None if x is None else x >= 0.8)
+    x = inst.get("proxy_over_litellm_rps")
+    goal("throughput ≥ 10× LiteLLM (instant upstream)", x, None if x is None else x >= 10)
+    x = inst.get("entra_proxy_added_p50_us")
+    goal("added p50 ≤ 0.2 ms over direct (instant, fixed rate)", x,
+         None if x is None else x <= 200, "µs")
+    x = inst.get("entra_proxy_added_p99_us")
+    goal("added p99 ≤ 1 ms over direct (instant, fixed rate)", x,
+         None if x is None else x <= 1000, "µs")
+    x = ratios.get("streaming", {}).get("entra_proxy_added_ttfb_p50_us")
+    goal("TTFB within 1 ms of direct (p50)", x, None if x is None else abs(x) <= 1000, "µs")
+    ep = results.get("entra_proxy", {})
+    st = ep.get("open_streams", {})
+    if PROXY in st:
+        n = st.get("streams")
+        rss = st[PROXY]["sample"]["rss_kb"]
+        ok = st[PROXY]["open"] == n and rss <= 64 * 1024
+        goal(f"RSS with {n} open streams ≤ 64 MB", rss, ok if n >= 1000 else None,
+             "KiB" + ("" if n >= 1000 else f" (only {n} streams: not the goal's 1,000)"))
+    su = ep.get("startup", {})
+    if su:
+        x = su.get("idle_rss_kb")
+        goal("idle RSS ≤ 20 MB", x, None if x is None else x <= 20 * 1024, "KiB")
+        x = su.get("listening_ms")
+        goal("spawn to /healthz ≤ 100 ms", x, None if x is None else x <= 100, "ms")
+    calls = [_get(results, v, PROXY, "token_calls") for v in results.get("variants", {})]
+    calls = [c for c in calls if c is not None]
+    if calls:
+        goal("one token acquisition per token lifetime (1 h tokens, per variant run)", calls,
+             all(c == 1 for c in calls))
+    for ch in ep.get("token_churn", []):
+        ok = ch["token_calls_under_load"] <= ch["expected_under_load"] and ch["errors"] == 0
+        goal(f"one acquisition per refresh interval under load, {ch['token_lifetime_secs']} s "
+             f"tokens", f"{ch['token_calls_under_load']} in {ch['load_secs']} s "
+             f"(at most {ch['expected_under_load']})", ok)
+    return out
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+
+def _ms(us, digits=3):
+    return "—" if us is None else f"{us / 1000:.{digits}f}"
+
+
+def _mb(kb):
+    return "—" if kb is None else f"{kb / 1024:.1f}"
+
+
+def _num(x, digits=1):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _signed_ms(us):
+    return "—" if us is None else f"{us / 1000:+.3f}"
+
+
+def _table(rows):
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def markdown(results):
+    s = results.get("settings", {})
+    m = results.get("machine", {})
+    summary = results.get("summary") or derive(results)
+    out = [f"## entra-proxy load benchmark ({results.get('mode')}, {results.get('started_at')})",
+           "",
+           f"nproc **{m.get('nproc')}** ({m.get('cpu', '?')}), kernel {m.get('kernel')}; "
+           f"load generator: {m.get('load_generator')}; {m.get('entra_proxy')}; "
+           f"{m.get('nginx') or 'nginx: skipped'}; "
+           f"LiteLLM {m.get('litellm') or 'skipped'}.",
+           "",
+           f"Same request for every target: `POST {s.get('path')}` with a "
+           f"{len(s.get('body', ''))}-byte chat body. Medians of {s.get('reps')} repetitions. "
+           f"Throughput: wrk -t1 -c{s.get('throughput_conns')} for {s.get('throughput_secs')} s. "
+           f"Latency: paced to {s.get('rate')} req/s on {s.get('rate_conns')} connections for "
+           f"{s.get('rate_secs')} s. TTFB: {s.get('ttfb_requests')} streamed requests, "
+           f"{s.get('ttfb_concurrency')} at a time. RSS: peak (VmHWM) of the process tree; "
+           "CPU: utime+stime of the process tree during the throughput run, per 10k requests "
+           "(upstream CPU: the emulator's, same run).",
+           ""]
+    if s.get("skipped"):
+        out += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in s["skipped"].items()), ""]
+    for variant, v in results.get("variants", {}).items():
+        emu = v.get("emulator", {})
+        stream = emu.get("stream")
+        desc = (f"SSE, {emu.get('stream_events')} events {emu.get('stream_interval_ms')} ms apart"
+                if stream else f"JSON, {emu.get('latency_ms')} ms upstream latency")
+        out.append(f"### {variant} ({desc})")
+        out.append("")
+        if stream:
+            rows = [["target", "streams/s", "TTFB p50 ms", "TTFB p90 ms", "TTFB p99 ms",
+                     "+TTFB p50 ms", "stream p50 ms", "peak RSS MB", "CPU s/10k",
+                     "upstream CPU s/10k", "token calls", "errors"]]
+        else:
+            rows = [["target", "req/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "+p99 ms",
+                     "peak RSS MB", "CPU s/10k", "upstream CPU s/10k", "token calls", "errors"]]
+        direct = v.get("targets", {}).get("direct", {}).get("median", {})
+        for name, rec in v.get("targets", {}).items():
+            if "failed" in rec:
+                rows.append([name, "FAILED: " + rec["failed"][:80]] + [""] * (len(rows[0]) - 2))
+                continue
+            md = rec.get("median", {})
+            if stream:
+                added = None if name == "direct" else _diff(md.get("ttfb_p50_us"),
+                                                            direct.get("ttfb_p50_us"))
+                rows.append([name, _num(md.get("rps")), _ms(md.get("ttfb_p50_us")),
+                             _ms(md.get("ttfb_p90_us")), _ms(md.get("ttfb_p99_us")),
+                             _signed_ms(added), _ms(md.get("stream_p50_us"), 1),
+                             _mb(md.get("peak_rss_kb")), _num(md.get("cpu_s_per_10k"), 2),
+                             _num(md.get("upstream_cpu_s_per_10k"), 2),
+                             md.get("token_calls"), md.get("errors")])
+            else:
+                a50 = None if name == "direct" else _diff(md.get("p50_us"), direct.get("p50_us"))
+                a99 = None if name == "direct" else _diff(md.get("p99_us"), direct.get("p99_us"))
+                rows.append([name, _num(md.get("rps")), _ms(md.get("p50_us")),
+                             _ms(md.get("p90_us")), _ms(md.get("p99_us")), _signed_ms(a50),
+                             _signed_ms(a99), _mb(md.get("peak_rss_kb")),
+                             _num(md.get("cpu_s_per_10k"), 2),
+                             _num(md.get("upstream_cpu_s_per_10k"), 2), md.get("token_calls"),
+                             md.get("errors")])
+        out += [_table(rows), ""]
+
+    ratios = summary.get("ratios", {})
+    if ratios:
+        rows = [["variant", "proxy/direct req/s", "proxy/nginx req/s", "proxy/LiteLLM req/s",
+                 "proxy/nginx CPU per req"]]
+        for variant, r in ratios.items():
+            rows.append([variant, _num(r.get("proxy_over_direct_rps"), 2),
+                         _num(r.get("proxy_over_nginx_rps"), 2),
+                         _num(r.get("proxy_over_litellm_rps"), 1),
+                         _num(r.get("proxy_over_nginx_cpu_per_10k"), 2)])
+        out += ["### Ratios", "", _table(rows), ""]
+
+    ep = results.get("entra_proxy", {})
+    if ep:
+        rows = [["entra-proxy alone", "value"]]
+        su = ep.get("startup")
+        if su:
+            rows.append(["spawn → /healthz answers (median)", f"{_num(su.get('listening_ms'), 1)} ms"])
+            rows.append(["spawn → /readyz 200, first token included (median)",
+                         f"{_num(su.get('ready_ms'), 1)} ms"])
+            rows.append(["idle RSS after readiness", f"{_mb(su.get('idle_rss_kb'))} MB"])
+        st = ep.get("open_streams", {})
+        for name in ("entra-proxy", "nginx"):
+            if name in st:
+                r = st[name]
+                rows.append([f"{name}: RSS with {r['open']}/{st['streams']} SSE streams open",
+                             f"{_mb(r['sample']['rss_kb'])} MB (before: {_mb(r['rss_before_kb'])} MB;"
+                             f" upstream streams open: {r['sample']['upstream_open_streams']})"])
+        for ch in ep.get("token_churn", []):
+            rows.append([f"token acquisitions in {ch['load_secs']} s of saturation, "
+                         f"{ch['token_lifetime_secs']} s tokens",
+                         f"{ch['token_calls_under_load']} (one per refresh interval: at most "
+                         f"{ch['expected_under_load']}; {ch['requests']} requests, "
+                         f"{ch['errors']} errors)"])
+        out += ["### entra-proxy alone", "", _table(rows), ""]
+
+    gl = summary.get("goals", [])
+    if gl:
+        rows = [["goal (issue 6)", "measured", "met"]]
+        for g in gl:
+            met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
+            rows.append([g["goal"], f"{g['measured']} {g['note']}".strip(), met])
+        out += ["### Goals (reported, not asserted)", "", _table(rows), ""]
+    if results.get("perf_top"):
+        out += ["### perf: entra-proxy self time at saturation (top symbols)", ""]
+        for name, lines in results["perf_top"].items():
+            out += [f"`{name}`:", "", "```"] + lines[:15] + ["```", ""]
+    if results.get("failures"):
+        out += ["### Failures", ""] + [f"- {f}" for f in results["failures"]] + [""]
+    return "\n".join(out)
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else "target/bench/results.json"
+    with open(path) as f:
+        results = json.load(f)
+    results["summary"] = derive(results)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
