@@ -427,7 +427,12 @@ async fn finish(
     metrics::counter!(
         "entra_proxy_requests_total",
         "backend" => backend.name.clone(),
-        "model" => a.route.model.clone().unwrap_or_default(),
+        // Only configured names: a client-chosen label would grow the metrics without bound.
+        "model" => match a.route.model.as_deref() {
+            Some(m) if state.routes.model_names().iter().any(|n| n == m) => m.to_string(),
+            Some(_) => "unconfigured".to_string(),
+            None => String::new(),
+        },
         "status" => status.to_string()
     )
     .increment(1);
