@@ -183,7 +183,7 @@ fn try_it(base: &str, key: &str) -> String {
     -H "api-key: {key}" -H "content-type: application/json" \
     -d '{{"model":"gpt-4o","messages":[{{"role":"user","content":"hi"}}]}}'
 
-  curl -sN {base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \
+  curl -sN "{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21" \
     -H "Authorization: Bearer {key}" -H "content-type: application/json" \
     -d '{{"messages":[{{"role":"user","content":"hi"}}],"stream":true}}'
 
