@@ -295,8 +295,14 @@ async fn proxy(
                 }
                 return Err(err);
             }
-            Ok(Ok(mut response)) => {
+            Ok(Ok(response)) => {
                 let status = response.status().as_u16();
+                let mut attempted = Attempted {
+                    response,
+                    route,
+                    token,
+                    permit,
+                };
                 metrics::histogram!("entra_proxy_upstream_seconds", "backend" => backend.name.clone())
                     .record(sent_at.elapsed().as_secs_f64());
                 if status == 401
@@ -305,11 +311,11 @@ async fn proxy(
                     && let identity::UpstreamToken::Cached {
                         token: cached,
                         scope,
-                    } = &token
+                    } = &attempted.token
                 {
                     // Read Azure's (small) answer: only a refused token is worth a new one;
                     // PermissionDenied, key errors and a wrong audience are not.
-                    let (head, body) = axum::http::Response::from(response).into_parts();
+                    let (head, body) = axum::http::Response::from(attempted.response).into_parts();
                     let body = http_body_util::Limited::new(body, UNAUTHORIZED_BODY_LIMIT)
                         .collect()
                         .await
@@ -321,18 +327,14 @@ async fn proxy(
                         backend.scope.audience(),
                         cached.claims.as_ref(),
                     );
-                    response = reqwest::Response::from(axum::http::Response::from_parts(
+                    attempted.response = reqwest::Response::from(axum::http::Response::from_parts(
                         head,
                         reqwest::Body::from(body),
                     ));
                     if !helps {
-                        let a = Attempted {
-                            response,
-                            route,
-                            token,
-                            permit,
-                        };
-                        return Ok(finish(state, a, caller, request_id, path, started).await);
+                        return Ok(
+                            finish(state, attempted, caller, request_id, path, started).await
+                        );
                     }
                     // Azure refused a cached token (revoked, rotated keys): drop it, get a
                     // fresh one once, replay once.
@@ -349,7 +351,7 @@ async fn proxy(
                     continue;
                 }
                 if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                    let wait = crate::backend_health::retry_after(response.headers());
+                    let wait = crate::backend_health::retry_after(attempted.response.headers());
                     if let Some(w) = wait {
                         state.health.cool_down(route.backend, w);
                     }
@@ -358,23 +360,12 @@ async fn proxy(
                         if wait.is_none() {
                             requeue(&mut order, i);
                         }
-                        last = Some(Attempted {
-                            response,
-                            route,
-                            token,
-                            permit,
-                        });
+                        last = Some(attempted);
                         tokio::time::sleep(retry_pause(attempts)).await;
                         continue;
                     }
                 }
-                let a = Attempted {
-                    response,
-                    route,
-                    token,
-                    permit,
-                };
-                return Ok(finish(state, a, caller, request_id, path, started).await);
+                return Ok(finish(state, attempted, caller, request_id, path, started).await);
             }
         }
     }

@@ -618,13 +618,7 @@ async fn diagnosis_is_logged_as_one_structured_line_with_the_claims_and_never_th
 #[tokio::test]
 async fn successful_answers_carry_no_diagnosis() {
     let h = start().await;
-    let r = client()
-        .post(h.url("/v1/chat/completions"))
-        .header("api-key", KEY)
-        .json(&chat_body("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get(DIAGNOSIS).is_none());
     h.stop().await;
@@ -656,13 +650,7 @@ async fn debug_identity_from_loopback_shows_claims_and_expiry_but_never_the_toke
     );
     let h = proxy(emu, &text).await;
     // One request, so the token in the cache is the one Azure saw.
-    let r = client()
-        .post(h.url("/v1/chat/completions"))
-        .header("api-key", KEY)
-        .json(&chat_body("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
     let token = h.emulator.requests()[0]
         .header("authorization")

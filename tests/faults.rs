@@ -9,16 +9,6 @@ use entra_proxy::emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault, R
 use futures_util::StreamExt as _;
 use std::time::Duration;
 
-async fn post(h: &Harness, path: &str, body: &serde_json::Value) -> reqwest::Response {
-    client()
-        .post(h.url(path))
-        .header("api-key", KEY)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn deployments_seen(h: &Harness) -> Vec<String> {
     h.emulator
         .requests()

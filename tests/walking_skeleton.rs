@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn api_key_is_swapped_for_a_cognitiveservices_bearer_and_never_forwarded() {
     let h = start().await;
-    let r = client()
-        .post(h.url("/v1/chat/completions"))
-        .header("api-key", KEY)
-        .json(&chat_body("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-request-id"));
     let body: serde_json::Value = r.json().await.unwrap();
@@ -137,13 +131,12 @@ async fn streamed_answers_arrive_event_by_event() {
     let mut body = chat_body("gpt-4o");
     body["stream"] = serde_json::json!(true);
     let started = Instant::now();
-    let r = client()
-        .post(h.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"))
-        .header("api-key", KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+        &body,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -177,13 +170,7 @@ async fn streamed_answers_arrive_event_by_event() {
 #[tokio::test]
 async fn unknown_model_is_404_listing_models_and_bad_json_is_400() {
     let h = start().await;
-    let r = client()
-        .post(h.url("/v1/chat/completions"))
-        .header("api-key", KEY)
-        .json(&chat_body("gpt-5"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-5")).await;
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_found");
@@ -216,13 +203,12 @@ async fn unknown_model_is_404_listing_models_and_bad_json_is_400() {
 async fn azure_paths_pass_through_and_azure_errors_come_back_unchanged() {
     let h = start().await;
     // Explicit api-version is kept.
-    let r = client()
-        .post(h.url("/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview"))
-        .header("api-key", KEY)
-        .json(&chat_body("x"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview",
+        &chat_body("x"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         h.emulator.requests()[0].path_and_query,
@@ -233,13 +219,12 @@ async fn azure_paths_pass_through_and_azure_errors_come_back_unchanged() {
         "gpt-4o",
         vec![Fault::Sample(AzureSample::DeploymentNotFound404)],
     );
-    let r = client()
-        .post(h.url("/openai/deployments/gpt-4o/chat/completions"))
-        .header("api-key", KEY)
-        .json(&chat_body("x"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h,
+        "/openai/deployments/gpt-4o/chat/completions",
+        &chat_body("x"),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     let text = r.text().await.unwrap();
     assert!(text.contains("\"code\":\"DeploymentNotFound\""), "{text}");
@@ -293,13 +278,7 @@ async fn readiness_follows_the_token() {
     assert!(body["scopes"][0]["last_error"].is_string(), "{body}");
     assert!(body["scopes"][0]["failing_since"].is_number(), "{body}");
     // With no token at all, requests get a 503 that says the identity is unreachable.
-    let r = client()
-        .post(h.url("/v1/chat/completions"))
-        .header("api-key", KEY)
-        .json(&chat_body("gpt-4o"))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "identity_unavailable");
@@ -328,13 +307,12 @@ async fn oversized_bodies_get_413() {
         "/v1/chat/completions",
         "/openai/deployments/gpt-4o/chat/completions",
     ] {
-        let r = client()
-            .post(h.url(path))
-            .header("api-key", KEY)
-            .json(&serde_json::json!({"model": "gpt-4o", "pad": big}))
-            .send()
-            .await
-            .unwrap();
+        let r = post(
+            &h,
+            path,
+            &serde_json::json!({"model": "gpt-4o", "pad": big}),
+        )
+        .await;
         assert_eq!(r.status(), 413, "{path}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "body_too_large");

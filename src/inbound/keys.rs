@@ -1,5 +1,6 @@
 //! Proxy-issued virtual keys and legacy Azure resource keys, stored only as SHA-256 digests.
 
+use super::policy::KeyPolicy;
 use crate::config::{KeyDigest, KeyEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use subtle::ConstantTimeEq as _;
 pub struct KeyHolder {
     pub name: Arc<str>,
     pub legacy: bool,
+    pub policy: Arc<KeyPolicy>,
 }
 
 /// Looks keys up by digest. The presented key is hashed first, the table is keyed by a random
@@ -31,6 +33,7 @@ impl KeyStore {
                         KeyHolder {
                             name: Arc::from(k.name.as_str()),
                             legacy: k.legacy,
+                            policy: Arc::new(KeyPolicy::from_entry(k)),
                         },
                     )
                 })

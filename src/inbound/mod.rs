@@ -20,7 +20,6 @@ use crate::error::{CredentialSource, ProxyError};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use secrecy::SecretString;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The `api-key` header Azure SDKs send.
@@ -82,7 +81,6 @@ impl Caller {
 #[derive(Debug)]
 pub struct Authenticator {
     keys: KeyStore,
-    policies: HashMap<Arc<str>, Arc<KeyPolicy>>,
     allow_unauthenticated: bool,
     inbound: InboundConfig,
     entra: Option<EntraValidator>,
@@ -103,16 +101,6 @@ impl Authenticator {
         };
         Ok(Authenticator {
             keys: KeyStore::new(&config.keys),
-            policies: config
-                .keys
-                .iter()
-                .map(|k| {
-                    (
-                        Arc::from(k.name.as_str()),
-                        Arc::new(KeyPolicy::from_entry(k)),
-                    )
-                })
-                .collect(),
             allow_unauthenticated: config.allow_unauthenticated,
             inbound: config.inbound.clone(),
             entra,
@@ -148,11 +136,7 @@ impl Authenticator {
                     .keys
                     .lookup(value)
                     .ok_or(ProxyError::UnknownKey(source))?;
-                let policy = self
-                    .policies
-                    .get(&holder.name)
-                    .cloned()
-                    .ok_or(ProxyError::UnknownKey(source))?;
+                let policy = holder.policy.clone();
                 policy
                     .admit(time::OffsetDateTime::now_utc())
                     .map_err(|d| match d {

@@ -129,6 +129,17 @@ pub async fn start_with(section: &str) -> Harness {
     proxy(emu, &text).await
 }
 
+/// POSTs JSON to the proxy with the test key in `api-key`.
+pub async fn post(h: &Harness, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    client()
+        .post(h.url(path))
+        .header("api-key", KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Status, error code and message of a proxy error answer.
 pub async fn error_of(r: reqwest::Response) -> (u16, String, String) {
     let status = r.status().as_u16();
