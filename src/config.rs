@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub debug: bool,
     /// Digest of the key that unlocks `/debug/identity` from other addresses.
     pub admin_key: Option<KeyDigest>,
+    /// Serving threads, each with its own event loop and upstream connection pool.
+    pub workers: std::num::NonZeroUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -421,6 +423,7 @@ struct RawServer {
     #[serde(default)]
     debug: bool,
     admin_key_sha256: Option<String>,
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -1004,7 +1007,24 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, String> {
                 Some(KeyDigest::parse(d).map_err(|e| format!("server.admin_key_sha256: {e}"))?)
             }
         },
+        workers: match raw.workers {
+            None => default_workers(),
+            Some(n) => std::num::NonZeroUsize::new(n)
+                .filter(|n| n.get() <= MAX_WORKERS)
+                .ok_or_else(|| {
+                    format!("server.workers: {n} is not between 1 and {MAX_WORKERS}")
+                })?,
+        },
     })
+}
+
+/// Upper bound of `server.workers`: far above any sensible core count, low enough to catch a
+/// typo before it starts thousands of threads.
+const MAX_WORKERS: usize = 1024;
+
+/// One worker per CPU the process may use (honours CPU affinity and cgroup quotas).
+fn default_workers() -> std::num::NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 fn seconds(key: &str, v: Option<f64>, default: Duration) -> Result<Duration, String> {

@@ -41,7 +41,11 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// The proxy handler for every path that is not the proxy's own.
-pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    State(client): State<reqwest::Client>,
+    request: Request,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -49,7 +53,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     let caller = state.auth.authenticate(request.headers()).await;
     let caller_label = caller.as_ref().map(Caller::label).ok();
     let result = match caller {
-        Ok(caller) => proxy(&state, request, &caller, &request_id).await,
+        Ok(caller) => proxy(&state, &client, request, &caller, &request_id).await,
         Err(e) => Err(e),
     };
     let mut response = match result {
@@ -102,6 +106,7 @@ fn new_request_id() -> String {
 
 async fn proxy(
     state: &AppState,
+    client: &reqwest::Client,
     request: Request,
     caller: &Caller,
     request_id: &str,
@@ -251,8 +256,7 @@ async fn proxy(
                 }
             }
         };
-        let request = state
-            .client
+        let request = client
             .request(parts.method.clone(), route.url.clone())
             .headers(headers)
             .body(upstream_body);

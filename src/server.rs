@@ -6,7 +6,7 @@ use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
 use crate::routing::RoutingTable;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,7 +24,6 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// Token caches of client-credentials callers, when that mode is configured.
     pub apps: Option<AppTokens>,
-    pub client: reqwest::Client,
     pub health: crate::backend_health::BackendHealth,
     pub metrics: crate::telemetry::Metrics,
 }
@@ -35,14 +34,8 @@ impl AppState {
     pub fn build(config: Config, env: &IdentityEnv) -> Result<AppState, String> {
         let source = build_token_source(&config, env)?;
         let tokens = TokenCache::new(source, config.upstream.identity_timeout);
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.upstream.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
+        // Fails here, at start-up, rather than in a worker.
+        upstream_client(&config)?;
         let apps = config
             .inbound
             .client_credentials
@@ -55,21 +48,53 @@ impl AppState {
             metrics: crate::telemetry::Metrics::install(),
             routes: RoutingTable::new(&config),
             tokens,
-            client,
             config,
         })
     }
 }
 
+/// A new upstream HTTP client (own connection pool) with the configured limits.
+pub fn upstream_client(config: &Config) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(config.upstream.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))
+}
+
+/// What one serving thread's requests see: the shared state, and the thread's own upstream
+/// client. A connection pool per thread keeps a request and the upstream connection carrying it
+/// on the same thread: no hand-off between threads on the hot path.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+}
+
+impl FromRef<Worker> for Arc<AppState> {
+    fn from_ref(worker: &Worker) -> Self {
+        worker.state.clone()
+    }
+}
+
+impl FromRef<Worker> for reqwest::Client {
+    fn from_ref(worker: &Worker) -> Self {
+        worker.client.clone()
+    }
+}
+
 /// The proxy's routes: its own endpoints, and everything else proxied.
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(worker: Worker) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/debug/identity", get(debug_identity))
         .route("/metrics", get(metrics))
         .fallback(forward::handle)
-        .with_state(state)
+        .with_state(worker)
 }
 
 async fn healthz() -> Response {
@@ -180,33 +205,114 @@ async fn debug_identity(
     .into_response()
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests and
-/// streams for up to the configured grace period. Starts the background token keeper for every
-/// backend scope.
+/// Serves until `shutdown` resolves (or this future is dropped), then stops accepting and
+/// drains in-flight requests and streams for up to the configured grace period. Starts the
+/// background token keeper for every backend scope on the caller's runtime.
+///
+/// Requests are served by `server.workers` threads, each running its own single-threaded event
+/// loop that accepts from the shared listening socket and owns an upstream connection pool.
+/// Tokens, keys, routes and backend health are shared by all.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let keeper = state.tokens.spawn_keeper(state.config.scopes());
+    let _stop_keeper = AbortOnDrop(keeper);
+    let listener = listener.into_std()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut finished = tokio::task::JoinSet::new();
+    for index in 0..state.config.server.workers.get() {
+        let socket = listener.try_clone()?;
+        let client = upstream_client(&state.config).map_err(std::io::Error::other)?;
+        let worker = Worker {
+            state: state.clone(),
+            client,
+        };
+        let (done, exited) = tokio::sync::oneshot::channel();
+        let stopped = stopped.clone();
+        std::thread::Builder::new()
+            .name(format!("entra-proxy-{index}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| rt.block_on(work(socket, worker, stopped)));
+                let _ = done.send(result);
+            })?;
+        finished.spawn(async move {
+            exited.await.unwrap_or_else(|_| {
+                Err(std::io::Error::other("a serving thread stopped unexpectedly"))
+            })
+        });
+    }
+    drop(listener);
+    // Serve until told to stop, unless a worker fails first (its error is the answer).
+    let early = tokio::select! {
+        () = shutdown => None,
+        first = finished.join_next() => first,
+    };
+    tracing::info!(
+        grace_secs = state.config.server.shutdown_grace.as_secs(),
+        "shutting down: no new connections, draining in-flight requests"
+    );
+    let _ = stop.send(true);
+    let mut result = Ok(());
+    if let Some(outcome) = early {
+        record(&mut result, outcome);
+    }
+    while let Some(outcome) = finished.join_next().await {
+        record(&mut result, outcome);
+    }
+    result
+}
+
+/// Keeps the first error among the workers' outcomes.
+fn record(
+    result: &mut std::io::Result<()>,
+    outcome: Result<std::io::Result<()>, tokio::task::JoinError>,
+) {
+    let outcome = outcome.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if result.is_ok() {
+        *result = outcome;
+    }
+}
+
+/// Aborts a background task when dropped (e.g. when `serve` is cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One worker: accepts connections and serves them on this thread until `stopped` turns true
+/// (or its sender is gone), then drains for the grace period.
+async fn work(
+    socket: std::net::TcpListener,
+    worker: Worker,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use tower::ServiceExt as _;
 
-    let keeper = state.tokens.spawn_keeper(state.config.scopes());
-    let grace = state.config.server.shutdown_grace;
+    let listener = TcpListener::from_std(socket)?;
+    let server = &worker.state.config.server;
+    let grace = server.shutdown_grace;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .max_buf_size(state.config.server.max_header_bytes)
+        .max_buf_size(server.max_header_bytes)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     builder
         .http2()
-        .max_header_list_size(state.config.server.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_header_list_size(server.max_header_bytes.min(u32::MAX as usize) as u32)
         .timer(TokioTimer::new());
-    let app = router(state);
+    let app = router(worker.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -218,7 +324,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = stopped.wait_for(|stop| *stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -237,17 +343,12 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: no new connections, draining in-flight requests"
-    );
-    let drained = tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
-        .is_ok();
-    if !drained {
+        .is_err()
+    {
         tracing::warn!("drain time over; closing remaining connections");
     }
-    keeper.abort();
     Ok(())
 }
 
