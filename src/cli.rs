@@ -151,14 +151,19 @@ pub enum ConfigCommand {
 }
 
 /// Sets up `tracing` on stderr: `RUST_LOG` filters, `ENTRA_PROXY_LOG_FORMAT=json` for JSON.
-/// Lines are written by a background thread, so a slow log consumer never stalls a request;
-/// keep the returned guard alive until exit so the last lines are flushed.
-pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines are buffered per thread and written by a background thread (see [`crate::log_sink`]),
+/// so logging never stalls a request; keep the returned guard alive until exit so the last
+/// lines are written.
+pub fn init_logging() -> Option<crate::log_sink::FlushGuard> {
     use tracing_subscriber::EnvFilter;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        .lossy(true)
-        .finish(std::io::stderr());
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let (writer, guard) = match crate::log_sink::LogSink::new(std::io::stderr()) {
+        Ok((sink, guard)) => (BoxMakeWriter::new(sink), Some(guard)),
+        Err(e) => {
+            eprintln!("entra-proxy: cannot start the log writer thread ({e}); logging to stderr directly");
+            (BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
     use std::io::IsTerminal as _;
@@ -179,7 +184,9 @@ pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => run_async(serve(args)),
+        // Requests are served by the server's own worker threads; this runtime only runs
+        // start-up, signals and the token keeper.
+        Command::Serve(args) => run_on(tokio::runtime::Builder::new_current_thread(), serve(args)),
         Command::Demo(args) => run_async(crate::demo::run(args.listen, args.once)),
         Command::Keys(cmd) => keys(cmd),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
@@ -190,10 +197,14 @@ pub fn main() -> ExitCode {
 }
 
 fn run_async<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_on(tokio::runtime::Builder::new_multi_thread(), f)
+}
+
+fn run_on<F: std::future::Future<Output = ExitCode>>(
+    mut builder: tokio::runtime::Builder,
+    f: F,
+) -> ExitCode {
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("entra-proxy: cannot start the async runtime: {e}");
