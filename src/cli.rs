@@ -160,7 +160,9 @@ pub fn init_logging() -> Option<crate::log_sink::FlushGuard> {
     let (writer, guard) = match crate::log_sink::LogSink::new(std::io::stderr()) {
         Ok((sink, guard)) => (BoxMakeWriter::new(sink), Some(guard)),
         Err(e) => {
-            eprintln!("entra-proxy: cannot start the log writer thread ({e}); logging to stderr directly");
+            eprintln!(
+                "entra-proxy: cannot start the log writer thread ({e}); logging to stderr directly"
+            );
             (BoxMakeWriter::new(std::io::stderr), None)
         }
     };

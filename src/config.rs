@@ -1011,9 +1011,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, String> {
             None => default_workers(),
             Some(n) => std::num::NonZeroUsize::new(n)
                 .filter(|n| n.get() <= MAX_WORKERS)
-                .ok_or_else(|| {
-                    format!("server.workers: {n} is not between 1 and {MAX_WORKERS}")
-                })?,
+                .ok_or_else(|| format!("server.workers: {n} is not between 1 and {MAX_WORKERS}"))?,
         },
     })
 }

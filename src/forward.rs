@@ -7,13 +7,13 @@ use crate::identity;
 use crate::inbound::{API_KEY, Caller};
 use crate::routing::{self, BACKEND_HEADER, Plan, Route};
 use crate::server::AppState;
+use crate::upstream;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _};
 use http_body_util::BodyExt as _;
 use std::future::Future as _;
 use std::pin::Pin;
@@ -43,7 +43,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// The proxy handler for every path that is not the proxy's own.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
-    State(client): State<reqwest::Client>,
+    State(client): State<upstream::Client>,
     request: Request,
 ) -> Response {
     let started = Instant::now();
@@ -106,7 +106,7 @@ fn new_request_id() -> String {
 
 async fn proxy(
     state: &AppState,
-    client: &reqwest::Client,
+    client: &upstream::Client,
     request: Request,
     caller: &Caller,
     request_id: &str,
@@ -238,28 +238,26 @@ async fn proxy(
         let upstream_body = match (&route.body, &buffered) {
             (Some(rewritten), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
-                reqwest::Body::from(rewritten.clone())
+                upstream::full(rewritten.clone())
             }
             (None, Some(bytes)) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                reqwest::Body::from(bytes.clone())
+                upstream::full(bytes.clone())
             }
             (None, None) => {
                 if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
                     headers.insert(header::CONTENT_LENGTH, len.clone());
                 }
                 match streamed.take() {
-                    Some(body) => {
-                        reqwest::Body::wrap_stream(Limit::new(body.into_data_stream(), limit))
-                    }
-                    None => reqwest::Body::from(Bytes::new()),
+                    Some(body) => upstream::streamed(body, limit),
+                    None => upstream::full(Bytes::new()),
                 }
             }
         };
-        let request = client
-            .request(parts.method.clone(), route.url.clone())
-            .headers(headers)
-            .body(upstream_body);
+        let mut request = axum::http::Request::new(upstream_body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = upstream_uri(route)?;
+        *request.headers_mut() = headers;
         let sent_at = Instant::now();
         let remaining = deadline.saturating_duration_since(sent_at);
         let (wait, which) = if remaining < upstream_cfg.first_byte_timeout {
@@ -270,7 +268,7 @@ async fn proxy(
                 "upstream.first_byte_timeout_secs",
             )
         };
-        let outcome = tokio::time::timeout(wait, request.send()).await;
+        let outcome = tokio::time::timeout(wait, client.send(request)).await;
         let more = attempts < max_attempts && Instant::now() < deadline;
         match outcome {
             Err(_) => {
@@ -319,7 +317,7 @@ async fn proxy(
                 {
                     // Read Azure's (small) answer: only a refused token is worth a new one;
                     // PermissionDenied, key errors and a wrong audience are not.
-                    let (head, body) = axum::http::Response::from(attempted.response).into_parts();
+                    let (head, body) = attempted.response.into_parts();
                     let body = http_body_util::Limited::new(body, UNAUTHORIZED_BODY_LIMIT)
                         .collect()
                         .await
@@ -331,10 +329,7 @@ async fn proxy(
                         backend.scope.audience(),
                         cached.claims.as_ref(),
                     );
-                    attempted.response = reqwest::Response::from(axum::http::Response::from_parts(
-                        head,
-                        reqwest::Body::from(body),
-                    ));
+                    attempted.response = upstream::with_read_body(head, body);
                     if !helps {
                         return Ok(
                             finish(state, attempted, caller, request_id, path, started).await
@@ -377,7 +372,7 @@ async fn proxy(
 
 /// One upstream answer with what produced it.
 struct Attempted<'a> {
-    response: reqwest::Response,
+    response: upstream::Response,
     route: &'a Route,
     token: identity::UpstreamToken,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -486,31 +481,27 @@ pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
     out
 }
 
-fn downstream_headers(incoming: &reqwest::header::HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(incoming.len());
-    for (name, value) in incoming {
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// Azure's headers minus hop-by-hop ones, edited in place.
+fn downstream_headers(mut headers: HeaderMap) -> HeaderMap {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
     }
-    out
+    headers
 }
 
 async fn downstream_response(
     state: &AppState,
-    upstream: reqwest::Response,
+    upstream: upstream::Response,
     route: &Route,
     token: &identity::UpstreamToken,
     caller: &Caller,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response {
-    let status =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut headers = downstream_headers(upstream.headers());
+    let status = upstream.status();
     if diagnose::wants(status) {
         // Claims are read only on this (error) path.
         let claims = token.claims();
+        let mut headers = downstream_headers(upstream.headers().clone());
         let (body, diagnosis) = diagnose::annotate(state, upstream, route, claims.as_ref()).await;
         if let Some(d) = diagnosis
             && let Ok(v) = HeaderValue::from_str(&d)
@@ -526,29 +517,28 @@ async fn downstream_response(
         *response.headers_mut() = headers;
         return response;
     }
-    let stream = Watched::new(
-        upstream.bytes_stream(),
-        state.config.upstream.idle_timeout,
-        permit,
-    );
-    let mut response = Response::new(Body::from_stream(stream));
+    let (head, body) = upstream.into_parts();
+    let body = Watched::new(body, state.config.upstream.idle_timeout, permit);
+    let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
-    *response.headers_mut() = headers;
+    *response.headers_mut() = downstream_headers(head.headers);
     response
 }
 
-fn upstream_error(e: reqwest::Error, backend: &str, limit: usize) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        if s.downcast_ref::<TooLarge>().is_some() {
-            return ProxyError::BodyTooLarge { limit };
-        }
-        source = s.source();
+/// The route's URL as the client library wants it.
+fn upstream_uri(route: &Route) -> Result<axum::http::Uri, ProxyError> {
+    axum::http::Uri::try_from(route.url.as_str()).map_err(|e| ProxyError::NoRoute {
+        path: route.url.path().to_string(),
+        hint: format!("the upstream URL is not a valid request target ({e})"),
+    })
+}
+
+fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
+    if upstream::body_too_large(&e) {
+        return ProxyError::BodyTooLarge { limit };
     }
     let reason = if e.is_connect() {
         format!("cannot connect ({})", root_cause(&e))
-    } else if e.is_timeout() {
-        "timed out".to_string()
     } else {
         root_cause(&e)
     };
@@ -581,19 +571,21 @@ fn list_models(state: &AppState) -> Response {
 /// An upstream body on its way to the client: ends with an error after too long a silence,
 /// holds the backend's concurrency slot, and counts as an in-flight stream until dropped
 /// (finished, failed, or the client went away — which also closes the upstream connection).
-struct Watched<S> {
-    inner: S,
+/// Frames pass through as they come, and so does the body's size (the client sees Azure's
+/// `content-length`).
+struct Watched<B> {
+    inner: B,
     idle: std::time::Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-impl<S> Watched<S> {
+impl<B> Watched<B> {
     fn new(
-        inner: S,
+        inner: B,
         idle: std::time::Duration,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Watched<S> {
+    ) -> Watched<B> {
         metrics::gauge!("entra_proxy_inflight_streams").increment(1.0);
         Watched {
             inner,
@@ -604,28 +596,33 @@ impl<S> Watched<S> {
     }
 }
 
-impl<S> Drop for Watched<S> {
+impl<B> Drop for Watched<B> {
     fn drop(&mut self) {
         metrics::gauge!("entra_proxy_inflight_streams").decrement(1.0);
     }
 }
 
-impl<S> Stream for Watched<S>
+impl<B> http_body::Body for Watched<B>
 where
-    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<upstream::BoxError>,
 {
-    type Item = Result<Bytes, std::io::Error>;
+    type Data = Bytes;
+    type Error = upstream::BoxError;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
                 let idle = self.idle;
                 self.timer
                     .as_mut()
                     .reset(tokio::time::Instant::now() + idle);
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
@@ -633,59 +630,22 @@ where
                         idle_secs = self.idle.as_secs_f64(),
                         "no data from Azure within upstream.idle_timeout_secs: ending the stream"
                     );
-                    Poll::Ready(Some(Err(std::io::Error::new(
+                    Poll::Ready(Some(Err(Box::new(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "upstream.idle_timeout_secs exceeded",
-                    ))))
+                    )))))
                 }
                 Poll::Pending => Poll::Pending,
             },
         }
     }
-}
 
-/// The request body grew past the limit while streaming.
-#[derive(Debug, thiserror::Error)]
-#[error("request body larger than {0} bytes")]
-struct TooLarge(usize);
-
-/// Passes a body stream through, failing once more than `limit` bytes have gone by.
-struct Limit<S> {
-    inner: S,
-    seen: usize,
-    limit: usize,
-}
-
-impl<S> Limit<S> {
-    fn new(inner: S, limit: usize) -> Limit<S> {
-        Limit {
-            inner,
-            seen: 0,
-            limit,
-        }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
-}
 
-impl<S> Stream for Limit<S>
-where
-    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
-{
-    type Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.seen += chunk.len();
-                if self.seen > self.limit {
-                    Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))))
-                } else {
-                    Poll::Ready(Some(Ok(chunk)))
-                }
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

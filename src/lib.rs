@@ -33,3 +33,4 @@ pub mod log_sink;
 pub mod routing;
 pub mod server;
 pub mod telemetry;
+pub mod upstream;

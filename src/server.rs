@@ -35,7 +35,7 @@ impl AppState {
         let source = build_token_source(&config, env)?;
         let tokens = TokenCache::new(source, config.upstream.identity_timeout);
         // Fails here, at start-up, rather than in a worker.
-        upstream_client(&config)?;
+        crate::upstream::Client::new(config.upstream.connect_timeout)?;
         let apps = config
             .inbound
             .client_credentials
@@ -53,25 +53,13 @@ impl AppState {
     }
 }
 
-/// A new upstream HTTP client (own connection pool) with the configured limits.
-pub fn upstream_client(config: &Config) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(config.upstream.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))
-}
-
 /// What one serving thread's requests see: the shared state, and the thread's own upstream
 /// client. A connection pool per thread keeps a request and the upstream connection carrying it
 /// on the same thread: no hand-off between threads on the hot path.
 #[derive(Debug, Clone)]
 pub struct Worker {
     pub state: Arc<AppState>,
-    pub client: reqwest::Client,
+    pub client: crate::upstream::Client,
 }
 
 impl FromRef<Worker> for Arc<AppState> {
@@ -80,7 +68,7 @@ impl FromRef<Worker> for Arc<AppState> {
     }
 }
 
-impl FromRef<Worker> for reqwest::Client {
+impl FromRef<Worker> for crate::upstream::Client {
     fn from_ref(worker: &Worker) -> Self {
         worker.client.clone()
     }
@@ -224,7 +212,8 @@ pub async fn serve(
     let mut finished = tokio::task::JoinSet::new();
     for index in 0..state.config.server.workers.get() {
         let socket = listener.try_clone()?;
-        let client = upstream_client(&state.config).map_err(std::io::Error::other)?;
+        let client = crate::upstream::Client::new(state.config.upstream.connect_timeout)
+            .map_err(std::io::Error::other)?;
         let worker = Worker {
             state: state.clone(),
             client,
@@ -242,7 +231,9 @@ pub async fn serve(
             })?;
         finished.spawn(async move {
             exited.await.unwrap_or_else(|_| {
-                Err(std::io::Error::other("a serving thread stopped unexpectedly"))
+                Err(std::io::Error::other(
+                    "a serving thread stopped unexpectedly",
+                ))
             })
         });
     }

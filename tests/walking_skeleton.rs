@@ -294,6 +294,37 @@ async fn readiness_follows_the_token() {
     h.stop().await;
 }
 
+/// A body without a length is streamed to Azure as it arrives; once it outgrows
+/// `max_body_bytes` the proxy stops and answers 413 itself.
+#[tokio::test]
+async fn oversized_streamed_bodies_get_413() {
+    let emu = emulator().await;
+    let text = base_config(&emu.url()).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_body_bytes = 1024",
+    );
+    let h = proxy(emu, &text).await;
+    let chunks: Vec<Result<&'static str, std::io::Error>> =
+        vec![Ok("{\"pad\":\""), Ok(&*"x".repeat(4096).leak()), Ok("\"}")];
+    let r = client()
+        .post(format!(
+            "http://{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            h.addr
+        ))
+        .header("api-key", KEY)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_bodies_get_413() {
     let emu = emulator().await;

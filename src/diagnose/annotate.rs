@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use http_body_util::BodyExt as _;
 
 /// Response header carrying the one-line diagnosis.
 pub const DIAGNOSIS_HEADER: &str = "x-entra-proxy-diagnosis";
@@ -23,7 +24,7 @@ pub fn wants(status: StatusCode) -> bool {
 /// Buffers the (small) error body, classifies it and returns it unchanged.
 pub async fn annotate(
     state: &AppState,
-    upstream: reqwest::Response,
+    upstream: crate::upstream::Response,
     route: &Route,
     claims: Option<&Claims>,
 ) -> (Body, Option<String>) {
@@ -38,27 +39,24 @@ pub async fn annotate(
                 .ok()
                 .map(|s| if ms { format!("{s}ms") } else { s.to_string() })
         });
-    if upstream
-        .content_length()
-        .is_some_and(|l| l > MAX_DIAGNOSED_BODY as u64)
-    {
-        let stream = upstream
-            .bytes_stream()
-            .map(|r| r.map_err(std::io::Error::other));
-        return (Body::from_stream(stream), None);
+    if crate::upstream::content_length(&upstream).is_some_and(|l| l > MAX_DIAGNOSED_BODY as u64) {
+        return (Body::new(upstream.into_body()), None);
     }
+    let mut body = upstream.into_body();
     let mut buf = Vec::new();
-    let mut stream = upstream.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => {
-                buf.extend_from_slice(&c);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                buf.extend_from_slice(&chunk);
                 if buf.len() > MAX_DIAGNOSED_BODY {
                     // Too big to explain: send what we have and the rest as it comes.
                     let head = futures_util::stream::once(async move {
-                        Ok::<_, std::io::Error>(Bytes::from(buf))
+                        Ok::<_, crate::upstream::BoxError>(Bytes::from(buf))
                     });
-                    let rest = stream.map(|r| r.map_err(std::io::Error::other));
+                    let rest = http_body_util::BodyDataStream::new(body);
                     return (Body::from_stream(head.chain(rest)), None);
                 }
             }
