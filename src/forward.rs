@@ -305,8 +305,9 @@ async fn proxy(
                     token,
                     permit,
                 };
-                metrics::histogram!("entra_proxy_upstream_seconds", "backend" => backend.name.clone())
-                    .record(sent_at.elapsed().as_secs_f64());
+                state
+                    .request_metrics
+                    .upstream_seconds(route.backend, sent_at.elapsed().as_secs_f64());
                 if status == 401
                     && !refreshed
                     && replayable
@@ -414,18 +415,9 @@ async fn finish(
         took_ms = started.elapsed().as_millis() as u64,
         "proxied"
     );
-    metrics::counter!(
-        "entra_proxy_requests_total",
-        "backend" => backend.name.clone(),
-        // Only configured names: a client-chosen label would grow the metrics without bound.
-        "model" => match a.route.model.as_deref() {
-            Some(m) if state.routes.model_names().iter().any(|n| n == m) => m.to_string(),
-            Some(_) => "unconfigured".to_string(),
-            None => String::new(),
-        },
-        "status" => status.to_string()
-    )
-    .increment(1);
+    state
+        .request_metrics
+        .request(a.route.backend, a.route.model.as_deref(), status);
     downstream_response(state, a.response, a.route, &a.token, caller, a.permit).await
 }
 

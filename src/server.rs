@@ -26,6 +26,7 @@ pub struct AppState {
     pub apps: Option<AppTokens>,
     pub health: crate::backend_health::BackendHealth,
     pub metrics: crate::telemetry::Metrics,
+    pub request_metrics: crate::telemetry::RequestMetrics,
 }
 
 impl AppState {
@@ -41,12 +42,19 @@ impl AppState {
             .client_credentials
             .as_ref()
             .map(|cc| AppTokens::new(&config, cc.max_apps));
+        let metrics = crate::telemetry::Metrics::install();
+        let routes = RoutingTable::new(&config);
+        let request_metrics = crate::telemetry::RequestMetrics::new(
+            routes.backends().iter().map(|b| b.name.clone()).collect(),
+            routes.model_names().to_vec(),
+        );
         Ok(AppState {
             auth: Authenticator::new(&config)?,
             apps,
             health: crate::backend_health::BackendHealth::new(&config.backends),
-            metrics: crate::telemetry::Metrics::install(),
-            routes: RoutingTable::new(&config),
+            metrics,
+            request_metrics,
+            routes,
             tokens,
             config,
         })

@@ -49,3 +49,84 @@ impl Metrics {
             .unwrap_or_default()
     }
 }
+
+/// The per-request metrics, with handles kept so the hot path neither builds label sets nor
+/// looks up the registry: upstream latency per backend (registered up front) and requests by
+/// (backend, model, status) (registered on first use, remembered per thread).
+#[derive(Debug)]
+pub struct RequestMetrics {
+    /// Tells apart the states of several proxies in one process (tests) in the per-thread memo.
+    id: u64,
+    backends: Vec<String>,
+    /// Configured model names: the only model labels, so clients cannot grow the label set.
+    models: Vec<String>,
+    upstream_seconds: Vec<metrics::Histogram>,
+}
+
+/// Model label of a request that named no model.
+const NO_MODEL: usize = usize::MAX;
+/// Model label of a request that named a model the config does not know.
+const UNCONFIGURED: usize = usize::MAX - 1;
+
+impl RequestMetrics {
+    /// Call after [`Metrics::install`], so the handles reach the recorder.
+    pub fn new(backends: Vec<String>, models: Vec<String>) -> RequestMetrics {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let upstream_seconds = backends
+            .iter()
+            .map(|b| metrics::histogram!("entra_proxy_upstream_seconds", "backend" => b.clone()))
+            .collect();
+        RequestMetrics {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            backends,
+            models,
+            upstream_seconds,
+        }
+    }
+
+    /// Seconds from sending to Azure's answer head, for backend number `backend`.
+    pub fn upstream_seconds(&self, backend: usize, seconds: f64) {
+        if let Some(h) = self.upstream_seconds.get(backend) {
+            h.record(seconds);
+        }
+    }
+
+    /// One answered request.
+    pub fn request(&self, backend: usize, model: Option<&str>, status: u16) {
+        use std::cell::RefCell;
+        use std::collections::HashMap;
+        thread_local! {
+            static COUNTERS: RefCell<HashMap<(u64, usize, usize, u16), metrics::Counter>> =
+                RefCell::new(HashMap::new());
+        }
+        let model = match model {
+            None => NO_MODEL,
+            Some(m) => self
+                .models
+                .iter()
+                .position(|n| n == m)
+                .unwrap_or(UNCONFIGURED),
+        };
+        COUNTERS.with(|c| {
+            c.borrow_mut()
+                .entry((self.id, backend, model, status))
+                .or_insert_with(|| self.register(backend, model, status))
+                .increment(1);
+        });
+    }
+
+    fn register(&self, backend: usize, model: usize, status: u16) -> metrics::Counter {
+        let model = match model {
+            NO_MODEL => String::new(),
+            UNCONFIGURED => "unconfigured".to_string(),
+            i => self.models.get(i).cloned().unwrap_or_default(),
+        };
+        metrics::counter!(
+            "entra_proxy_requests_total",
+            "backend" => self.backends.get(backend).cloned().unwrap_or_default(),
+            "model" => model,
+            "status" => status.to_string()
+        )
+    }
+}

@@ -477,6 +477,14 @@ async fn metrics_cover_requests_tokens_and_streams() {
             .status(),
         200
     );
+    // A model the config does not name reaches Azure (v1 path) but not the label set.
+    let r = post(
+        &h,
+        "/openai/v1/chat/completions",
+        &chat_body("mystery-model"),
+    )
+    .await;
+    assert!(r.status().is_client_error(), "{}", r.status());
     let text = client()
         .get(h.url("/metrics"))
         .send()
@@ -494,6 +502,23 @@ async fn metrics_cover_requests_tokens_and_streams() {
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("entra_proxy_requests_total{"))
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains("model=\"gpt-4o\"") && l.contains("status=\"200\"")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains("model=\"unconfigured\"")),
+        "{requests:?}"
+    );
+    assert!(!text.contains("mystery-model"), "{text}");
     assert!(!text.contains(KEY));
     h.stop().await;
 }

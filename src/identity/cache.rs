@@ -88,7 +88,11 @@ pub struct TokenCache {
 #[derive(Debug)]
 struct Inner {
     source: Arc<dyn TokenSource>,
-    slots: moka::future::Cache<Scope, Arc<Slot>>,
+    /// One slot per scope, read without a lock. Scopes come from the config (one per backend
+    /// audience), so the map stays small; a new scope copies it once.
+    slots: arc_swap::ArcSwap<std::collections::HashMap<Scope, Arc<Slot>>>,
+    /// Serializes the (rare) insertion of a new scope.
+    adding: Mutex<()>,
     timeout: Duration,
 }
 
@@ -133,7 +137,8 @@ impl TokenCache {
         TokenCache {
             inner: Arc::new(Inner {
                 source,
-                slots: moka::future::Cache::builder().max_capacity(1024).build(),
+                slots: Default::default(),
+                adding: Mutex::new(()),
                 timeout,
             }),
         }
@@ -143,26 +148,37 @@ impl TokenCache {
         self.inner.source.describe()
     }
 
-    async fn slot(&self, scope: &Scope) -> Arc<Slot> {
-        self.inner
-            .slots
-            .get_with_by_ref(scope, async {
-                Arc::new(Slot {
-                    scope: scope.clone(),
-                    current: ArcSwapOption::empty(),
-                    refreshing: AtomicBool::new(false),
-                    acquire_lock: tokio::sync::Mutex::new(()),
-                    health: Mutex::new(Health::default()),
-                    acquisitions: AtomicU64::new(0),
-                })
-            })
-            .await
+    fn slot(&self, scope: &Scope) -> Arc<Slot> {
+        if let Some(slot) = self.inner.slots.load().get(scope) {
+            return slot.clone();
+        }
+        let _adding = self
+            .inner
+            .adding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.inner.slots.load_full();
+        if let Some(slot) = current.get(scope) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot {
+            scope: scope.clone(),
+            current: ArcSwapOption::empty(),
+            refreshing: AtomicBool::new(false),
+            acquire_lock: tokio::sync::Mutex::new(()),
+            health: Mutex::new(Health::default()),
+            acquisitions: AtomicU64::new(0),
+        });
+        let mut next = (*current).clone();
+        next.insert(scope.clone(), slot.clone());
+        self.inner.slots.store(Arc::new(next));
+        slot
     }
 
     /// A valid token for `scope`. Waits on the identity provider only when there is no valid
     /// token at all; otherwise returns at once and refreshes in the background when due.
     pub async fn get(&self, scope: &Scope) -> Result<Arc<CachedToken>, IdentityError> {
-        let slot = self.slot(scope).await;
+        let slot = self.slot(scope);
         let now = SystemTime::now();
         if let Some(t) = slot.current.load_full()
             && t.usable(now)
@@ -177,7 +193,7 @@ impl TokenCache {
 
     /// Forgets `token` for `scope` if it is still the cached one (Azure rejected it).
     pub async fn invalidate(&self, scope: &Scope, token: &Arc<CachedToken>) {
-        let slot = self.slot(scope).await;
+        let slot = self.slot(scope);
         let current = slot.current.load();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
             slot.current.store(None);
@@ -192,7 +208,7 @@ impl TokenCache {
             loop {
                 let mut next_wake = Duration::from_secs(60);
                 for scope in &scopes {
-                    let slot = cache.slot(scope).await;
+                    let slot = cache.slot(scope);
                     let now = SystemTime::now();
                     let wait = match slot.current.load_full() {
                         Some(t) if t.usable(now) && now < t.refresh_at => {
@@ -369,13 +385,13 @@ impl TokenCache {
 
     /// When the scope's identity has been failing, if it has.
     pub async fn failing_since(&self, scope: &Scope) -> Option<SystemTime> {
-        let slot = self.slot(scope).await;
+        let slot = self.slot(scope);
         let health = slot.health.lock().unwrap_or_else(|p| p.into_inner());
         health.failing_since
     }
 
     pub async fn status(&self, scope: &Scope) -> SlotStatus {
-        let slot = self.slot(scope).await;
+        let slot = self.slot(scope);
         let current = slot.current.load_full();
         let now = SystemTime::now();
         let health = slot.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -538,7 +554,7 @@ mod tests {
         let first = cache.get(&s).await.unwrap();
         src.fail.store(true, Ordering::SeqCst);
         // Force "refresh due" by pretending the refresh time passed.
-        let slot = cache.slot(&s).await;
+        let slot = cache.slot(&s);
         slot.current.store(Some(Arc::new(CachedToken {
             token: first.token.clone(),
             header: first.header.clone(),
