@@ -1669,4 +1669,22 @@ sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
         let c = parse(ISSUE_SHAPE).unwrap();
         assert!(!c.allow_unauthenticated);
     }
+
+    #[test]
+    fn workers_default_to_the_cpus_and_reject_zero_and_absurd_counts() {
+        let backend = "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'";
+        let c = parse(backend).unwrap();
+        assert_eq!(c.server.workers, default_workers());
+        let c = parse(&format!("[server]\nworkers = 3\n{backend}")).unwrap();
+        assert_eq!(c.server.workers.get(), 3);
+        for bad in [0, MAX_WORKERS + 1] {
+            let e = err(&format!("[server]\nworkers = {bad}\n{backend}"));
+            assert!(
+                e.contains(&format!(
+                    "server.workers: {bad} is not between 1 and {MAX_WORKERS}"
+                )),
+                "{e}"
+            );
+        }
+    }
 }

@@ -294,6 +294,26 @@ async fn readiness_follows_the_token() {
     h.stop().await;
 }
 
+/// Azure's answer passes through as is: its length reaches the client (no re-chunking).
+#[tokio::test]
+async fn answers_keep_azures_content_length() {
+    let h = start().await;
+    let r = post(
+        &h,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+        &chat_body("gpt-4o"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let declared: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(declared, r.bytes().await.unwrap().len());
+    h.stop().await;
+}
+
 /// A body without a length is streamed to Azure as it arrives; once it outgrows
 /// `max_body_bytes` the proxy stops and answers 413 itself.
 #[tokio::test]
