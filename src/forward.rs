@@ -256,7 +256,7 @@ async fn proxy(
         };
         let mut request = axum::http::Request::new(upstream_body);
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = upstream_uri(route)?;
+        *request.uri_mut() = route.uri.clone();
         *request.headers_mut() = headers;
         let sent_at = Instant::now();
         let remaining = deadline.saturating_duration_since(sent_at);
@@ -510,7 +510,12 @@ async fn downstream_response(
         return response;
     }
     let (head, body) = upstream.into_parts();
-    let body = Watched::new(body, state.config.upstream.idle_timeout, permit);
+    let body = Watched::new(
+        body,
+        state.config.upstream.idle_timeout,
+        permit,
+        state.request_metrics.inflight_streams(),
+    );
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = downstream_headers(head.headers);
@@ -518,13 +523,6 @@ async fn downstream_response(
 }
 
 /// The route's URL as the client library wants it.
-fn upstream_uri(route: &Route) -> Result<axum::http::Uri, ProxyError> {
-    axum::http::Uri::try_from(route.url.as_str()).map_err(|e| ProxyError::NoRoute {
-        path: route.url.path().to_string(),
-        hint: format!("the upstream URL is not a valid request target ({e})"),
-    })
-}
-
 fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
     if upstream::body_too_large(&e) {
         return ProxyError::BodyTooLarge { limit };
@@ -570,6 +568,7 @@ struct Watched<B> {
     idle: std::time::Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    inflight: metrics::Gauge,
 }
 
 impl<B> Watched<B> {
@@ -577,20 +576,22 @@ impl<B> Watched<B> {
         inner: B,
         idle: std::time::Duration,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        inflight: metrics::Gauge,
     ) -> Watched<B> {
-        metrics::gauge!("entra_proxy_inflight_streams").increment(1.0);
+        inflight.increment(1.0);
         Watched {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             _permit: permit,
+            inflight,
         }
     }
 }
 
 impl<B> Drop for Watched<B> {
     fn drop(&mut self) {
-        metrics::gauge!("entra_proxy_inflight_streams").decrement(1.0);
+        self.inflight.decrement(1.0);
     }
 }
 

@@ -5,8 +5,8 @@
 use crate::config::{ApiShape, Backend, Config};
 use crate::error::ProxyError;
 use bytes::Bytes;
+use http::Uri;
 use std::collections::HashMap;
-use url::Url;
 
 /// Header a client may send to pick a backend for paths that do not name a deployment.
 pub const BACKEND_HEADER: &str = "x-entra-proxy-backend";
@@ -41,7 +41,8 @@ impl Plan {
 pub struct Route {
     /// Index into the configured backends.
     pub backend: usize,
-    pub url: Url,
+    /// The full upstream URL: backend base, re-encoded path, the client's query as sent.
+    pub uri: Uri,
     pub deployment: Option<String>,
     /// The body to send instead of the client's, when it had to change.
     pub body: Option<Bytes>,
@@ -177,22 +178,27 @@ impl RoutingTable {
 
 /// Splits a request path into decoded segments and classifies it.
 pub fn plan(path: &str) -> Result<Plan, ProxyError> {
-    let segments = split_path(path)?;
-    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
-    Ok(match s.as_slice() {
-        ["openai", "deployments", deployment, rest @ ..] if !rest.is_empty() => Plan::Deployment {
-            deployment: (*deployment).to_string(),
-            rest: rest.iter().map(|r| (*r).to_string()).collect(),
+    let mut segments = split_path(path)?;
+    let is = |segments: &[String], i: usize, want: &str| segments.get(i).is_some_and(|s| s == want);
+    Ok(
+        if is(&segments, 0, "openai") && is(&segments, 1, "deployments") && segments.len() > 3 {
+            let rest = segments.split_off(3);
+            let deployment = segments.swap_remove(2);
+            Plan::Deployment { deployment, rest }
+        } else if is(&segments, 0, "openai") && is(&segments, 1, "v1") && segments.len() > 2 {
+            Plan::AzureV1 {
+                rest: segments.split_off(2),
+            }
+        } else if is(&segments, 0, "v1") && is(&segments, 1, "models") && segments.len() == 2 {
+            Plan::ListModels
+        } else if is(&segments, 0, "v1") && segments.len() > 1 {
+            Plan::OpenAi {
+                rest: segments.split_off(1),
+            }
+        } else {
+            Plan::Other { segments }
         },
-        ["openai", "v1", rest @ ..] if !rest.is_empty() => Plan::AzureV1 {
-            rest: rest.iter().map(|r| (*r).to_string()).collect(),
-        },
-        ["v1", "models"] => Plan::ListModels,
-        ["v1", rest @ ..] if !rest.is_empty() => Plan::OpenAi {
-            rest: rest.iter().map(|r| (*r).to_string()).collect(),
-        },
-        _ => Plan::Other { segments },
-    })
+    )
 }
 
 fn split_path(path: &str) -> Result<Vec<String>, ProxyError> {
@@ -324,21 +330,21 @@ pub fn resolve(
                     });
                 }
             };
-            Ok(candidates
+            candidates
                 .into_iter()
                 .map(|c| {
                     let b = &table.backends[c.backend];
                     let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
                     segs.extend(rest.iter().map(String::as_str));
-                    Route {
+                    Ok(Route {
                         backend: c.backend,
-                        url: upstream_url(b, &segs, query, true),
+                        uri: upstream_uri(b, &segs, query, true)?,
                         deployment: Some(c.deployment.clone()),
                         body: None,
                         model: None,
-                    }
+                    })
                 })
-                .collect())
+                .collect()
         }
         Plan::AzureV1 { rest } => {
             let model = body_model(path, body)?;
@@ -363,7 +369,7 @@ pub fn resolve(
                     };
                     Ok(Route {
                         backend: c.backend,
-                        url: upstream_url(b, &segs, query, false),
+                        uri: upstream_uri(b, &segs, query, false)?,
                         deployment: (!c.deployment.is_empty()).then_some(c.deployment),
                         body: new_body,
                         model: model.clone(),
@@ -398,7 +404,7 @@ pub fn resolve(
                             };
                             Ok(Route {
                                 backend: c.backend,
-                                url: upstream_url(b, &segs, query, false),
+                                uri: upstream_uri(b, &segs, query, false)?,
                                 deployment: Some(c.deployment),
                                 body: new_body,
                                 model: Some(model.clone()),
@@ -420,7 +426,7 @@ pub fn resolve(
                             segs.extend(rest_refs.iter().copied());
                             Ok(Route {
                                 backend: c.backend,
-                                url: upstream_url(b, &segs, query, true),
+                                uri: upstream_uri(b, &segs, query, true)?,
                                 deployment: Some(c.deployment.clone()),
                                 body: None,
                                 model: Some(model.clone()),
@@ -436,7 +442,7 @@ pub fn resolve(
             let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
             Ok(vec![Route {
                 backend,
-                url: upstream_url(b, &segs, query, false),
+                uri: upstream_uri(b, &segs, query, false)?,
                 deployment: None,
                 body: None,
                 model: None,
@@ -501,25 +507,68 @@ fn random_u64() -> u64 {
     })
 }
 
-/// The backend base plus path segments (re-encoded), with the client's query and, where the
-/// deployment API needs it, the backend's default `api-version`.
-fn upstream_url(
+/// The backend base plus path segments (re-encoded), with the client's query as it came and,
+/// where the deployment API needs it, the backend's default `api-version`. Built as one string
+/// and parsed once: this runs for every proxied request.
+fn upstream_uri(
     b: &Backend,
     segments: &[&str],
     query: Option<&str>,
     needs_api_version: bool,
-) -> Url {
-    let mut url = b.endpoint.clone();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty();
-        path.extend(segments);
+) -> Result<Uri, ProxyError> {
+    let base = b.endpoint.as_str().trim_end_matches('/');
+    let query = query.filter(|q| !q.is_empty());
+    let mut out = String::with_capacity(
+        base.len()
+            + segments.iter().map(|s| s.len() + 1).sum::<usize>()
+            + query.map_or(0, |q| q.len() + 1)
+            + b.api_version.len()
+            + 14,
+    );
+    out.push_str(base);
+    for segment in segments {
+        out.push('/');
+        push_encoded_segment(&mut out, segment);
     }
-    url.set_query(query.filter(|q| !q.is_empty()));
-    if needs_api_version && !url.query_pairs().any(|(k, _)| k == "api-version") {
-        url.query_pairs_mut()
-            .append_pair("api-version", &b.api_version);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
     }
-    url
+    let has_version = query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "api-version")
+    });
+    if needs_api_version && !has_version {
+        out.push(if query.is_some() { '&' } else { '?' });
+        out.push_str("api-version=");
+        out.extend(url::form_urlencoded::byte_serialize(
+            b.api_version.as_bytes(),
+        ));
+    }
+    Uri::try_from(out).map_err(|e| ProxyError::NoRoute {
+        path: segments.join("/"),
+        hint: format!("the upstream URL is not a valid request target ({e})"),
+    })
+}
+
+/// Appends one decoded path segment, percent-encoding what a segment may not hold as is (the
+/// same set as the WHATWG URL path-segment encoder: controls, non-ASCII, space and
+/// `"#%/<>?\`{}`).
+fn push_encoded_segment(out: &mut String, segment: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in segment.as_bytes() {
+        let plain = byte.is_ascii_graphic()
+            && !matches!(
+                byte,
+                b'"' | b'#' | b'%' | b'/' | b'<' | b'>' | b'?' | b'\\' | b'`' | b'{' | b'}'
+            );
+        if plain {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -584,7 +633,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.url.as_str(),
+            r.uri.to_string(),
             "https://res.openai.azure.com/openai/deployments/gpt-4o-2024-08-06/chat/completions?api-version=2024-10-21"
         );
         let r = route(
@@ -594,7 +643,11 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(r.url.as_str().ends_with("?api-version=2025-01-01-preview"));
+        assert!(
+            r.uri
+                .to_string()
+                .ends_with("?api-version=2025-01-01-preview")
+        );
         assert!(r.body.is_none());
     }
 
@@ -622,7 +675,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.url.as_str(),
+            r.uri.to_string(),
             "https://res.openai.azure.com/openai/deployments/gpt-4o-2024-08-06/chat/completions?api-version=2024-10-21"
         );
         let r = route(
@@ -632,7 +685,7 @@ mod tests {
             Some(r#"{"model":"emb","input":"x"}"#),
         )
         .unwrap();
-        assert!(r.url.path().ends_with("/text-embedding-3-small/embeddings"));
+        assert!(r.uri.path().ends_with("/text-embedding-3-small/embeddings"));
     }
 
     #[test]
@@ -668,7 +721,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.url.as_str(),
+            r.uri.to_string(),
             "https://res.openai.azure.com/openai/v1/responses"
         );
         let body: serde_json::Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
@@ -695,10 +748,145 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.url.as_str(),
+            r.uri.to_string(),
             "https://res.openai.azure.com/openai/v1/chat/completions"
         );
         assert!(r.body.is_none());
+    }
+
+    #[test]
+    fn segments_are_encoded_like_the_url_standard_and_always_parse() {
+        let t = table("");
+        let b = &t.backends()[0];
+        let tricky = [
+            "plain-name_1.2~x",
+            "my dep",
+            "caf\u{e9}",
+            "100%",
+            "a?b#c",
+            "quote\"<x>`{y}`",
+            "sub-delims!$&'()*+,;=:@",
+            "odd[]|^",
+            "control\u{1}del\u{7f}",
+        ];
+        for segment in tricky {
+            let ours = upstream_uri(b, &["openai", "deployments", segment], None, false)
+                .unwrap_or_else(|e| panic!("{segment:?}: {e}"));
+            let mut reference = b.endpoint.clone();
+            reference
+                .path_segments_mut()
+                .unwrap()
+                .pop_if_empty()
+                .extend(["openai", "deployments", segment]);
+            // Same bytes on the wire, except that we also encode what `http` may refuse.
+            let decode = |p: &str| {
+                url::form_urlencoded::parse(format!("x={}", p.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            assert_eq!(
+                decode(ours.path()),
+                decode(reference.path()),
+                "{segment:?}: {ours} vs {reference}"
+            );
+        }
+        // The URL parser drops tabs and newlines; a proxy must not change the name it was given.
+        let tab = upstream_uri(b, &["a\tb\nc"], None, false).unwrap();
+        assert_eq!(tab.path(), "/a%09b%0Ac");
+    }
+
+    #[test]
+    fn the_client_query_passes_as_sent_and_api_version_is_added_after_it() {
+        let t = table("");
+        let r = route(
+            &t,
+            "/openai/deployments/gpt-4o/chat/completions",
+            Some("a=1&b=%20x"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.uri.query(), Some("a=1&b=%20x&api-version=2024-10-21"));
+        let r = route(
+            &t,
+            "/openai/deployments/gpt-4o/chat/completions",
+            Some("api%2Dversion=2025-01-01-preview"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r.uri.query(),
+            Some("api%2Dversion=2025-01-01-preview"),
+            "an encoded api-version counts as present"
+        );
+        let r = route(
+            &t,
+            "/openai/deployments/gpt-4o/chat/completions",
+            Some(""),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.uri.query(), Some("api-version=2024-10-21"));
+    }
+
+    #[test]
+    fn paths_are_classified_by_their_leading_segments() {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        let cases = [
+            (
+                "/openai/deployments/d/chat/completions",
+                Plan::Deployment {
+                    deployment: "d".into(),
+                    rest: owned(&["chat", "completions"]),
+                },
+            ),
+            (
+                "/openai/deployments/d",
+                Plan::Other {
+                    segments: owned(&["openai", "deployments", "d"]),
+                },
+            ),
+            (
+                "/openai/v1/responses",
+                Plan::AzureV1 {
+                    rest: owned(&["responses"]),
+                },
+            ),
+            (
+                "/openai/v1",
+                Plan::Other {
+                    segments: owned(&["openai", "v1"]),
+                },
+            ),
+            ("/v1/models", Plan::ListModels),
+            ("//v1//models/", Plan::ListModels),
+            (
+                "/v1/models/gpt-4o",
+                Plan::OpenAi {
+                    rest: owned(&["models", "gpt-4o"]),
+                },
+            ),
+            (
+                "/v1/chat/completions",
+                Plan::OpenAi {
+                    rest: owned(&["chat", "completions"]),
+                },
+            ),
+            (
+                "/v1",
+                Plan::Other {
+                    segments: owned(&["v1"]),
+                },
+            ),
+            (
+                "/models/chat/completions",
+                Plan::Other {
+                    segments: owned(&["models", "chat", "completions"]),
+                },
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(plan(path).unwrap(), want, "{path}");
+        }
     }
 
     #[test]

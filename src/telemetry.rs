@@ -61,6 +61,7 @@ pub struct RequestMetrics {
     /// Configured model names: the only model labels, so clients cannot grow the label set.
     models: Vec<String>,
     upstream_seconds: Vec<metrics::Histogram>,
+    inflight_streams: metrics::Gauge,
 }
 
 /// Model label of a request that named no model.
@@ -82,7 +83,13 @@ impl RequestMetrics {
             backends,
             models,
             upstream_seconds,
+            inflight_streams: metrics::gauge!("entra_proxy_inflight_streams"),
         }
+    }
+
+    /// The gauge of response bodies on their way to clients.
+    pub fn inflight_streams(&self) -> metrics::Gauge {
+        self.inflight_streams.clone()
     }
 
     /// Seconds from sending to Azure's answer head, for backend number `backend`.

@@ -29,16 +29,16 @@ pub(crate) fn classify_for_route(
     claims: Option<&Claims>,
 ) -> Option<String> {
     let backend = state.routes.backends().get(route.backend)?;
-    let api_version = route
-        .url
-        .query_pairs()
-        .find(|(k, _)| k == "api-version")
-        .map(|(_, v)| v.into_owned());
+    let api_version = route.uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "api-version")
+            .map(|(_, v)| v.into_owned())
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let is_v1 = route.url.path().contains("/openai/v1/");
+    let is_v1 = route.uri.path().contains("/openai/v1/");
     let ctx = Context {
         backend: &backend.name,
         host: backend.host(),
