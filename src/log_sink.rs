@@ -1,5 +1,6 @@
-//! Where log lines go: a buffer per thread, written to stderr by a background thread a few
-//! times per second (sooner when a buffer fills up).
+//! Where log lines go: a buffer per thread, written to stderr by a background thread ten
+//! times a second while there is traffic (sooner when a buffer fills up), and less and less
+//! often, down to once a second, while there is none.
 //!
 //! Writing each line to stderr from the request's thread would let a slow log consumer stall
 //! requests; handing each line to a writer thread would wake that thread once per request.
@@ -12,8 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-/// How often buffered lines are written out.
-const FLUSH_EVERY: Duration = Duration::from_millis(25);
+/// How often buffered lines are written out while lines keep coming.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The longest pause between looks at the buffers when nothing is logged: an idle proxy
+/// should not wake a CPU ten times a second for nothing.
+const IDLE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Buffers: threads share one when there are more threads than this.
 const SHARDS: usize = 16;
 /// Most bytes one buffer holds before it drops lines.
@@ -100,8 +104,10 @@ fn shard_of_this_thread() -> usize {
 
 fn flush_loop(shared: &Shared, mut out: impl Write) {
     let mut spare = Vec::new();
+    let mut pause = FLUSH_EVERY;
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
+        let mut wrote = false;
         for shard in &shared.shards {
             {
                 let mut buf = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -113,6 +119,7 @@ fn flush_loop(shared: &Shared, mut out: impl Write) {
             // A failing stderr has nowhere to report to: the lines are lost either way.
             let _ = out.write_all(&spare);
             spare.clear();
+            wrote = true;
         }
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
@@ -120,18 +127,32 @@ fn flush_loop(shared: &Shared, mut out: impl Write) {
                 out,
                 "entra-proxy: {dropped} log lines dropped: the log consumer reads stderr too slowly"
             );
+            wrote = true;
         }
-        let _ = out.flush();
+        if wrote {
+            let _ = out.flush();
+        }
         if stopping {
             return;
         }
+        pause = next_pause(pause, wrote);
         let idle = shared
             .wake_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if !shared.stop.load(Ordering::Acquire) {
-            let _ = shared.wake.wait_timeout(idle, FLUSH_EVERY);
+            let _ = shared.wake.wait_timeout(idle, pause);
         }
+    }
+}
+
+/// The wait before the next look at the buffers: [`FLUSH_EVERY`] after writing something,
+/// doubling up to [`IDLE_FLUSH_EVERY`] while there is nothing to write.
+fn next_pause(pause: Duration, wrote: bool) -> Duration {
+    if wrote {
+        FLUSH_EVERY
+    } else {
+        (pause * 2).min(IDLE_FLUSH_EVERY)
     }
 }
 
@@ -227,6 +248,18 @@ mod tests {
             let expected: Vec<_> = (0..100).map(|i| format!("thread {t} line {i}")).collect();
             assert_eq!(mine, expected);
         }
+    }
+
+    #[test]
+    fn the_flusher_slows_down_while_idle_and_speeds_up_on_traffic() {
+        let mut pause = FLUSH_EVERY;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            pause = next_pause(pause, false);
+            seen.push(pause.as_millis());
+        }
+        assert_eq!(seen, [200, 400, 800, 1000, 1000, 1000, 1000, 1000]);
+        assert_eq!(next_pause(IDLE_FLUSH_EVERY, true), FLUSH_EVERY);
     }
 
     #[test]
