@@ -169,15 +169,18 @@ pub fn init_logging() -> Option<crate::log_sink::FlushGuard> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
     use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(writer);
     let json = std::env::var("ENTRA_PROXY_LOG_FORMAT").is_ok_and(|v| v == "json");
     if json {
         let _ = builder.json().flatten_event(true).try_init();
     } else {
-        let _ = builder.try_init();
+        let _ = builder
+            .event_format(crate::log_format::TextFormat::new(ansi))
+            .try_init();
     }
     guard
 }

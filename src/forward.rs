@@ -51,10 +51,14 @@ pub async fn handle(
     let path = request.uri().path().to_string();
     let request_id = request_id(request.headers());
     let caller = state.auth.authenticate(request.headers()).await;
-    let caller_label = caller.as_ref().map(Caller::label).ok();
-    let result = match caller {
-        Ok(caller) => proxy(&state, &client, request, &caller, &request_id).await,
-        Err(e) => Err(e),
+    // The caller's label is only needed (as a string) when the request fails.
+    let (result, caller_label) = match caller {
+        Ok(caller) => {
+            let result = proxy(&state, &client, request, &caller, &request_id).await;
+            let label = result.is_err().then(|| caller.label().to_string());
+            (result, label)
+        }
+        Err(e) => (Err(e), None),
     };
     let mut response = match result {
         Ok(r) => r,
@@ -157,7 +161,7 @@ async fn proxy(
         && !policy.permits(first.model.as_deref(), first.deployment.as_deref())
     {
         return Err(ProxyError::ModelNotAllowed {
-            caller: caller.label(),
+            caller: caller.label().to_string(),
             wanted: first
                 .model
                 .clone()
@@ -500,7 +504,7 @@ async fn downstream_response(
         {
             headers.insert(diagnose::DIAGNOSIS_HEADER, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&caller.label()) {
+        if let Ok(v) = HeaderValue::from_str(&caller.label().to_string()) {
             headers.insert(CALLER_HEADER, v);
         }
         headers.remove(header::CONTENT_LENGTH);

@@ -50,22 +50,33 @@ pub enum Caller {
     Anonymous,
 }
 
-impl Caller {
-    /// A name safe to log and to return in headers: never a credential.
-    pub fn label(&self) -> String {
-        match self {
-            Caller::VirtualKey { name, .. } => format!("key:{name}"),
-            Caller::LegacyKey { name, .. } => format!("legacy-key:{name}"),
-            Caller::Entra { claims, .. } => format!(
+/// [`Caller::label`]: written straight into a log line, no string built per request.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerLabel<'a>(&'a Caller);
+
+impl std::fmt::Display for CallerLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Caller::VirtualKey { name, .. } => write!(f, "key:{name}"),
+            Caller::LegacyKey { name, .. } => write!(f, "legacy-key:{name}"),
+            Caller::Entra { claims, .. } => write!(
+                f,
                 "entra:{}",
                 claims
                     .app_id()
                     .or(claims.oid.as_deref())
                     .unwrap_or("unknown")
             ),
-            Caller::App(app) => format!("app:{}", app.client_id),
-            Caller::Anonymous => "anonymous".to_string(),
+            Caller::App(app) => write!(f, "app:{}", app.client_id),
+            Caller::Anonymous => f.write_str("anonymous"),
         }
+    }
+}
+
+impl Caller {
+    /// A name safe to log and to return in headers: never a credential.
+    pub fn label(&self) -> CallerLabel<'_> {
+        CallerLabel(self)
     }
 
     /// The key policy that applies, if the caller used a key.
