@@ -11,7 +11,7 @@
 #   --proxy-env NAME=VALUE (extra environment for entra-proxy, e.g. RUST_LOG=warn),
 #   --variants instant,latency50,streaming, --skip-extras (no startup / idle RSS / open streams /
 #   token churn), --perf (perf profile of entra-proxy at saturation), --no-install, --no-netns,
-#   --no-build (use ENTRA_PROXY_BIN or target/release/entra-proxy as is), --out DIR (instead of
+#   --no-build (use ENTRA_PROXY_BIN or target/dist/entra-proxy as is), --out DIR (instead of
 #   target/bench; LiteLLM's venv stays in target/bench/venv).
 #
 # Output: target/bench/results.json, a Markdown table on stdout, logs of every process under
@@ -90,10 +90,11 @@ if [ "$INSTALL" = 1 ]; then
 fi
 
 # --- the proxy binary ------------------------------------------------------------------------------
-BIN="${ENTRA_PROXY_BIN:-$ROOT/target/release/entra-proxy}"
+# The profile the container image ships (Cargo.toml: profile.dist).
+BIN="${ENTRA_PROXY_BIN:-$ROOT/target/dist/entra-proxy}"
 if [ "$BUILD" = 1 ] && [ -z "${ENTRA_PROXY_BIN:-}" ]; then
-  say "cargo build --release"
-  timeout 1800 cargo build --release --locked --quiet
+  say "cargo build --profile dist"
+  timeout 1800 cargo build --profile dist --locked --quiet
 fi
 [ -x "$BIN" ] || { say "no entra-proxy binary at $BIN"; exit 1; }
 
