@@ -239,25 +239,23 @@ impl fmt::Write for Escaped<'_, '_> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::log_sink::tests::Captured;
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
+    /// What `format` writes for the events `emit` sends.
+    fn render(format: Option<TextFormat>, emit: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let w = out.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || w.clone());
+        match format {
+            Some(format) => {
+                tracing::subscriber::with_default(builder.event_format(format).finish(), emit)
+            }
+            // The default format, without time, to compare shapes.
+            None => tracing::subscriber::with_default(builder.without_time().finish(), emit),
         }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
+        out.text()
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -288,28 +286,12 @@ mod tests {
     }
 
     fn ours(time: bool) -> String {
-        let out = Captured::default();
-        let w = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || w.clone())
-            .event_format(TextFormat { ansi: false, time })
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
-        out.text()
+        render(Some(TextFormat { ansi: false, time }), emit)
     }
 
     #[test]
     fn lines_look_like_the_default_format() {
-        let out = Captured::default();
-        let w = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .without_time()
-            .with_writer(move || w.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
-        let default = out.text();
+        let default = render(None, emit);
         assert_eq!(ours(false), default);
         assert!(default.contains(" INFO entra_proxy::log_format::tests: proxied request_id=abc-1 path=/openai/deployments/gpt-4o/chat/completions model=\"gpt-4o\" status=200"), "{default}");
     }
@@ -335,13 +317,7 @@ mod tests {
 
     #[test]
     fn control_characters_cannot_forge_lines_or_reach_the_terminal() {
-        let out = Captured::default();
-        let w = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .event_format(TextFormat::new(false))
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = render(Some(TextFormat::new(false)), || {
             let evil = "x\n2026-01-01T00:00:00.000000Z  INFO forged\r\t\u{1b}[31mred\u{9b}";
             tracing::info!(path = %evil, quoted = evil, "msg {evil}");
             tracing::warn!(
@@ -349,7 +325,6 @@ mod tests {
                 "e"
             );
         });
-        let text = out.text();
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\t'));
         assert!(!text.contains('\u{9b}'));
@@ -361,17 +336,7 @@ mod tests {
 
     #[test]
     fn a_terminal_gets_a_coloured_level() {
-        let out = Captured::default();
-        let w = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .event_format(TextFormat::new(true))
-            .finish();
-        tracing::subscriber::with_default(subscriber, || tracing::warn!("careful"));
-        assert!(
-            out.text().contains("\u{1b}[33m WARN\u{1b}[0m "),
-            "{}",
-            out.text()
-        );
+        let text = render(Some(TextFormat::new(true)), || tracing::warn!("careful"));
+        assert!(text.contains("\u{1b}[33m WARN\u{1b}[0m "), "{text}");
     }
 }
