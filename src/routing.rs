@@ -522,8 +522,8 @@ fn upstream_uri(
         base.len()
             + segments.iter().map(|s| s.len() + 1).sum::<usize>()
             + query.map_or(0, |q| q.len() + 1)
-            + b.api_version.len()
-            + 14,
+            + "&api-version=".len()
+            + b.api_version.len(),
     );
     out.push_str(base);
     for segment in segments {

@@ -256,22 +256,14 @@ async fn twenty_concurrent_cold_requests_for_one_app_make_one_grant() {
     let h = client_credentials_harness().await;
     wait_ready(&h).await;
     let before = h.emulator.stats().entra_token_requests;
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let url = h.url("/v1/chat/completions");
-        tasks.push(tokio::spawn(async move {
-            client()
-                .post(url)
-                .header("authorization", basic("app-one", "secret-one-value"))
-                .json(&chat_body("gpt-4o"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+    for status in concurrent_chats(
+        &h,
+        20,
+        ("authorization", &basic("app-one", "secret-one-value")),
+    )
+    .await
+    {
+        assert_eq!(status, 200);
     }
     assert_eq!(h.emulator.stats().entra_token_requests - before, 1);
     h.stop().await;

@@ -271,22 +271,8 @@ async fn an_identity_outage_is_ridden_out_on_the_cached_token_then_reported() {
     h.emulator.set_identity_fault(Some(IdentityFault::Down));
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Refresh is due and failing; the cached token still serves, under load.
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let url = h.url("/v1/chat/completions");
-        tasks.push(tokio::spawn(async move {
-            client()
-                .post(url)
-                .header("api-key", KEY)
-                .json(&chat_body("gpt-4o"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+    for status in concurrent_chats(&h, 50, ("api-key", KEY)).await {
+        assert_eq!(status, 200);
     }
     assert_eq!(
         client()

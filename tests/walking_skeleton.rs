@@ -95,22 +95,8 @@ async fn missing_or_wrong_key_gets_401_and_azure_is_not_called() {
 #[tokio::test]
 async fn sixteen_concurrent_cold_requests_make_one_token_acquisition() {
     let h = start().await;
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let url = h.url("/v1/chat/completions");
-        tasks.push(tokio::spawn(async move {
-            client()
-                .post(url)
-                .header("api-key", KEY)
-                .json(&chat_body("gpt-4o"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+    for status in concurrent_chats(&h, 16, ("api-key", KEY)).await {
+        assert_eq!(status, 200);
     }
     let stats = h.emulator.stats();
     assert_eq!(stats.token_requests, 1, "{stats:?}");

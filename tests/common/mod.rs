@@ -140,6 +140,26 @@ pub async fn post(h: &Harness, path: &str, body: &serde_json::Value) -> reqwest:
         .unwrap()
 }
 
+/// Sends `n` chat completions for gpt-4o at once, each with the header `credential`
+/// (name, value), and returns their statuses.
+pub async fn concurrent_chats(h: &Harness, n: usize, credential: (&str, &str)) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let request = client()
+            .post(h.url("/v1/chat/completions"))
+            .header(credential.0, credential.1)
+            .json(&chat_body("gpt-4o"));
+        tasks.push(tokio::spawn(async move {
+            request.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
 /// Status, error code and message of a proxy error answer.
 pub async fn error_of(r: reqwest::Response) -> (u16, String, String) {
     let status = r.status().as_u16();
