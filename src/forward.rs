@@ -21,23 +21,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+// Header names are constants, so the request path never parses one from a string.
+
 /// Response header naming the caller (by key name, never the key) on errors.
-pub const CALLER_HEADER: &str = "x-entra-proxy-caller";
+pub const CALLER_HEADER: HeaderName = HeaderName::from_static("x-entra-proxy-caller");
 /// Request id header, echoed on every response and sent upstream as `x-ms-client-request-id`.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Azure's request id header, which its logs and support tickets quote.
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `host`.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
 ];
 
 /// The proxy handler for every path that is not the proxy's own.
@@ -449,38 +453,48 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
 /// Copies the client's headers minus credentials, hop-by-hop headers and proxy controls.
 pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(incoming.len() + 2);
-    let connection_listed: Vec<String> = incoming
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
+    let connection_listed = connection_listed(incoming);
     for (name, value) in incoming {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || n == API_KEY
-            || n == header::AUTHORIZATION.as_str()
-            || n == header::CONTENT_LENGTH.as_str()
-            || n == BACKEND_HEADER
-            || connection_listed.iter().any(|c| c == n)
+        if HOP_BY_HOP.contains(name)
+            || name == API_KEY
+            || name == header::AUTHORIZATION
+            || name == header::CONTENT_LENGTH
+            || name == BACKEND_HEADER
+            || connection_listed.contains(name)
         {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
-    if !out.contains_key("x-ms-client-request-id")
+    if !out.contains_key(CLIENT_REQUEST_ID)
         && let Ok(v) = HeaderValue::from_str(request_id)
     {
-        out.insert(HeaderName::from_static("x-ms-client-request-id"), v);
+        out.insert(CLIENT_REQUEST_ID, v);
     }
     out
 }
 
-/// Azure's headers minus hop-by-hop ones, edited in place.
+/// The header names a `Connection` header lists: they too describe only that connection.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Azure's headers minus hop-by-hop ones (and those its `Connection` header lists), edited in
+/// place. Azure seldom sends any, so the map is only edited when one is there.
 fn downstream_headers(mut headers: HeaderMap) -> HeaderMap {
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    if headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        for name in connection_listed(&headers) {
+            headers.remove(name);
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     headers
 }
@@ -672,6 +686,27 @@ mod tests {
         assert!(out.contains_key("content-type"));
         assert!(out.contains_key("accept"));
         assert_eq!(out["x-ms-client-request-id"], "rid-1");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_from_azure_are_dropped_and_the_rest_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("apim-request-id", HeaderValue::from_static("a1"));
+        let untouched = downstream_headers(h.clone());
+        assert_eq!(untouched, h);
+
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Azure-Hop"),
+        );
+        h.insert("x-azure-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let out = downstream_headers(h);
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["apim-request-id", "content-type"]);
     }
 
     #[test]

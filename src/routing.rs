@@ -9,7 +9,7 @@ use http::Uri;
 use std::collections::HashMap;
 
 /// Header a client may send to pick a backend for paths that do not name a deployment.
-pub const BACKEND_HEADER: &str = "x-entra-proxy-backend";
+pub const BACKEND_HEADER: http::HeaderName = http::HeaderName::from_static("x-entra-proxy-backend");
 
 /// What the path says about the request, before the body is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]

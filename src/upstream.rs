@@ -23,10 +23,13 @@ pub type Response = http::Response<ResponseBody>;
 /// A failure to get an answer (connect, TLS, the connection closing early, a body error).
 pub type Error = hyper_util::client::legacy::Error;
 
-/// A pooled client; cheap to clone (clones share the pool).
+/// A pooled client; clones share the pool, and cost one reference count (a request handler
+/// gets its own clone).
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, RequestBody>,
+    inner: std::sync::Arc<
+        hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, RequestBody>,
+    >,
 }
 
 /// How long an idle pooled connection is kept.
@@ -56,7 +59,9 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Ok(Client { inner })
+        Ok(Client {
+            inner: std::sync::Arc::new(inner),
+        })
     }
 
     /// Sends one request (absolute URI); resolves when Azure's answer head has arrived.

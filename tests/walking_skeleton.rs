@@ -41,6 +41,43 @@ async fn api_key_is_swapped_for_a_cognitiveservices_bearer_and_never_forwarded()
 }
 
 #[tokio::test]
+async fn connection_headers_stay_with_the_connection_and_the_rest_reach_azure() {
+    let h = start().await;
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .header("connection", "keep-alive, X-Client-Hop")
+        .header("x-client-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic c2VjcmV0OnNlY3JldA==")
+        .header("x-custom", "kept")
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    let seen = h.emulator.requests();
+    let req = &seen[0];
+    assert_eq!(req.header("x-custom"), Some("kept"));
+    for gone in [
+        "x-client-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "api-key",
+    ] {
+        assert!(req.header(gone).is_none(), "{gone} reached Azure");
+    }
+    // Azure's own request id header carries the proxy's, for support tickets.
+    assert_eq!(
+        req.header("x-ms-client-request-id"),
+        Some(request_id.as_str())
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn openai_sdk_style_bearer_key_works_too() {
     let h = start().await;
     let r = client()

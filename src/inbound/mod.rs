@@ -17,13 +17,13 @@ pub use policy::{KeyPolicy, PolicyDenial};
 use crate::claims::{self, Claims};
 use crate::config::{Config, InboundConfig, InboundMode};
 use crate::error::{CredentialSource, ProxyError};
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName};
 use secrecy::SecretString;
 use std::sync::Arc;
 
 /// The `api-key` header Azure SDKs send.
-pub const API_KEY: &str = "api-key";
+pub const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
