@@ -52,7 +52,41 @@ def derive(results):
             _get(results, variant, PROXY, "cpu_s_per_10k"),
             _get(results, variant, "nginx", "cpu_s_per_10k"))
         ratios[variant] = r
-    return {"ratios": ratios, "goals": goals(results, ratios)}
+    return {"ratios": ratios, "latency_vs_rate": latency_vs_rate(results),
+            "goals": goals(results, ratios)}
+
+
+def latency_vs_rate(results):
+    """Added latency over direct at the base fixed rate and at each higher rate measured.
+
+    A target's point is missing where its rate was above half its saturation throughput (it
+    would measure queueing) or where direct has no point to compare with."""
+    v = results.get("variants", {}).get("instant", {})
+    targets = v.get("targets", {})
+    base = results.get("settings", {}).get("rate")
+
+    def point(target, rate):
+        md = targets.get(target, {}).get("median", {})
+        if rate == base:
+            return {"rps": md.get("rate_rps"), "p50_us": md.get("p50_us"),
+                    "p99_us": md.get("p99_us")} if md.get("p50_us") is not None else None
+        c = md.get("curve", {}).get(str(rate), {})
+        return c if "p50_us" in c else None
+
+    rates = sorted({int(k) for t in targets.values()
+                    for k in t.get("median", {}).get("curve", {})} | ({base} if base else set()))
+    rows = []
+    for rate in rates:
+        direct = point("direct", rate)
+        row = {"rate": rate, "direct_p50_us": direct and direct["p50_us"]}
+        for target in ("entra-proxy", "nginx", "litellm"):
+            key = target.replace("-", "_")
+            p = point(target, rate)
+            row[f"{key}_rps"] = p and p.get("rps")
+            row[f"{key}_added_p50_us"] = _diff(p and p["p50_us"], direct and direct["p50_us"])
+            row[f"{key}_added_p99_us"] = _diff(p and p["p99_us"], direct and direct["p99_us"])
+        rows.append(row)
+    return rows
 
 
 def goals(results, ratios):
@@ -142,7 +176,10 @@ def markdown(results):
            f"{len(s.get('body', ''))}-byte chat body. Medians of {s.get('reps')} repetitions. "
            f"Throughput: wrk -t1 -c{s.get('throughput_conns')} for {s.get('throughput_secs')} s. "
            f"Latency: paced to {s.get('rate')} req/s on {s.get('rate_conns')} connections for "
-           f"{s.get('rate_secs')} s. TTFB: {s.get('ttfb_requests')} streamed requests, "
+           f"{s.get('rate_secs')} s"
+           + (f" (instant upstream: also at {', '.join(map(str, s['curve_rates']))} req/s)"
+              if s.get("curve_rates") else "")
+           + f". TTFB: {s.get('ttfb_requests')} streamed requests, "
            f"{s.get('ttfb_concurrency')} at a time. RSS: peak (VmHWM) of the process tree; "
            "CPU: utime+stime of the process tree during the throughput run, per 10k requests "
            "(upstream CPU: the emulator's, same run).",
@@ -199,6 +236,21 @@ def markdown(results):
                          _num(r.get("proxy_over_litellm_rps"), 1),
                          _num(r.get("proxy_over_nginx_cpu_per_10k"), 2)])
         out += ["### Ratios", "", _table(rows), ""]
+
+    curve = summary.get("latency_vs_rate", [])
+    if len(curve) > 1:
+        rows = [["paced rate (instant)", "direct p50 ms", "entra-proxy +p50 / +p99 ms",
+                 "nginx +p50 / +p99 ms", "LiteLLM +p50 / +p99 ms"]]
+        for c in curve:
+            cells = [f"{c['rate']}/s", _ms(c["direct_p50_us"])]
+            for key in ("entra_proxy", "nginx", "litellm"):
+                a50, a99 = c[f"{key}_added_p50_us"], c[f"{key}_added_p99_us"]
+                cells.append("—" if a50 is None else f"{_signed_ms(a50)} / {_signed_ms(a99)}")
+            rows.append(cells)
+        out += ["### Added latency against load", "",
+                "Each rate is paced on the same connections as the base rate; a target is only "
+                "measured at rates up to half its saturation throughput (—: not measured).", "",
+                _table(rows), ""]
 
     ep = results.get("entra_proxy", {})
     if ep:

@@ -12,6 +12,9 @@ body, same concurrency), repetitions interleaved (rep 1: A B C D, rep 2: A B C D
   that run → CPU s per 10k requests;
 - latency at a fixed rate: wrk paced by wrk.lua's delay() to <R> requests/s (non-streaming
   variants), p50/p90/p99 as wrk measures them (request written → response read);
+- latency against load (instant variant): the same at higher paced rates, each measured only
+  while it is at most half the target's saturation throughput of that repetition (beyond
+  that, a latency figure measures queueing, not the target);
 - streaming variant: time to the first SSE body byte over <N> requests (sse_ttfb.py);
 - per variant: peak RSS (VmHWM summed over the target's process tree) and calls to the
   emulator's token endpoints while the target was started and measured.
@@ -63,6 +66,7 @@ MODES = {
         "rate": 50,
         "rate_secs": 6,
         "rate_conns": 16,
+        "curve_rates": [500, 2000],
         "warmup_secs": 1,
         "ttfb_requests": 40,
         "ttfb_concurrency": 4,
@@ -80,6 +84,7 @@ MODES = {
         "rate": 50,
         "rate_secs": 1,
         "rate_conns": 8,
+        "curve_rates": [200],
         "warmup_secs": 0,
         "ttfb_requests": 8,
         "ttfb_concurrency": 2,
@@ -92,7 +97,8 @@ MODES = {
 
 # Upstream variants: emulator flags, and whether the request streams.
 VARIANTS = {
-    "instant": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": False},
+    "instant": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": False,
+                "curve": True},
     "latency50": {"latency_ms": 50, "stream_events": 20, "stream_interval_ms": 5, "stream": False},
     "streaming": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": True},
 }
@@ -358,6 +364,8 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
         res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=m["rate"])
         check_load(ctx, target, f"{variant} fixed-rate", res)
         rep["fixed_rate"] = summarize_load(res)
+        if vconf.get("curve"):
+            rep["curve"] = measure_curve(ctx, target, body, rep["throughput"]["rps"])
     else:
         tt = sse_ttfb.measure(target.port, PATH, target.headers, body.encode(),
                               n=m["ttfb_requests"], concurrency=m["ttfb_concurrency"],
@@ -378,11 +386,29 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
         line += f"  ttfb p50 {rep['ttfb']['ttfb_us']['p50']:.0f}us"
     if "cpu_s_per_10k" in rep:
         line += f"  cpu {rep['cpu_s_per_10k']}s/10k"
+    for rate, c in rep.get("curve", {}).items():
+        if "latency_us" in c:
+            line += f"  p50 {c['latency_us']['p50']:.0f}us @{c['rps']:.0f}/s"
     errs = rep["throughput"]["errors"] + rep.get("fixed_rate", {}).get("errors", 0) \
-        + rep.get("ttfb", {}).get("errors", 0)
+        + rep.get("ttfb", {}).get("errors", 0) \
+        + sum(c.get("errors", 0) for c in rep.get("curve", {}).values())
     if errs:
         line += f"  ERRORS {errs}"
     log(line)
+
+
+def measure_curve(ctx, target, body, saturation_rps):
+    """Fixed-rate latency at each of the mode's higher rates (below half of saturation)."""
+    m = ctx.mode
+    out = {}
+    for rate in m["curve_rates"]:
+        if rate > saturation_rps / 2:
+            out[str(rate)] = {"skipped": f"above half its saturation ({saturation_rps:.0f}/s)"}
+            continue
+        res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=rate)
+        check_load(ctx, target, f"fixed rate {rate}/s", res)
+        out[str(rate)] = summarize_load(res)
+    return out
 
 
 def start_perf(ctx, target, variant):
@@ -434,7 +460,9 @@ def summarize_variant(rec, stream):
     s = {
         "rps": median([r["throughput"]["rps"] for r in reps]),
         "errors": sum(r["throughput"]["errors"] + r.get("fixed_rate", {}).get("errors", 0)
-                      + r.get("ttfb", {}).get("errors", 0) for r in reps),
+                      + r.get("ttfb", {}).get("errors", 0)
+                      + sum(c.get("errors", 0) for c in r.get("curve", {}).values())
+                      for r in reps),
         "cpu_s_per_10k": median([r.get("cpu_s_per_10k") for r in reps]),
         "upstream_cpu_s_per_10k": median([r["upstream_cpu_s_per_10k"] for r in reps]),
         "token_calls": rec["token_calls_start"] + sum(r["token_calls"] for r in reps),
@@ -444,6 +472,17 @@ def summarize_variant(rec, stream):
         for p in ("p50", "p90", "p99"):
             s[f"{p}_us"] = median([r["fixed_rate"]["latency_us"][p] for r in reps])
         s["rate_rps"] = median([r["fixed_rate"]["rps"] for r in reps])
+        curve = {}
+        for rate in sorted({k for r in reps for k in r.get("curve", {})}, key=int):
+            runs = [r["curve"][rate] for r in reps if "latency_us" in r["curve"].get(rate, {})]
+            if not runs:
+                curve[rate] = {"skipped": reps[0]["curve"][rate].get("skipped", "not measured")}
+                continue
+            curve[rate] = {"rps": median([c["rps"] for c in runs]), "reps": len(runs)}
+            for p in ("p50", "p99"):
+                curve[rate][f"{p}_us"] = median([c["latency_us"][p] for c in runs])
+        if curve:
+            s["curve"] = curve
     else:
         for p in ("p50", "p90", "p99"):
             s[f"ttfb_{p}_us"] = median([r["ttfb"]["ttfb_us"][p] for r in reps])
