@@ -82,13 +82,25 @@ impl FromRef<Worker> for crate::upstream::Client {
     }
 }
 
-/// The proxy's routes: its own endpoints, and everything else proxied.
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+const DEBUG_IDENTITY: &str = "/debug/identity";
+const METRICS: &str = "/metrics";
+
+/// Whether a path is one of the proxy's own endpoints (exact match, as the router matches);
+/// every other path is proxied without passing through the router.
+fn is_own_endpoint(path: &str) -> bool {
+    matches!(path, HEALTHZ | READYZ | DEBUG_IDENTITY | METRICS)
+}
+
+/// The proxy's own endpoints. Anything else that reaches it (nothing does when served by
+/// [`serve`]) is proxied too.
 pub fn router(worker: Worker) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/debug/identity", get(debug_identity))
-        .route("/metrics", get(metrics))
+        .route(HEALTHZ, get(healthz))
+        .route(READYZ, get(readyz))
+        .route(DEBUG_IDENTITY, get(debug_identity))
+        .route(METRICS, get(metrics))
         .fallback(forward::handle)
         .with_state(worker)
 }
@@ -293,6 +305,8 @@ async fn work(
     worker: Worker,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    use futures_util::FutureExt as _;
+    use futures_util::future::Either;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use tower::ServiceExt as _;
@@ -327,14 +341,26 @@ async fn work(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                app.clone().oneshot(request.map(axum::body::Body::new))
-            },
-        );
+        let worker = worker.clone();
+        // Proxied requests go straight to the handler: the router (path matching, boxed
+        // services) is only for the proxy's own endpoints.
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                if is_own_endpoint(request.uri().path()) {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    Either::Left(app.clone().oneshot(request))
+                } else {
+                    let handled = forward::handle(
+                        State(worker.state.clone()),
+                        State(worker.client.clone()),
+                        request,
+                    );
+                    Either::Right(handled.map(Ok::<_, std::convert::Infallible>))
+                }
+            });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {

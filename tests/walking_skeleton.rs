@@ -276,6 +276,23 @@ async fn list_models_is_answered_by_the_proxy() {
 }
 
 #[tokio::test]
+async fn only_the_exact_own_paths_are_the_proxys_everything_else_is_proxied() {
+    let h = start().await;
+    let get = |path: &'static str| client().get(h.url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let r = client().post(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 405, "own endpoints answer GET only");
+    // Near misses are Azure paths like any other: the proxy asks for a credential.
+    for path in ["/healthz/", "/metricsx", "/debug/identity/x"] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(r.headers().contains_key("x-request-id"), "{path}");
+    }
+    assert!(h.emulator.requests().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn readiness_follows_the_token() {
     let emu = emulator().await;
     emu.set_identity_fault(Some(IdentityFault::Down));
