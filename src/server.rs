@@ -353,11 +353,13 @@ async fn work(
                         .insert(axum::extract::ConnectInfo(peer));
                     Either::Left(app.clone().oneshot(request))
                 } else {
-                    let handled = forward::handle(
+                    // Boxed: a connection keeps its in-flight slot for as long as it lives,
+                    // and the handler's state is kilobytes that only a request in flight needs.
+                    let handled = Box::pin(forward::handle(
                         State(worker.state.clone()),
                         State(worker.client.clone()),
                         request,
-                    );
+                    ));
                     Either::Right(handled.map(Ok::<_, std::convert::Infallible>))
                 }
             });
