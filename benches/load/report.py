@@ -69,7 +69,9 @@ def latency_vs_rate(results):
         md = targets.get(target, {}).get("median", {})
         if rate == base:
             return {"rps": md.get("rate_rps"), "p50_us": md.get("p50_us"),
-                    "p99_us": md.get("p99_us")} if md.get("p50_us") is not None else None
+                    "p99_us": md.get("p99_us"), "cpu_us_per_req": md.get("rate_cpu_us_per_req"),
+                    "upstream_cpu_us_per_req": md.get("rate_upstream_cpu_us_per_req"),
+                    } if md.get("p50_us") is not None else None
         c = md.get("curve", {}).get(str(rate), {})
         return c if "p50_us" in c else None
 
@@ -78,11 +80,14 @@ def latency_vs_rate(results):
     rows = []
     for rate in rates:
         direct = point("direct", rate)
-        row = {"rate": rate, "direct_p50_us": direct and direct["p50_us"]}
+        row = {"rate": rate, "direct_p50_us": direct and direct["p50_us"],
+               "direct_upstream_cpu_us_per_req": direct and direct.get("upstream_cpu_us_per_req")}
         for target in ("entra-proxy", "nginx", "litellm"):
             key = target.replace("-", "_")
             p = point(target, rate)
             row[f"{key}_rps"] = p and p.get("rps")
+            row[f"{key}_cpu_us_per_req"] = p and p.get("cpu_us_per_req")
+            row[f"{key}_upstream_cpu_us_per_req"] = p and p.get("upstream_cpu_us_per_req")
             row[f"{key}_added_p50_us"] = _diff(p and p["p50_us"], direct and direct["p50_us"])
             row[f"{key}_added_p99_us"] = _diff(p and p["p99_us"], direct and direct["p99_us"])
         rows.append(row)
@@ -251,6 +256,17 @@ def markdown(results):
                 "Each rate is paced on the same connections as the base rate; a target is only "
                 "measured at rates up to half its saturation throughput (—: not measured).", "",
                 _table(rows), ""]
+        rows = [["paced rate (instant)", "direct: upstream", "entra-proxy: own / upstream",
+                 "nginx: own / upstream", "LiteLLM: own / upstream"]]
+        for c in curve:
+            cells = [f"{c['rate']}/s", _num(c["direct_upstream_cpu_us_per_req"], 0)]
+            for key in ("entra_proxy", "nginx", "litellm"):
+                own, up = c[f"{key}_cpu_us_per_req"], c[f"{key}_upstream_cpu_us_per_req"]
+                cells.append("—" if own is None else f"{_num(own, 0)} / {_num(up, 0)}")
+            rows.append(cells)
+        out += ["CPU time per request at those rates, µs (the target's process tree, and the "
+                "upstream emulator's during the same run): the fewer the requests per second, "
+                "the colder the caches each one starts with.", "", _table(rows), ""]
 
     ep = results.get("entra_proxy", {})
     if ep:

@@ -361,11 +361,9 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
     rep["upstream_cpu_s_per_10k"] = round((ecpu1 - ecpu0) / n * 10000, 4)
 
     if not vconf["stream"]:
-        res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=m["rate"])
-        check_load(ctx, target, f"{variant} fixed-rate", res)
-        rep["fixed_rate"] = summarize_load(res)
+        rep["fixed_rate"] = paced(ctx, target, emu, body, m["rate"], f"{variant} fixed-rate")
         if vconf.get("curve"):
-            rep["curve"] = measure_curve(ctx, target, body, rep["throughput"]["rps"])
+            rep["curve"] = measure_curve(ctx, target, emu, body, rep["throughput"]["rps"])
     else:
         tt = sse_ttfb.measure(target.port, PATH, target.headers, body.encode(),
                               n=m["ttfb_requests"], concurrency=m["ttfb_concurrency"],
@@ -397,17 +395,32 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
     log(line)
 
 
-def measure_curve(ctx, target, body, saturation_rps):
-    """Fixed-rate latency at each of the mode's higher rates (below half of saturation)."""
+def paced(ctx, target, emu, body, rate, what):
+    """One paced run: latency, and CPU time per request of the target and of the upstream
+    (which shows what idle, cold CPUs cost each request at low rates)."""
     m = ctx.mode
+    cpu0 = procs.cpu_ns(target.pid) if target.pid else None
+    ecpu0 = procs.cpu_ns(emu.proc.pid)
+    res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=rate)
+    cpu1 = procs.cpu_ns(target.pid) if target.pid else None
+    ecpu1 = procs.cpu_ns(emu.proc.pid)
+    check_load(ctx, target, what, res)
+    out = summarize_load(res)
+    n = max(1, res["requests"])
+    if target.pid:
+        out["cpu_us_per_req"] = round((cpu1 - cpu0) / n / 1000, 1)
+    out["upstream_cpu_us_per_req"] = round((ecpu1 - ecpu0) / n / 1000, 1)
+    return out
+
+
+def measure_curve(ctx, target, emu, body, saturation_rps):
+    """Fixed-rate latency at each of the mode's higher rates (below half of saturation)."""
     out = {}
-    for rate in m["curve_rates"]:
+    for rate in ctx.mode["curve_rates"]:
         if rate > saturation_rps / 2:
             out[str(rate)] = {"skipped": f"above half its saturation ({saturation_rps:.0f}/s)"}
             continue
-        res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=rate)
-        check_load(ctx, target, f"fixed rate {rate}/s", res)
-        out[str(rate)] = summarize_load(res)
+        out[str(rate)] = paced(ctx, target, emu, body, rate, f"fixed rate {rate}/s")
     return out
 
 
@@ -472,6 +485,8 @@ def summarize_variant(rec, stream):
         for p in ("p50", "p90", "p99"):
             s[f"{p}_us"] = median([r["fixed_rate"]["latency_us"][p] for r in reps])
         s["rate_rps"] = median([r["fixed_rate"]["rps"] for r in reps])
+        for k in ("cpu_us_per_req", "upstream_cpu_us_per_req"):
+            s[f"rate_{k}"] = median([r["fixed_rate"].get(k) for r in reps])
         curve = {}
         for rate in sorted({k for r in reps for k in r.get("curve", {})}, key=int):
             runs = [r["curve"][rate] for r in reps if "latency_us" in r["curve"].get(rate, {})]
@@ -481,6 +496,8 @@ def summarize_variant(rec, stream):
             curve[rate] = {"rps": median([c["rps"] for c in runs]), "reps": len(runs)}
             for p in ("p50", "p99"):
                 curve[rate][f"{p}_us"] = median([c["latency_us"][p] for c in runs])
+            for k in ("cpu_us_per_req", "upstream_cpu_us_per_req"):
+                curve[rate][k] = median([c.get(k) for c in runs])
         if curve:
             s["curve"] = curve
     else:
