@@ -11,7 +11,8 @@ body, same concurrency), repetitions interleaved (rep 1: A B C D, rep 2: A B C D
 - throughput: wrk -t1 -c<C> for <T> s, requests/s (saturation); process-tree CPU seconds over
   that run → CPU s per 10k requests;
 - latency at a fixed rate: wrk paced by wrk.lua's delay() to <R> requests/s (non-streaming
-  variants), p50/p90/p99 as wrk measures them (request written → response read);
+  variants), p50/p90/p99 as wrk measures them (request written → response read), and the
+  CPU time per request of the target's and of the upstream's threads over that run;
 - latency against load (instant variant): the same at higher paced rates, each measured only
   while it is at most half the target's saturation throughput of that repetition (beyond
   that, a latency figure measures queueing, not the target);
