@@ -9,7 +9,7 @@ use crate::routing::{self, BACKEND_HEADER, Plan, Route};
 use crate::server::AppState;
 use crate::upstream;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -45,11 +45,7 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 ];
 
 /// The proxy handler for every path that is not the proxy's own.
-pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    State(client): State<upstream::Client>,
-    request: Request,
-) -> Response {
+pub async fn handle(state: Arc<AppState>, client: upstream::Client, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -540,7 +536,7 @@ async fn downstream_response(
     response
 }
 
-/// The route's URL as the client library wants it.
+/// The error for an attempt that got no answer from Azure.
 fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
     if upstream::body_too_large(&e) {
         return ProxyError::BodyTooLarge { limit };

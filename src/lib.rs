@@ -13,9 +13,9 @@
 //!   → diagnose::annotate       on Azure 4xx: a one-line diagnosis header and log line
 //! ```
 //!
-//! [`server::router`] builds the whole service from an [`server::AppState`], so tests can drive
-//! it in-process; `emulator` is the local stand-in for Azure that tests, `demo` and benchmarks
-//! use.
+//! [`server::serve`] serves an [`server::AppState`] on a listener, so tests can drive the whole
+//! proxy in-process; `emulator` is the local stand-in for Azure that tests, `demo` and
+//! benchmarks use.
 
 pub mod backend_health;
 pub mod claims;

@@ -6,7 +6,7 @@ use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
 use crate::routing::RoutingTable;
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -70,18 +70,6 @@ pub struct Worker {
     pub client: crate::upstream::Client,
 }
 
-impl FromRef<Worker> for Arc<AppState> {
-    fn from_ref(worker: &Worker) -> Self {
-        worker.state.clone()
-    }
-}
-
-impl FromRef<Worker> for crate::upstream::Client {
-    fn from_ref(worker: &Worker) -> Self {
-        worker.client.clone()
-    }
-}
-
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const DEBUG_IDENTITY: &str = "/debug/identity";
@@ -93,16 +81,14 @@ fn is_own_endpoint(path: &str) -> bool {
     matches!(path, HEALTHZ | READYZ | DEBUG_IDENTITY | METRICS)
 }
 
-/// The proxy's own endpoints. Anything else that reaches it (nothing does when served by
-/// [`serve`]) is proxied too.
-pub fn router(worker: Worker) -> Router {
+/// The proxy's own endpoints (see [`is_own_endpoint`]: only those paths reach the router).
+fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(HEALTHZ, get(healthz))
         .route(READYZ, get(readyz))
         .route(DEBUG_IDENTITY, get(debug_identity))
         .route(METRICS, get(metrics))
-        .fallback(forward::handle)
-        .with_state(worker)
+        .with_state(state)
 }
 
 async fn healthz() -> Response {
@@ -324,7 +310,7 @@ async fn work(
         .http2()
         .max_header_list_size(server.max_header_bytes.min(u32::MAX as usize) as u32)
         .timer(TokioTimer::new());
-    let app = router(worker.clone());
+    let app = router(worker.state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -356,8 +342,8 @@ async fn work(
                     // Boxed: a connection keeps its in-flight slot for as long as it lives,
                     // and the handler's state is kilobytes that only a request in flight needs.
                     let handled = Box::pin(forward::handle(
-                        State(worker.state.clone()),
-                        State(worker.client.clone()),
+                        worker.state.clone(),
+                        worker.client.clone(),
                         request,
                     ));
                     Either::Right(handled.map(Ok::<_, std::convert::Infallible>))

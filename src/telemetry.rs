@@ -64,10 +64,16 @@ pub struct RequestMetrics {
     inflight_streams: metrics::Gauge,
 }
 
-/// Model label of a request that named no model.
-const NO_MODEL: usize = usize::MAX;
-/// Model label of a request that named a model the config does not know.
-const UNCONFIGURED: usize = usize::MAX - 1;
+/// The model label of a request: bounded by the config, whatever clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ModelLabel {
+    /// The request named no model.
+    None,
+    /// A model the config does not know.
+    Unconfigured,
+    /// Configured model number `n`.
+    Configured(usize),
+}
 
 impl RequestMetrics {
     /// Call after [`Metrics::install`], so the handles reach the recorder.
@@ -104,16 +110,16 @@ impl RequestMetrics {
         use std::cell::RefCell;
         use std::collections::HashMap;
         thread_local! {
-            static COUNTERS: RefCell<HashMap<(u64, usize, usize, u16), metrics::Counter>> =
+            static COUNTERS: RefCell<HashMap<(u64, usize, ModelLabel, u16), metrics::Counter>> =
                 RefCell::new(HashMap::new());
         }
         let model = match model {
-            None => NO_MODEL,
+            None => ModelLabel::None,
             Some(m) => self
                 .models
                 .iter()
                 .position(|n| n == m)
-                .unwrap_or(UNCONFIGURED),
+                .map_or(ModelLabel::Unconfigured, ModelLabel::Configured),
         };
         COUNTERS.with(|c| {
             c.borrow_mut()
@@ -123,11 +129,11 @@ impl RequestMetrics {
         });
     }
 
-    fn register(&self, backend: usize, model: usize, status: u16) -> metrics::Counter {
+    fn register(&self, backend: usize, model: ModelLabel, status: u16) -> metrics::Counter {
         let model = match model {
-            NO_MODEL => String::new(),
-            UNCONFIGURED => "unconfigured".to_string(),
-            i => self.models.get(i).cloned().unwrap_or_default(),
+            ModelLabel::None => String::new(),
+            ModelLabel::Unconfigured => "unconfigured".to_string(),
+            ModelLabel::Configured(i) => self.models.get(i).cloned().unwrap_or_default(),
         };
         metrics::counter!(
             "entra_proxy_requests_total",

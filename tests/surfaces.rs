@@ -67,16 +67,6 @@ fn v1_backend_config(emu: &Emulator) -> String {
         )
 }
 
-async fn post(h: &Harness, path: &str, body: &serde_json::Value) -> reqwest::Response {
-    client()
-        .post(h.url(path))
-        .header("api-key", KEY)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn bearer_of(seen: &entra_proxy::emulator::SeenRequest) -> String {
     seen.header("authorization")
         .unwrap()

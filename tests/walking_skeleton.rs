@@ -354,23 +354,25 @@ async fn answers_keep_azures_content_length() {
     h.stop().await;
 }
 
-/// A body without a length is streamed to Azure as it arrives; once it outgrows
-/// `max_body_bytes` the proxy stops and answers 413 itself.
-#[tokio::test]
-async fn oversized_streamed_bodies_get_413() {
+/// A proxy that takes request bodies of at most 1 KiB.
+async fn with_1_kib_body_limit() -> Harness {
     let emu = emulator().await;
     let text = base_config(&emu.url()).replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nmax_body_bytes = 1024",
     );
-    let h = proxy(emu, &text).await;
+    proxy(emu, &text).await
+}
+
+/// A body without a length is streamed to Azure as it arrives; once it outgrows
+/// `max_body_bytes` the proxy stops and answers 413 itself.
+#[tokio::test]
+async fn oversized_streamed_bodies_get_413() {
+    let h = with_1_kib_body_limit().await;
     let chunks: Vec<Result<&'static str, std::io::Error>> =
         vec![Ok("{\"pad\":\""), Ok(&*"x".repeat(4096).leak()), Ok("\"}")];
     let r = client()
-        .post(format!(
-            "http://{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
-            h.addr
-        ))
+        .post(h.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"))
         .header("api-key", KEY)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
@@ -387,12 +389,7 @@ async fn oversized_streamed_bodies_get_413() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
-    let emu = emulator().await;
-    let text = base_config(&emu.url()).replace(
-        "listen = \"127.0.0.1:0\"",
-        "listen = \"127.0.0.1:0\"\nmax_body_bytes = 1024",
-    );
-    let h = proxy(emu, &text).await;
+    let h = with_1_kib_body_limit().await;
     let big = "x".repeat(4096);
     for path in [
         "/v1/chat/completions",
