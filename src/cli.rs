@@ -2,7 +2,8 @@
 
 use crate::config::{Config, KeyDigest, NoteLevel, render_normalized};
 use crate::identity::IdentityEnv;
-use crate::server::{self, AppState};
+use crate::server;
+use crate::state::AppState;
 use clap::{Args, Parser, Subcommand};
 use std::io::Read as _;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use crate::error::ProxyError;
 use crate::identity;
 use crate::inbound::{API_KEY, Caller};
 use crate::routing::{self, BACKEND_HEADER, Plan, Route};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::upstream;
 use axum::body::Body;
 use axum::extract::Request;

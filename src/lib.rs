@@ -13,7 +13,7 @@
 //!   → diagnose::annotate       on Azure 4xx: a one-line diagnosis header and log line
 //! ```
 //!
-//! [`server::serve`] serves an [`server::AppState`] on a listener, so tests can drive the whole
+//! [`server::serve`] serves an [`state::AppState`] on a listener, so tests can drive the whole
 //! proxy in-process; `emulator` is the local stand-in for Azure that tests, `demo` and
 //! benchmarks use.
 
@@ -33,5 +33,6 @@ pub mod log_format;
 pub mod log_sink;
 pub mod routing;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;

@@ -1,10 +1,7 @@
 //! The axum router, health and readiness routes, and serving with graceful shutdown.
 
-use crate::config::Config;
 use crate::forward;
-use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
-use crate::inbound::Authenticator;
-use crate::routing::RoutingTable;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,52 +11,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// Everything a request needs, built once at start-up.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: Config,
-    pub auth: Authenticator,
-    pub routes: RoutingTable,
-    pub tokens: TokenCache,
-    /// Token caches of client-credentials callers, when that mode is configured.
-    pub apps: Option<AppTokens>,
-    pub health: crate::backend_health::BackendHealth,
-    pub metrics: crate::telemetry::Metrics,
-    pub request_metrics: crate::telemetry::RequestMetrics,
-}
-
-impl AppState {
-    /// Builds the state from a validated config. Fails on problems that only show when the
-    /// identity or HTTP client is built (e.g. workload identity without its token file).
-    pub fn build(config: Config, env: &IdentityEnv) -> Result<AppState, String> {
-        let source = build_token_source(&config, env)?;
-        let tokens = TokenCache::new(source, config.upstream.identity_timeout);
-        // Fails here, at start-up, rather than in a worker.
-        crate::upstream::Client::new(config.upstream.connect_timeout)?;
-        let apps = config
-            .inbound
-            .client_credentials
-            .as_ref()
-            .map(|cc| AppTokens::new(&config, cc.max_apps));
-        let metrics = crate::telemetry::Metrics::install();
-        let routes = RoutingTable::new(&config);
-        let request_metrics = crate::telemetry::RequestMetrics::new(
-            routes.backends().iter().map(|b| b.name.clone()).collect(),
-            routes.model_names().to_vec(),
-        );
-        Ok(AppState {
-            auth: Authenticator::new(&config)?,
-            apps,
-            health: crate::backend_health::BackendHealth::new(&config.backends),
-            metrics,
-            request_metrics,
-            routes,
-            tokens,
-            config,
-        })
-    }
-}
 
 /// What one serving thread's requests see: the shared state, and the thread's own upstream
 /// client. A connection pool per thread keeps a request and the upstream connection carrying it

@@ -3,7 +3,7 @@
 
 use crate::claims::Claims;
 use crate::routing::Route;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::http::StatusCode;
 use bytes::Bytes;

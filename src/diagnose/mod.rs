@@ -16,7 +16,7 @@ pub use explain::{
 
 use crate::claims::Claims;
 use crate::routing::Route;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Classifies an upstream error for one route; `None` when there is nothing to add. The
 /// diagnosis is logged as one structured line (claims, never the token).

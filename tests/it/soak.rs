@@ -1,10 +1,9 @@
 //! Soak: 200 concurrent streams through injected faults against the real binary. Ignored by
-//! default; CI runs it briefly: `SOAK_SECS=10 cargo test --test soak -- --ignored`.
+//! default; CI runs it briefly: `SOAK_SECS=10 cargo test --test it soak -- --ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use entra_proxy::emulator::{EmulatorConfig, Fault};
 use futures_util::StreamExt as _;
 use std::sync::Arc;

@@ -2,9 +2,8 @@
 //! secrets kept out of logs, SIGTERM, `demo`, `keys` and `config check`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use entra_proxy::config::KeyDigest;
 use std::process::Command;
 

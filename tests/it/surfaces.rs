@@ -4,9 +4,8 @@
 //! identity over IMDS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use entra_proxy::claims::decode_unverified;
 use entra_proxy::cloud::Cloud;
 use entra_proxy::config::KeyDigest;

@@ -2,9 +2,8 @@
 //! credentials, legacy resource keys, per-key policy and per-mode switches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use entra_proxy::claims::decode_unverified;
 use entra_proxy::config::KeyDigest;
 use entra_proxy::emulator::{Emulator, MintSpec};

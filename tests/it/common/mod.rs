@@ -10,7 +10,8 @@
 use entra_proxy::config::{Config, KeyDigest};
 use entra_proxy::emulator::{Emulator, EmulatorConfig};
 use entra_proxy::identity::IdentityEnv;
-use entra_proxy::server::{self, AppState};
+use entra_proxy::server;
+use entra_proxy::state::AppState;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;

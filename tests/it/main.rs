@@ -1,0 +1,17 @@
+//! The integration tests: one binary, black-box over real HTTP on 127.0.0.1 against the Azure
+//! emulator. The soak test is ignored by default: `SOAK_SECS=10 cargo test --test it soak -- --ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod binary;
+mod callers;
+mod cli_explain_doctor;
+mod diagnose_samples;
+mod diagnosis;
+mod emulator_smoke;
+mod faults;
+mod readme_config;
+mod soak;
+mod surfaces;
+mod walking_skeleton;
