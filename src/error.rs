@@ -6,57 +6,25 @@
 //! problem and the fix; they never contain a key, secret or token. Upstream non-2xx answers are
 //! not errors here: they pass through unchanged.
 
+use crate::inbound::AuthError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::SystemTime;
 
-/// Which credential-carrying header a rejected credential came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialSource {
-    ApiKeyHeader,
-    BearerHeader,
-}
-
-impl CredentialSource {
-    fn describe(self) -> &'static str {
-        match self {
-            CredentialSource::ApiKeyHeader => "api-key header",
-            CredentialSource::BearerHeader => "Authorization: Bearer header",
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no credential: send a proxy key as `api-key: <key>` or `Authorization: Bearer <key>`")]
-    MissingCredential,
-    #[error("the key in the {} is not a key this proxy knows", .0.describe())]
-    UnknownKey(CredentialSource),
-    #[error("malformed credential: {0}")]
-    MalformedAuthorization(&'static str),
-    #[error("this proxy does not accept {mode} credentials (enabled: {}); see [inbound] modes", if .enabled.is_empty() { "none of that kind".to_string() } else { .enabled.join(", ") })]
-    ModeDisabled {
-        mode: &'static str,
-        enabled: Vec<&'static str>,
-    },
-    #[error("Entra token rejected: {0}")]
-    TokenRejected(crate::inbound::TokenRejection),
-    #[error("{0}; the caller's token cannot be checked right now")]
-    SigningKeysUnavailable(crate::inbound::KeysUnavailable),
-    #[error("key {name:?} expired at {at}; ask for a new key")]
-    KeyExpired { name: String, at: String },
-    #[error("key {name:?} is over its requests_per_minute limit; retry in {retry_after_secs}s")]
-    RateLimited { name: String, retry_after_secs: u64 },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(
+        "{endpoint} is served to loopback clients, or with the admin key in x-admin-key (server.admin_key_sha256)"
+    )]
+    AdminOnly { endpoint: &'static str },
     #[error("{caller} may not use {wanted}; allowed: {}", .allowed.join(", "))]
     ModelNotAllowed {
         caller: String,
         wanted: String,
         allowed: Vec<String>,
     },
-    #[error(
-        "client credentials need a tenant: send it in the x-ms-tenant-id header (if allowed) or set [inbound.client_credentials] tenant_id"
-    )]
-    MissingTenant,
     #[error("Entra refused the caller's client credentials: AADSTS{code}: {fix}")]
     ClientCredentialsRejected { code: u32, fix: String },
     #[error(
@@ -117,6 +85,36 @@ pub enum ProxyError {
     },
 }
 
+/// The status of a refused credential: 401, except a limit (429) and keys that cannot be
+/// checked right now (503).
+fn auth_status(e: &AuthError) -> StatusCode {
+    match e {
+        AuthError::MissingCredential
+        | AuthError::UnknownKey(_)
+        | AuthError::MalformedAuthorization(_)
+        | AuthError::ModeDisabled { .. }
+        | AuthError::TokenRejected(_)
+        | AuthError::KeyExpired { .. }
+        | AuthError::MissingTenant => StatusCode::UNAUTHORIZED,
+        AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AuthError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn auth_code(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::MissingCredential => "missing_credential",
+        AuthError::UnknownKey(_) => "invalid_api_key",
+        AuthError::MalformedAuthorization(_) => "malformed_authorization",
+        AuthError::ModeDisabled { .. } => "credential_mode_disabled",
+        AuthError::TokenRejected(r) => r.code(),
+        AuthError::SigningKeysUnavailable(_) => "signing_keys_unavailable",
+        AuthError::KeyExpired { .. } => "key_expired",
+        AuthError::RateLimited { .. } => "rate_limited",
+        AuthError::MissingTenant => "missing_tenant",
+    }
+}
+
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "(none configured)".to_string()
@@ -149,21 +147,14 @@ fn since_text(since: &Option<SystemTime>) -> String {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingCredential
-            | ProxyError::UnknownKey(_)
-            | ProxyError::MalformedAuthorization(_)
-            | ProxyError::ModeDisabled { .. }
-            | ProxyError::TokenRejected(_)
-            | ProxyError::KeyExpired { .. }
-            | ProxyError::MissingTenant
-            | ProxyError::ClientCredentialsRejected { .. }
+            ProxyError::Auth(a) => auth_status(a),
+            ProxyError::ClientCredentialsRejected { .. }
             | ProxyError::PassthroughAudience { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::RateLimited { .. } | ProxyError::CoolingDown { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
+            ProxyError::ModelNotAllowed { .. } | ProxyError::AdminOnly { .. } => {
+                StatusCode::FORBIDDEN
             }
+            ProxyError::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::BackendBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UnknownModel { .. }
             | ProxyError::NoRoute { .. }
             | ProxyError::AmbiguousDeployment { .. } => StatusCode::NOT_FOUND,
@@ -180,18 +171,11 @@ impl ProxyError {
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ProxyError::MissingCredential => "missing_credential",
-            ProxyError::UnknownKey(_) => "invalid_api_key",
-            ProxyError::MalformedAuthorization(_) => "malformed_authorization",
-            ProxyError::ModeDisabled { .. } => "credential_mode_disabled",
-            ProxyError::TokenRejected(r) => r.code(),
-            ProxyError::SigningKeysUnavailable(_) => "signing_keys_unavailable",
-            ProxyError::KeyExpired { .. } => "key_expired",
-            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::Auth(a) => auth_code(a),
             ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
-            ProxyError::MissingTenant => "missing_tenant",
             ProxyError::ClientCredentialsRejected { .. } => "invalid_client_credentials",
             ProxyError::PassthroughAudience { .. } => "token_wrong_audience",
+            ProxyError::AdminOnly { .. } => "forbidden",
             ProxyError::UnknownModel { .. } => "model_not_found",
             ProxyError::MissingModel { .. } => "missing_model",
             ProxyError::BodyNotJson { .. } => "invalid_json",
@@ -225,9 +209,9 @@ impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            ProxyError::RateLimited {
+            ProxyError::Auth(AuthError::RateLimited {
                 retry_after_secs, ..
-            }
+            })
             | ProxyError::CoolingDown {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),

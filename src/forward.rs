@@ -58,7 +58,7 @@ pub async fn handle(state: Arc<AppState>, client: upstream::Client, request: Req
             let label = result.is_err().then(|| caller.label().to_string());
             (result, label)
         }
-        Err(e) => (Err(e), None),
+        Err(e) => (Err(e.into()), None),
     };
     let mut response = match result {
         Ok(r) => r,

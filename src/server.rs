@@ -129,8 +129,10 @@ async fn debug_identity(
         _ => false,
     };
     if !peer_is_loopback && !admin_ok {
-        let body = serde_json::json!({"error": {"code": "forbidden", "message": "/debug/identity is served to loopback clients, or with the admin key in x-admin-key (server.admin_key_sha256)", "type": "permission_error"}});
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+        return crate::error::ProxyError::AdminOnly {
+            endpoint: DEBUG_IDENTITY,
+        }
+        .into_response();
     }
     let mut backends = Vec::new();
     for b in &state.config.backends {

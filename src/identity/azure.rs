@@ -310,9 +310,13 @@ impl AzureTokenSource {
         let token = credential
             .get_token(&[scope.as_str()], None)
             .await
-            .map_err(|e| IdentityError::Failed {
-                credential: method.describe(),
-                reason: one_line(&e.to_string()),
+            .map_err(|e| {
+                let reason = one_line(&e.to_string());
+                IdentityError::Failed {
+                    credential: method.describe(),
+                    aadsts: super::parse_aadsts(&reason),
+                    reason,
+                }
             })?;
         let expires_in = (token.expires_on - azure_core::time::OffsetDateTime::now_utc())
             .whole_seconds()

@@ -415,6 +415,7 @@ fn bearer_header(token: &AccessToken) -> Result<HeaderValue, IdentityError> {
         |_| IdentityError::Failed {
             credential: "token endpoint".into(),
             reason: "the access token contains characters not allowed in an HTTP header".into(),
+            aadsts: None,
         },
     )?;
     v.set_sensitive(true);
@@ -494,6 +495,7 @@ mod tests {
                 return Err(IdentityError::Failed {
                     credential: "test".into(),
                     reason: "down".into(),
+                    aadsts: None,
                 });
             }
             let now = SystemTime::now();

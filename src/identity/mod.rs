@@ -40,7 +40,12 @@ pub enum IdentityError {
     #[error("{credential} is not available here: {reason}")]
     Unavailable { credential: String, reason: String },
     #[error("{credential} failed: {reason}")]
-    Failed { credential: String, reason: String },
+    Failed {
+        credential: String,
+        reason: String,
+        /// Entra's `AADSTS` error code, when Entra gave one.
+        aadsts: Option<u32>,
+    },
     #[error("{credential} did not answer within {secs}s")]
     Timeout { credential: String, secs: u64 },
 }
@@ -99,7 +104,7 @@ pub async fn token_for(
     backend: &crate::config::Backend,
 ) -> Result<UpstreamToken, crate::error::ProxyError> {
     use crate::error::ProxyError;
-    use crate::inbound::{Caller, EntraUse};
+    use crate::inbound::{AuthError, Caller, EntraUse};
     use secrecy::ExposeSecret as _;
     match caller {
         Caller::Entra {
@@ -120,23 +125,23 @@ pub async fn token_for(
             let mut h =
                 axum::http::HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
                     .map_err(|_| {
-                        ProxyError::MalformedAuthorization(
+                        ProxyError::from(AuthError::MalformedAuthorization(
                             "the bearer token has characters not allowed in a header",
-                        )
+                        ))
                     })?;
             h.set_sensitive(true);
             Ok(UpstreamToken::Passthrough(h))
         }
         Caller::App(app) => {
             let Some(apps) = apps else {
-                return Err(ProxyError::MissingTenant);
+                return Err(AuthError::MissingTenant.into());
             };
             match apps.get(app, &backend.scope).await {
                 Ok(token) => Ok(UpstreamToken::Cached {
                     token,
                     scope: backend.scope.clone(),
                 }),
-                Err(e) => match aadsts_code(&e) {
+                Err(e) => match e.aadsts() {
                     Some(code) => Err(ProxyError::ClientCredentialsRejected {
                         code,
                         fix: aadsts_fix(code, &app.client_id, &app.tenant),
@@ -171,9 +176,18 @@ pub async fn token_for(
     }
 }
 
-/// Entra's AADSTS error code in an identity error, if any.
-pub fn aadsts_code(err: &IdentityError) -> Option<u32> {
-    let text = err.to_string();
+impl IdentityError {
+    /// Entra's `AADSTS` error code, when the identity provider refused with one.
+    pub fn aadsts(&self) -> Option<u32> {
+        match self {
+            IdentityError::Failed { aadsts, .. } => *aadsts,
+            IdentityError::Unavailable { .. } | IdentityError::Timeout { .. } => None,
+        }
+    }
+}
+
+/// The first `AADSTS<digits>` code in a text from Entra (its error descriptions start with one).
+pub fn parse_aadsts(text: &str) -> Option<u32> {
     let at = text.find("AADSTS")?;
     let digits: String = text[at + 6..]
         .chars()
@@ -209,17 +223,21 @@ mod tests {
 
     #[test]
     fn aadsts_codes_are_found_and_explained() {
+        let reason = "ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret provided.";
         let e = IdentityError::Failed {
             credential: "client secret".into(),
-            reason: "ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret provided.".into(),
+            reason: reason.into(),
+            aadsts: parse_aadsts(reason),
         };
-        assert_eq!(aadsts_code(&e), Some(7000215));
+        assert_eq!(e.aadsts(), Some(7000215));
         assert!(aadsts_fix(7000215, "app", "t").contains("Value, not its Secret ID"));
         assert!(aadsts_fix(90002, "app", "t").contains("tenant t was not found"));
-        let e = IdentityError::Failed {
+        assert_eq!(parse_aadsts("timeout"), None);
+        assert_eq!(parse_aadsts("AADSTS: no digits"), None);
+        let e = IdentityError::Timeout {
             credential: "x".into(),
-            reason: "timeout".into(),
+            secs: 1,
         };
-        assert_eq!(aadsts_code(&e), None);
+        assert_eq!(e.aadsts(), None);
     }
 }

@@ -3,6 +3,7 @@
 
 mod client_credentials;
 mod entra;
+mod error;
 mod keys;
 mod policy;
 
@@ -11,12 +12,12 @@ pub use entra::{
     EntraError, EntraUse, EntraValidator, KeysUnavailable, TokenRejection, check_lifetime,
     human_duration,
 };
+pub use error::{AuthError, CredentialSource};
 pub use keys::{KeyHolder, KeyStore, generate_key};
 pub use policy::{KeyPolicy, PolicyDenial};
 
 use crate::claims::{self, Claims};
 use crate::config::{Config, InboundConfig, InboundMode};
-use crate::error::{CredentialSource, ProxyError};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName};
 use secrecy::SecretString;
@@ -118,23 +119,23 @@ impl Authenticator {
         })
     }
 
-    fn require(&self, mode: InboundMode) -> Result<(), ProxyError> {
+    fn require(&self, mode: InboundMode) -> Result<(), AuthError> {
         if self.inbound.allows(mode) {
             Ok(())
         } else {
-            Err(ProxyError::ModeDisabled {
+            Err(AuthError::ModeDisabled {
                 mode: mode.name(),
                 enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
             })
         }
     }
 
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ProxyError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let Some(presented) = presented_credential(headers, self.entra.is_some())? else {
             return if self.allow_unauthenticated {
                 Ok(Caller::Anonymous)
             } else {
-                Err(ProxyError::MissingCredential)
+                Err(AuthError::MissingCredential)
             };
         };
         match presented {
@@ -146,16 +147,16 @@ impl Authenticator {
                 let holder = self
                     .keys
                     .lookup(value)
-                    .ok_or(ProxyError::UnknownKey(source))?;
+                    .ok_or(AuthError::UnknownKey(source))?;
                 let policy = holder.policy.clone();
                 policy
                     .admit(time::OffsetDateTime::now_utc())
                     .map_err(|d| match d {
-                        PolicyDenial::Expired { at } => ProxyError::KeyExpired {
+                        PolicyDenial::Expired { at } => AuthError::KeyExpired {
                             name: holder.name.to_string(),
                             at,
                         },
-                        PolicyDenial::RateLimited { retry_after } => ProxyError::RateLimited {
+                        PolicyDenial::RateLimited { retry_after } => AuthError::RateLimited {
                             name: holder.name.to_string(),
                             retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
                         },
@@ -170,14 +171,14 @@ impl Authenticator {
             Presented::Jwt(token) => {
                 self.require(InboundMode::Entra)?;
                 let Some(validator) = &self.entra else {
-                    return Err(ProxyError::ModeDisabled {
+                    return Err(AuthError::ModeDisabled {
                         mode: InboundMode::Entra.name(),
                         enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
                     });
                 };
                 let (claims, use_) = validator.validate(token).await.map_err(|e| match e {
-                    EntraError::Rejected(r) => ProxyError::TokenRejected(r),
-                    EntraError::KeysUnavailable(k) => ProxyError::SigningKeysUnavailable(k),
+                    EntraError::Rejected(r) => AuthError::TokenRejected(r),
+                    EntraError::KeysUnavailable(k) => AuthError::SigningKeysUnavailable(k),
                 })?;
                 Ok(Caller::Entra {
                     claims: Arc::new(claims),
@@ -191,12 +192,12 @@ impl Authenticator {
                     self.inbound
                         .client_credentials
                         .as_ref()
-                        .ok_or(ProxyError::ModeDisabled {
+                        .ok_or(AuthError::ModeDisabled {
                             mode: InboundMode::ClientCredentials.name(),
                             enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
                         })?;
                 let (client_id, secret) =
-                    parse_basic(value).map_err(ProxyError::MalformedAuthorization)?;
+                    parse_basic(value).map_err(AuthError::MalformedAuthorization)?;
                 let header_tenant = headers
                     .get(TENANT_HEADER)
                     .and_then(|v| v.to_str().ok())
@@ -205,14 +206,14 @@ impl Authenticator {
                 let tenant = match (header_tenant, cc.allow_tenant_header, &cc.tenant_id) {
                     (Some(t), true, _) => {
                         if !client_credentials::valid_tenant(t) {
-                            return Err(ProxyError::MalformedAuthorization(
+                            return Err(AuthError::MalformedAuthorization(
                                 "x-ms-tenant-id is not a tenant id",
                             ));
                         }
                         t.to_ascii_lowercase()
                     }
                     (_, _, Some(t)) => t.clone(),
-                    (_, _, None) => return Err(ProxyError::MissingTenant),
+                    (_, _, None) => return Err(AuthError::MissingTenant),
                 };
                 Ok(Caller::App(Arc::new(AppCredential::new(
                     &tenant, &client_id, secret,
@@ -227,11 +228,11 @@ impl Authenticator {
 fn presented_credential(
     headers: &HeaderMap,
     entra_enabled: bool,
-) -> Result<Option<Presented<'_>>, ProxyError> {
+) -> Result<Option<Presented<'_>>, AuthError> {
     if let Some(v) = headers.get(API_KEY) {
         let v = v
             .to_str()
-            .map_err(|_| ProxyError::MalformedAuthorization("the api-key header is not ASCII"))?
+            .map_err(|_| AuthError::MalformedAuthorization("the api-key header is not ASCII"))?
             .trim();
         if !v.is_empty() {
             return Ok(Some(Presented::Key(v, CredentialSource::ApiKeyHeader)));
@@ -242,7 +243,7 @@ fn presented_credential(
     };
     let auth = auth
         .to_str()
-        .map_err(|_| ProxyError::MalformedAuthorization("the Authorization header is not ASCII"))?
+        .map_err(|_| AuthError::MalformedAuthorization("the Authorization header is not ASCII"))?
         .trim();
     let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
     let value = rest.trim();
@@ -250,12 +251,12 @@ fn presented_credential(
         return Ok(Some(Presented::Basic(value)));
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ProxyError::MalformedAuthorization(
+        return Err(AuthError::MalformedAuthorization(
             "expected `Authorization: Bearer <key or token>` or `Authorization: Basic <client credentials>`",
         ));
     }
     if value.is_empty() {
-        return Err(ProxyError::MalformedAuthorization(
+        return Err(AuthError::MalformedAuthorization(
             "`Authorization: Bearer` has no value",
         ));
     }
@@ -263,7 +264,7 @@ fn presented_credential(
         return Ok(Some(Presented::Jwt(value)));
     }
     if claims::looks_like_jwt(value) {
-        return Err(ProxyError::ModeDisabled {
+        return Err(AuthError::ModeDisabled {
             mode: InboundMode::Entra.name(),
             enabled: vec![],
         });
@@ -322,27 +323,27 @@ mod tests {
         let a = auth(&key_block("a", "k1", false));
         assert!(matches!(
             a.authenticate(&headers(&[])).await,
-            Err(ProxyError::MissingCredential)
+            Err(AuthError::MissingCredential)
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "nope")])).await,
-            Err(ProxyError::UnknownKey(CredentialSource::ApiKeyHeader))
+            Err(AuthError::UnknownKey(CredentialSource::ApiKeyHeader))
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("authorization", "Digest abc")]))
                 .await,
-            Err(ProxyError::MalformedAuthorization(_))
+            Err(AuthError::MalformedAuthorization(_))
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("authorization", "Bearer ")]))
                 .await,
-            Err(ProxyError::MalformedAuthorization(_))
+            Err(AuthError::MalformedAuthorization(_))
         ));
         // client credentials are off by default
         assert!(matches!(
             a.authenticate(&headers(&[("authorization", "Basic YTpi")]))
                 .await,
-            Err(ProxyError::ModeDisabled {
+            Err(AuthError::ModeDisabled {
                 mode: "client-credentials",
                 ..
             })
@@ -353,7 +354,7 @@ mod tests {
                 "Bearer eyJhbGciOiJSUzI1NiJ9.eyJ9.sig"
             )]))
             .await,
-            Err(ProxyError::ModeDisabled { mode: "entra", .. })
+            Err(AuthError::ModeDisabled { mode: "entra", .. })
         ));
     }
 

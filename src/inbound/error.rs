@@ -1,0 +1,48 @@
+//! Why a request's credential was refused: the inbound step's own error, which
+//! [`crate::error::ProxyError`] wraps and maps to HTTP.
+
+use super::{KeysUnavailable, TokenRejection};
+
+/// Which credential-carrying header a rejected credential came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    ApiKeyHeader,
+    BearerHeader,
+}
+
+impl CredentialSource {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            CredentialSource::ApiKeyHeader => "api-key header",
+            CredentialSource::BearerHeader => "Authorization: Bearer header",
+        }
+    }
+}
+
+/// A credential the proxy refuses (401), or cannot check right now (503).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential: send a proxy key as `api-key: <key>` or `Authorization: Bearer <key>`")]
+    MissingCredential,
+    #[error("the key in the {} is not a key this proxy knows", .0.describe())]
+    UnknownKey(CredentialSource),
+    #[error("malformed credential: {0}")]
+    MalformedAuthorization(&'static str),
+    #[error("this proxy does not accept {mode} credentials (enabled: {}); see [inbound] modes", if .enabled.is_empty() { "none of that kind".to_string() } else { .enabled.join(", ") })]
+    ModeDisabled {
+        mode: &'static str,
+        enabled: Vec<&'static str>,
+    },
+    #[error("Entra token rejected: {0}")]
+    TokenRejected(TokenRejection),
+    #[error("{0}; the caller's token cannot be checked right now")]
+    SigningKeysUnavailable(KeysUnavailable),
+    #[error("key {name:?} expired at {at}; ask for a new key")]
+    KeyExpired { name: String, at: String },
+    #[error("key {name:?} is over its requests_per_minute limit; retry in {retry_after_secs}s")]
+    RateLimited { name: String, retry_after_secs: u64 },
+    #[error(
+        "client credentials need a tenant: send it in the x-ms-tenant-id header (if allowed) or set [inbound.client_credentials] tenant_id"
+    )]
+    MissingTenant,
+}
