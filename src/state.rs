@@ -15,7 +15,7 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// Token caches of client-credentials callers, when that mode is configured.
     pub apps: Option<AppTokens>,
-    pub health: crate::backend_health::BackendHealth,
+    pub health: crate::backends::BackendHealth,
     pub metrics: crate::telemetry::Metrics,
     pub request_metrics: crate::telemetry::RequestMetrics,
 }
@@ -42,7 +42,7 @@ impl AppState {
         Ok(AppState {
             auth: Authenticator::new(&config)?,
             apps,
-            health: crate::backend_health::BackendHealth::new(&config.backends),
+            health: crate::backends::BackendHealth::new(&config.backends),
             metrics,
             request_metrics,
             routes,

@@ -355,7 +355,7 @@ async fn proxy(
                     continue;
                 }
                 if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                    let wait = crate::backend_health::retry_after(attempted.response.headers());
+                    let wait = crate::backends::retry_after(attempted.response.headers());
                     if let Some(w) = wait {
                         state.health.cool_down(route.backend, w);
                     }
