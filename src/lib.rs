@@ -17,7 +17,7 @@
 //! proxy in-process; `emulator` is the local stand-in for Azure that tests, `demo` and
 //! benchmarks use.
 
-pub mod backend_health;
+pub mod backends;
 pub mod claims;
 pub mod cli;
 pub mod cloud;

@@ -2,6 +2,7 @@
 //! Azure-style paths pass through (the body is never parsed); OpenAI-style `/v1/...` paths map
 //! `model` through `[[models]]` to a deployment.
 
+use crate::backends::{BackendId, Backends};
 use crate::config::{ApiShape, Backend, Config};
 use crate::error::ProxyError;
 use bytes::Bytes;
@@ -39,8 +40,8 @@ impl Plan {
 /// Where one request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// Index into the configured backends.
-    pub backend: usize,
+    /// The backend, in [`RoutingTable::backends`].
+    pub backend: BackendId,
     /// The full upstream URL: backend base, re-encoded path, the client's query as sent.
     pub uri: Uri,
     pub deployment: Option<String>,
@@ -53,7 +54,7 @@ pub struct Route {
 /// One place a request may go, before its URL is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
-    backend: usize,
+    backend: BackendId,
     deployment: String,
     priority: u32,
     weight: u32,
@@ -62,38 +63,43 @@ struct Candidate {
 /// Everything routing needs, precomputed from the config.
 #[derive(Debug)]
 pub struct RoutingTable {
-    backends: Vec<Backend>,
+    backends: Backends,
     models: HashMap<String, Vec<Candidate>>,
     /// deployment name → backends that have it.
-    deployments: HashMap<String, Vec<usize>>,
+    deployments: HashMap<String, Vec<BackendId>>,
     model_names: Vec<String>,
 }
 
 impl RoutingTable {
+    /// Builds the table and its backends' state. Call after
+    /// [`crate::telemetry::Metrics::install`], so the backends' metric handles reach the recorder.
     pub fn new(config: &Config) -> RoutingTable {
-        let mut deployments: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, b) in config.backends.iter().enumerate() {
-            for d in &b.deployments {
+        let backends = Backends::new(&config.backends);
+        let mut deployments: HashMap<String, Vec<BackendId>> = HashMap::new();
+        for id in backends.ids() {
+            for d in &backends[id].config.deployments {
                 let v = deployments.entry(d.clone()).or_default();
-                if !v.contains(&i) {
-                    v.push(i);
+                if !v.contains(&id) {
+                    v.push(id);
                 }
             }
         }
         RoutingTable {
-            backends: config.backends.clone(),
             models: config
                 .models
                 .iter()
                 .map(|m| {
+                    // The config checked every target's backend index.
                     let targets = m
                         .targets
                         .iter()
-                        .map(|t| Candidate {
-                            backend: t.backend,
-                            deployment: t.deployment.clone(),
-                            priority: t.priority,
-                            weight: t.weight,
+                        .filter_map(|t| {
+                            Some(Candidate {
+                                backend: backends.id(t.backend)?,
+                                deployment: t.deployment.clone(),
+                                priority: t.priority,
+                                weight: t.weight,
+                            })
                         })
                         .collect();
                     (m.name.clone(), targets)
@@ -101,10 +107,12 @@ impl RoutingTable {
                 .collect(),
             deployments,
             model_names: config.models.iter().map(|m| m.name.clone()).collect(),
+            backends,
         }
     }
 
-    pub fn backends(&self) -> &[Backend] {
+    /// Every backend with its health and metric handles.
+    pub fn backends(&self) -> &Backends {
         &self.backends
     }
 
@@ -141,12 +149,11 @@ impl RoutingTable {
 
     /// The backend for a path that names no deployment: the only one, or the one the client
     /// chose with [`BACKEND_HEADER`].
-    fn pick_backend(&self, chosen: Option<&str>, path: &str) -> Result<usize, ProxyError> {
+    fn pick_backend(&self, chosen: Option<&str>, path: &str) -> Result<BackendId, ProxyError> {
         if let Some(name) = chosen {
             return self
                 .backends
-                .iter()
-                .position(|b| b.name == name)
+                .by_name(name)
                 .ok_or_else(|| ProxyError::NoRoute {
                     path: path.to_string(),
                     hint: format!(
@@ -155,8 +162,8 @@ impl RoutingTable {
                     ),
                 });
         }
-        match self.backends.len() {
-            1 => Ok(0),
+        match (self.backends.len(), self.backends.ids().next()) {
+            (1, Some(only)) => Ok(only),
             _ => Err(ProxyError::NoRoute {
                 path: path.to_string(),
                 hint: format!(
@@ -170,7 +177,7 @@ impl RoutingTable {
     fn backend_names(&self) -> String {
         self.backends
             .iter()
-            .map(|b| b.name.as_str())
+            .map(|b| b.config.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -307,7 +314,7 @@ pub fn resolve(
     chosen_backend: Option<&str>,
     body: Option<&Bytes>,
 ) -> Result<Vec<Route>, ProxyError> {
-    let single = |backend: usize, deployment: &str| {
+    let single = |backend: BackendId, deployment: &str| {
         vec![Candidate {
             backend,
             deployment: deployment.to_string(),
@@ -333,7 +340,7 @@ pub fn resolve(
             candidates
                 .into_iter()
                 .map(|c| {
-                    let b = &table.backends[c.backend];
+                    let b = &table.backends[c.backend].config;
                     let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
                     segs.extend(rest.iter().map(String::as_str));
                     Ok(Route {
@@ -360,7 +367,7 @@ pub fn resolve(
             candidates
                 .into_iter()
                 .map(|c| {
-                    let b = &table.backends[c.backend];
+                    let b = &table.backends[c.backend].config;
                     let new_body = match (&model, body) {
                         (Some(m), Some(body)) if *m != c.deployment && !c.deployment.is_empty() => {
                             Some(with_model(body, &c.deployment, path)?)
@@ -391,7 +398,7 @@ pub fn resolve(
             candidates
                 .into_iter()
                 .map(|c| {
-                    let b = &table.backends[c.backend];
+                    let b = &table.backends[c.backend].config;
                     match b.api {
                         ApiShape::V1 => {
                             let mut segs = vec!["openai", "v1"];
@@ -438,7 +445,7 @@ pub fn resolve(
         }
         Plan::Other { segments } => {
             let backend = table.pick_backend(chosen_backend, path)?;
-            let b = &table.backends[backend];
+            let b = &table.backends[backend].config;
             let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
             Ok(vec![Route {
                 backend,
@@ -613,8 +620,12 @@ mod tests {
             let body = Bytes::from_static(br#"{"model":"gpt-4o"}"#);
             let routes = resolve(&t, &p, "/v1/chat/completions", None, None, Some(&body)).unwrap();
             assert_eq!(routes.len(), 3);
-            assert_eq!(routes[2].backend, 2, "priority 1 is always last");
-            if routes[0].backend == 0 {
+            assert_eq!(
+                t.backends()[routes[2].backend].name(),
+                "north",
+                "priority 1 is always last"
+            );
+            if t.backends()[routes[0].backend].name() == "east" {
                 first_east += 1;
             }
         }
@@ -757,7 +768,7 @@ mod tests {
     #[test]
     fn segments_are_encoded_like_the_url_standard_and_always_parse() {
         let t = table("");
-        let b = &t.backends()[0];
+        let b = &t.backends().iter().next().unwrap().config;
         let tricky = [
             "plain-name_1.2~x",
             "my dep",

@@ -89,7 +89,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("entra_proxy_token_valid", "scope" => scope.to_string())
             .set(if s.has_valid_token { 1.0 } else { 0.0 });
     }
-    metrics::gauge!("entra_proxy_backends_cooling_down").set(state.health.cooling_count() as f64);
+    metrics::gauge!("entra_proxy_backends_cooling_down")
+        .set(state.routes.backends().cooling_count() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,5 +1,6 @@
-//! What a request reads: the validated config, the authenticator, routes, token caches, backend
-//! health and metric handles, built once at start-up and shared by every serving thread.
+//! What a request reads: the validated config, the authenticator, routes and the one list of
+//! backends (health and metric handles included), token caches, built once at start-up and
+//! shared by every serving thread.
 
 use crate::config::Config;
 use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
@@ -11,11 +12,11 @@ use crate::routing::RoutingTable;
 pub struct AppState {
     pub config: Config,
     pub auth: Authenticator,
+    /// Routes, and every backend by [`crate::backends::BackendId`].
     pub routes: RoutingTable,
     pub tokens: TokenCache,
     /// Token caches of client-credentials callers, when that mode is configured.
     pub apps: Option<AppTokens>,
-    pub health: crate::backend_health::BackendHealth,
     pub metrics: crate::telemetry::Metrics,
     pub request_metrics: crate::telemetry::RequestMetrics,
 }
@@ -33,16 +34,13 @@ impl AppState {
             .client_credentials
             .as_ref()
             .map(|cc| AppTokens::new(&config, cc.max_apps));
+        // Installed before anything registers a metric handle.
         let metrics = crate::telemetry::Metrics::install();
         let routes = RoutingTable::new(&config);
-        let request_metrics = crate::telemetry::RequestMetrics::new(
-            routes.backends().iter().map(|b| b.name.clone()).collect(),
-            routes.model_names().to_vec(),
-        );
+        let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
         Ok(AppState {
             auth: Authenticator::new(&config)?,
             apps,
-            health: crate::backend_health::BackendHealth::new(&config.backends),
             metrics,
             request_metrics,
             routes,

@@ -50,17 +50,35 @@ impl Metrics {
     }
 }
 
-/// The per-request metrics, with handles kept so the hot path neither builds label sets nor
-/// looks up the registry: upstream latency per backend (registered up front) and requests by
-/// (backend, model, status) (registered on first use, remembered per thread).
+/// One backend's metric handles, registered up front so the hot path neither builds label sets
+/// nor looks up the registry.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    upstream_seconds: metrics::Histogram,
+}
+
+impl BackendMetrics {
+    /// Call after [`Metrics::install`], so the handles reach the recorder.
+    pub fn new(backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            upstream_seconds: metrics::histogram!("entra_proxy_upstream_seconds", "backend" => backend.to_string()),
+        }
+    }
+
+    /// Seconds from sending to Azure's answer head.
+    pub fn upstream_seconds(&self, seconds: f64) {
+        self.upstream_seconds.record(seconds);
+    }
+}
+
+/// The per-request metrics that are not one backend's: requests by (backend, model, status)
+/// (registered on first use, remembered per thread) and in-flight response streams.
 #[derive(Debug)]
 pub struct RequestMetrics {
     /// Tells apart the states of several proxies in one process (tests) in the per-thread memo.
     id: u64,
-    backends: Vec<String>,
     /// Configured model names: the only model labels, so clients cannot grow the label set.
     models: Vec<String>,
-    upstream_seconds: Vec<metrics::Histogram>,
     inflight_streams: metrics::Gauge,
 }
 
@@ -77,18 +95,12 @@ enum ModelLabel {
 
 impl RequestMetrics {
     /// Call after [`Metrics::install`], so the handles reach the recorder.
-    pub fn new(backends: Vec<String>, models: Vec<String>) -> RequestMetrics {
+    pub fn new(models: Vec<String>) -> RequestMetrics {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let upstream_seconds = backends
-            .iter()
-            .map(|b| metrics::histogram!("entra_proxy_upstream_seconds", "backend" => b.clone()))
-            .collect();
         RequestMetrics {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
-            backends,
             models,
-            upstream_seconds,
             inflight_streams: metrics::gauge!("entra_proxy_inflight_streams"),
         }
     }
@@ -98,15 +110,8 @@ impl RequestMetrics {
         self.inflight_streams.clone()
     }
 
-    /// Seconds from sending to Azure's answer head, for backend number `backend`.
-    pub fn upstream_seconds(&self, backend: usize, seconds: f64) {
-        if let Some(h) = self.upstream_seconds.get(backend) {
-            h.record(seconds);
-        }
-    }
-
-    /// One answered request.
-    pub fn request(&self, backend: usize, model: Option<&str>, status: u16) {
+    /// One answered request, from the backend at position `backend` named `backend_name`.
+    pub fn request(&self, backend: usize, backend_name: &str, model: Option<&str>, status: u16) {
         use std::cell::RefCell;
         use std::collections::HashMap;
         thread_local! {
@@ -124,12 +129,12 @@ impl RequestMetrics {
         COUNTERS.with(|c| {
             c.borrow_mut()
                 .entry((self.id, backend, model, status))
-                .or_insert_with(|| self.register(backend, model, status))
+                .or_insert_with(|| self.register(backend_name, model, status))
                 .increment(1);
         });
     }
 
-    fn register(&self, backend: usize, model: ModelLabel, status: u16) -> metrics::Counter {
+    fn register(&self, backend: &str, model: ModelLabel, status: u16) -> metrics::Counter {
         let model = match model {
             ModelLabel::None => String::new(),
             ModelLabel::Unconfigured => "unconfigured".to_string(),
@@ -137,7 +142,7 @@ impl RequestMetrics {
         };
         metrics::counter!(
             "entra_proxy_requests_total",
-            "backend" => self.backends.get(backend).cloned().unwrap_or_default(),
+            "backend" => backend.to_string(),
             "model" => model,
             "status" => status.to_string()
         )

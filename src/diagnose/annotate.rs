@@ -1,9 +1,8 @@
 //! Reads an Azure error answer (bounded), classifies it, and hands back the body unchanged with
 //! a one-line diagnosis for the `x-entra-proxy-diagnosis` header and the log.
 
+use super::Upstream;
 use crate::claims::Claims;
-use crate::routing::Route;
-use crate::state::AppState;
 use axum::body::Body;
 use axum::http::StatusCode;
 use bytes::Bytes;
@@ -23,9 +22,8 @@ pub fn wants(status: StatusCode) -> bool {
 
 /// Buffers the (small) error body, classifies it and returns it unchanged.
 pub async fn annotate(
-    state: &AppState,
     upstream: crate::upstream::Response,
-    route: &Route,
+    facts: &Upstream<'_>,
     claims: Option<&Claims>,
 ) -> (Body, Option<String>) {
     let status = upstream.status().as_u16();
@@ -66,7 +64,6 @@ pub async fn annotate(
             }
         }
     }
-    let diagnosis =
-        super::classify_for_route(state, status, retry_after.as_deref(), &buf, route, claims);
+    let diagnosis = super::classify_for_route(facts, status, retry_after.as_deref(), &buf, claims);
     (Body::from(buf), diagnosis)
 }

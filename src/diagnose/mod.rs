@@ -15,21 +15,39 @@ pub use explain::{
 };
 
 use crate::claims::Claims;
-use crate::routing::Route;
-use crate::state::AppState;
+use crate::cloud::{Cloud, HostKind};
 
-/// Classifies an upstream error for one route; `None` when there is nothing to add. The
+/// What diagnosis needs to know about where a failed request went: plain data the request path
+/// hands over, so diagnosing never reaches into the proxy's state.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    /// Backend name from the config.
+    pub backend: &'a str,
+    /// Upstream host.
+    pub host: &'a str,
+    /// `None` for custom or loopback hosts.
+    pub host_kind: Option<HostKind>,
+    /// The audience the backend's token scope names.
+    pub audience: &'a str,
+    /// Deployments configured for the backend (may be empty).
+    pub known_deployments: &'a [String],
+    pub cloud: Cloud,
+    /// The upstream URL the request was sent to.
+    pub uri: &'a http::Uri,
+    /// The deployment the request targeted.
+    pub deployment: Option<&'a str>,
+}
+
+/// Classifies an upstream error for one request; `None` when there is nothing to add. The
 /// diagnosis is logged as one structured line (claims, never the token).
 pub(crate) fn classify_for_route(
-    state: &AppState,
+    upstream: &Upstream<'_>,
     status: u16,
     retry_after: Option<&str>,
     body: &[u8],
-    route: &Route,
     claims: Option<&Claims>,
 ) -> Option<String> {
-    let backend = state.routes.backends().get(route.backend)?;
-    let api_version = route.uri.query().and_then(|q| {
+    let api_version = upstream.uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "api-version")
             .map(|(_, v)| v.into_owned())
@@ -38,17 +56,17 @@ pub(crate) fn classify_for_route(
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let is_v1 = route.uri.path().contains("/openai/v1/");
+    let is_v1 = upstream.uri.path().contains("/openai/v1/");
     let ctx = Context {
-        backend: &backend.name,
-        host: backend.host(),
-        cloud: state.config.cloud,
-        host_kind: backend.host_kind,
-        expected_audience: backend.scope.audience(),
+        backend: upstream.backend,
+        host: upstream.host,
+        cloud: upstream.cloud,
+        host_kind: upstream.host_kind,
+        expected_audience: upstream.audience,
         token: claims,
         expected_tenant: None,
-        deployment: route.deployment.as_deref(),
-        known_deployments: &backend.deployments,
+        deployment: upstream.deployment,
+        known_deployments: upstream.known_deployments,
         // The v1 API needs no api-version; don't blame a missing one.
         api_version: if is_v1 {
             Some("v1")
@@ -60,7 +78,7 @@ pub(crate) fn classify_for_route(
     let d = classify(status, retry_after, body, &ctx)?;
     tracing::warn!(
         diagnosis = d.code.as_str(),
-        backend = %backend.name,
+        backend = %upstream.backend,
         status,
         token_aud = d.token.as_ref().and_then(|t| t.aud.as_deref()).unwrap_or("-"),
         token_tid = d.token.as_ref().and_then(|t| t.tid.as_deref()).unwrap_or("-"),

@@ -1,0 +1,170 @@
+//! What the client gets: Azure's answer with its headers cleaned (and a diagnosis on the errors
+//! the proxy explains), the proxy's own error when it could not proxy, and `GET /v1/models`.
+
+use super::body::Watched;
+use super::headers::downstream_headers;
+use super::{Attempted, CALLER_HEADER, Exchange};
+use crate::backends::Backends;
+use crate::diagnose;
+use crate::error::ProxyError;
+use crate::routing::Route;
+use crate::state::AppState;
+use crate::upstream;
+use axum::body::Body;
+use axum::http::Method;
+use axum::http::header::{self, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+impl Exchange<'_> {
+    /// Logs and counts the answer, then hands it to the client.
+    pub(super) async fn finish(&self, a: Attempted<'_>) -> Response {
+        let backend = &self.state.routes.backends()[a.route.backend];
+        let status = a.response.status().as_u16();
+        tracing::info!(
+            request_id = %self.request_id,
+            path = %self.path,
+            caller = %self.caller.label(),
+            backend = %backend.name(),
+            model = a.route.model.as_deref().unwrap_or("-"),
+            deployment = a.route.deployment.as_deref().unwrap_or("-"),
+            status,
+            took_ms = self.started.elapsed().as_millis() as u64,
+            "proxied"
+        );
+        self.state.request_metrics.request(
+            a.route.backend.index(),
+            backend.name(),
+            a.route.model.as_deref(),
+            status,
+        );
+        self.response_filter_downstream(a).await
+    }
+
+    /// Azure's answer for the client: errors the proxy explains are read (bounded) and get a
+    /// diagnosis header; everything else streams through, watched for silence.
+    async fn response_filter_downstream(&self, a: Attempted<'_>) -> Response {
+        let status = a.response.status();
+        if diagnose::wants(status) {
+            // Claims are read only on this (error) path.
+            let claims = a.token.claims();
+            let mut headers = downstream_headers(a.response.headers().clone());
+            let facts = upstream_facts(self.state, a.route);
+            let (body, diagnosis) = diagnose::annotate(a.response, &facts, claims.as_ref()).await;
+            if let Some(d) = diagnosis
+                && let Ok(v) = HeaderValue::from_str(&d)
+            {
+                headers.insert(diagnose::DIAGNOSIS_HEADER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&self.caller.label().to_string()) {
+                headers.insert(CALLER_HEADER, v);
+            }
+            headers.remove(header::CONTENT_LENGTH);
+            let mut response = Response::new(body);
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            return response;
+        }
+        let (head, body) = a.response.into_parts();
+        let body = Watched::new(
+            body,
+            self.state.config.upstream.idle_timeout,
+            a.permit,
+            self.state.request_metrics.inflight_streams(),
+        );
+        let mut response = Response::new(Body::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = downstream_headers(head.headers);
+        response
+    }
+}
+
+/// What diagnosis needs to know about where the request went.
+fn upstream_facts<'a>(state: &'a AppState, route: &'a Route) -> diagnose::Upstream<'a> {
+    let backend = &state.routes.backends()[route.backend].config;
+    diagnose::Upstream {
+        backend: &backend.name,
+        host: backend.host(),
+        host_kind: backend.host_kind,
+        audience: backend.scope.audience(),
+        known_deployments: &backend.deployments,
+        cloud: state.config.cloud,
+        uri: &route.uri,
+        deployment: route.deployment.as_deref(),
+    }
+}
+
+/// The proxy's own error as the client's answer, logged, naming the caller when known.
+pub(super) fn fail_to_proxy(
+    e: ProxyError,
+    request_id: &str,
+    method: &Method,
+    path: &str,
+    caller_label: Option<&str>,
+) -> Response {
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        caller = caller_label.unwrap_or("-"),
+        status = e.status().as_u16(),
+        error = %e,
+        "rejected"
+    );
+    let mut r = e.into_response();
+    if let Some(label) = caller_label.and_then(|l| HeaderValue::from_str(l).ok()) {
+        r.headers_mut().insert(CALLER_HEADER, label);
+    }
+    r
+}
+
+/// The answer when every route is cooling down: retry after the soonest cooldown ends.
+pub(super) fn cooling_down(backends: &Backends, routes: &[Route]) -> ProxyError {
+    let soonest = routes
+        .iter()
+        .filter_map(|r| backends[r.backend].health.cooling())
+        .min();
+    ProxyError::CoolingDown {
+        retry_after_secs: super::attempts::cooling_retry_after_secs(soonest),
+        backends: routes
+            .iter()
+            .map(|r| backends[r.backend].name().to_string())
+            .collect(),
+    }
+}
+
+/// The error for an attempt that got no answer from Azure.
+pub(super) fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
+    if upstream::body_too_large(&e) {
+        return ProxyError::BodyTooLarge { limit };
+    }
+    let reason = if e.is_connect() {
+        format!("cannot connect ({})", root_cause(&e))
+    } else {
+        root_cause(&e)
+    };
+    ProxyError::UpstreamUnreachable {
+        backend: backend.to_string(),
+        reason,
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// `GET /v1/models`: the configured model names.
+pub(super) fn list_models(state: &AppState) -> Response {
+    let data: Vec<serde_json::Value> = state
+        .routes
+        .model_names()
+        .iter()
+        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "entra-proxy"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}

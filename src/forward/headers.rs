@@ -1,0 +1,161 @@
+//! Which headers cross the proxy: the client's minus credentials, hop-by-hop headers and proxy
+//! controls on the way in; Azure's minus hop-by-hop headers on the way out; the request id.
+
+use super::REQUEST_ID;
+use crate::inbound::API_KEY;
+use crate::routing::BACKEND_HEADER;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Azure's request id header, which its logs and support tickets quote.
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `host`.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+/// The client's request id when it sent a sane one, else a new one.
+pub(super) fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id)
+}
+
+/// A process-unique id: a random per-process prefix and a counter (no system call per request).
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Copies the client's headers minus credentials, hop-by-hop headers and proxy controls.
+pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len() + 2);
+    let connection_listed = connection_listed(incoming);
+    for (name, value) in incoming {
+        if HOP_BY_HOP.contains(name)
+            || name == API_KEY
+            || name == header::AUTHORIZATION
+            || name == header::CONTENT_LENGTH
+            || name == BACKEND_HEADER
+            || connection_listed.contains(name)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if !out.contains_key(CLIENT_REQUEST_ID)
+        && let Ok(v) = HeaderValue::from_str(request_id)
+    {
+        out.insert(CLIENT_REQUEST_ID, v);
+    }
+    out
+}
+
+/// The header names a `Connection` header lists: they too describe only that connection.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Azure's headers minus hop-by-hop ones (and those its `Connection` header lists), edited in
+/// place. Azure seldom sends any, so the map is only edited when one is there.
+pub(super) fn downstream_headers(mut headers: HeaderMap) -> HeaderMap {
+    if headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        for name in connection_listed(&headers) {
+            headers.remove(name);
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|&(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    fn sorted_names(h: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_stripped() {
+        let h = headers(&[
+            ("api-key", "secret"),
+            ("authorization", "Bearer secret"),
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("host", "proxy"),
+            ("x-entra-proxy-backend", "a"),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+        ]);
+        let out = upstream_headers(&h, "rid-1");
+        assert_eq!(
+            sorted_names(&out),
+            ["accept", "content-type", "x-ms-client-request-id"]
+        );
+        assert_eq!(out["x-ms-client-request-id"], "rid-1");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_from_azure_are_dropped_and_the_rest_kept() {
+        let kept = headers(&[
+            ("content-type", "application/json"),
+            ("apim-request-id", "a1"),
+        ]);
+        assert_eq!(downstream_headers(kept.clone()), kept);
+
+        let mut h = kept;
+        h.extend(headers(&[
+            ("connection", "keep-alive, X-Azure-Hop"),
+            ("x-azure-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+        ]));
+        let out = downstream_headers(h);
+        assert_eq!(sorted_names(&out), ["apim-request-id", "content-type"]);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+}

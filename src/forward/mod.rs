@@ -1,0 +1,396 @@
+//! The proxying handler as named steps: authenticate the caller ([`handle`]), apply its policy,
+//! plan the route, then attempts — each one picks a peer, rewrites the request, sends it and
+//! sorts Azure's answer — and finally the answer (or failure) for the client. Inbound
+//! credentials and hop-by-hop headers never reach Azure. What to retry is decided by
+//! `attempts::Attempts`; this module only applies its decisions.
+
+mod answer;
+mod attempts;
+mod body;
+mod headers;
+
+pub use headers::upstream_headers;
+
+use crate::diagnose;
+use crate::error::ProxyError;
+use crate::identity::{self, UpstreamToken};
+use crate::inbound::Caller;
+use crate::routing::{self, BACKEND_HEADER, Plan, Route};
+use crate::state::AppState;
+use crate::upstream;
+use attempts::{Attempts, Decision, Limits, Next, Outcome, Stop, Try};
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, request};
+use axum::response::Response;
+use body::Inbound;
+use http_body_util::BodyExt as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+// Header names are constants, so the request path never parses one from a string.
+
+/// Response header naming the caller (by key name, never the key) on errors.
+pub const CALLER_HEADER: HeaderName = HeaderName::from_static("x-entra-proxy-caller");
+/// Request id header, echoed on every response and sent upstream as `x-ms-client-request-id`.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Largest 401 body read to decide whether a fresh token could help.
+const UNAUTHORIZED_BODY_LIMIT: usize = 64 * 1024;
+
+/// One authenticated request on its way: what every step after authentication reads.
+struct Exchange<'a> {
+    state: &'a AppState,
+    client: &'a upstream::Client,
+    caller: &'a Caller,
+    request_id: &'a str,
+    path: &'a str,
+    started: Instant,
+    /// No attempt starts after this (`upstream.request_timeout_secs`).
+    deadline: Instant,
+}
+
+/// One upstream answer with what produced it.
+struct Attempted<'a> {
+    response: upstream::Response,
+    route: &'a Route,
+    token: UpstreamToken,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The outcome of one attempt, as the retry policy sees it.
+type AttemptOutcome<'r> = Outcome<Attempted<'r>, ProxyError>;
+
+/// The proxy handler for every path that is not the proxy's own.
+pub async fn handle(state: Arc<AppState>, client: upstream::Client, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let request_id = headers::request_id(request.headers());
+    let caller = state.auth.authenticate(request.headers()).await;
+    // The caller's label is only needed (as a string) when the request fails.
+    let (result, caller_label) = match caller {
+        Ok(caller) => {
+            let result = proxy(&state, &client, request, &caller, &request_id).await;
+            let label = result.is_err().then(|| caller.label().to_string());
+            (result, label)
+        }
+        Err(e) => (Err(e.into()), None),
+    };
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => answer::fail_to_proxy(e, &request_id, &method, &path, caller_label.as_deref()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    tracing::debug!(request_id = %request_id, took_us = started.elapsed().as_micros() as u64, "response head sent");
+    response
+}
+
+/// An authenticated request: plan, policy, body, routes, then the attempts.
+async fn proxy(
+    state: &AppState,
+    client: &upstream::Client,
+    request: Request,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<Response, ProxyError> {
+    let started = Instant::now();
+    let upstream_cfg = &state.config.upstream;
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let plan = routing::plan(path)?;
+    if plan == Plan::ListModels && parts.method == Method::GET {
+        return Ok(answer::list_models(state));
+    }
+    let replay_limit = (upstream_cfg.max_attempts > 1).then_some(upstream_cfg.retry_buffer_bytes);
+    let limit = state.config.server.max_body_bytes;
+    let inbound =
+        Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
+    let routes = upstream_peers(state, &parts, &plan, inbound.bytes())?;
+    request_filter(caller, &routes[0], path)?;
+    let exchange = Exchange {
+        state,
+        client,
+        caller,
+        request_id,
+        path,
+        started,
+        deadline: started + upstream_cfg.request_timeout,
+    };
+    exchange.run(&routes, &parts, inbound).await
+}
+
+/// The routes to try, in order; never empty.
+fn upstream_peers(
+    state: &AppState,
+    parts: &request::Parts,
+    plan: &Plan,
+    body: Option<&bytes::Bytes>,
+) -> Result<Vec<Route>, ProxyError> {
+    let path = parts.uri.path();
+    let chosen = parts
+        .headers
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let routes = routing::resolve(&state.routes, plan, path, parts.uri.query(), chosen, body)?;
+    if routes.is_empty() {
+        return Err(ProxyError::NoRoute {
+            path: path.to_string(),
+            hint: "no backend serves this request".into(),
+        });
+    }
+    Ok(routes)
+}
+
+/// The caller's policy: whether it may use the model or deployment of the first route.
+fn request_filter(caller: &Caller, first: &Route, path: &str) -> Result<(), ProxyError> {
+    let Some(policy) = caller.policy() else {
+        return Ok(());
+    };
+    if policy.permits(first.model.as_deref(), first.deployment.as_deref()) {
+        return Ok(());
+    }
+    Err(ProxyError::ModelNotAllowed {
+        caller: caller.label().to_string(),
+        wanted: first
+            .model
+            .clone()
+            .or_else(|| first.deployment.clone())
+            .unwrap_or_else(|| format!("path {path}")),
+        allowed: policy.models.clone(),
+    })
+}
+
+impl Exchange<'_> {
+    /// Makes attempts over `routes` until the retry policy says what the client gets.
+    async fn run(
+        &self,
+        routes: &[Route],
+        parts: &request::Parts,
+        mut inbound: Inbound,
+    ) -> Result<Response, ProxyError> {
+        let upstream_cfg = &self.state.config.upstream;
+        let backends = self.state.routes.backends();
+        let mut attempts = Attempts::new(
+            routes.len(),
+            Limits {
+                max_attempts: upstream_cfg.max_attempts,
+                deadline: self.deadline,
+                replayable: inbound.is_replayable(),
+                replay_after_timeout: upstream_cfg.replay_after_timeout,
+            },
+        );
+        let base_headers = upstream_headers(&parts.headers, self.request_id);
+        loop {
+            let cooling = |i: usize| backends[routes[i].backend].health.cooling().is_some();
+            let next = match attempts.next(cooling) {
+                Next::Try(next) => next,
+                Next::Stop(Stop::Answer(a)) => return Ok(self.finish(a).await),
+                Next::Stop(Stop::Error(e)) => return Err(e),
+                Next::Stop(Stop::CoolingDown) => {
+                    return Err(answer::cooling_down(backends, routes));
+                }
+            };
+            let route = &routes[next.route];
+            count_retry(self.state, routes, &next);
+            let sending = Sending {
+                route,
+                base_headers: &base_headers,
+                parts,
+                may_refresh: attempts.may_refresh(),
+            };
+            let (outcome, answered_at) = self.attempt(sending, &mut inbound).await?;
+            if let Some(wait) = outcome.cool_down() {
+                backends[route.backend].cool_down(wait);
+            }
+            let overloaded = match &outcome {
+                Outcome::Overloaded {
+                    answer,
+                    retry_after,
+                } => Some((answer.response.status().as_u16(), *retry_after)),
+                _ => None,
+            };
+            match attempts.on(outcome, answered_at) {
+                Decision::Answer(a) => return Ok(self.finish(a).await),
+                Decision::Fail(e) => return Err(e),
+                Decision::Refresh(refused) => self.refresh(refused).await,
+                Decision::Retry { pause } => {
+                    if let Some((status, wait)) = overloaded {
+                        tracing::info!(backend = %backends[route.backend].name(), status, attempt = next.attempt, retry_after_ms = wait.map(|w| w.as_millis() as u64), "retrying on the next target");
+                    }
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts a retry, and a failover when the answer retried last came from another backend.
+fn count_retry(state: &AppState, routes: &[Route], next: &Try) {
+    if !next.is_retry() {
+        return;
+    }
+    let backend = routes[next.route].backend;
+    let name = state.routes.backends()[backend].name();
+    metrics::counter!("entra_proxy_retries_total", "backend" => name.to_string()).increment(1);
+    if next
+        .after_answer_from
+        .is_some_and(|earlier| routes[earlier].backend != backend)
+    {
+        metrics::counter!("entra_proxy_failovers_total", "to" => name.to_string()).increment(1);
+    }
+}
+
+/// What one attempt sends, and where.
+struct Sending<'r, 'p> {
+    route: &'r Route,
+    base_headers: &'p HeaderMap,
+    parts: &'p request::Parts,
+    /// Whether a 401 could still earn a fresh token (so its body is worth reading).
+    may_refresh: bool,
+}
+
+impl Exchange<'_> {
+    /// One attempt: a slot on the backend, a token, the request sent, the answer sorted.
+    /// Returns when Azure's answer head came (or the attempt failed). Errs when the attempt
+    /// could not start (backend busy, no token).
+    async fn attempt<'r>(
+        &self,
+        sending: Sending<'r, '_>,
+        inbound: &mut Inbound,
+    ) -> Result<(AttemptOutcome<'r>, Instant), ProxyError> {
+        let upstream_cfg = &self.state.config.upstream;
+        let route = sending.route;
+        let backend = &self.state.routes.backends()[route.backend];
+        let permit = backend.admit().await.map_err(|b| ProxyError::BackendBusy {
+            backend: b.backend,
+            max_concurrent: b.max_concurrent,
+            waited_ms: b.waited.as_millis() as u64,
+        })?;
+        let state = self.state;
+        let token = identity::token_for(
+            &state.tokens,
+            state.apps.as_ref(),
+            self.caller,
+            &backend.config,
+        )
+        .await?;
+        let request = self.upstream_request(&sending, inbound, &token);
+        let sent_at = Instant::now();
+        let (wait, which) =
+            attempts::answer_timeout(sent_at, self.deadline, upstream_cfg.first_byte_timeout);
+        let sent = tokio::time::timeout(wait, self.client.send(request)).await;
+        let answered_at = Instant::now();
+        let outcome = match sent {
+            Err(_) => Outcome::TimedOut(ProxyError::UpstreamTimeout {
+                backend: backend.name().to_string(),
+                limit: which,
+                limit_secs: wait.as_secs_f64(),
+            }),
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                let limit = state.config.server.max_body_bytes;
+                let err = answer::upstream_error(e, backend.name(), limit);
+                if connect {
+                    Outcome::ConnectFailed(err)
+                } else {
+                    Outcome::Failed(err)
+                }
+            }
+            Ok(Ok(response)) => {
+                backend
+                    .metrics
+                    .upstream_seconds(sent_at.elapsed().as_secs_f64());
+                let attempted = Attempted {
+                    response,
+                    route,
+                    token,
+                    permit,
+                };
+                self.response_filter(attempted, sending.may_refresh).await
+            }
+        };
+        Ok((outcome, answered_at))
+    }
+
+    /// The request for one attempt: the client's headers (already cleaned) with the bearer
+    /// token, the body, the route's URL.
+    fn upstream_request(
+        &self,
+        sending: &Sending<'_, '_>,
+        inbound: &mut Inbound,
+        token: &UpstreamToken,
+    ) -> axum::http::Request<upstream::RequestBody> {
+        let mut headers = sending.base_headers.clone();
+        headers.insert(header::AUTHORIZATION, token.header().clone());
+        let limit = self.state.config.server.max_body_bytes;
+        let body = inbound.for_attempt(sending.route.body.as_ref(), &mut headers, limit);
+        let mut request = axum::http::Request::new(body);
+        *request.method_mut() = sending.parts.method.clone();
+        *request.uri_mut() = sending.route.uri.clone();
+        *request.headers_mut() = headers;
+        request
+    }
+
+    /// Sorts Azure's answer for the retry policy. A 401 for a cached token is read (it is
+    /// small) when a fresh token could still be tried: only a refused token is worth a new
+    /// one; PermissionDenied, key errors and a wrong audience are not.
+    async fn response_filter<'r>(
+        &self,
+        mut attempted: Attempted<'r>,
+        may_refresh: bool,
+    ) -> AttemptOutcome<'r> {
+        let status = attempted.response.status().as_u16();
+        if status == 401
+            && may_refresh
+            && let UpstreamToken::Cached { token: cached, .. } = &attempted.token
+        {
+            let backend = &self.state.routes.backends()[attempted.route.backend];
+            let (head, body) = attempted.response.into_parts();
+            let body = http_body_util::Limited::new(body, UNAUTHORIZED_BODY_LIMIT)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let refresh_may_help = diagnose::refresh_may_help(
+                status,
+                &body,
+                backend.config.scope.audience(),
+                cached.claims.as_ref(),
+            );
+            attempted.response = upstream::with_read_body(head, body);
+            return Outcome::Refused {
+                answer: attempted,
+                refresh_may_help,
+            };
+        }
+        if matches!(status, 429 | 500 | 502 | 503 | 504) {
+            let retry_after = crate::backends::retry_after(attempted.response.headers());
+            return Outcome::Overloaded {
+                answer: attempted,
+                retry_after,
+            };
+        }
+        Outcome::Answered(attempted)
+    }
+
+    /// Azure refused a cached token (revoked, rotated keys): drops it, so the replay gets a
+    /// fresh one.
+    async fn refresh(&self, refused: Attempted<'_>) {
+        let backend = &self.state.routes.backends()[refused.route.backend];
+        tracing::warn!(backend = %backend.name(), "Azure refused the cached token with 401: refreshing it and replaying once");
+        let UpstreamToken::Cached { token, scope } = &refused.token else {
+            return;
+        };
+        self.state.tokens.invalidate(scope, token).await;
+        if let Some(apps) = &self.state.apps
+            && let Caller::App(app) = self.caller
+        {
+            apps.invalidate(app, scope, token).await;
+        }
+    }
+}
