@@ -2,7 +2,6 @@
 //! credentials, legacy resource keys, per-key policy and per-mode switches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::common::*;
 use entra_proxy::claims::decode_unverified;
 use entra_proxy::config::KeyDigest;

@@ -3,7 +3,6 @@
 //! never the token. Also the `/debug/identity` view.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::common::*;
 use entra_proxy::emulator::{
     AzureSample, DEFAULT_MI_CLIENT_ID, DEFAULT_MI_OBJECT_ID, Emulator, Fault, IdentityFault,

@@ -4,7 +4,6 @@
 //! identity over IMDS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::common::*;
 use entra_proxy::claims::decode_unverified;
 use entra_proxy::cloud::Cloud;
