@@ -68,7 +68,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub cloud: Cloud,
-    /// When set, every Entra and managed-identity request goes to this base URL instead.
+    /// When set, every Entra, managed-identity and JWKS request goes to this base URL instead;
+    /// always a loopback address.
     pub emulator: Option<Url>,
     pub identity: IdentityConfig,
     pub backends: Vec<Backend>,
