@@ -1,0 +1,171 @@
+//! The configuration file as written: `#[serde(deny_unknown_fields)]` types that mirror the TOML,
+//! before any value is checked. [`super::validate`] turns them into the typed [`super::Config`].
+
+use super::{ApiShape, InboundMode};
+use crate::cloud::Cloud;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) azure: RawAzure,
+    pub(super) identity: Option<RawIdentity>,
+    #[serde(default)]
+    pub(super) backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub(super) models: Vec<RawModel>,
+    #[serde(default)]
+    pub(super) keys: Vec<RawKey>,
+    #[serde(default)]
+    pub(super) inbound: RawInbound,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInbound {
+    pub(super) allow_unauthenticated: Option<bool>,
+    pub(super) modes: Option<Vec<InboundMode>>,
+    pub(super) entra: Option<RawEntraInbound>,
+    pub(super) client_credentials: Option<RawClientCredentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEntraInbound {
+    pub(super) tenants: Vec<String>,
+    #[serde(default)]
+    pub(super) audiences: Vec<String>,
+    pub(super) passthrough: Option<bool>,
+    pub(super) jwks_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientCredentials {
+    pub(super) tenant_id: Option<String>,
+    #[serde(default)]
+    pub(super) allow_tenant_header: bool,
+    pub(super) max_apps: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) shutdown_grace_secs: Option<u64>,
+    pub(super) max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub(super) debug: bool,
+    pub(super) admin_key_sha256: Option<String>,
+    pub(super) workers: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) connect_timeout_secs: Option<f64>,
+    pub(super) first_byte_timeout_secs: Option<f64>,
+    pub(super) identity_timeout_secs: Option<f64>,
+    pub(super) idle_timeout_secs: Option<f64>,
+    pub(super) request_timeout_secs: Option<f64>,
+    pub(super) max_attempts: Option<u32>,
+    pub(super) retry_buffer_bytes: Option<usize>,
+    #[serde(default)]
+    pub(super) replay_after_timeout: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAzure {
+    #[serde(default)]
+    pub(super) cloud: Cloud,
+    pub(super) emulator: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawIdentityKind {
+    Auto,
+    ManagedIdentity,
+    WorkloadIdentity,
+    ClientSecret,
+    AzureCli,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    pub(super) kind: RawIdentityKind,
+    pub(super) client_id: Option<String>,
+    pub(super) tenant_id: Option<String>,
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) federated_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub(super) name: String,
+    pub(super) endpoint: String,
+    pub(super) api_version: Option<String>,
+    pub(super) scope: Option<String>,
+    #[serde(default)]
+    pub(super) api: ApiShape,
+    #[serde(default)]
+    pub(super) deployments: Vec<String>,
+    pub(super) max_concurrent: Option<usize>,
+    pub(super) queue_timeout_secs: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawModel {
+    pub(super) name: String,
+    pub(super) backend: Option<String>,
+    pub(super) deployment: Option<String>,
+    pub(super) targets: Option<Vec<RawTarget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub(super) backend: String,
+    pub(super) deployment: String,
+    #[serde(default)]
+    pub(super) priority: u32,
+    pub(super) weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKey {
+    pub(super) name: String,
+    pub(super) sha256: String,
+    #[serde(default)]
+    pub(super) legacy: bool,
+    #[serde(default)]
+    pub(super) models: Vec<String>,
+    pub(super) expires: Option<String>,
+    pub(super) requests_per_minute: Option<u32>,
+}
+
+impl RawIdentityKind {
+    /// The name as written in `kind = "…"`.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            RawIdentityKind::Auto => "auto",
+            RawIdentityKind::ManagedIdentity => "managed-identity",
+            RawIdentityKind::WorkloadIdentity => "workload-identity",
+            RawIdentityKind::ClientSecret => "client-secret",
+            RawIdentityKind::AzureCli => "azure-cli",
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `[[keys]]`: the client keys the proxy accepts, as SHA-256 digests, with their expiry, rate
+//! limit and the models each may use.
+
+use super::backends::Backends;
+use super::models::Models;
+use crate::config::errors::Errors;
+use crate::config::raw::RawKey;
+use crate::config::{KeyDigest, KeyEntry};
+use std::collections::HashSet;
+
+pub(super) fn validate_keys(
+    raw: Vec<RawKey>,
+    models: &Models,
+    backends: &Backends,
+    errors: &mut Errors,
+) -> Option<Vec<KeyEntry>> {
+    let mut keys = Vec::with_capacity(raw.len());
+    let mut names = HashSet::new();
+    let mut digests = HashSet::new();
+    let before = errors.len();
+    for (i, k) in raw.into_iter().enumerate() {
+        let at = format!("keys[{i}]");
+        if k.name.trim().is_empty() {
+            errors.add(format!("{at}.name"), "is empty");
+        } else if !names.insert(k.name.clone()) {
+            errors.add(
+                format!("{at}.name"),
+                format!("duplicate key name {:?}", k.name),
+            );
+        }
+        let digest = errors.check(format!("{at}.sha256"), KeyDigest::parse(&k.sha256));
+        if let Some(d) = digest
+            && !digests.insert(d)
+        {
+            errors.add(
+                format!("{at}.sha256"),
+                "the same digest is already used by another key",
+            );
+        }
+        if let Some(key) = validate_key(k, &at, digest, models, backends, errors) {
+            keys.push(key);
+        }
+    }
+    (errors.len() == before).then_some(keys)
+}
+
+/// The rest of one key: expiry, rate limit and the models it names.
+fn validate_key(
+    k: RawKey,
+    at: &str,
+    digest: Option<KeyDigest>,
+    models: &Models,
+    backends: &Backends,
+    errors: &mut Errors,
+) -> Option<KeyEntry> {
+    let expires = match &k.expires {
+        None => Some(None),
+        Some(e) => errors
+            .check(
+                format!("{at}.expires"),
+                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        format!("{e:?} is not an RFC 3339 time such as 2027-01-01T00:00:00Z")
+                    }),
+            )
+            .map(Some),
+    };
+    if k.requests_per_minute == Some(0) {
+        errors.add(
+            format!("{at}.requests_per_minute"),
+            "must be at least 1 (remove the key to block it)",
+        );
+    }
+    for (j, m) in k.models.iter().enumerate() {
+        if !models.knows(m) && !backends.has_deployment(m) {
+            errors.add(
+                format!("{at}.models[{j}]"),
+                format!(
+                    "{m:?} is not a configured model or deployment (models: {})",
+                    models.names().join(", ")
+                ),
+            );
+        }
+    }
+    Some(KeyEntry {
+        name: k.name,
+        digest: digest?,
+        legacy: k.legacy,
+        models: k.models,
+        expires: expires?,
+        requests_per_minute: k.requests_per_minute,
+    })
+}
