@@ -261,8 +261,8 @@ async fn serve(args: ConfigArg) -> ExitCode {
     tracing::info!(
         listen = %addr,
         identity = %state.tokens.describe(),
-        backends = state.config.backends.len(),
-        keys = state.config.keys.len(),
+        backends = state.snapshot().config.backends.len(),
+        keys = state.snapshot().config.keys.len(),
         "entra-proxy listening"
     );
     match server::serve(listener, state, server::shutdown_signal()).await {

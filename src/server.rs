@@ -48,6 +48,7 @@ async fn healthz() -> Response {
 
 /// Ready once a token for every backend's scope is held.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let state = state.snapshot();
     let mut scopes = Vec::new();
     let mut ready = true;
     for scope in state.config.scopes() {
@@ -76,7 +77,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// Prometheus text format: requests, upstream latency, retries, failovers, cooldowns, token
 /// acquisitions and seconds until each token expires, in-flight streams.
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let state = app.snapshot();
     for scope in state.config.scopes() {
         let s = state.tokens.status(&scope).await;
         let now = std::time::SystemTime::now()
@@ -96,7 +98,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics.render(),
+        app.metrics.render(),
     )
         .into_response()
 }
@@ -108,6 +110,7 @@ async fn debug_identity(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
 ) -> Response {
+    let state = state.snapshot();
     if !state.config.server.debug {
         return crate::error::ProxyError::NoRoute {
             path: "/debug/identity".into(),
@@ -165,14 +168,16 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let keeper = state.tokens.spawn_keeper(state.config.scopes());
+    let keeper = state.tokens.spawn_keeper(state.watch_scopes());
+    // Settings read once here need a restart to change (see `crate::reload`).
+    let server_config = state.snapshot().config.clone();
     let _stop_keeper = AbortOnDrop(keeper);
     let listener = listener.into_std()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut finished = tokio::task::JoinSet::new();
-    for index in 0..state.config.server.workers.get() {
+    for index in 0..server_config.server.workers.get() {
         let socket = listener.try_clone()?;
-        let client = crate::upstream::Client::new(state.config.upstream.connect_timeout)
+        let client = crate::upstream::Client::new(server_config.upstream.connect_timeout)
             .map_err(std::io::Error::other)?;
         let worker = Worker {
             state: state.clone(),
@@ -204,7 +209,7 @@ pub async fn serve(
         first = finished.join_next() => first,
     };
     tracing::info!(
-        grace_secs = state.config.server.shutdown_grace.as_secs(),
+        grace_secs = server_config.server.shutdown_grace.as_secs(),
         "shutting down: no new connections, draining in-flight requests"
     );
     let _ = stop.send(true);
@@ -252,7 +257,8 @@ async fn work(
     use tower::ServiceExt as _;
 
     let listener = TcpListener::from_std(socket)?;
-    let server = &worker.state.config.server;
+    let snapshot = worker.state.snapshot();
+    let server = &snapshot.config.server;
     let grace = server.shutdown_grace;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -296,7 +302,7 @@ async fn work(
                     // Boxed: a connection keeps its in-flight slot for as long as it lives,
                     // and the handler's state is kilobytes that only a request in flight needs.
                     let handled = Box::pin(forward::handle(
-                        worker.state.clone(),
+                        worker.state.snapshot(),
                         worker.client.clone(),
                         request,
                     ));

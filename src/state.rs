@@ -1,50 +1,146 @@
-//! What a request reads: the validated config, the authenticator, routes and the one list of
-//! backends (health and metric handles included), token caches, built once at start-up and
-//! shared by every serving thread.
+//! What a request reads: the current [`Snapshot`] (validated config, authenticator, routes and
+//! the one list of backends), swapped whole on reload, and what outlives a reload — the token
+//! caches and the metrics recorder.
+//!
+//! A request takes the snapshot once, when it starts, and keeps it to the end: a reload never
+//! changes the keys, routes or limits under a request already running.
 
-use crate::config::Config;
+use crate::config::{Config, Scope};
 use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
 use crate::routing::RoutingTable;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-/// Everything a request needs, built once at start-up.
+/// The proxy's state: the current snapshot and everything that outlives a reload.
 #[derive(Debug)]
 pub struct AppState {
+    current: ArcSwap<Snapshot>,
+    /// The proxy's own token cache, kept across reloads: a scope that stays needs no new token.
+    pub tokens: TokenCache,
+    /// Token caches of client-credentials callers (used while that mode is configured).
+    pub apps: AppTokens,
+    pub metrics: crate::telemetry::Metrics,
+    /// The scopes the token keeper refreshes: every backend's, updated on reload.
+    scopes: tokio::sync::watch::Sender<Vec<Scope>>,
+}
+
+/// One validated config and everything built from it, read by a request from start to end.
+#[derive(Debug)]
+pub struct Snapshot {
     pub config: Config,
     pub auth: Authenticator,
     /// Routes, and every backend by [`crate::backends::BackendId`].
     pub routes: RoutingTable,
-    pub tokens: TokenCache,
-    /// Token caches of client-credentials callers, when that mode is configured.
-    pub apps: Option<AppTokens>,
-    pub metrics: crate::telemetry::Metrics,
     pub request_metrics: crate::telemetry::RequestMetrics,
+    /// The same caches as [`AppState::tokens`] and [`AppState::apps`] (shared handles); `apps`
+    /// only while client credentials are configured.
+    pub tokens: TokenCache,
+    pub apps: Option<AppTokens>,
+    /// A digest of the files this snapshot was built from, and when it was built.
+    pub origin: Origin,
+}
+
+/// Where a snapshot came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Hex SHA-256 over the config file and the files it includes, as read.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+}
+
+impl Origin {
+    /// The origin of a config given as text (tests, `demo`).
+    pub fn of_text(text: &str) -> Origin {
+        Origin {
+            hash: crate::config::KeyDigest::of(text).to_hex(),
+            loaded_at: SystemTime::now(),
+        }
+    }
 }
 
 impl AppState {
     /// Builds the state from a validated config. Fails on problems that only show when the
     /// identity or HTTP client is built (e.g. workload identity without its token file).
     pub fn build(config: Config, env: &IdentityEnv) -> Result<AppState, String> {
+        let origin = Origin {
+            hash: String::new(),
+            loaded_at: SystemTime::now(),
+        };
+        AppState::build_from(config, env, origin)
+    }
+
+    /// [`AppState::build`], recording where the config came from.
+    pub fn build_from(
+        config: Config,
+        env: &IdentityEnv,
+        origin: Origin,
+    ) -> Result<AppState, String> {
         let source = build_token_source(&config, env)?;
         let tokens = TokenCache::new(source, config.upstream.identity_timeout);
         // Fails here, at start-up, rather than in a worker.
         crate::upstream::Client::new(config.upstream.connect_timeout)?;
-        let apps = config
+        let max_apps = config
             .inbound
             .client_credentials
             .as_ref()
-            .map(|cc| AppTokens::new(&config, cc.max_apps));
+            .map_or(crate::config::DEFAULT_MAX_APPS, |cc| cc.max_apps);
+        let apps = AppTokens::new(&config, max_apps);
         // Installed before anything registers a metric handle.
         let metrics = crate::telemetry::Metrics::install();
-        let routes = RoutingTable::new(&config);
-        let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
+        let (scopes, _) = tokio::sync::watch::channel(config.scopes());
+        let snapshot = Snapshot::build(config, tokens.clone(), apps.clone(), origin)?;
         Ok(AppState {
-            auth: Authenticator::new(&config)?,
+            current: ArcSwap::from_pointee(snapshot),
+            tokens,
             apps,
             metrics,
-            request_metrics,
+            scopes,
+        })
+    }
+
+    /// The snapshot a new request reads.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Builds a snapshot of `config` that shares this state's token caches. Nothing is
+    /// swapped: see [`AppState::install`].
+    pub fn prepare(&self, config: Config, origin: Origin) -> Result<Snapshot, String> {
+        Snapshot::build(config, self.tokens.clone(), self.apps.clone(), origin)
+    }
+
+    /// Makes `snapshot` the one new requests read, in one step; requests already running keep
+    /// theirs. The token keeper learns the new set of scopes.
+    pub fn install(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        self.scopes.send_replace(snapshot.config.scopes());
+        self.current.swap(Arc::new(snapshot))
+    }
+
+    /// The scopes to keep tokens for, following reloads.
+    pub fn watch_scopes(&self) -> tokio::sync::watch::Receiver<Vec<Scope>> {
+        self.scopes.subscribe()
+    }
+}
+
+impl Snapshot {
+    fn build(
+        config: Config,
+        tokens: TokenCache,
+        apps: AppTokens,
+        origin: Origin,
+    ) -> Result<Snapshot, String> {
+        let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
+        let routes = RoutingTable::new(&config);
+        let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
+        Ok(Snapshot {
+            auth: Authenticator::new(&config)?,
             routes,
+            request_metrics,
             tokens,
+            apps,
+            origin,
             config,
         })
     }

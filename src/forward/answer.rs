@@ -8,7 +8,7 @@ use crate::backends::Backends;
 use crate::diagnose;
 use crate::error::ProxyError;
 use crate::routing::Route;
-use crate::state::AppState;
+use crate::state::Snapshot;
 use crate::upstream;
 use axum::body::Body;
 use axum::http::Method;
@@ -79,7 +79,7 @@ impl Exchange<'_> {
 }
 
 /// What diagnosis needs to know about where the request went.
-fn upstream_facts<'a>(state: &'a AppState, route: &'a Route) -> diagnose::Upstream<'a> {
+fn upstream_facts<'a>(state: &'a Snapshot, route: &'a Route) -> diagnose::Upstream<'a> {
     let backend = &state.routes.backends()[route.backend].config;
     diagnose::Upstream {
         backend: &backend.name,
@@ -159,7 +159,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `GET /v1/models`: the configured model names.
-pub(super) fn list_models(state: &AppState) -> Response {
+pub(super) fn list_models(state: &Snapshot) -> Response {
     let data: Vec<serde_json::Value> = state
         .routes
         .model_names()

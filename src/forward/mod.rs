@@ -16,7 +16,7 @@ use crate::error::ProxyError;
 use crate::identity::{self, UpstreamToken};
 use crate::inbound::Caller;
 use crate::routing::{self, BACKEND_HEADER, Plan, Route};
-use crate::state::AppState;
+use crate::state::Snapshot;
 use crate::upstream;
 use attempts::{Attempts, Decision, Limits, Next, Outcome, Stop, Try};
 use axum::extract::Request;
@@ -40,7 +40,7 @@ const UNAUTHORIZED_BODY_LIMIT: usize = 64 * 1024;
 
 /// One authenticated request on its way: what every step after authentication reads.
 struct Exchange<'a> {
-    state: &'a AppState,
+    state: &'a Snapshot,
     client: &'a upstream::Client,
     caller: &'a Caller,
     request_id: &'a str,
@@ -62,7 +62,7 @@ struct Attempted<'a> {
 type AttemptOutcome<'r> = Outcome<Attempted<'r>, ProxyError>;
 
 /// The proxy handler for every path that is not the proxy's own.
-pub async fn handle(state: Arc<AppState>, client: upstream::Client, request: Request) -> Response {
+pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -90,7 +90,7 @@ pub async fn handle(state: Arc<AppState>, client: upstream::Client, request: Req
 
 /// An authenticated request: plan, policy, body, routes, then the attempts.
 async fn proxy(
-    state: &AppState,
+    state: &Snapshot,
     client: &upstream::Client,
     request: Request,
     caller: &Caller,
@@ -124,7 +124,7 @@ async fn proxy(
 
 /// The routes to try, in order; never empty.
 fn upstream_peers(
-    state: &AppState,
+    state: &Snapshot,
     parts: &request::Parts,
     plan: &Plan,
     body: Option<&bytes::Bytes>,
@@ -230,7 +230,7 @@ impl Exchange<'_> {
 }
 
 /// Counts a retry, and a failover when the answer retried last came from another backend.
-fn count_retry(state: &AppState, routes: &[Route], next: &Try) {
+fn count_retry(state: &Snapshot, routes: &[Route], next: &Try) {
     if !next.is_retry() {
         return;
     }

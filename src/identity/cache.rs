@@ -202,35 +202,54 @@ impl TokenCache {
 
     /// Keeps a token for each scope fresh without traffic: acquires at start, then refreshes at
     /// each token's refresh time. Runs until the returned task is aborted.
-    pub fn spawn_keeper(&self, scopes: Vec<Scope>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_keeper(
+        &self,
+        mut scopes: tokio::sync::watch::Receiver<Vec<Scope>>,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             loop {
                 let mut next_wake = Duration::from_secs(60);
-                for scope in &scopes {
-                    let slot = cache.slot(scope);
-                    let now = SystemTime::now();
-                    let wait = match slot.current.load_full() {
-                        Some(t) if t.usable(now) && now < t.refresh_at => {
-                            t.refresh_at.duration_since(now).unwrap_or_default()
-                        }
-                        _ => {
-                            // Due, expired or missing: refresh (respects backoff, one at a time).
-                            let _ = cache.refresh(&slot).await;
-                            match slot.current.load_full() {
-                                Some(t) if t.usable(SystemTime::now()) => t
-                                    .refresh_at
-                                    .duration_since(SystemTime::now())
-                                    .unwrap_or(Duration::from_secs(1)),
-                                _ => cache.retry_wait(&slot),
-                            }
-                        }
-                    };
-                    next_wake = next_wake.min(wait);
+                let current = scopes.borrow_and_update().clone();
+                for scope in &current {
+                    next_wake = next_wake.min(cache.keep(scope).await);
                 }
-                tokio::time::sleep(next_wake.max(Duration::from_millis(50))).await;
+                // Sleep until the next refresh is due, or until a reload changes the scopes.
+                let sleep = tokio::time::sleep(next_wake.max(Duration::from_millis(50)));
+                tokio::select! {
+                    () = sleep => {}
+                    changed = scopes.changed() => {
+                        if changed.is_err() {
+                            // The state is gone: nothing left to keep.
+                            return;
+                        }
+                    }
+                }
             }
         })
+    }
+
+    /// Refreshes one scope's token if it is due (or missing); returns how long until it is
+    /// due next.
+    async fn keep(&self, scope: &Scope) -> Duration {
+        let slot = self.slot(scope);
+        let now = SystemTime::now();
+        match slot.current.load_full() {
+            Some(t) if t.usable(now) && now < t.refresh_at => {
+                t.refresh_at.duration_since(now).unwrap_or_default()
+            }
+            _ => {
+                // Due, expired or missing: refresh (respects backoff, one at a time).
+                let _ = self.refresh(&slot).await;
+                match slot.current.load_full() {
+                    Some(t) if t.usable(SystemTime::now()) => t
+                        .refresh_at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::from_secs(1)),
+                    _ => self.retry_wait(&slot),
+                }
+            }
+        }
     }
 
     fn retry_wait(&self, slot: &Slot) -> Duration {
