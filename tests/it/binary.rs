@@ -2,7 +2,6 @@
 //! secrets kept out of logs, SIGTERM, `demo`, `keys` and `config check`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::common::*;
 use entra_proxy::config::KeyDigest;
 use std::process::Command;

@@ -2,11 +2,10 @@
 //! the emulator, and `config check`, each catching the classic mistakes by name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
+use crate::common::*;
+use azure_emulator::{EmulatorConfig, IdentityFault, MintSpec, ResourceKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use crate::common::*;
-use entra_proxy::emulator::{EmulatorConfig, IdentityFault, MintSpec, ResourceKind};
 use std::process::Stdio;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
