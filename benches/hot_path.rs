@@ -2,10 +2,10 @@
 //! validation with cached JWKS, route resolution and header rewrite.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+use azure_emulator::{Emulator, EmulatorConfig, MintSpec};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use entra_proxy::config::{Config, KeyDigest, KeyEntry};
-use entra_proxy::emulator::{Emulator, EmulatorConfig, MintSpec};
 use entra_proxy::forward::upstream_headers;
 use entra_proxy::identity::{IdentityEnv, TokenCache, build_token_source};
 use entra_proxy::inbound::{EntraValidator, KeyStore};

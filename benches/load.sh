@@ -11,8 +11,12 @@
 #   --proxy-env NAME=VALUE (extra environment for entra-proxy, e.g. RUST_LOG=warn),
 #   --variants instant,latency50,streaming, --skip-extras (no startup / idle RSS / open streams /
 #   token churn), --perf (perf profile of entra-proxy at saturation), --no-install, --no-netns,
-#   --no-build (use ENTRA_PROXY_BIN or target/dist/entra-proxy as is), --out DIR (instead of
-#   target/bench; LiteLLM's venv stays in target/bench/venv).
+#   --no-build (use target/dist/entra-proxy and target/dist/azure-emulator as they are),
+#   --out DIR (instead of target/bench; LiteLLM's venv stays in target/bench/venv).
+#
+# Binaries: ENTRA_PROXY_BIN=PATH and AZURE_EMULATOR_BIN=PATH use those as they are (no build);
+# the emulator defaults to the azure-emulator next to the entra-proxy binary. Without them,
+# both are built with the dist profile, entra-proxy as the container image builds it.
 #
 # Output: target/bench/results.json, a Markdown table on stdout, logs of every process under
 # target/bench/. Everything runs on 127.0.0.1; when `unshare` allows it the run happens in a
@@ -89,21 +93,33 @@ if [ "$INSTALL" = 1 ]; then
   fi
 fi
 
-# --- the proxy binary ------------------------------------------------------------------------------
-# The profile the container image ships (Cargo.toml: profile.dist).
+# --- the binaries ------------------------------------------------------------------------------
+# The profile the container image ships (Cargo.toml: profile.dist); entra-proxy without default
+# features, as in the image (no demo, no emulator inside); the emulator is its own binary.
 BIN="${ENTRA_PROXY_BIN:-$ROOT/target/dist/entra-proxy}"
-if [ "$BUILD" = 1 ] && [ -z "${ENTRA_PROXY_BIN:-}" ]; then
-  say "cargo build --profile dist"
-  timeout 1800 cargo build --profile dist --locked --quiet
+EMU_BIN="${AZURE_EMULATOR_BIN:-$(dirname "$BIN")/azure-emulator}"
+if [ "$BUILD" = 1 ]; then
+  pkgs=()
+  [ -n "${ENTRA_PROXY_BIN:-}" ] || pkgs+=(-p entra-proxy)
+  [ -n "${ENTRA_PROXY_BIN:-}" ] || [ -n "${AZURE_EMULATOR_BIN:-}" ] || pkgs+=(-p azure-emulator)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    say "cargo build --profile dist --no-default-features ${pkgs[*]}"
+    timeout 1800 cargo build --profile dist --locked --quiet --no-default-features "${pkgs[@]}"
+  fi
 fi
 [ -x "$BIN" ] || { say "no entra-proxy binary at $BIN"; exit 1; }
+[ -x "$EMU_BIN" ] || {
+  say "no azure-emulator binary at $EMU_BIN (cargo build -p azure-emulator, or set AZURE_EMULATOR_BIN)"
+  exit 1
+}
 
 # 1,000 open streams need ~2,000 descriptors in the proxy and ~1,000 in the emulator.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ulimit -n 65536 2>/dev/null || true
 
 PY=python3
-RUN=("$PY" "$ROOT/benches/load/run.py" --mode "$MODE" --bin "$BIN" --out "$OUT"
+RUN=("$PY" "$ROOT/benches/load/run.py" --mode "$MODE" --bin "$BIN" --emulator "$EMU_BIN"
+     --out "$OUT"
      --litellm "$ROOT/target/bench/venv/bin/litellm" ${PASS[@]+"${PASS[@]}"})
 if [ "$MODE" = smoke ]; then LIMIT=300; else LIMIT=1800; fi
 

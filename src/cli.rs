@@ -1,4 +1,4 @@
-//! Subcommands: `serve`, `demo`, `keys`, `config check`, `explain`, and `emulator`.
+//! Subcommands: `serve`, `demo` (feature `demo`), `keys`, `config check`, `explain`, `doctor`.
 
 use crate::config::{Config, KeyDigest, NoteLevel, render_normalized};
 use crate::identity::IdentityEnv;
@@ -42,9 +42,6 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check a config end to end: DNS, reachability, identity, token claims, each deployment.
     Doctor(DoctorArgs),
-    /// Run only the local Azure emulator (for benchmarks and manual testing).
-    #[command(hide = true)]
-    Emulator(EmulatorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,28 +101,6 @@ pub struct DemoArgs {
     /// Exit after the demo request instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct EmulatorArgs {
-    #[arg(long, default_value = "127.0.0.1:9999")]
-    pub listen: std::net::SocketAddr,
-    /// Delay before each data-plane answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// SSE events per streamed completion.
-    #[arg(long, default_value_t = 5)]
-    pub stream_events: usize,
-    /// Milliseconds between SSE events.
-    #[arg(long, default_value_t = 20)]
-    pub stream_interval_ms: u64,
-    /// Accept this resource key in `api-key` (default: keys refused, as with disableLocalAuth).
-    #[arg(
-        long,
-        env = "ENTRA_PROXY_EMULATOR_RESOURCE_KEY",
-        hide_env_values = true
-    )]
-    pub resource_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,13 +168,41 @@ pub fn main() -> ExitCode {
         // Requests are served by the server's own worker threads; this runtime only runs
         // start-up, signals and the token keeper.
         Command::Serve(args) => run_on(tokio::runtime::Builder::new_current_thread(), serve(args)),
-        Command::Demo(args) => run_async(crate::demo::run(args.listen, args.once)),
+        Command::Demo(args) => demo(&args),
         Command::Keys(cmd) => keys(cmd),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Explain(args) => explain(&args),
         Command::Doctor(args) => run_async(doctor(args)),
-        Command::Emulator(args) => run_async(emulator(args)),
     }
+}
+
+#[cfg(feature = "demo")]
+fn demo(args: &DemoArgs) -> ExitCode {
+    use crate::demo::DemoError;
+    run_async(async {
+        let Err(e) = crate::demo::run(args.listen, args.once).await else {
+            return ExitCode::SUCCESS;
+        };
+        eprintln!("entra-proxy: {e}");
+        let code = match e {
+            DemoError::NotLoopback(_) | DemoError::Listen { .. } => EXIT_USAGE,
+            DemoError::Emulator(_)
+            | DemoError::Random
+            | DemoError::Setup(_)
+            | DemoError::Request(_)
+            | DemoError::Server(_) => EXIT_RUNTIME,
+        };
+        ExitCode::from(code)
+    })
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo(_: &DemoArgs) -> ExitCode {
+    eprintln!(
+        "entra-proxy: this binary was built without the demo (cargo feature `demo`, on by default; \
+         the container image leaves it out); from a source checkout run `cargo run --release -- demo`"
+    );
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn run_async<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
@@ -418,33 +421,4 @@ fn config_check(args: &ConfigArg) -> ExitCode {
         println!("{tag}: {}", note.message);
     }
     ExitCode::SUCCESS
-}
-
-async fn emulator(args: EmulatorArgs) -> ExitCode {
-    use crate::emulator::{Emulator, EmulatorConfig};
-    let config = EmulatorConfig {
-        latency: std::time::Duration::from_millis(args.latency_ms),
-        stream_events: args.stream_events,
-        stream_interval: std::time::Duration::from_millis(args.stream_interval_ms),
-        resource_key: args.resource_key,
-        ..EmulatorConfig::default()
-    };
-    if !args.listen.ip().is_loopback() {
-        eprintln!("entra-proxy: the emulator listens on loopback only");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    match Emulator::start_on(args.listen, config).await {
-        Ok(emu) => {
-            println!("emulator listening on {}", emu.url());
-            server::shutdown_signal().await;
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!(
-                "entra-proxy: emulator cannot listen on {}: {e}",
-                args.listen
-            );
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
 }

@@ -2,15 +2,38 @@
 //! that shows the key going in and a bearer token coming out, and commands to try next.
 
 use crate::claims;
-use crate::cli::{EXIT_RUNTIME, EXIT_USAGE};
 use crate::config::{Config, KeyDigest};
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::identity::IdentityEnv;
 use crate::server;
 use crate::state::AppState;
+use azure_emulator::{Emulator, EmulatorConfig};
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
+
+/// Why the demo stopped. The CLI turns it into one line and an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The demo only ever listens on loopback.
+    #[error("the demo listens on loopback only; got {0}")]
+    NotLoopback(SocketAddr),
+    /// The address given with `--listen` cannot be bound.
+    #[error("cannot listen on {addr}: {source} (pick another port with --listen 127.0.0.1:PORT)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the emulator: {0}")]
+    Emulator(std::io::Error),
+    #[error("the system random number generator failed")]
+    Random,
+    /// The demo's own config or state did not build (a bug, not the user's doing).
+    #[error("{0}")]
+    Setup(String),
+    #[error("the demo request failed: {0}")]
+    Request(String),
+    #[error("the proxy stopped with an error: {0}")]
+    Server(String),
+}
 
 /// The demo's config: the emulator stands in for Entra, IMDS and the Azure OpenAI resource.
 pub fn demo_config(listen: SocketAddr, emulator: &url::Url, digest: &KeyDigest) -> String {
@@ -48,46 +71,28 @@ sha256 = "{digest}"
     )
 }
 
-pub async fn run(listen: SocketAddr, once: bool) -> ExitCode {
+/// Runs the demo: prints the swap and what to try, then serves until Ctrl-C (or returns at
+/// once with `once`).
+pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
     if !listen.ip().is_loopback() {
-        eprintln!("entra-proxy: the demo listens on loopback only; got {listen}");
-        return ExitCode::from(EXIT_USAGE);
+        return Err(DemoError::NotLoopback(listen));
     }
-    let emulator = match Emulator::start(EmulatorConfig::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("entra-proxy: cannot start the emulator: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let Ok(key) = crate::inbound::generate_key() else {
-        eprintln!("entra-proxy: the system random number generator failed");
-        return ExitCode::from(EXIT_RUNTIME);
-    };
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .map_err(DemoError::Emulator)?;
+    let key = crate::inbound::generate_key().map_err(|_| DemoError::Random)?;
     let text = demo_config(listen, &emulator.url(), &KeyDigest::of(&key));
-    let config = match Config::parse(&text, "demo config", &|_| None) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("entra-proxy: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let state = match AppState::build(config, &IdentityEnv::default()) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("entra-proxy: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "entra-proxy: cannot listen on {listen}: {e} (pick another port with --listen 127.0.0.1:PORT)"
-            );
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    let config = Config::parse(&text, "demo config", &|_| None)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let state = AppState::build(config, &IdentityEnv::default())
+        .map(Arc::new)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DemoError::Listen {
+            addr: listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_or(listen, |a| a);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, state, async move {
@@ -101,9 +106,8 @@ pub async fn run(listen: SocketAddr, once: bool) -> ExitCode {
     let shown = match demo_request(&base, &key, &emulator).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("entra-proxy: the demo request failed: {e}");
             let _ = stop_tx.send(());
-            return ExitCode::from(EXIT_RUNTIME);
+            return Err(DemoError::Request(e));
         }
     };
     println!("{shown}");
@@ -111,12 +115,13 @@ pub async fn run(listen: SocketAddr, once: bool) -> ExitCode {
     if once {
         let _ = stop_tx.send(());
         let _ = server.await;
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     println!("Serving until Ctrl-C.");
     match server.await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        _ => ExitCode::from(EXIT_RUNTIME),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(DemoError::Server(e.to_string())),
+        Err(e) => Err(DemoError::Server(e.to_string())),
     }
 }
 

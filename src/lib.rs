@@ -14,17 +14,18 @@
 //! ```
 //!
 //! [`server::serve`] serves an [`state::AppState`] on a listener, so tests can drive the whole
-//! proxy in-process; `emulator` is the local stand-in for Azure that tests, `demo` and
-//! benchmarks use.
+//! proxy in-process. The local stand-in for Azure that tests, `demo` and benchmarks use is its
+//! own crate, `azure-emulator`; `demo` (feature `demo`, on by default) is the only part of the
+//! proxy that links it.
 
 pub mod backends;
 pub mod claims;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnose;
-pub mod emulator;
 pub mod error;
 pub mod forward;
 pub mod identity;

@@ -172,7 +172,7 @@ class Emulator:
     def __init__(self, ctx, name, latency_ms=0, stream_events=20, stream_interval_ms=5):
         self.ctx = ctx
         self.port = free_port()
-        argv = [ctx.bin, "emulator", "--listen", f"127.0.0.1:{self.port}",
+        argv = [ctx.emulator, "--listen", f"127.0.0.1:{self.port}",
                 "--latency-ms", str(latency_ms), "--stream-events", str(stream_events),
                 "--stream-interval-ms", str(stream_interval_ms)]
         if ctx.resource_key:
@@ -719,6 +719,7 @@ def versions(ctx):
             return None
 
     v["entra_proxy"] = out([ctx.bin, "--version"])
+    v["azure_emulator"] = out([ctx.emulator, "--version"])
     v["load_generator"] = out([ctx.wrk, "-v"]) if ctx.wrk else "python asyncio fallback (loadgen.py)"
     if ctx.nginx:
         v["nginx"] = out([ctx.nginx, "-v"])
@@ -731,6 +732,8 @@ def main():
     ap = argparse.ArgumentParser(description="entra-proxy load benchmark (see benches/load.sh)")
     ap.add_argument("--mode", choices=sorted(MODES), default="full")
     ap.add_argument("--bin", required=True, help="the entra-proxy binary")
+    ap.add_argument("--emulator", default=None,
+                    help="the azure-emulator binary (default: next to --bin)")
     ap.add_argument("--out", required=True, help="output directory (target/bench)")
     ap.add_argument("--reps", type=int, help="repetitions (default: 3 full, 1 smoke)")
     ap.add_argument("--targets", default=None,
@@ -751,6 +754,8 @@ def main():
         ctx.mode["reps"] = a.reps
     ctx.mode_name = a.mode
     ctx.bin = os.path.abspath(a.bin)
+    ctx.emulator = os.path.abspath(a.emulator or os.path.join(os.path.dirname(ctx.bin),
+                                                               "azure-emulator"))
     results_dir = os.path.abspath(a.out)
     # Logs, configs and profiles of this run only; results.json stays in --out.
     ctx.out = os.path.join(results_dir, "run")
@@ -765,7 +770,7 @@ def main():
     # LiteLLM should call Azure "with an api key" (issue 6); the emulator accepts one only when
     # its CLI has --resource-key. Without it, LiteLLM sends a minted token (azure_ad_token).
     try:
-        emu_help = subprocess.run([ctx.bin, "emulator", "--help"], capture_output=True,
+        emu_help = subprocess.run([ctx.emulator, "--help"], capture_output=True,
                                   text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         emu_help = ""

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
+use azure_emulator::{Emulator, MintSpec};
 use entra_proxy::claims::decode_unverified;
 use entra_proxy::config::KeyDigest;
-use entra_proxy::emulator::{Emulator, MintSpec};
 use std::time::Duration;
 
 const PROXY_AUD: &str = "api://entra-proxy";

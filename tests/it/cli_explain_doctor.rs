@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
+use azure_emulator::{EmulatorConfig, IdentityFault, MintSpec, ResourceKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use entra_proxy::emulator::{EmulatorConfig, IdentityFault, MintSpec, ResourceKind};
 use std::process::Stdio;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";

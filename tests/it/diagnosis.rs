@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
-use entra_proxy::emulator::{
+use azure_emulator::{
     AzureSample, DEFAULT_MI_CLIENT_ID, DEFAULT_MI_OBJECT_ID, Emulator, Fault, IdentityFault,
     ResourceKind, SampleContext,
 };

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
-use entra_proxy::emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault, ResourceKind};
+use azure_emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault, ResourceKind};
 use futures_util::StreamExt as _;
 use std::time::Duration;
 

@@ -9,7 +9,6 @@ mod callers;
 mod cli_explain_doctor;
 mod diagnose_samples;
 mod diagnosis;
-mod emulator_smoke;
 mod faults;
 mod readme_config;
 mod soak;

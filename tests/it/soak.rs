@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
-use entra_proxy::emulator::{EmulatorConfig, Fault};
+use azure_emulator::{EmulatorConfig, Fault};
 use futures_util::StreamExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
+use azure_emulator::Cloud;
+use azure_emulator::{Emulator, EmulatorConfig, MintSpec, ResourceKind};
 use entra_proxy::claims::decode_unverified;
-use entra_proxy::cloud::Cloud;
 use entra_proxy::config::KeyDigest;
-use entra_proxy::emulator::{Emulator, EmulatorConfig, MintSpec, ResourceKind};
 
 const FOUNDRY_AUD: &str = "https://ai.azure.com";
 
@@ -65,7 +65,7 @@ fn v1_backend_config(emu: &Emulator) -> String {
         )
 }
 
-fn bearer_of(seen: &entra_proxy::emulator::SeenRequest) -> String {
+fn bearer_of(seen: &azure_emulator::SeenRequest) -> String {
     seen.header("authorization")
         .unwrap()
         .trim_start_matches("Bearer ")

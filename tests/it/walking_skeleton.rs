@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
+use azure_emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault};
 use entra_proxy::claims::decode_unverified;
-use entra_proxy::emulator::{AzureSample, EmulatorConfig, Fault, IdentityFault};
 use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
 

@@ -7,8 +7,8 @@
     clippy::panic
 )]
 
+use azure_emulator::{Emulator, EmulatorConfig};
 use entra_proxy::config::{Config, KeyDigest};
-use entra_proxy::emulator::{Emulator, EmulatorConfig};
 use entra_proxy::identity::IdentityEnv;
 use entra_proxy::server;
 use entra_proxy::state::AppState;

@@ -88,8 +88,8 @@ async fn next_event(mut st: SseState) -> Option<(Result<Bytes, io::Error>, SseSt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::EmulatorConfig;
-    use crate::emulator::keys::first_key;
+    use crate::EmulatorConfig;
+    use crate::keys::first_key;
     use futures_util::StreamExt as _;
     use http_body_util::BodyExt as _;
 

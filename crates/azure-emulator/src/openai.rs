@@ -352,8 +352,8 @@ fn sample_context(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(super::state::bearer_token)
-        .and_then(|t| crate::claims::decode_unverified(t).ok())
-        .and_then(|u| u.claims.oid)
+        .and_then(|t| crate::jwt::claims_unverified(t).ok())
+        .and_then(|claims| claims.oid)
     {
         sc.principal_id = oid;
     }

@@ -46,12 +46,7 @@ fn check_token(shared: &Shared, kind: ResourceKind, token: &str) -> Result<Accep
         return Err(rejected);
     }
     let expected = kind.audience(shared.config.cloud);
-    let audience = claims
-        .aud
-        .values()
-        .first()
-        .map(|a| (*a).to_owned())
-        .ok_or(rejected)?;
+    let audience = claims.aud.first().map(str::to_owned).ok_or(rejected)?;
     if !same_audience(&audience, expected) {
         return Err(rejected);
     }
@@ -63,8 +58,8 @@ fn check_token(shared: &Shared, kind: ResourceKind, token: &str) -> Result<Accep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::EmulatorConfig;
-    use crate::emulator::keys::{MintSpec, first_key};
+    use crate::EmulatorConfig;
+    use crate::keys::{MintSpec, first_key};
 
     fn shared(key: Option<&str>) -> Shared {
         let config = EmulatorConfig {
@@ -131,7 +126,7 @@ mod tests {
     fn audiences_follow_the_cloud() {
         let s = Shared::new(
             EmulatorConfig {
-                cloud: crate::cloud::Cloud::Usgov,
+                cloud: crate::Cloud::Usgov,
                 ..EmulatorConfig::default()
             },
             first_key().unwrap(),

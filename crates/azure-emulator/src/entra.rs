@@ -436,11 +436,11 @@ fn authenticate_client(
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
             return Err(EntraError::MissingParameter("client_assertion_type"));
         }
-        let decoded = crate::claims::decode_unverified(assertion)
-            .map_err(|_| EntraError::MalformedAssertion)?;
+        let claims =
+            crate::jwt::claims_unverified(assertion).map_err(|_| EntraError::MalformedAssertion)?;
         // Workload identity: any well-formed assertion is accepted for any client.
         let client_id = form_client
-            .or(decoded.claims.sub)
+            .or(claims.sub)
             .ok_or(EntraError::MissingParameter("client_id"))?;
         return Ok((client_id, "2"));
     }
@@ -588,7 +588,7 @@ async fn discovery(
 fn instance_discovery(shared: &Shared, query: &str) -> Response {
     let cloud = shared.config.cloud;
     let authority = cloud.authority_host();
-    let host = authority.trim_start_matches("https://");
+    let host = cloud.login_host();
     let tenant = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "authorization_endpoint")
         .and_then(|(_, v)| url::Url::parse(&v).ok())
@@ -598,18 +598,7 @@ fn instance_discovery(shared: &Shared, query: &str) -> Response {
         })
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "common".to_owned());
-    let aliases: &[&str] = match cloud {
-        crate::cloud::Cloud::Public => &[
-            "login.microsoftonline.com",
-            "login.windows.net",
-            "login.microsoft.com",
-            "sts.windows.net",
-        ],
-        crate::cloud::Cloud::Usgov => &["login.microsoftonline.us", "login.usgovcloudapi.net"],
-        crate::cloud::Cloud::China => {
-            &["login.chinacloudapi.cn", "login.partner.microsoftonline.cn"]
-        }
-    };
+    let aliases = cloud.login_aliases();
     respond::json_value(
         200,
         &serde_json::json!({

@@ -140,8 +140,8 @@ impl SeenRequest {
             .iter()
             .find(|(n, _)| n == "authorization")
             .and_then(|(_, v)| bearer_token(v))
-            .and_then(|t| crate::claims::decode_unverified(t).ok())
-            .and_then(|u| u.claims.audience().map(str::to_owned));
+            .and_then(|t| crate::jwt::claims_unverified(t).ok())
+            .and_then(|claims| claims.audience().map(str::to_owned));
         let path_and_query = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
@@ -426,7 +426,7 @@ pub(crate) fn key_matches(expected: &str, given: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::keys;
+    use crate::keys;
 
     fn shared() -> Shared {
         let key = keys::first_key().unwrap();

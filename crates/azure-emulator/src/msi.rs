@@ -266,8 +266,8 @@ fn to_json<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::EmulatorConfig;
-    use crate::emulator::keys::first_key;
+    use crate::EmulatorConfig;
+    use crate::keys::first_key;
 
     fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::Cloud;
+use crate::Cloud;
 
 /// The API version named in texts when a request had none.
 const DEFAULT_API_VERSION: &str = "2024-10-21";

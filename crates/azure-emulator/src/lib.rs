@@ -13,14 +13,21 @@
 //! plane, as a resource of another kind (Foundry, regional endpoint). Nothing here ever binds
 //! anything but loopback or calls out to the network.
 //!
+//! Azure's rules — which audience each kind of resource accepts in each [`Cloud`], login hosts,
+//! issuers, error bodies — are stated in this crate on its own, so a product tested against the
+//! emulator is checked against them rather than against its own assumptions. The
+//! `azure-emulator` binary serves one emulator on a loopback address for out-of-process use.
+//!
 //! Stopping: [`Emulator::shutdown`] stops accepting, ends hanging requests and open streams and
 //! waits (briefly) for the listeners to finish; dropping an [`Emulator`] does the same without
 //! waiting.
 
 mod auth;
+mod cloud;
 mod control;
 mod entra;
 mod faults;
+mod jwt;
 mod keys;
 mod msi;
 mod openai;
@@ -30,6 +37,7 @@ mod samples;
 mod state;
 mod stream;
 
+pub use cloud::{Cloud, HostKind};
 pub use faults::{Fault, IdentityFault};
 pub use keys::{MintSpec, TokenVersion};
 pub use samples::{AzureSample, SampleContext};
@@ -47,7 +55,6 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::cloud::Cloud;
 use state::{Shared, lock};
 
 /// The tenant the emulator's directory has by default.
