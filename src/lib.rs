@@ -5,13 +5,19 @@
 //! The path of one request, each step one module, data flowing forward only:
 //!
 //! ```text
-//! server (axum)              listeners, health, readiness, graceful shutdown
-//!   → inbound::Authenticator   headers → Caller (virtual key | legacy key | anonymous sidecar)
-//!   → routing::resolve         request → Route (backend, upstream URL, body rewrite)
-//!   → identity::TokenCache     scope → cached bearer token, refreshed in the background
-//!   → forward::handle          strip credentials, set Authorization, stream both ways
-//!   → diagnose::annotate       on Azure 4xx: a one-line diagnosis header and log line
+//! server                     own accept loop (one event loop per core), own endpoints, drain
+//!   → inbound::Authenticator   headers → Caller (virtual key | legacy key | Entra JWT |
+//!                              client credentials | anonymous sidecar), or inbound::AuthError
+//!   → routing::resolve         request → Route(s) (backend id, upstream URI, body rewrite)
+//!   → identity::token_for      (caller, backend) → bearer from a cache refreshed in the background
+//!   → forward::handle          phases: request_filter → upstream_peers → attempts (pure retry
+//!                              / failover policy) → upstream_request → response_filter
+//!   → diagnose::annotate       on Azure 401/403/404: a one-line diagnosis header and log line
 //! ```
+//!
+//! A request reads one [`state::Snapshot`] (config, keys, routes, backends) from start to end;
+//! [`state::AppState`] holds what outlives a config reload (token caches, metrics).
+//! `.ci/check-cycles` keeps the modules free of import cycles.
 //!
 //! [`server::serve`] serves an [`state::AppState`] on a listener, so tests can drive the whole
 //! proxy in-process. The local stand-in for Azure that tests, `demo` and benchmarks use is its
