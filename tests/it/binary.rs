@@ -150,6 +150,7 @@ async fn secrets_keys_and_tokens_never_reach_the_logs() {
     assert!(!logs.contains(sig));
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_once_shows_the_swap() {
     let port = free_port();

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod audience_tables;
 mod binary;
 mod callers;
 mod cli_explain_doctor;
