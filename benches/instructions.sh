@@ -17,7 +17,7 @@ EMULATOR="${2:-$ROOT/target/release/azure-emulator}"
 SMALL="${SMALL:-100}"
 LARGE="${LARGE:-400}"
 if [ ! -x "$PROXY" ] || [ ! -x "$EMULATOR" ]; then
-  (cd "$ROOT" && cargo build --release --locked --bin entra-proxy --bin azure-emulator)
+  (cd "$ROOT" && cargo build --release --locked -p entra-proxy -p azure-emulator --bins)
 fi
 command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind" >&2; exit 69; }
 
