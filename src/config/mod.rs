@@ -517,8 +517,9 @@ mod tests {
             "/etc/ep/keys/keys.toml: keys[1].model: unknown field `model`, expected one of `name`, `sha256`, `legacy`, `models`, `expires`, `requests_per_minute`"
         );
         assert!(
-            keys_err("[server]\nlisten='x'\n")
-                .starts_with("/etc/ep/keys/keys.toml: unknown field `server`, expected `keys`"),
+            keys_err("[server]\nlisten='x'\n").starts_with(
+                "/etc/ep/keys/keys.toml: server: unknown field `server`, expected `keys`"
+            ),
             "{}",
             keys_err("[server]\nlisten='x'\n")
         );
