@@ -77,6 +77,16 @@ pub(super) fn read_keys_file(
     ))
 }
 
+/// The key names in keys-file text, checked against the keys-file schema (unknown fields and
+/// tables refused) but with `${VAR}` left as written and values unchecked: what the `keys`
+/// command needs to edit a file without breaking it.
+pub fn keys_file_names(text: &str) -> Result<Vec<String>, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| super::toml_error(text, &e))?;
+    let raw: RawKeysFile = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(super::serde_problem)?;
+    Ok(raw.keys.into_iter().map(|k| k.name).collect())
+}
+
 /// Hex SHA-256 over the files a config was built from, in order: each file's path and
 /// contents, or that it could not be read. [`super::Loaded::hash`] and a watcher that reads the
 /// same files again agree exactly when nothing changed.
