@@ -38,6 +38,7 @@ pub mod identity;
 pub mod inbound;
 pub mod log_format;
 pub mod log_sink;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod state;

@@ -209,7 +209,7 @@ pub async fn serve(
         first = finished.join_next() => first,
     };
     tracing::info!(
-        grace_secs = server_config.server.shutdown_grace.as_secs(),
+        grace_secs = state.snapshot().config.server.shutdown_grace.as_secs(),
         "shutting down: no new connections, draining in-flight requests"
     );
     let _ = stop.send(true);
@@ -259,7 +259,6 @@ async fn work(
     let listener = TcpListener::from_std(socket)?;
     let snapshot = worker.state.snapshot();
     let server = &snapshot.config.server;
-    let grace = server.shutdown_grace;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -316,6 +315,8 @@ async fn work(
         });
     }
     drop(listener);
+    // The grace period as configured now: it follows reloads.
+    let grace = worker.state.snapshot().config.server.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

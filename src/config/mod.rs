@@ -8,6 +8,7 @@ mod emulator;
 mod endpoint;
 mod env;
 mod errors;
+mod include;
 mod key_digest;
 mod raw;
 mod render;
@@ -19,6 +20,7 @@ mod validate;
 pub use emulator::redirect;
 pub use endpoint::{NormalizedEndpoint, normalize_endpoint};
 pub use errors::ConfigError;
+pub use include::{SourceFile, Sources, digest as digest_files, digest_on_disk, keys_file_names};
 pub use key_digest::KeyDigest;
 pub use render::render_normalized;
 pub use scope::Scope;
@@ -297,23 +299,78 @@ pub struct ClientCredentialsInbound {
     pub max_apps: u64,
 }
 
+/// A config as loaded from disk: the config, every file it was built from (the config file
+/// first, then the files it includes) and a digest over their contents.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub files: Vec<PathBuf>,
+    /// Hex SHA-256 over `files` as read (see [`include::digest`]).
+    pub hash: String,
+}
+
 impl Config {
     /// Reads and validates a config file, expanding `${VAR}` from the process environment.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        Config::load_files(path).map(|l| l.config)
+    }
+
+    /// [`Config::load`], also telling which files were read (to watch them) and their digest.
+    pub fn load_files(path: &std::path::Path) -> Result<Loaded, ConfigError> {
         let source_name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             source_name: source_name.clone(),
             reason: e.to_string(),
         })?;
-        Config::parse(&text, &source_name, &|name| std::env::var(name).ok())
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let sources = Sources {
+            env: &|name| std::env::var(name).ok(),
+            base_dir,
+            read: &|p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+        };
+        let (config, included) = Config::parse_with(&text, &source_name, &sources)?;
+        let mut files = vec![SourceFile {
+            path: path.to_path_buf(),
+            text,
+        }];
+        files.extend(included);
+        let hash = include::digest(
+            files
+                .iter()
+                .map(|f| (f.path.as_path(), Some(f.text.as_bytes()))),
+        );
+        Ok(Loaded {
+            config,
+            files: files.into_iter().map(|f| f.path).collect(),
+            hash,
+        })
     }
 
-    /// Parses and validates config text. `env` resolves `${VAR}`; tests pass a map.
+    /// Parses and validates config text. `env` resolves `${VAR}`; tests pass a map. Reads no
+    /// file: a `[server] keys_file` reads as empty (use [`Config::parse_with`] to supply it).
     pub fn parse(
         text: &str,
         source_name: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let sources = Sources {
+            env,
+            base_dir: std::path::Path::new("."),
+            read: &|_| Ok(String::new()),
+        };
+        Config::parse_with(text, source_name, &sources).map(|(config, _)| config)
+    }
+
+    /// Parses and validates config text, reading the files it includes through `sources`;
+    /// returns the config and the included files as read.
+    pub fn parse_with(
+        text: &str,
+        source_name: &str,
+        sources: &Sources<'_>,
+    ) -> Result<(Config, Vec<SourceFile>), ConfigError> {
         let invalid = |problems: Vec<String>| ConfigError::Invalid {
             source_name: source_name.to_string(),
             problems,
@@ -321,20 +378,28 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| invalid(vec![toml_error(text, &e)]))?;
         let mut errors = Errors::default();
-        env::expand_table(&mut table, "", env, &mut errors);
+        env::expand_table(&mut table, "", sources.env, &mut errors);
         errors.finish(Some(())).map_err(invalid)?;
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let msg = inner.message().trim().to_string();
-                if path == "." || path.is_empty() {
-                    invalid(vec![msg])
-                } else {
-                    invalid(vec![format!("{path}: {msg}")])
-                }
-            })?;
-        validate::validate(raw).map_err(invalid)
+        let mut raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| invalid(vec![serde_problem(e)]))?;
+        let mut included = Vec::new();
+        let mut keys_file = None;
+        if let Some(path) = &raw.server.keys_file {
+            let path = include::resolve(sources.base_dir, path);
+            let (keys, file) =
+                include::read_keys_file(&path, sources).map_err(|e| ConfigError::Invalid {
+                    source_name: e.file,
+                    problems: e.problems,
+                })?;
+            keys_file = Some(path.display().to_string());
+            raw.keys.extend(keys);
+            included.push(file);
+        }
+        let config = validate::validate(raw).map_err(|problems| match &keys_file {
+            Some(file) => blame_keys_file(source_name, file, problems),
+            None => invalid(problems),
+        })?;
+        Ok((config, included))
     }
 
     /// Every distinct scope the configured backends need.
@@ -343,6 +408,37 @@ impl Config {
         scopes.sort();
         scopes.dedup();
         scopes
+    }
+}
+
+/// Problems all in the keys file are reported as that file's (`keys.toml: keys[1].sha256: …`);
+/// with problems in both files, the keys file's keep its name in their key.
+fn blame_keys_file(source_name: &str, file: &str, problems: Vec<String>) -> ConfigError {
+    let prefix = format!("{file}: ");
+    if problems.iter().all(|p| p.starts_with(&prefix)) {
+        ConfigError::Invalid {
+            source_name: file.to_string(),
+            problems: problems
+                .iter()
+                .map(|p| p[prefix.len()..].to_string())
+                .collect(),
+        }
+    } else {
+        ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            problems,
+        }
+    }
+}
+
+/// A typing error as `key.path: message`.
+fn serde_problem(e: serde_path_to_error::Error<toml::de::Error>) -> String {
+    let path = e.path().to_string();
+    let msg = e.into_inner().message().trim().to_string();
+    if path == "." || path.is_empty() {
+        msg
+    } else {
+        format!("{path}: {msg}")
     }
 }
 
@@ -362,7 +458,120 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::err;
+    use super::testing::{DIGEST, err, parse_with_files};
+
+    const MAIN: &str = "[server]\nkeys_file = 'keys/keys.toml'\n[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\ndeployments=['d']\n[[keys]]\nname='main'\nsha256='5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8'\n";
+    const KEYS_PATH: &str = "/etc/ep/keys/keys.toml";
+
+    fn keys_err(keys: &str) -> String {
+        parse_with_files(MAIN, &[(KEYS_PATH, keys)])
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn keys_from_the_keys_file_join_the_main_ones() {
+        let keys = format!(
+            "[[keys]]\nname='team-b'\nsha256='{}'\nmodels=['d']\n",
+            "ab".repeat(32)
+        );
+        let (c, files) = parse_with_files(MAIN, &[(KEYS_PATH, &keys)]).unwrap();
+        let names: Vec<&str> = c.keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["main", "team-b"]);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, std::path::PathBuf::from(KEYS_PATH));
+        assert_eq!(files[0].text, keys);
+    }
+
+    #[test]
+    fn the_keys_file_expands_env_vars() {
+        let main = MAIN.replace(
+            "[[keys]]\nname='main'",
+            "[[keys]]\nname='main'\nlegacy=true",
+        );
+        let main = main.replace(DIGEST, &"cd".repeat(32));
+        let (c, _) = parse_with_files(
+            &main,
+            &[(KEYS_PATH, "[[keys]]\nname='b'\nsha256='${KEY_DIGEST}'\n")],
+        )
+        .unwrap();
+        assert_eq!(c.keys[1].digest.to_hex(), DIGEST);
+        assert_eq!(
+            keys_err("[[keys]]\nname='b'\nsha256='${NOPE}'\n"),
+            "/etc/ep/keys/keys.toml: keys[0].sha256: environment variable NOPE is not set (referenced as ${NOPE})"
+        );
+    }
+
+    #[test]
+    fn errors_in_the_keys_file_name_the_file_and_the_key() {
+        let ok = format!("[[keys]]\nname='b'\nsha256='{}'\n", "ab".repeat(32));
+        assert_eq!(
+            keys_err(&format!("{ok}[[keys]]\nname='c'\nsha256='12'\n")),
+            "/etc/ep/keys/keys.toml: keys[1].sha256: must be 64 hex characters (a SHA-256 digest), got 2 characters; create one with `entra-proxy keys new --name NAME`"
+        );
+        assert_eq!(
+            keys_err(&format!(
+                "{ok}[[keys]]\nname='c'\nsha256='{}'\nmodel=['d']\n",
+                "ef".repeat(32)
+            )),
+            "/etc/ep/keys/keys.toml: keys[1].model: unknown field `model`, expected one of `name`, `sha256`, `legacy`, `models`, `expires`, `requests_per_minute`"
+        );
+        assert!(
+            keys_err("[server]\nlisten='x'\n").starts_with(
+                "/etc/ep/keys/keys.toml: server: unknown field `server`, expected `keys`"
+            ),
+            "{}",
+            keys_err("[server]\nlisten='x'\n")
+        );
+        assert!(keys_err("[[keys]\n").starts_with("/etc/ep/keys/keys.toml: line 1"));
+        let e = parse_with_files(MAIN, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/ep/keys/keys.toml: cannot read: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_key_name_defined_twice_names_both_places() {
+        let e = keys_err(&format!(
+            "[[keys]]\nname='main'\nsha256='{}'\n",
+            "ab".repeat(32)
+        ));
+        assert_eq!(
+            e,
+            "/etc/ep/keys/keys.toml: keys[0].name: duplicate key name \"main\" (also defined at keys[0] of the main config)"
+        );
+        let e = keys_err(&format!(
+            "[[keys]]\nname='b'\nsha256='{}'\n[[keys]]\nname='b'\nsha256='{}'\n",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        ));
+        assert_eq!(
+            e,
+            "/etc/ep/keys/keys.toml: keys[1].name: duplicate key name \"b\" (also defined at /etc/ep/keys/keys.toml: keys[0])"
+        );
+        let e = err(&format!(
+            "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\n[[keys]]\nname='k'\nsha256='{DIGEST}'\n[[keys]]\nname='k'\nsha256='{}'",
+            "ab".repeat(32)
+        ));
+        assert_eq!(
+            e,
+            "test.toml: keys[1].name: duplicate key name \"k\" (also defined at keys[0] of the main config)"
+        );
+    }
+
+    #[test]
+    fn problems_in_both_files_are_listed_under_the_main_one() {
+        let main = MAIN.replace("name='a'", "name='a'\napi_version='latest'");
+        let e = parse_with_files(&main, &[(KEYS_PATH, "[[keys]]\nname='b'\nsha256='1'\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/ep/config.toml: 2 problems:"), "{e}");
+        assert!(
+            e.contains("\n  /etc/ep/keys/keys.toml: keys[0].sha256: must be 64 hex"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn unknown_keys_are_rejected_with_their_path() {

@@ -66,6 +66,8 @@ pub(super) struct RawServer {
     pub(super) debug: bool,
     pub(super) admin_key_sha256: Option<String>,
     pub(super) workers: Option<usize>,
+    /// A file of more `[[keys]]` blocks, read and watched beside this one.
+    pub(super) keys_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,6 +157,17 @@ pub(super) struct RawKey {
     pub(super) models: Vec<String>,
     pub(super) expires: Option<String>,
     pub(super) requests_per_minute: Option<u32>,
+    /// The keys file this key was read from; `None` for the main config file.
+    #[serde(skip)]
+    pub(super) file: Option<String>,
+}
+
+/// A keys file (`[server] keys_file`): `[[keys]]` blocks and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeysFile {
+    #[serde(default)]
+    pub(super) keys: Vec<RawKey>,
 }
 
 impl RawIdentityKind {

@@ -18,3 +18,25 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
 pub(super) fn err(text: &str) -> String {
     parse(text).unwrap_err().to_string()
 }
+
+/// Parses `text` from `/etc/ep/config.toml` whose included files read from `files` (resolved
+/// path → text); `KEY_DIGEST` is the only environment variable.
+pub(super) fn parse_with_files(
+    text: &str,
+    files: &[(&str, &str)],
+) -> Result<(Config, Vec<super::SourceFile>), ConfigError> {
+    let read = |p: &std::path::Path| {
+        files
+            .iter()
+            .find(|(path, _)| std::path::Path::new(path) == p)
+            .map(|(_, t)| t.to_string())
+            .ok_or_else(|| "No such file or directory (os error 2)".to_string())
+    };
+    let env = |name: &str| (name == "KEY_DIGEST").then(|| DIGEST.to_string());
+    let sources = super::Sources {
+        env: &env,
+        base_dir: std::path::Path::new("/etc/ep"),
+        read: &read,
+    };
+    Config::parse_with(text, "/etc/ep/config.toml", &sources)
+}

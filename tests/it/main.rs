@@ -12,6 +12,7 @@ mod diagnose_samples;
 mod diagnosis;
 mod faults;
 mod readme_config;
+mod reload;
 mod soak;
 mod surfaces;
 mod walking_skeleton;

@@ -6,7 +6,7 @@ use super::models::Models;
 use crate::config::errors::Errors;
 use crate::config::raw::RawKey;
 use crate::config::{KeyDigest, KeyEntry};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub(super) fn validate_keys(
     raw: Vec<RawKey>,
@@ -15,18 +15,34 @@ pub(super) fn validate_keys(
     errors: &mut Errors,
 ) -> Option<Vec<KeyEntry>> {
     let mut keys = Vec::with_capacity(raw.len());
-    let mut names = HashSet::new();
+    // Where each name was first defined, to name both places of a duplicate.
+    let mut names: HashMap<String, String> = HashMap::new();
     let mut digests = HashSet::new();
     let before = errors.len();
-    for (i, k) in raw.into_iter().enumerate() {
-        let at = format!("keys[{i}]");
+    let (mut in_main, mut in_file) = (0, 0);
+    for k in raw {
+        // Keys from a keys file are numbered within that file and named with it.
+        let (at, place) = match &k.file {
+            None => {
+                in_main += 1;
+                let at = format!("keys[{}]", in_main - 1);
+                (at.clone(), format!("{at} of the main config"))
+            }
+            Some(file) => {
+                in_file += 1;
+                let at = format!("{file}: keys[{}]", in_file - 1);
+                (at.clone(), at)
+            }
+        };
         if k.name.trim().is_empty() {
             errors.add(format!("{at}.name"), "is empty");
-        } else if !names.insert(k.name.clone()) {
+        } else if let Some(first) = names.get(&k.name) {
             errors.add(
                 format!("{at}.name"),
-                format!("duplicate key name {:?}", k.name),
+                format!("duplicate key name {:?} (also defined at {first})", k.name),
             );
+        } else {
+            names.insert(k.name.clone(), place);
         }
         let digest = errors.check(format!("{at}.sha256"), KeyDigest::parse(&k.sha256));
         if let Some(d) = digest

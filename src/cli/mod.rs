@@ -1,4 +1,7 @@
-//! Subcommands: `serve`, `demo` (feature `demo`), `keys`, `config check`, `explain`, `doctor`.
+//! Subcommands: `serve`, `demo` (feature `demo`), `keys` (editing a keys file: [`keys_file`]),
+//! `config check`, `explain`, `doctor`.
+
+mod keys_file;
 
 use crate::config::{Config, KeyDigest, NoteLevel, render_normalized};
 use crate::identity::IdentityEnv;
@@ -105,10 +108,21 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Print a fresh random key and the config entry (keys table) to paste.
+    /// Print a fresh random key and the config entry (keys table) to paste; with
+    /// `--keys-file`, append the entry to that file instead (a running proxy picks it up).
     New {
         #[arg(long)]
         name: String,
+        /// A keys file (`[server] keys_file`) to add the key to, atomically.
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+    },
+    /// Remove a key from a keys file, atomically (a running proxy refuses it from then on).
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        keys_file: PathBuf,
     },
     /// Read a key (e.g. an old Azure resource key) on stdin and print its config entry.
     Hash {
@@ -240,19 +254,30 @@ fn log_notes(config: &Config) {
 }
 
 async fn serve(args: ConfigArg) -> ExitCode {
-    let config = match load(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
+    let loaded = match Config::load_files(&args.config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("entra-proxy: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
+    let config = loaded.config;
     log_notes(&config);
     let listen = config.server.listen;
-    let state = match AppState::build(config, &IdentityEnv::from_process()) {
+    let origin = crate::state::Origin {
+        hash: loaded.hash,
+        loaded_at: std::time::SystemTime::now(),
+    };
+    let state = match AppState::build_from(config, &IdentityEnv::from_process(), origin) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("entra-proxy: {}: {e}", args.config.display());
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // From here on SIGHUP reloads instead of ending the process.
+    let watcher = crate::reload::spawn(state.clone(), args.config.clone(), loaded.files);
+    let _stop_watcher = AbortOnDrop(watcher);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -277,6 +302,15 @@ async fn serve(args: ConfigArg) -> ExitCode {
             eprintln!("entra-proxy: server error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -365,7 +399,15 @@ async fn doctor(args: DoctorArgs) -> ExitCode {
 
 fn keys(cmd: KeysCommand) -> ExitCode {
     let (name, key, legacy) = match cmd {
-        KeysCommand::New { name } => match crate::inbound::generate_key() {
+        KeysCommand::New {
+            name,
+            keys_file: Some(file),
+        } => return keys_add(&name, &file),
+        KeysCommand::Revoke { name, keys_file } => return keys_revoke(&name, &keys_file),
+        KeysCommand::New {
+            name,
+            keys_file: None,
+        } => match crate::inbound::generate_key() {
             Ok(k) => (name, k, false),
             Err(_) => {
                 eprintln!("entra-proxy: the system random number generator failed");
@@ -397,6 +439,58 @@ fn keys(cmd: KeysCommand) -> ExitCode {
         println!("[[keys]]\nname = {quoted}\nsha256 = \"{digest}\"");
     }
     ExitCode::SUCCESS
+}
+
+/// `keys new --keys-file`: a fresh key, its block appended to the file; the key printed once.
+fn keys_add(name: &str, file: &std::path::Path) -> ExitCode {
+    let Ok(key) = crate::inbound::generate_key() else {
+        eprintln!("entra-proxy: the system random number generator failed");
+        return ExitCode::from(EXIT_RUNTIME);
+    };
+    let block = format!(
+        "[[keys]]\nname = {}\nsha256 = \"{}\"",
+        toml_string(name),
+        KeyDigest::of(&key).to_hex()
+    );
+    let shown = file.display().to_string();
+    let edited = keys_file::read(file)
+        .and_then(|text| keys_file::with_key_added(&shown, &text, &block, name))
+        .and_then(|out| keys_file::write_atomically(file, &out));
+    if let Err(e) = edited {
+        return keys_file_failed(&e);
+    }
+    eprintln!("entra-proxy: added key {name:?} to {shown}");
+    println!("# the key (give it to the client; it is not stored anywhere):\n{key}");
+    ExitCode::SUCCESS
+}
+
+/// `keys revoke`: the key's block removed from the file.
+fn keys_revoke(name: &str, file: &std::path::Path) -> ExitCode {
+    let shown = file.display().to_string();
+    let edited = std::fs::read_to_string(file)
+        .map_err(|e| keys_file::KeysFileError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })
+        .and_then(|text| keys_file::with_key_removed(&shown, &text, name))
+        .and_then(|out| keys_file::write_atomically(file, &out));
+    if let Err(e) = edited {
+        return keys_file_failed(&e);
+    }
+    eprintln!("entra-proxy: revoked key {name:?} in {shown}");
+    ExitCode::SUCCESS
+}
+
+fn keys_file_failed(e: &keys_file::KeysFileError) -> ExitCode {
+    use keys_file::KeysFileError as E;
+    eprintln!("entra-proxy: {e}");
+    let code = match e {
+        E::Read { .. } | E::Malformed { .. } | E::Duplicate { .. } | E::NotFound { .. } => {
+            EXIT_USAGE
+        }
+        E::Write { .. } => EXIT_RUNTIME,
+    };
+    ExitCode::from(code)
 }
 
 fn toml_string(s: &str) -> String {
