@@ -11,6 +11,7 @@ mod diagnose_samples;
 mod diagnosis;
 mod emulator_smoke;
 mod faults;
+mod infra;
 mod readme_config;
 mod soak;
 mod surfaces;
