@@ -13,6 +13,7 @@
 // - its private endpoint (group `account`), the privatelink DNS zones linked to the VNet, and
 //   the endpoint's DNS zone group, so the account's name resolves to a private address;
 // - a user-assigned identity with the data-plane role on the account (at the account's scope);
+//   and AcrPull on the registry that holds the image (registryName, same resource group);
 // - a Log Analytics workspace, an internal Container Apps environment on the VNet, and the
 //   proxy as a container app that uses that identity, with config.toml (next to this file)
 //   and the keys file mounted from Container Apps secrets.
@@ -60,8 +61,8 @@ param deploymentCapacity int = 10
 @description('The proxy image, pinned by tag or digest, e.g. myregistry.azurecr.io/entra-proxy:0.1.0.')
 param image string
 
-@description('Registry server of the image when it needs credentials (e.g. myregistry.azurecr.io); empty for a public image. The proxy\'s identity pulls it: give it AcrPull on that registry.')
-param registryServer string = ''
+@description('Name of the Azure Container Registry in this resource group that holds the image; the proxy\'s identity gets AcrPull on it and pulls with it. Empty for an image that needs no credentials.')
+param registryName string = ''
 
 @description('Contents of the keys file: [[keys]] blocks (name and SHA-256 digest), as printed by `entra-proxy keys new --name NAME`.')
 @secure()
@@ -309,9 +310,26 @@ resource dataPlaneRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 
 // ---------------------------------------------------------------- Container Apps
 
+var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = if (!empty(registryName)) {
+  name: empty(registryName) ? 'unused' : registryName
+}
+
+resource registryPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(registryName)) {
+  name: guid(resourceGroup().id, registryName, proxyIdentity.id, acrPullRoleId)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPullRoleId)
+    principalId: proxyIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'AcrPull: Container Apps pulls the entra-proxy image with this identity'
+  }
+}
+
 var registries = [
   {
-    server: registryServer
+    server: '${registryName}.azurecr.io'
     identity: proxyIdentity.id
   }
 ]
@@ -385,7 +403,7 @@ resource proxy 'Microsoft.App/containerApps@2024-03-01' = {
         transport: 'auto'
         allowInsecure: false
       }
-      registries: empty(registryServer) ? [] : registries
+      registries: empty(registryName) ? [] : registries
       secrets: [
         {
           name: 'config-toml'
@@ -481,6 +499,7 @@ resource proxy 'Microsoft.App/containerApps@2024-03-01' = {
   // Start once the role and the private DNS are in place, so the first /readyz can succeed.
   dependsOn: [
     dataPlaneRole
+    registryPull
     privateDnsZoneLinks
     privateDnsZoneGroup
   ]

@@ -15,9 +15,10 @@ param modelVersion = '2024-11-20'
 param deploymentSku = 'GlobalStandard'
 param deploymentCapacity = 10
 
-// The image built from infra/Dockerfile, pushed to your registry.
+// The image built from infra/Dockerfile (az acr build -r myregistry -t entra-proxy:0.1.0
+// -f infra/Dockerfile .), in a registry in the same resource group.
 param image = 'myregistry.azurecr.io/entra-proxy:0.1.0'
-param registryServer = 'myregistry.azurecr.io'
+param registryName = 'myregistry'
 
 // [[keys]] blocks (names and SHA-256 digests of the keys clients send), from the environment
 // so that they stay out of this file: entra-proxy keys new --name team-a
