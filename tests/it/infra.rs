@@ -8,6 +8,7 @@ use entra_proxy::config::KeyDigest;
 use entra_proxy::diagnose::{Context, DiagnosisCode, classify};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where both configs expect the keys file (mounted from a Secret, Key Vault or a Container
 /// Apps secret); the test points it at a temp file.
@@ -41,10 +42,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "entra-proxy-infra-{tag}-{}-{}",
             std::process::id(),
-            free_port()
+            N.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
