@@ -11,6 +11,7 @@ mod cli_explain_doctor;
 mod diagnose_samples;
 mod diagnosis;
 mod faults;
+mod infra;
 mod readme_config;
 mod reload;
 mod soak;
