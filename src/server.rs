@@ -174,11 +174,14 @@ pub async fn serve(
     let _stop_keeper = AbortOnDrop(keeper);
     let listener = listener.into_std()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Every worker counts its WebSockets here, so `server.max_websockets` is per proxy.
+    let websockets = crate::upstream::WebSockets::new();
     let mut finished = tokio::task::JoinSet::new();
     for index in 0..server_config.server.workers.get() {
         let socket = listener.try_clone()?;
         let client = crate::upstream::Client::new(server_config.upstream.connect_timeout)
-            .map_err(std::io::Error::other)?;
+            .map_err(std::io::Error::other)?
+            .with_websockets(websockets.clone());
         let worker = Worker {
             state: state.clone(),
             client,
@@ -316,12 +319,16 @@ async fn work(
         });
     }
     drop(listener);
+    let deadline = tokio::time::Instant::now() + grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain time over; closing remaining connections");
     }
+    // Upgraded connections are no longer hyper's: WebSockets still open at the end of the
+    // drain period are closed with 1001.
+    worker.client.websockets().drain(deadline).await;
     Ok(())
 }
 

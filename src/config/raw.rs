@@ -66,6 +66,8 @@ pub(super) struct RawServer {
     pub(super) debug: bool,
     pub(super) admin_key_sha256: Option<String>,
     pub(super) workers: Option<usize>,
+    pub(super) max_websockets: Option<usize>,
+    pub(super) websocket_idle_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

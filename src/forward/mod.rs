@@ -8,6 +8,7 @@ mod answer;
 mod attempts;
 mod body;
 mod headers;
+mod websocket;
 
 pub use headers::upstream_headers;
 
@@ -45,6 +46,8 @@ struct Exchange<'a> {
     caller: &'a Caller,
     request_id: &'a str,
     path: &'a str,
+    /// The client's query as sent: logged only through [`crate::inbound::query::Masked`].
+    query: Option<&'a str>,
     started: Instant,
     /// No attempt starts after this (`upstream.request_timeout_secs`).
     deadline: Instant,
@@ -65,9 +68,13 @@ type AttemptOutcome<'r> = Outcome<Attempted<'r>, ProxyError>;
 pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // A reference count, not a copy: the path and (masked) query for the log line.
+    let uri = request.uri().clone();
     let request_id = headers::request_id(request.headers());
-    let caller = state.auth.authenticate(request.headers()).await;
+    let caller = state
+        .auth
+        .authenticate_request(request.headers(), request.uri().query())
+        .await;
     // The caller's label is only needed (as a string) when the request fails.
     let (result, caller_label) = match caller {
         Ok(caller) => {
@@ -79,7 +86,7 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
     };
     let mut response = match result {
         Ok(r) => r,
-        Err(e) => answer::fail_to_proxy(e, &request_id, &method, &path, caller_label.as_deref()),
+        Err(e) => answer::fail_to_proxy(e, &request_id, &method, &uri, caller_label.as_deref()),
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
@@ -98,6 +105,9 @@ async fn proxy(
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
     let upstream_cfg = &state.config.upstream;
+    if websocket::is_upgrade(&request) {
+        return websocket::open(state, client, request, caller, request_id).await;
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let plan = routing::plan(path)?;
@@ -116,6 +126,7 @@ async fn proxy(
         caller,
         request_id,
         path,
+        query: parts.uri.query(),
         started,
         deadline: started + upstream_cfg.request_timeout,
     };
@@ -134,7 +145,9 @@ fn upstream_peers(
         .headers
         .get(BACKEND_HEADER)
         .and_then(|v| v.to_str().ok());
-    let routes = routing::resolve(&state.routes, plan, path, parts.uri.query(), chosen, body)?;
+    // A key in the query string never travels on.
+    let query = crate::inbound::query::without_credentials(parts.uri.query());
+    let routes = routing::resolve(&state.routes, plan, path, query.as_deref(), chosen, body)?;
     if routes.is_empty() {
         return Err(ProxyError::NoRoute {
             path: path.to_string(),
