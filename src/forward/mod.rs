@@ -8,6 +8,7 @@ mod answer;
 mod attempts;
 mod body;
 mod headers;
+mod multipart;
 mod websocket;
 
 pub use headers::upstream_headers;
@@ -116,9 +117,19 @@ async fn proxy(
     }
     let replay_limit = (upstream_cfg.max_attempts > 1).then_some(upstream_cfg.retry_buffer_bytes);
     let limit = state.config.server.max_body_bytes;
-    let inbound =
-        Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
-    let routes = upstream_peers(state, &parts, &plan, inbound.bytes())?;
+    let form = plan
+        .needs_form_model()
+        .then(|| multipart::boundary(&parts.headers))
+        .flatten();
+    let (inbound, routes) = match form {
+        Some(boundary) => form_upload(state, &parts, &plan, body, &boundary).await?,
+        None => {
+            let inbound =
+                Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
+            let routes = upstream_peers(state, &parts, &plan, inbound.bytes().into())?;
+            (inbound, routes)
+        }
+    };
     request_filter(caller, &routes[0], path)?;
     let exchange = Exchange {
         state,
@@ -133,12 +144,52 @@ async fn proxy(
     exchange.run(&routes, &parts, inbound).await
 }
 
+/// A multipart upload whose `model` names the deployment: read up to that field, routed by it,
+/// the rest streamed (see [`multipart`]).
+async fn form_upload(
+    state: &Snapshot,
+    parts: &request::Parts,
+    plan: &Plan,
+    body: axum::body::Body,
+    boundary: &str,
+) -> Result<(Inbound, Vec<Route>), ProxyError> {
+    let limit = state.config.server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let peeked = multipart::peek(body, boundary).await?;
+    let model = peeked.model.as_ref().map(|(m, _)| m.as_str());
+    let routes = upstream_peers(state, parts, plan, routing::Payload::Form(model))?;
+    let first = &routes[0];
+    let v1 = state.routes.backends()[first.backend].config.api == crate::config::ApiShape::V1;
+    let mut prefix = peeked.prefix.clone();
+    if let (true, Some((m, range)), Some(d)) = (v1, &peeked.model, &first.deployment)
+        && m != d
+    {
+        prefix = multipart::rewrite(&peeked.prefix, range, d);
+    }
+    let length = declared.map(|len| {
+        let len = len + prefix.len() as u64 - peeked.prefix.len() as u64;
+        HeaderValue::from(len)
+    });
+    let inbound = Inbound::Streamed {
+        body: Some(multipart::rejoin(prefix, peeked.rest)),
+        length,
+    };
+    Ok((inbound, routes))
+}
+
 /// The routes to try, in order; never empty.
 fn upstream_peers(
     state: &Snapshot,
     parts: &request::Parts,
     plan: &Plan,
-    body: Option<&bytes::Bytes>,
+    body: routing::Payload<'_>,
 ) -> Result<Vec<Route>, ProxyError> {
     let path = parts.uri.path();
     let chosen = parts
@@ -147,7 +198,8 @@ fn upstream_peers(
         .and_then(|v| v.to_str().ok());
     // A key in the query string never travels on.
     let query = crate::inbound::query::without_credentials(parts.uri.query());
-    let routes = routing::resolve(&state.routes, plan, path, query.as_deref(), chosen, body)?;
+    let routes =
+        routing::resolve_payload(&state.routes, plan, path, query.as_deref(), chosen, body)?;
     if routes.is_empty() {
         return Err(ProxyError::NoRoute {
             path: path.to_string(),
