@@ -4,6 +4,10 @@
 //! close codes with their reasons — until either side closes, the socket idles past
 //! `server.websocket_idle_timeout_secs`, or the proxy shuts down (1001).
 //!
+//! Pings are answered where they arrive (by the protocol layer) and passed on, so each side
+//! still learns the other is alive; the pong to a passed-on ping is not relayed again, so a
+//! ping gets exactly one pong.
+//!
 //! Azure refusing the handshake reaches the client as the HTTP answer it is, with the proxy's
 //! diagnosis. Messages are relayed whole as tungstenite reassembles them (fragments are joined);
 //! nothing else is held.
@@ -343,6 +347,8 @@ impl Relay {
         let end = loop {
             tokio::select! {
                 m = client.next() => match m {
+                    // This side's protocol layer already answered the ping the pong is for.
+                    Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(m)) => {
                         up += 1;
                         let closing = m.is_close();
@@ -356,6 +362,7 @@ impl Relay {
                     Some(Err(_)) | None => break End::ClientGone,
                 },
                 m = azure.next() => match m {
+                    Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(m)) => {
                         down += 1;
                         let closing = m.is_close();

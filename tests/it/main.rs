@@ -11,6 +11,8 @@ mod diagnose_samples;
 mod diagnosis;
 mod faults;
 mod readme_config;
+mod realtime;
 mod soak;
 mod surfaces;
+mod v1_surfaces;
 mod walking_skeleton;
