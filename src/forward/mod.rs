@@ -126,7 +126,12 @@ async fn proxy(
         None => {
             let inbound =
                 Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
-            let routes = upstream_peers(state, &parts, &plan, inbound.bytes().into())?;
+            // A body kept only for replay (an upload) is not routing's to read.
+            let payload = match plan.needs_body() {
+                true => inbound.bytes().into(),
+                false => routing::Payload::Absent,
+            };
+            let routes = upstream_peers(state, &parts, &plan, payload)?;
             (inbound, routes)
         }
     };

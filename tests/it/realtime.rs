@@ -71,7 +71,6 @@ async fn connect(
     )
     .await
     .expect("the handshake answers")
-    .map(|(s, r)| (s, r))
 }
 
 async fn next(socket: &mut Socket) -> Message {
@@ -393,4 +392,38 @@ async fn keys_in_query_strings_and_subprotocols_never_reach_the_log() {
     assert!(stderr.contains("subscription-key=***"), "{stderr}");
     assert!(stderr.contains("websocket opened"), "{stderr}");
     assert!(stderr.contains("websocket closed"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_open_sockets_with_1001_after_the_drain_period() {
+    let emu = emulator().await;
+    let config = with_server(&emu, "shutdown_grace_secs = 1");
+    let (child, _cfg) = spawn_binary(&config, &[]).await;
+    let (mut ws, _) = connect(child.addr, SHAPES[2].0, SHAPES[2].1, Cred::Bearer)
+        .await
+        .unwrap();
+    next(&mut ws).await;
+    let pid = child.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    // Still relaying during the drain period.
+    ws.send(Message::text("still here")).await.unwrap();
+    let echoed = ws.next().await;
+    let closed = ws.next().await;
+    let (code, stderr) = stop_and_collect(child).await;
+    let echoed = echoed
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e} (exit {code:?}): {stderr}"));
+    assert_eq!(echoed, Message::text("still here"));
+    match closed.unwrap().unwrap_or_else(|e| panic!("{e}: {stderr}")) {
+        Message::Close(Some(f)) => {
+            assert_eq!(f.code, CloseCode::Away);
+            assert_eq!(f.reason.as_str(), "the proxy is shutting down");
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("end=Shutdown"), "{stderr}");
 }

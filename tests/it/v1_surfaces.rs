@@ -132,28 +132,32 @@ async fn the_responses_api_reaches_the_deployment_api_plain_and_streamed() {
 #[tokio::test]
 async fn file_uploads_stream_through_with_their_boundary() {
     let h = start().await;
-    let file_len = 5 * 1024 * 1024 + 3;
-    let body = form(&[("purpose", "batch")], "batch.jsonl", file_len);
-    let total = body.len();
-    let r = client()
-        .post(h.url("/v1/files"))
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("content-type", multipart())
-        .body(chunked(body))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let got: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(got["bytes"], file_len);
-    assert_eq!(got["purpose"], "batch");
-    assert_eq!(got["filename"], "batch.jsonl");
-    assert_eq!(got["emulator"]["boundary"], BOUNDARY);
-    assert_eq!(got["emulator"]["content_length"], total);
-    let seen = &h.emulator.requests()[0];
-    assert_eq!(seen.path_and_query, "/openai/files?api-version=2024-10-21");
-    assert_eq!(seen.bearer_audience.as_deref(), Some(COGNITIVE_AUD));
-    assert!(!seen.headers.iter().any(|(_, v)| v.contains(KEY)));
+    // Chunked and over the replay buffer, then with a length and small enough to keep.
+    for (file_len, stream) in [(5 * 1024 * 1024 + 3, true), (3 * 1024 * 1024, false)] {
+        h.emulator.clear_requests();
+        let body = form(&[("purpose", "batch")], "batch.jsonl", file_len);
+        let total = body.len();
+        let body = if stream { chunked(body) } else { body.into() };
+        let r = client()
+            .post(h.url("/v1/files"))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", multipart())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{file_len}");
+        let got: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(got["bytes"], file_len);
+        assert_eq!(got["purpose"], "batch");
+        assert_eq!(got["filename"], "batch.jsonl");
+        assert_eq!(got["emulator"]["boundary"], BOUNDARY);
+        assert_eq!(got["emulator"]["content_length"], total);
+        let seen = &h.emulator.requests()[0];
+        assert_eq!(seen.path_and_query, "/openai/files?api-version=2024-10-21");
+        assert_eq!(seen.bearer_audience.as_deref(), Some(COGNITIVE_AUD));
+        assert!(!seen.headers.iter().any(|(_, v)| v.contains(KEY)));
+    }
     h.stop().await;
 }
 
