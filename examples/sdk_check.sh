@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
-# Runs the Python OpenAI SDK example (both AzureOpenAI and OpenAI(base_url=…/v1), plain and
-# streamed) against `entra-proxy demo` on loopback. Usage: examples/sdk_check.sh PYTHON BINARY
+# Runs the Python OpenAI SDK examples (both AzureOpenAI and OpenAI(base_url=…/v1), plain and
+# streamed; then responses, files, audio and realtime) against `entra-proxy demo` on loopback. Usage: examples/sdk_check.sh PYTHON BINARY
 set -eu
 PY=${1:?python with the openai package}
 BIN=${2:?entra-proxy binary}
@@ -16,3 +16,4 @@ done
 KEY=$(grep -o '"api-key: ep-[A-Za-z0-9_-]*' "$OUT" | head -1 | sed 's/"api-key: //')
 [ -n "$KEY" ] || { echo "sdk_check: the demo printed no key" >&2; exit 1; }
 PROXY="http://127.0.0.1:$PORT" KEY="$KEY" timeout 60 "$PY" "$(dirname "$0")/openai_sdk.py"
+PROXY="http://127.0.0.1:$PORT" KEY="$KEY" timeout 60 "$PY" "$(dirname "$0")/sdk_surfaces.py"

@@ -75,6 +75,17 @@ pub enum ProxyError {
         max_concurrent: usize,
         waited_ms: u64,
     },
+    #[error(
+        "the proxy has {max} WebSockets open, its limit (server.max_websockets); retry later or raise the limit"
+    )]
+    TooManyWebSockets { max: usize },
+    #[error("not a valid WebSocket handshake: {reason}")]
+    WebSocketHandshake { reason: &'static str },
+    #[error("the query has no {param:?} parameter; name the model with ?{param}=…, one of: {}", list(.known))]
+    MissingQueryModel {
+        param: &'static str,
+        known: Vec<String>,
+    },
     #[error("backend {backend} is unreachable: {reason}")]
     UpstreamUnreachable { backend: String, reason: String },
     #[error("backend {backend} did not answer within {limit_secs}s ({limit})")]
@@ -154,13 +165,17 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             ProxyError::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::BackendBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BackendBusy { .. } | ProxyError::TooManyWebSockets { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UnknownModel { .. }
             | ProxyError::NoRoute { .. }
             | ProxyError::AmbiguousDeployment { .. } => StatusCode::NOT_FOUND,
             ProxyError::MissingModel { .. }
             | ProxyError::BodyNotJson { .. }
-            | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            | ProxyError::BodyRead(_)
+            | ProxyError::WebSocketHandshake { .. }
+            | ProxyError::MissingQueryModel { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -188,6 +203,9 @@ impl ProxyError {
             ProxyError::CoolingDown { .. } => "backends_cooling_down",
             ProxyError::BackendBusy { .. } => "backend_busy",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::TooManyWebSockets { .. } => "too_many_websockets",
+            ProxyError::WebSocketHandshake { .. } => "invalid_websocket_handshake",
+            ProxyError::MissingQueryModel { .. } => "missing_model",
         }
     }
 
@@ -215,7 +233,7 @@ impl IntoResponse for ProxyError {
             | ProxyError::CoolingDown {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            ProxyError::BackendBusy { .. } => Some(1),
+            ProxyError::BackendBusy { .. } | ProxyError::TooManyWebSockets { .. } => Some(1),
             _ => None,
         };
         let body = serde_json::json!({

@@ -30,10 +30,86 @@ pub enum Plan {
     Other { segments: Vec<String> },
 }
 
+/// What an OpenAI-style `/v1/{rest…}` operation is on Azure's deployment API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V1Op {
+    /// Lives under `/openai/deployments/{d}/…`: the model names the deployment (required).
+    Deployment,
+    /// Lives under `/openai/{rest…}` (responses, files, batches, …): a `model`, where the
+    /// operation has one, is mapped to its deployment in the body.
+    Resource,
+    /// Not on the deployment API.
+    Unsupported,
+}
+
+/// `/v1/{root}/…` operations that live under `/openai/{root}/…` on Azure's deployment API.
+const RESOURCE_ROOTS: &[&str] = &[
+    "responses",
+    "files",
+    "uploads",
+    "batches",
+    "fine_tuning",
+    "vector_stores",
+    "assistants",
+    "threads",
+];
+
+/// Resource operations whose bodies are uploads (multipart or raw bytes), never read whole.
+const UPLOAD_ROOTS: &[&str] = &["files", "uploads"];
+
+/// Resource operations whose `model`, when the proxy cannot map it, is an error (as on the
+/// deployment operations) rather than something to pass through (fine-tuning base models).
+const MAPPED_ROOTS: &[&str] = &["responses"];
+
+fn v1_op(rest: &[&str]) -> V1Op {
+    if DEPLOYMENT_OPERATIONS.contains(&rest) {
+        V1Op::Deployment
+    } else if rest.first().is_some_and(|r| RESOURCE_ROOTS.contains(r)) {
+        V1Op::Resource
+    } else {
+        V1Op::Unsupported
+    }
+}
+
 impl Plan {
-    /// Whether [`resolve`] needs the JSON body (to read `model`).
+    /// Whether [`resolve`] needs the JSON body (to read `model`). Uploads stream through.
     pub fn needs_body(&self) -> bool {
-        matches!(self, Plan::OpenAi { .. } | Plan::AzureV1 { .. })
+        match self {
+            Plan::AzureV1 { .. } => true,
+            Plan::OpenAi { rest } => !rest
+                .first()
+                .is_some_and(|r| UPLOAD_ROOTS.contains(&r.as_str())),
+            _ => false,
+        }
+    }
+
+    /// Whether a multipart body's `model` field names the deployment (audio transcriptions and
+    /// translations): the form's head is read up to that field, the rest streams.
+    pub fn needs_form_model(&self) -> bool {
+        match self {
+            Plan::OpenAi { rest } => {
+                let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+                v1_op(&rest) == V1Op::Deployment
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What routing may read of the request body.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// Not read (streamed) or empty.
+    Absent,
+    /// Read whole; JSON when it has a `model`.
+    Json(&'a Bytes),
+    /// A multipart form, with its `model` field's value when it has one.
+    Form(Option<&'a str>),
+}
+
+impl<'a> From<Option<&'a Bytes>> for Payload<'a> {
+    fn from(body: Option<&'a Bytes>) -> Payload<'a> {
+        body.map_or(Payload::Absent, Payload::Json)
     }
 }
 
@@ -301,7 +377,10 @@ const DEPLOYMENT_OPERATIONS: &[&[&str]] = &[
     &["completions"],
     &["embeddings"],
     &["images", "generations"],
+    &["images", "edits"],
     &["audio", "speech"],
+    &["audio", "transcriptions"],
+    &["audio", "translations"],
 ];
 
 /// Resolves a request to the routes to try, in order (never empty). `body` is given only when
@@ -314,6 +393,22 @@ pub fn resolve(
     chosen_backend: Option<&str>,
     body: Option<&Bytes>,
 ) -> Result<Vec<Route>, ProxyError> {
+    resolve_payload(table, plan, path, query, chosen_backend, body.into())
+}
+
+/// [`resolve`], with a multipart form's `model` as well as a JSON one.
+pub fn resolve_payload(
+    table: &RoutingTable,
+    plan: &Plan,
+    path: &str,
+    query: Option<&str>,
+    chosen_backend: Option<&str>,
+    payload: Payload<'_>,
+) -> Result<Vec<Route>, ProxyError> {
+    let body = match payload {
+        Payload::Json(b) => Some(b),
+        Payload::Absent | Payload::Form(_) => None,
+    };
     let single = |backend: BackendId, deployment: &str| {
         vec![Candidate {
             backend,
@@ -385,61 +480,78 @@ pub fn resolve(
                 .collect()
         }
         Plan::OpenAi { rest } => {
-            let model = body_model(path, body)?.ok_or_else(|| ProxyError::MissingModel {
-                known: table.model_names.clone(),
-            })?;
-            let candidates = table
-                .lookup(&model)
-                .ok_or_else(|| ProxyError::UnknownModel {
-                    model: model.clone(),
-                    known: table.model_names.clone(),
-                })?;
             let rest_refs: Vec<&str> = rest.iter().map(String::as_str).collect();
+            let op = v1_op(&rest_refs);
+            let model = match payload {
+                Payload::Form(m) => m.map(str::to_string),
+                _ => body_model(path, body)?,
+            };
+            let must_map = op == V1Op::Deployment
+                || rest_refs.first().is_some_and(|r| MAPPED_ROOTS.contains(r));
+            let candidates = match &model {
+                Some(m) => match table.lookup(m) {
+                    Some(found) => found,
+                    None if must_map => {
+                        return Err(ProxyError::UnknownModel {
+                            model: m.clone(),
+                            known: table.model_names.clone(),
+                        });
+                    }
+                    None => single(table.pick_backend(chosen_backend, path)?, ""),
+                },
+                None if op == V1Op::Deployment => {
+                    return Err(ProxyError::MissingModel {
+                        known: table.model_names.clone(),
+                    });
+                }
+                None => single(table.pick_backend(chosen_backend, path)?, ""),
+            };
             candidates
                 .into_iter()
                 .map(|c| {
                     let b = &table.backends[c.backend].config;
-                    match b.api {
-                        ApiShape::V1 => {
+                    let deployment = (!c.deployment.is_empty()).then(|| c.deployment.clone());
+                    let rewritten = || match (&model, body, &deployment) {
+                        (Some(m), Some(body), Some(d)) if m != d => {
+                            with_model(body, d, path).map(Some)
+                        }
+                        _ => Ok(None),
+                    };
+                    let (segs, api_version, new_body) = match (b.api, op) {
+                        (ApiShape::V1, _) => {
                             let mut segs = vec!["openai", "v1"];
                             segs.extend(rest_refs.iter().copied());
-                            let new_body = match body {
-                                Some(body) if model != c.deployment => {
-                                    Some(with_model(body, &c.deployment, path)?)
-                                }
-                                _ => None,
-                            };
-                            Ok(Route {
-                                backend: c.backend,
-                                uri: upstream_uri(b, &segs, query, false)?,
-                                deployment: Some(c.deployment),
-                                body: new_body,
-                                model: Some(model.clone()),
-                            })
+                            (segs, false, rewritten()?)
                         }
-                        ApiShape::Deployments => {
-                            if !DEPLOYMENT_OPERATIONS.contains(&rest_refs.as_slice()) {
-                                return Err(ProxyError::NoRoute {
-                                    path: path.to_string(),
-                                    hint: format!(
-                                        "backend {} uses Azure's deployment API, which has no /v1/{}; set api = \"v1\" on the backend to forward it to /openai/v1/{}",
-                                        b.name,
-                                        rest.join("/"),
-                                        rest.join("/")
-                                    ),
-                                });
-                            }
+                        (ApiShape::Deployments, V1Op::Deployment) => {
                             let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
                             segs.extend(rest_refs.iter().copied());
-                            Ok(Route {
-                                backend: c.backend,
-                                uri: upstream_uri(b, &segs, query, true)?,
-                                deployment: Some(c.deployment.clone()),
-                                body: None,
-                                model: Some(model.clone()),
-                            })
+                            (segs, true, None)
                         }
-                    }
+                        (ApiShape::Deployments, V1Op::Resource) => {
+                            let mut segs = vec!["openai"];
+                            segs.extend(rest_refs.iter().copied());
+                            (segs, true, rewritten()?)
+                        }
+                        (ApiShape::Deployments, V1Op::Unsupported) => {
+                            return Err(ProxyError::NoRoute {
+                                path: path.to_string(),
+                                hint: format!(
+                                    "backend {} uses Azure's deployment API, which has no /v1/{}; set api = \"v1\" on the backend to forward it to /openai/v1/{}",
+                                    b.name,
+                                    rest.join("/"),
+                                    rest.join("/")
+                                ),
+                            });
+                        }
+                    };
+                    Ok(Route {
+                        backend: c.backend,
+                        uri: upstream_uri(b, &segs, query, api_version)?,
+                        deployment,
+                        body: new_body,
+                        model: model.clone(),
+                    })
                 })
                 .collect()
         }
@@ -460,6 +572,140 @@ pub fn resolve(
             hint: "/v1/models is answered by the proxy itself".into(),
         }),
     }
+}
+
+/// The api-version a realtime WebSocket on Azure's deployment API gets when the client named
+/// none (the backend's default is usually a GA version without realtime).
+pub const REALTIME_API_VERSION: &str = "2025-04-01-preview";
+
+/// Where a WebSocket handshake goes. Realtime in its three shapes — Azure's
+/// `/openai/realtime?deployment=`, the GA `/openai/v1/realtime?model=` and OpenAI's
+/// `/v1/realtime?model=` — maps the model through `[[models]]` (the query parameter is rewritten
+/// to the deployment); any other path passes through like an HTTP request. `query` comes
+/// without credentials.
+pub fn resolve_websocket(
+    table: &RoutingTable,
+    plan: &Plan,
+    path: &str,
+    query: Option<&str>,
+    chosen_backend: Option<&str>,
+) -> Result<Route, ProxyError> {
+    let realtime = |segs: &[String]| segs.len() == 1 && segs[0] == "realtime";
+    let (param, openai_style) = match plan {
+        Plan::OpenAi { rest } if realtime(rest) => ("model", true),
+        Plan::AzureV1 { rest } if realtime(rest) => ("model", false),
+        Plan::Other { segments }
+            if segments.len() == 2 && segments[0] == "openai" && segments[1] == "realtime" =>
+        {
+            ("deployment", false)
+        }
+        _ => {
+            let mut routes = resolve(table, plan, path, query, chosen_backend, None)?;
+            return if routes.is_empty() {
+                Err(ProxyError::NoRoute {
+                    path: path.to_string(),
+                    hint: "no backend serves this request".into(),
+                })
+            } else {
+                Ok(routes.swap_remove(0))
+            };
+        }
+    };
+    let model = query_param(query, param);
+    let found = model.as_deref().and_then(|m| table.lookup(m));
+    let (backend, deployment) = match (found.and_then(|f| f.into_iter().next()), &model) {
+        (Some(c), _) => (c.backend, Some(c.deployment)),
+        (None, Some(m)) if openai_style => {
+            return Err(ProxyError::UnknownModel {
+                model: m.clone(),
+                known: table.model_names.clone(),
+            });
+        }
+        (None, None) if openai_style => {
+            return Err(ProxyError::MissingQueryModel {
+                param,
+                known: table.model_names.clone(),
+            });
+        }
+        // Not configured: pass it through and let Azure (and the diagnosis) speak.
+        (None, m) => (table.pick_backend(chosen_backend, path)?, m.clone()),
+    };
+    let b = &table.backends[backend].config;
+    let v1 = !openai_style && param == "model" || openai_style && b.api == ApiShape::V1;
+    let (segs, query): (&[&str], String) = match (&deployment, v1) {
+        (Some(d), true) => (
+            &["openai", "v1", "realtime"],
+            with_param(query, "model", None, d),
+        ),
+        (Some(d), false) => (
+            &["openai", "realtime"],
+            with_param(query, "deployment", openai_style.then_some("model"), d),
+        ),
+        (None, true) => (
+            &["openai", "v1", "realtime"],
+            query.unwrap_or_default().to_string(),
+        ),
+        (None, false) => (
+            &["openai", "realtime"],
+            query.unwrap_or_default().to_string(),
+        ),
+    };
+    let has_version = query_param(Some(&query), "api-version").is_some();
+    let query = if !v1 && !has_version {
+        let sep = if query.is_empty() { "" } else { "&" };
+        format!("{query}{sep}api-version={REALTIME_API_VERSION}")
+    } else {
+        query
+    };
+    Ok(Route {
+        backend,
+        uri: upstream_uri(b, segs, Some(&query), false)?,
+        deployment,
+        body: None,
+        model,
+    })
+}
+
+/// A query parameter's decoded value.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The query with `name` set to `value` (replacing it where it was, else appended) and `drop`
+/// removed; the other parameters are kept in order, as encoded.
+fn with_param(query: Option<&str>, name: &str, drop: Option<&str>, value: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let is = |pair: &str, n: &str| {
+        let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
+        url::form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == n)
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut set = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        if drop.is_some_and(|d| is(pair, d)) {
+            continue;
+        }
+        if is(pair, name) {
+            if !set {
+                out.push(format!("{name}={encoded}"));
+                set = true;
+            }
+            continue;
+        }
+        out.push(pair.to_string());
+    }
+    if !set {
+        out.push(format!("{name}={encoded}"));
+    }
+    out.join("&")
 }
 
 /// Sorts by priority and shuffles each priority group by weight (weighted random order).
@@ -738,14 +984,172 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
         assert_eq!(body["model"], "gpt-4o-2024-08-06");
         assert_eq!(body["input"], "hi");
-        let e = route(
+        let r = route(
             &table(""),
             "/v1/responses",
+            None,
+            Some(r#"{"model":"gpt-4o","input":"hi"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            r.uri.to_string(),
+            "https://res.openai.azure.com/openai/responses?api-version=2024-10-21"
+        );
+        let body: serde_json::Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["model"], "gpt-4o-2024-08-06");
+        let e = route(
+            &table(""),
+            "/v1/moderations",
             None,
             Some(r#"{"model":"gpt-4o"}"#),
         )
         .unwrap_err();
         assert!(e.to_string().contains("api = \"v1\""), "{e}");
+    }
+
+    #[test]
+    fn every_v1_surface_reaches_the_deployment_api() {
+        let t = table("");
+        let base = "https://res.openai.azure.com/openai";
+        let cases = [
+            (
+                "/v1/responses/resp_1",
+                None,
+                "/responses/resp_1?api-version=2024-10-21",
+            ),
+            ("/v1/files", None, "/files?api-version=2024-10-21"),
+            (
+                "/v1/files/file-1/content",
+                None,
+                "/files/file-1/content?api-version=2024-10-21",
+            ),
+            (
+                "/v1/batches",
+                Some(r#"{"input_file_id":"f"}"#),
+                "/batches?api-version=2024-10-21",
+            ),
+            (
+                "/v1/fine_tuning/jobs",
+                Some(r#"{"model":"gpt-4o-mini-2024-07-18"}"#),
+                "/fine_tuning/jobs?api-version=2024-10-21",
+            ),
+            (
+                "/v1/vector_stores/vs_1/files",
+                None,
+                "/vector_stores/vs_1/files?api-version=2024-10-21",
+            ),
+            (
+                "/v1/assistants",
+                Some(r#"{"model":"gpt-4o"}"#),
+                "/assistants?api-version=2024-10-21",
+            ),
+            (
+                "/v1/threads/t_1/runs",
+                None,
+                "/threads/t_1/runs?api-version=2024-10-21",
+            ),
+            (
+                "/v1/audio/speech",
+                Some(r#"{"model":"gpt-4o"}"#),
+                "/deployments/gpt-4o-2024-08-06/audio/speech?api-version=2024-10-21",
+            ),
+            (
+                "/v1/images/generations",
+                Some(r#"{"model":"gpt-4o"}"#),
+                "/deployments/gpt-4o-2024-08-06/images/generations?api-version=2024-10-21",
+            ),
+        ];
+        for (path, body, want) in cases {
+            let r = route(&t, path, None, body).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(r.uri.to_string(), format!("{base}{want}"), "{path}");
+        }
+        // A form's model names the deployment; files are never read for one.
+        let p = plan("/v1/audio/transcriptions").unwrap();
+        assert!(p.needs_form_model());
+        let r = resolve_payload(
+            &t,
+            &p,
+            "/v1/audio/transcriptions",
+            None,
+            None,
+            Payload::Form(Some("gpt-4o")),
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(
+            r.uri.to_string(),
+            format!(
+                "{base}/deployments/gpt-4o-2024-08-06/audio/transcriptions?api-version=2024-10-21"
+            )
+        );
+        let e = resolve_payload(
+            &t,
+            &p,
+            "/v1/audio/transcriptions",
+            None,
+            None,
+            Payload::Form(Some("whisper-9")),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown model \"whisper-9\"; this proxy serves: gpt-4o, emb"
+        );
+        assert!(!plan("/v1/files").unwrap().needs_body());
+        assert!(!plan("/v1/files").unwrap().needs_form_model());
+        assert!(plan("/v1/responses").unwrap().needs_body());
+        let e = route(&t, "/v1/responses", None, Some(r#"{"model":"gpt-5"}"#)).unwrap_err();
+        assert!(matches!(e, ProxyError::UnknownModel { .. }), "{e}");
+    }
+
+    #[test]
+    fn realtime_websockets_map_the_model_in_each_shape() {
+        let ws = |t: &RoutingTable, path: &str, query: &str| {
+            let p = plan(path).unwrap();
+            resolve_websocket(t, &p, path, Some(query), None).map(|r| r.uri.to_string())
+        };
+        let t = table("");
+        assert_eq!(
+            ws(&t, "/v1/realtime", "model=gpt-4o").unwrap(),
+            format!(
+                "https://res.openai.azure.com/openai/realtime?deployment=gpt-4o-2024-08-06&api-version={REALTIME_API_VERSION}"
+            )
+        );
+        assert_eq!(
+            ws(
+                &t,
+                "/openai/realtime",
+                "api-version=2024-10-01-preview&deployment=gpt-4o"
+            )
+            .unwrap(),
+            "https://res.openai.azure.com/openai/realtime?api-version=2024-10-01-preview&deployment=gpt-4o-2024-08-06"
+        );
+        assert_eq!(
+            ws(&t, "/openai/v1/realtime", "model=gpt-4o&x=1").unwrap(),
+            "https://res.openai.azure.com/openai/v1/realtime?model=gpt-4o-2024-08-06&x=1"
+        );
+        assert_eq!(
+            ws(&table("api='v1'"), "/v1/realtime", "model=gpt-4o").unwrap(),
+            "https://res.openai.azure.com/openai/v1/realtime?model=gpt-4o-2024-08-06"
+        );
+        assert!(matches!(
+            ws(&t, "/v1/realtime", "model=nope"),
+            Err(ProxyError::UnknownModel { .. })
+        ));
+        assert!(matches!(
+            ws(&t, "/v1/realtime", "x=1"),
+            Err(ProxyError::MissingQueryModel { param: "model", .. })
+        ));
+        // Other Azure AI WebSockets pass through.
+        assert_eq!(
+            ws(
+                &t,
+                "/speech/recognition/conversation/cognitiveservices/v1",
+                "language=en-US"
+            )
+            .unwrap(),
+            "https://res.openai.azure.com/speech/recognition/conversation/cognitiveservices/v1?language=en-US"
+        );
     }
 
     #[test]

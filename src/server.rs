@@ -174,11 +174,14 @@ pub async fn serve(
     let _stop_keeper = AbortOnDrop(keeper);
     let listener = listener.into_std()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Every worker counts its WebSockets here, so `server.max_websockets` is per proxy.
+    let websockets = crate::upstream::WebSockets::new();
     let mut finished = tokio::task::JoinSet::new();
     for index in 0..server_config.server.workers.get() {
         let socket = listener.try_clone()?;
         let client = crate::upstream::Client::new(server_config.upstream.connect_timeout)
-            .map_err(std::io::Error::other)?;
+            .map_err(std::io::Error::other)?
+            .with_websockets(websockets.clone());
         let worker = Worker {
             state: state.clone(),
             client,
@@ -317,33 +320,50 @@ async fn work(
     drop(listener);
     // The grace period as configured now: it follows reloads.
     let grace = worker.state.snapshot().config.server.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain time over; closing remaining connections");
     }
+    // Upgraded connections are no longer hyper's: WebSockets still open at the end of the
+    // drain period are closed with 1001.
+    worker.client.websockets().drain(deadline).await;
     Ok(())
 }
 
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while the proxy is still
+/// starting is then a graceful stop, not the default action (an abrupt exit).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(term) => {},
+                () = recv(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP client that carries proxied requests to Azure: hyper's pooled client over rustls
 //! (the platform's certificate verifier), one per serving thread. Requests and answers stay
 //! `http` types from the client's connection to Azure's: no URL re-parsing, header map copies
-//! or redirect machinery per request.
+//! or redirect machinery per request. WebSocket handshakes go on connections of their own
+//! (HTTP/1.1 only, never pooled), counted by the [`WebSockets`] every worker's client shares.
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -9,6 +10,8 @@ use http_body_util::{BodyExt as _, Either, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Any error a body can carry.
@@ -30,7 +33,29 @@ pub struct Client {
     inner: std::sync::Arc<
         hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, RequestBody>,
     >,
+    /// TLS with ALPN `http/1.1` only: a WebSocket upgrade needs HTTP/1.1.
+    upgrades: HttpsConnector<HttpConnector>,
+    websockets: Arc<WebSockets>,
 }
+
+/// The WebSockets open through the proxy, shared by every worker's client, and the signal that
+/// closes them when the proxy shuts down.
+#[derive(Debug)]
+pub struct WebSockets {
+    open: AtomicUsize,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// One open WebSocket's place in [`WebSockets`]; freed (and the gauge lowered) when dropped.
+#[derive(Debug)]
+pub struct SocketSlot(Arc<WebSockets>);
+
+/// The gauge of open WebSockets.
+const OPEN_WEBSOCKETS: &str = "entra_proxy_open_websockets";
+/// How long closing WebSockets get to finish their close handshakes at shutdown: longer than a
+/// relay waits for both sides' close (`forward::websocket`), so every relay ends — and logs its
+/// end — before the serving thread stops.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -59,15 +84,109 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let upgrades = hyper_rustls::HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| format!("cannot load the platform's TLS trust store: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Client {
             inner: std::sync::Arc::new(inner),
+            upgrades,
+            websockets: WebSockets::new(),
         })
+    }
+
+    /// This client, counting its WebSockets in `websockets` (shared with the other workers').
+    pub fn with_websockets(mut self, websockets: Arc<WebSockets>) -> Client {
+        self.websockets = websockets;
+        self
+    }
+
+    /// The WebSockets this client counts.
+    pub fn websockets(&self) -> &Arc<WebSockets> {
+        &self.websockets
+    }
+
+    /// Sends a WebSocket handshake (origin-form `request` to `uri`'s host) on a new HTTP/1.1
+    /// connection; resolves with Azure's answer head. On 101 the connection is handed over
+    /// (`hyper::upgrade::on`).
+    pub async fn upgrade(
+        &self,
+        uri: http::Uri,
+        request: http::Request<http_body_util::Empty<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+        use tower::ServiceExt as _;
+        let io = self.upgrades.clone().oneshot(uri).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender.send_request(request).await?)
     }
 
     /// Sends one request (absolute URI); resolves when Azure's answer head has arrived.
     pub async fn send(&self, request: http::Request<RequestBody>) -> Result<Response, Error> {
         let response = self.inner.request(request).await?;
         Ok(response.map(Either::Left))
+    }
+}
+
+impl WebSockets {
+    pub fn new() -> Arc<WebSockets> {
+        Arc::new(WebSockets {
+            open: AtomicUsize::new(0),
+            closing: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// A place for one more WebSocket, unless `max` are open (or the proxy is shutting down).
+    pub fn try_open(self: &Arc<Self>, max: usize) -> Option<SocketSlot> {
+        if *self.closing.borrow() {
+            return None;
+        }
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics::gauge!(OPEN_WEBSOCKETS).increment(1.0);
+        Some(SocketSlot(self.clone()))
+    }
+
+    /// WebSockets open now.
+    pub fn open_count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Turns true when the open WebSockets are to close (shutdown).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// At shutdown: lets open WebSockets run until `deadline` (the drain period), then tells
+    /// them to close (1001) and waits briefly for their close handshakes.
+    pub async fn drain(&self, deadline: tokio::time::Instant) {
+        let poll = Duration::from_millis(20);
+        while self.open_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(poll).await;
+        }
+        self.closing.send_replace(true);
+        let closed = tokio::time::Instant::now() + CLOSE_GRACE;
+        while self.open_count() > 0 && tokio::time::Instant::now() < closed {
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(OPEN_WEBSOCKETS).decrement(1.0);
     }
 }
 

@@ -254,6 +254,8 @@ fn log_notes(config: &Config) {
 }
 
 async fn serve(args: ConfigArg) -> ExitCode {
+    // First: a SIGTERM during start-up is then a graceful stop.
+    let shutdown = server::shutdown_signal();
     let loaded = match Config::load_files(&args.config) {
         Ok(l) => l,
         Err(e) => {
@@ -293,7 +295,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
         keys = state.snapshot().config.keys.len(),
         "entra-proxy listening"
     );
-    match server::serve(listener, state, server::shutdown_signal()).await {
+    match server::serve(listener, state, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -63,6 +63,10 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default bound on distinct client-credential apps whose tokens are cached.
 pub const DEFAULT_MAX_APPS: u64 = 1000;
+/// Default bound on WebSockets open through the proxy at once.
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 1000;
+/// Default longest silence (no frame either way) before a WebSocket is closed.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -111,6 +115,10 @@ pub struct ServerConfig {
     pub admin_key: Option<KeyDigest>,
     /// Serving threads, each with its own event loop and upstream connection pool.
     pub workers: std::num::NonZeroUsize,
+    /// WebSockets open at once, across workers; more are refused with 503.
+    pub max_websockets: usize,
+    /// A WebSocket with no frame either way for this long is closed (1001 to the client).
+    pub websocket_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

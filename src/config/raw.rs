@@ -68,6 +68,8 @@ pub(super) struct RawServer {
     pub(super) workers: Option<usize>,
     /// A file of more `[[keys]]` blocks, read and watched beside this one.
     pub(super) keys_file: Option<String>,
+    pub(super) max_websockets: Option<usize>,
+    pub(super) websocket_idle_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

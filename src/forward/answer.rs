@@ -7,6 +7,7 @@ use super::{Attempted, CALLER_HEADER, Exchange};
 use crate::backends::Backends;
 use crate::diagnose;
 use crate::error::ProxyError;
+use crate::inbound::query::Masked;
 use crate::routing::Route;
 use crate::state::Snapshot;
 use crate::upstream;
@@ -23,6 +24,7 @@ impl Exchange<'_> {
         tracing::info!(
             request_id = %self.request_id,
             path = %self.path,
+            query = self.query.map(|q| tracing::field::display(Masked(q))),
             caller = %self.caller.label(),
             backend = %backend.name(),
             model = a.route.model.as_deref().unwrap_or("-"),
@@ -98,13 +100,14 @@ pub(super) fn fail_to_proxy(
     e: ProxyError,
     request_id: &str,
     method: &Method,
-    path: &str,
+    uri: &axum::http::Uri,
     caller_label: Option<&str>,
 ) -> Response {
     tracing::info!(
         request_id = %request_id,
         method = %method,
-        path = %path,
+        path = %uri.path(),
+        query = uri.query().map(|q| tracing::field::display(Masked(q))),
         caller = caller_label.unwrap_or("-"),
         status = e.status().as_u16(),
         error = %e,

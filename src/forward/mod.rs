@@ -8,6 +8,8 @@ mod answer;
 mod attempts;
 mod body;
 mod headers;
+mod multipart;
+mod websocket;
 
 pub use headers::upstream_headers;
 
@@ -45,6 +47,8 @@ struct Exchange<'a> {
     caller: &'a Caller,
     request_id: &'a str,
     path: &'a str,
+    /// The client's query as sent: logged only through [`crate::inbound::query::Masked`].
+    query: Option<&'a str>,
     started: Instant,
     /// No attempt starts after this (`upstream.request_timeout_secs`).
     deadline: Instant,
@@ -65,9 +69,13 @@ type AttemptOutcome<'r> = Outcome<Attempted<'r>, ProxyError>;
 pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // A reference count, not a copy: the path and (masked) query for the log line.
+    let uri = request.uri().clone();
     let request_id = headers::request_id(request.headers());
-    let caller = state.auth.authenticate(request.headers()).await;
+    let caller = state
+        .auth
+        .authenticate_request(request.headers(), request.uri().query())
+        .await;
     // The caller's label is only needed (as a string) when the request fails.
     let (result, caller_label) = match caller {
         Ok(caller) => {
@@ -79,7 +87,7 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
     };
     let mut response = match result {
         Ok(r) => r,
-        Err(e) => answer::fail_to_proxy(e, &request_id, &method, &path, caller_label.as_deref()),
+        Err(e) => answer::fail_to_proxy(e, &request_id, &method, &uri, caller_label.as_deref()),
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
@@ -98,6 +106,9 @@ async fn proxy(
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
     let upstream_cfg = &state.config.upstream;
+    if websocket::is_upgrade(&request) {
+        return websocket::open(state, client, request, caller, request_id).await;
+    }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let plan = routing::plan(path)?;
@@ -106,9 +117,24 @@ async fn proxy(
     }
     let replay_limit = (upstream_cfg.max_attempts > 1).then_some(upstream_cfg.retry_buffer_bytes);
     let limit = state.config.server.max_body_bytes;
-    let inbound =
-        Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
-    let routes = upstream_peers(state, &parts, &plan, inbound.bytes())?;
+    let form = plan
+        .needs_form_model()
+        .then(|| multipart::boundary(&parts.headers))
+        .flatten();
+    let (inbound, routes) = match form {
+        Some(boundary) => form_upload(state, &parts, &plan, body, &boundary).await?,
+        None => {
+            let inbound =
+                Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
+            // A body kept only for replay (an upload) is not routing's to read.
+            let payload = match plan.needs_body() {
+                true => inbound.bytes().into(),
+                false => routing::Payload::Absent,
+            };
+            let routes = upstream_peers(state, &parts, &plan, payload)?;
+            (inbound, routes)
+        }
+    };
     request_filter(caller, &routes[0], path)?;
     let exchange = Exchange {
         state,
@@ -116,10 +142,51 @@ async fn proxy(
         caller,
         request_id,
         path,
+        query: parts.uri.query(),
         started,
         deadline: started + upstream_cfg.request_timeout,
     };
     exchange.run(&routes, &parts, inbound).await
+}
+
+/// A multipart upload whose `model` names the deployment: read up to that field, routed by it,
+/// the rest streamed (see [`multipart`]).
+async fn form_upload(
+    state: &Snapshot,
+    parts: &request::Parts,
+    plan: &Plan,
+    body: axum::body::Body,
+    boundary: &str,
+) -> Result<(Inbound, Vec<Route>), ProxyError> {
+    let limit = state.config.server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let peeked = multipart::peek(body, boundary).await?;
+    let model = peeked.model.as_ref().map(|(m, _)| m.as_str());
+    let routes = upstream_peers(state, parts, plan, routing::Payload::Form(model))?;
+    let first = &routes[0];
+    let v1 = state.routes.backends()[first.backend].config.api == crate::config::ApiShape::V1;
+    let mut prefix = peeked.prefix.clone();
+    if let (true, Some((m, range)), Some(d)) = (v1, &peeked.model, &first.deployment)
+        && m != d
+    {
+        prefix = multipart::rewrite(&peeked.prefix, range, d);
+    }
+    let length = declared.map(|len| {
+        let len = len + prefix.len() as u64 - peeked.prefix.len() as u64;
+        HeaderValue::from(len)
+    });
+    let inbound = Inbound::Streamed {
+        body: Some(multipart::rejoin(prefix, peeked.rest)),
+        length,
+    };
+    Ok((inbound, routes))
 }
 
 /// The routes to try, in order; never empty.
@@ -127,14 +194,17 @@ fn upstream_peers(
     state: &Snapshot,
     parts: &request::Parts,
     plan: &Plan,
-    body: Option<&bytes::Bytes>,
+    body: routing::Payload<'_>,
 ) -> Result<Vec<Route>, ProxyError> {
     let path = parts.uri.path();
     let chosen = parts
         .headers
         .get(BACKEND_HEADER)
         .and_then(|v| v.to_str().ok());
-    let routes = routing::resolve(&state.routes, plan, path, parts.uri.query(), chosen, body)?;
+    // A key in the query string never travels on.
+    let query = crate::inbound::query::without_credentials(parts.uri.query());
+    let routes =
+        routing::resolve_payload(&state.routes, plan, path, query.as_deref(), chosen, body)?;
     if routes.is_empty() {
         return Err(ProxyError::NoRoute {
             path: path.to_string(),

@@ -8,6 +8,10 @@ use super::{KeysUnavailable, TokenRejection};
 pub enum CredentialSource {
     ApiKeyHeader,
     BearerHeader,
+    /// An `api-key` or `subscription-key` query parameter.
+    QueryParameter,
+    /// An `openai-insecure-api-key.<key>` WebSocket subprotocol.
+    Subprotocol,
 }
 
 impl CredentialSource {
@@ -15,6 +19,8 @@ impl CredentialSource {
         match self {
             CredentialSource::ApiKeyHeader => "api-key header",
             CredentialSource::BearerHeader => "Authorization: Bearer header",
+            CredentialSource::QueryParameter => "api-key query parameter",
+            CredentialSource::Subprotocol => "openai-insecure-api-key WebSocket subprotocol",
         }
     }
 }

@@ -6,6 +6,8 @@ mod entra;
 mod error;
 mod keys;
 mod policy;
+pub mod query;
+pub mod subprotocol;
 
 pub use client_credentials::{AppCredential, TENANT_HEADER, parse_basic};
 pub use entra::{
@@ -21,6 +23,7 @@ use crate::config::{Config, InboundConfig, InboundMode};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName};
 use secrecy::SecretString;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The `api-key` header Azure SDKs send.
@@ -100,7 +103,7 @@ pub struct Authenticator {
 
 /// The credential a request carries, before it is checked.
 enum Presented<'a> {
-    Key(&'a str, CredentialSource),
+    Key(Cow<'a, str>, CredentialSource),
     Jwt(&'a str),
     Basic(&'a str),
 }
@@ -130,8 +133,19 @@ impl Authenticator {
         }
     }
 
+    /// [`Authenticator::authenticate_request`] for a request without a query string.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
-        let Some(presented) = presented_credential(headers, self.entra.is_some())? else {
+        self.authenticate_request(headers, None).await
+    }
+
+    /// Authenticates by the credential headers, else an `api-key`/`subscription-key` query
+    /// parameter, else an `openai-insecure-api-key.<key>` WebSocket subprotocol.
+    pub async fn authenticate_request(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Caller, AuthError> {
+        let Some(presented) = presented_credential(headers, query, self.entra.is_some())? else {
             return if self.allow_unauthenticated {
                 Ok(Caller::Anonymous)
             } else {
@@ -146,7 +160,7 @@ impl Authenticator {
                 self.require(InboundMode::Key)?;
                 let holder = self
                     .keys
-                    .lookup(value)
+                    .lookup(&value)
                     .ok_or(AuthError::UnknownKey(source))?;
                 let policy = holder.policy.clone();
                 policy
@@ -224,21 +238,35 @@ impl Authenticator {
 }
 
 /// The credential a request carries: `api-key` first (Azure SDKs), then `Authorization`:
-/// `Bearer <JWT>` (Entra), `Bearer <key>` (OpenAI SDKs), or `Basic` (client credentials).
-fn presented_credential(
-    headers: &HeaderMap,
+/// `Bearer <JWT>` (Entra), `Bearer <key>` (OpenAI SDKs), or `Basic` (client credentials); then
+/// a key in the query string, then one in a WebSocket subprotocol (browsers).
+fn presented_credential<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
     entra_enabled: bool,
-) -> Result<Option<Presented<'_>>, AuthError> {
+) -> Result<Option<Presented<'a>>, AuthError> {
     if let Some(v) = headers.get(API_KEY) {
         let v = v
             .to_str()
             .map_err(|_| AuthError::MalformedAuthorization("the api-key header is not ASCII"))?
             .trim();
         if !v.is_empty() {
-            return Ok(Some(Presented::Key(v, CredentialSource::ApiKeyHeader)));
+            return Ok(Some(Presented::Key(
+                Cow::Borrowed(v),
+                CredentialSource::ApiKeyHeader,
+            )));
         }
     }
     let Some(auth) = headers.get(AUTHORIZATION) else {
+        if let Some(key) = query::credential(query) {
+            return Ok(Some(Presented::Key(key, CredentialSource::QueryParameter)));
+        }
+        if let Some(key) = subprotocol::key(headers) {
+            return Ok(Some(Presented::Key(
+                Cow::Borrowed(key),
+                CredentialSource::Subprotocol,
+            )));
+        }
         return Ok(None);
     };
     let auth = auth
@@ -269,7 +297,10 @@ fn presented_credential(
             enabled: vec![],
         });
     }
-    Ok(Some(Presented::Key(value, CredentialSource::BearerHeader)))
+    Ok(Some(Presented::Key(
+        Cow::Borrowed(value),
+        CredentialSource::BearerHeader,
+    )))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - managed identity: App Service `GET /msi/token` and IMDS
 //!   `GET /metadata/identity/oauth2/token`;
 //! - the Azure OpenAI data plane (`/openai/...`), which verifies bearer tokens against the
-//!   emulator's own JWKS and answers with Azure's own error bodies;
+//!   emulator's own JWKS and answers with Azure's own error bodies — including realtime over
+//!   WebSocket (`realtime`) and multipart uploads (`files`);
 //! - a control API under `/emulator/` for out-of-process use.
 //!
 //! [`Emulator::add_resource`] opens more listeners that share the state and serve only the data
@@ -27,10 +28,12 @@ mod cloud;
 mod control;
 mod entra;
 mod faults;
+mod files;
 mod jwt;
 mod keys;
 mod msi;
 mod openai;
+mod realtime;
 mod replies;
 mod respond;
 mod samples;
@@ -207,6 +210,7 @@ impl Emulator {
             .merge(entra::routes())
             .merge(msi::routes())
             .merge(control::routes())
+            .merge(data_plane_routes())
             .fallback(openai::handle)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(Ctx {
@@ -244,6 +248,7 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let url = url::Url::parse(&format!("http://{addr}/")).map_err(io::Error::other)?;
         let router = Router::new()
+            .merge(data_plane_routes())
             .fallback(openai::handle)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(Ctx {
@@ -343,6 +348,20 @@ impl Drop for Emulator {
             server.abort();
         }
     }
+}
+
+/// The data plane's routes beside the fallback: realtime WebSockets and multipart uploads.
+fn data_plane_routes() -> Router<Ctx> {
+    use axum::routing::{get, post};
+    Router::new()
+        .route("/openai/realtime", get(realtime::handle))
+        .route("/openai/v1/realtime", get(realtime::handle))
+        .route("/openai/files", post(files::upload))
+        .route("/openai/v1/files", post(files::upload))
+        .route(
+            "/openai/deployments/{deployment}/audio/{op}",
+            post(files::transcribe),
+        )
 }
 
 /// Binds `addr` after checking it is loopback: the emulator never listens anywhere else.

@@ -7,8 +7,9 @@ use crate::config::raw::{RawServer, RawUpstream};
 use crate::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDENTITY_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BUFFER_BYTES,
-    DEFAULT_SHUTDOWN_GRACE, KeyDigest, ServerConfig, UpstreamConfig,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_WEBSOCKETS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_BUFFER_BYTES, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, KeyDigest,
+    ServerConfig, UpstreamConfig,
 };
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -53,6 +54,20 @@ pub(super) fn validate_server(raw: RawServer, errors: &mut Errors) -> Option<Ser
                 .ok_or_else(|| format!("{n} is not between 1 and {MAX_WORKERS}")),
         ),
     };
+    let max_websockets = match raw.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS) {
+        0 => errors.reject(
+            "server.max_websockets",
+            "must be greater than 0 (WebSockets cannot be turned off this way)",
+        ),
+        n => Some(n),
+    };
+    let websocket_idle_timeout = errors.check(
+        "server.websocket_idle_timeout_secs",
+        seconds(
+            raw.websocket_idle_timeout_secs,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+        ),
+    );
     Some(ServerConfig {
         listen: listen?,
         max_body_bytes: max_body_bytes?,
@@ -63,6 +78,8 @@ pub(super) fn validate_server(raw: RawServer, errors: &mut Errors) -> Option<Ser
         debug: raw.debug,
         admin_key: admin_key?,
         workers: workers?,
+        max_websockets: max_websockets?,
+        websocket_idle_timeout: websocket_idle_timeout?,
     })
 }
 
@@ -141,5 +158,34 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn websocket_limits_have_defaults_and_reject_nonsense() {
+        let backend = "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'";
+        let c = parse(backend).unwrap();
+        assert_eq!(c.server.max_websockets, DEFAULT_MAX_WEBSOCKETS);
+        assert_eq!(
+            c.server.websocket_idle_timeout,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT
+        );
+        let c = parse(&format!(
+            "[server]\nmax_websockets = 2\nwebsocket_idle_timeout_secs = 0.5\n{backend}"
+        ))
+        .unwrap();
+        assert_eq!(c.server.max_websockets, 2);
+        assert_eq!(c.server.websocket_idle_timeout, Duration::from_millis(500));
+        let e = err(&format!("[server]\nmax_websockets = 0\n{backend}"));
+        assert!(
+            e.contains("server.max_websockets: must be greater than 0"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[server]\nwebsocket_idle_timeout_secs = -1\n{backend}"
+        ));
+        assert!(
+            e.contains("server.websocket_idle_timeout_secs: -1 is not"),
+            "{e}"
+        );
     }
 }

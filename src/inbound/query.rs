@@ -1,0 +1,150 @@
+//! Credentials in a query string (`api-key`, `subscription-key`, any case): read as the
+//! caller's key, masked in logs, and always removed before a request is forwarded.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Query parameter names that carry a key, matched ignoring ASCII case (so `Subscription-Key`
+/// too), after percent-decoding.
+const CREDENTIAL_PARAMS: [&str; 2] = ["api-key", "subscription-key"];
+
+/// What a masked credential value is shown as.
+const MASK: &str = "***";
+
+/// A query string for logs: every credential parameter's value is `***`. Formats lazily, so a
+/// log line that is filtered out costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Masked<'a>(pub &'a str);
+
+/// Whether a raw `name` (as in the query, maybe percent-encoded) names a credential.
+fn is_credential(raw_name: &str) -> bool {
+    // Nothing to decode in the usual case: no allocation.
+    let decoded = if raw_name.contains(['%', '+']) {
+        url::form_urlencoded::parse(raw_name.as_bytes())
+            .next()
+            .map_or(Cow::Borrowed(raw_name), |(k, _)| Cow::Owned(k.into_owned()))
+    } else {
+        Cow::Borrowed(raw_name)
+    };
+    CREDENTIAL_PARAMS
+        .iter()
+        .any(|c| decoded.eq_ignore_ascii_case(c))
+}
+
+/// The query's `name=value` pairs, raw.
+fn pairs(query: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (p, None),
+        })
+}
+
+/// The first credential parameter's value, decoded; `None` when there is none (or it is empty).
+pub fn credential(query: Option<&str>) -> Option<Cow<'_, str>> {
+    let query = query?;
+    let (_, raw) = pairs(query).find(|(n, _)| is_credential(n))?;
+    let raw = raw.unwrap_or_default();
+    let value = if raw.contains(['%', '+']) {
+        let mut parsed = url::form_urlencoded::parse(raw.as_bytes());
+        // `parse` splits on '=' as well; the whole value is the key of the only pair.
+        Cow::Owned(
+            parsed
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default(),
+        )
+    } else {
+        Cow::Borrowed(raw)
+    };
+    let trimmed_empty = value.trim().is_empty();
+    (!trimmed_empty).then_some(value)
+}
+
+/// Whether the query carries a credential parameter at all (even an empty one).
+pub fn has_credential(query: Option<&str>) -> bool {
+    query.is_some_and(|q| pairs(q).any(|(n, _)| is_credential(n)))
+}
+
+/// The query without its credential parameters, the others kept in order and as encoded.
+/// Borrowed (no allocation) when there was none to remove; `None` when nothing is left.
+pub fn without_credentials(query: Option<&str>) -> Option<Cow<'_, str>> {
+    let query = query?;
+    if !has_credential(Some(query)) {
+        return Some(Cow::Borrowed(query));
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !is_credential(p.split_once('=').map_or(*p, |(n, _)| n)))
+        .collect();
+    (!kept.is_empty()).then(|| Cow::Owned(kept.join("&")))
+}
+
+impl fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for part in self.0.split('&') {
+            if !first {
+                f.write_str("&")?;
+            }
+            first = false;
+            match part.split_once('=') {
+                Some((name, _)) if is_credential(name) => write!(f, "{name}={MASK}")?,
+                _ => f.write_str(part)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_found_under_every_name_and_decoded() {
+        assert_eq!(credential(Some("api-key=k1")).as_deref(), Some("k1"));
+        assert_eq!(
+            credential(Some("a=1&subscription-key=k%2B2")).as_deref(),
+            Some("k+2")
+        );
+        assert_eq!(
+            credential(Some("Subscription-Key=k3&x=y")).as_deref(),
+            Some("k3")
+        );
+        assert_eq!(credential(Some("api%2Dkey=k4")).as_deref(), Some("k4"));
+        assert_eq!(credential(Some("api-key=")), None);
+        assert_eq!(credential(Some("api-keys=k")), None);
+        assert_eq!(credential(None), None);
+    }
+
+    #[test]
+    fn credentials_are_removed_and_the_rest_kept_in_order_and_encoding() {
+        let q = |s| without_credentials(Some(s)).map(Cow::into_owned);
+        assert_eq!(
+            q("api-version=2024-10-21&api-key=k&b=%20x&Subscription-Key=s&c"),
+            Some("api-version=2024-10-21&b=%20x&c".to_string())
+        );
+        assert_eq!(q("api-key=k"), None);
+        assert_eq!(q("API-KEY=k&subscription-key"), None);
+        assert!(matches!(
+            without_credentials(Some("a=1&b=2")),
+            Some(Cow::Borrowed("a=1&b=2"))
+        ));
+        assert_eq!(without_credentials(None), None);
+    }
+
+    #[test]
+    fn masked_queries_never_show_a_key() {
+        let shown =
+            Masked("deployment=gpt-4o&api-key=secret1&Subscription-Key=secret2&a=1").to_string();
+        assert_eq!(
+            shown,
+            "deployment=gpt-4o&api-key=***&Subscription-Key=***&a=1"
+        );
+        assert_eq!(Masked("a=1&b").to_string(), "a=1&b");
+    }
+}
