@@ -15,5 +15,6 @@ mod infra;
 mod readme_config;
 mod reload;
 mod soak;
+mod status;
 mod surfaces;
 mod walking_skeleton;
