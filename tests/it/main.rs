@@ -8,6 +8,7 @@ mod audience_tables;
 mod binary;
 mod callers;
 mod cli_explain_doctor;
+mod dashboard;
 mod diagnose_samples;
 mod diagnosis;
 mod faults;
