@@ -384,3 +384,21 @@ async fn status_page_renders_in_headless_chromium_with_hostile_names_as_text() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     h.stop().await;
 }
+
+#[cfg(feature = "demo")]
+#[test]
+fn demo_prints_the_status_page_url() {
+    let port = free_port();
+    let out = std::process::Command::new(binary())
+        .args(["demo", "--once", "--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "Status page (identity, backends, last diagnoses): http://127.0.0.1:{port}/status\n"
+        )),
+        "{stdout}"
+    );
+}
