@@ -124,6 +124,25 @@ async fn status_json_shows_identity_backends_diagnoses_and_callers_but_no_token(
     let text = r.text().await.unwrap();
     assert!(!text.contains(&token), "the status view leaked the token");
     assert!(!text.contains(token.rsplit('.').next().unwrap()));
+    let html = client()
+        .get(h.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for secret in [token.as_str(), KEY, HOSTILE_KEY, ADMIN_KEY] {
+        assert!(!text.contains(secret), "status.json shows a secret");
+        assert!(!html.contains(secret), "the status page shows a secret");
+    }
+    let debug = format!("{:?}", h.state.recent);
+    for secret in [token.as_str(), KEY, HOSTILE_KEY] {
+        assert!(
+            !debug.contains(secret),
+            "Debug of the status memory shows a secret"
+        );
+    }
     let v = status_json(&h).await;
     let now = v["now"].as_i64().unwrap();
 
