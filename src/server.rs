@@ -37,7 +37,7 @@ fn is_own_endpoint(path: &str) -> bool {
     )
 }
 
-/// The proxy's own endpoints (see [`is_own_endpoint`]: only those paths reach the router).
+/// The proxy's own endpoints (only the paths `is_own_endpoint` accepts reach the router).
 /// Public so tests can present a peer address of their choosing in `ConnectInfo`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
