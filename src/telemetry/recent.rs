@@ -71,13 +71,33 @@ pub fn key_label(caller: &str) -> &str {
 impl Recent {
     /// One answered request of `caller` with `status`.
     pub fn request(&self, caller: &str, status: u16) {
+        use std::cell::RefCell;
+        thread_local! {
+            // Counter handles by (key label, status), registered once per thread: the hot path
+            // neither builds label sets nor looks up the registry.
+            static COUNTERS: RefCell<HashMap<String, HashMap<u16, metrics::Counter>>> =
+                RefCell::new(HashMap::new());
+        }
         let error = status >= 400;
-        metrics::counter!(
-            "entra_proxy_key_requests_total",
-            "key" => key_label(caller).to_string(),
-            "status" => status.to_string()
-        )
-        .increment(1);
+        let key = key_label(caller);
+        COUNTERS.with(|c| {
+            let mut c = c.borrow_mut();
+            if !c.contains_key(key) {
+                c.insert(key.to_string(), HashMap::new());
+            }
+            if let Some(by_status) = c.get_mut(key) {
+                by_status
+                    .entry(status)
+                    .or_insert_with(|| {
+                        metrics::counter!(
+                            "entra_proxy_key_requests_total",
+                            "key" => key.to_string(),
+                            "status" => status.to_string()
+                        )
+                    })
+                    .increment(1);
+            }
+        });
         let index = now() / WINDOW_SECS;
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         if w.index != index {
