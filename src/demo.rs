@@ -112,6 +112,7 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
     };
     println!("{shown}");
     println!("{}", try_it(&base, &key));
+    println!("Status page (identity, backends, last diagnoses): {base}/status\n");
     if once {
         let _ = stop_tx.send(());
         let _ = server.await;

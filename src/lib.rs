@@ -42,5 +42,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 pub mod upstream;

@@ -25,20 +25,28 @@ const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const DEBUG_IDENTITY: &str = "/debug/identity";
 const METRICS: &str = "/metrics";
+const STATUS: &str = "/status";
+const STATUS_JSON: &str = "/status.json";
 
 /// Whether a path is one of the proxy's own endpoints (exact match, as the router matches);
 /// every other path is proxied without passing through the router.
 fn is_own_endpoint(path: &str) -> bool {
-    matches!(path, HEALTHZ | READYZ | DEBUG_IDENTITY | METRICS)
+    matches!(
+        path,
+        HEALTHZ | READYZ | DEBUG_IDENTITY | METRICS | STATUS | STATUS_JSON
+    )
 }
 
-/// The proxy's own endpoints (see [`is_own_endpoint`]: only those paths reach the router).
-fn router(state: Arc<AppState>) -> Router {
+/// The proxy's own endpoints (only the paths `is_own_endpoint` accepts reach the router).
+/// Public so tests can present a peer address of their choosing in `ConnectInfo`.
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(HEALTHZ, get(healthz))
         .route(READYZ, get(readyz))
         .route(DEBUG_IDENTITY, get(debug_identity))
         .route(METRICS, get(metrics))
+        .route(STATUS, get(status_page))
+        .route(STATUS_JSON, get(status_json))
         .with_state(state)
 }
 
@@ -118,25 +126,8 @@ async fn debug_identity(
         }
         .into_response();
     }
-    let peer_is_loopback = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .is_some_and(|c| c.0.ip().is_loopback());
-    let admin_ok = match (
-        &state.config.server.admin_key,
-        request.headers().get("x-admin-key"),
-    ) {
-        (Some(digest), Some(v)) => v.to_str().is_ok_and(|k| {
-            use subtle::ConstantTimeEq as _;
-            bool::from(crate::config::KeyDigest::of(k).0.ct_eq(&digest.0))
-        }),
-        _ => false,
-    };
-    if !peer_is_loopback && !admin_ok {
-        return crate::error::ProxyError::AdminOnly {
-            endpoint: DEBUG_IDENTITY,
-        }
-        .into_response();
+    if let Err(refused) = admin_only(&state.config, &request, DEBUG_IDENTITY) {
+        return refused.into_response();
     }
     let mut backends = Vec::new();
     for b in &state.config.backends {
@@ -154,6 +145,69 @@ async fn debug_identity(
         "client_credential_apps_cached": state.apps.as_ref().map(|a| a.cached_apps()),
     }))
     .into_response()
+}
+
+/// The access rule of the admin views: a loopback peer, or the admin key in `x-admin-key`.
+fn admin_only(
+    config: &crate::config::Config,
+    request: &axum::extract::Request,
+    endpoint: &'static str,
+) -> Result<(), crate::error::ProxyError> {
+    let peer_is_loopback = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let admin_ok = match (
+        &config.server.admin_key,
+        request.headers().get("x-admin-key"),
+    ) {
+        (Some(digest), Some(v)) => v.to_str().is_ok_and(|k| {
+            use subtle::ConstantTimeEq as _;
+            bool::from(crate::config::KeyDigest::of(k).0.ct_eq(&digest.0))
+        }),
+        _ => false,
+    };
+    if peer_is_loopback || admin_ok {
+        Ok(())
+    } else {
+        Err(crate::error::ProxyError::AdminOnly { endpoint })
+    }
+}
+
+/// The status page (HTML): always on, under the admin views' access rule (it shows no token).
+async fn status_page(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let snapshot = app.snapshot();
+    if let Err(refused) = admin_only(&snapshot.config, &request, STATUS) {
+        return refused.into_response();
+    }
+    let view = crate::status::gather(&app).await;
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::status::html(&view),
+    )
+        .into_response()
+}
+
+/// The status page's data as JSON, under the same rule.
+async fn status_json(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let snapshot = app.snapshot();
+    if let Err(refused) = admin_only(&snapshot.config, &request, STATUS_JSON) {
+        return refused.into_response();
+    }
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(crate::status::gather(&app).await),
+    )
+        .into_response()
 }
 
 /// Serves until `shutdown` resolves (or this future is dropped), then stops accepting and

@@ -22,6 +22,8 @@ pub struct AppState {
     /// Token caches of client-credentials callers (used while that mode is configured).
     pub apps: AppTokens,
     pub metrics: crate::telemetry::Metrics,
+    /// The last diagnoses and per-caller request counts (the status page), kept across reloads.
+    pub recent: Arc<crate::telemetry::recent::Recent>,
     /// The scopes the token keeper refreshes: every backend's, updated on reload.
     scopes: tokio::sync::watch::Sender<Vec<Scope>>,
 }
@@ -38,6 +40,8 @@ pub struct Snapshot {
     /// only while client credentials are configured.
     pub tokens: TokenCache,
     pub apps: Option<AppTokens>,
+    /// The same handle as [`AppState::recent`].
+    pub recent: Arc<crate::telemetry::recent::Recent>,
     /// A digest of the files this snapshot was built from, and when it was built.
     pub origin: Origin,
 }
@@ -90,12 +94,15 @@ impl AppState {
         // Installed before anything registers a metric handle.
         let metrics = crate::telemetry::Metrics::install();
         let (scopes, _) = tokio::sync::watch::channel(config.scopes());
-        let snapshot = Snapshot::build(config, tokens.clone(), apps.clone(), origin)?;
+        let recent = Arc::new(crate::telemetry::recent::Recent::default());
+        let snapshot =
+            Snapshot::build(config, tokens.clone(), apps.clone(), recent.clone(), origin)?;
         Ok(AppState {
             current: ArcSwap::from_pointee(snapshot),
             tokens,
             apps,
             metrics,
+            recent,
             scopes,
         })
     }
@@ -108,7 +115,13 @@ impl AppState {
     /// Builds a snapshot of `config` that shares this state's token caches. Nothing is
     /// swapped: see [`AppState::install`].
     pub fn prepare(&self, config: Config, origin: Origin) -> Result<Snapshot, String> {
-        Snapshot::build(config, self.tokens.clone(), self.apps.clone(), origin)
+        Snapshot::build(
+            config,
+            self.tokens.clone(),
+            self.apps.clone(),
+            self.recent.clone(),
+            origin,
+        )
     }
 
     /// Makes `snapshot` the one new requests read, in one step; requests already running keep
@@ -129,6 +142,7 @@ impl Snapshot {
         config: Config,
         tokens: TokenCache,
         apps: AppTokens,
+        recent: Arc<crate::telemetry::recent::Recent>,
         origin: Origin,
     ) -> Result<Snapshot, String> {
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
@@ -140,6 +154,7 @@ impl Snapshot {
             request_metrics,
             tokens,
             apps,
+            recent,
             origin,
             config,
         })

@@ -39,6 +39,9 @@ impl Exchange<'_> {
             a.route.model.as_deref(),
             status,
         );
+        self.state
+            .recent
+            .request(&self.caller.label().to_string(), status);
         self.response_filter_downstream(a).await
     }
 
@@ -52,6 +55,14 @@ impl Exchange<'_> {
             let mut headers = downstream_headers(a.response.headers().clone());
             let facts = upstream_facts(self.state, a.route);
             let (body, diagnosis) = diagnose::annotate(a.response, &facts, claims.as_ref()).await;
+            self.state.recent.diagnosis(
+                self.request_id,
+                &self.caller.label().to_string(),
+                self.path,
+                facts.backend,
+                status.as_u16(),
+                diagnosis.as_deref(),
+            );
             if let Some(d) = diagnosis
                 && let Ok(v) = HeaderValue::from_str(&d)
             {

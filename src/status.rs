@@ -1,0 +1,424 @@
+//! The status page (`GET /status`, HTML) and its JSON twin (`GET /status.json`): the identity in
+//! use, each backend's health, the last diagnoses and each caller's requests this minute.
+//! Never a token. The page is self-contained (inline CSS, no script) and escapes every value.
+
+use crate::state::AppState;
+use crate::telemetry::recent::{CallerWindow, DiagnosisRecord, WINDOW_SECS};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Everything the status page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// Unix seconds when the view was taken.
+    pub now: i64,
+    pub config_hash: String,
+    pub identity: IdentityView,
+    pub backends: Vec<BackendView>,
+    /// Newest first, at most [`crate::telemetry::recent::DIAGNOSES_KEPT`].
+    pub diagnoses: Vec<DiagnosisRecord>,
+    pub keys: KeysView,
+}
+
+/// The proxy's own identity, from its credential and its cached tokens' claims.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityView {
+    pub credential: String,
+    pub client_id: Option<String>,
+    pub object_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub scopes: Vec<ScopeView>,
+}
+
+/// One scope's token: when it expires and was refreshed, never the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScopeView {
+    pub scope: String,
+    /// The cached token's `aud` (the scope's audience until a token is held).
+    pub audience: String,
+    pub has_token: bool,
+    pub expires_at: Option<i64>,
+    pub expires_in_secs: Option<i64>,
+    pub last_refresh: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// One backend and how it is doing.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    pub name: String,
+    pub endpoint: String,
+    pub scope: String,
+    /// `ok` or `cooling down`.
+    pub health: &'static str,
+    /// Unix seconds when the cooldown ends.
+    pub cooling_until: Option<i64>,
+    /// The newest diagnosis of an answer from this backend (`401 audience-mismatch`).
+    pub last_error: Option<String>,
+}
+
+/// Requests per caller in the current window.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeysView {
+    pub window_secs: u64,
+    pub callers: Vec<CallerView>,
+}
+
+/// One caller (a configured key, or an Entra or app caller seen this window).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallerView {
+    pub caller: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Token usage and quota: not metered yet; `null` until they are.
+    pub token_usage: Option<serde_json::Value>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Takes the view from the current snapshot and what outlives reloads.
+pub async fn gather(app: &AppState) -> StatusView {
+    let state = app.snapshot();
+    let now = unix_now();
+    let mut identity = IdentityView {
+        credential: state.tokens.describe(),
+        client_id: None,
+        object_id: None,
+        tenant_id: None,
+        scopes: Vec::new(),
+    };
+    for scope in state.config.scopes() {
+        let s = state.tokens.status(&scope).await;
+        if let Some(c) = &s.claims {
+            identity.client_id = identity
+                .client_id
+                .or_else(|| c.app_id().map(str::to_string));
+            identity.object_id = identity.object_id.or_else(|| c.oid.clone());
+            identity.tenant_id = identity.tenant_id.or_else(|| c.tid.clone());
+        }
+        identity.scopes.push(ScopeView {
+            audience: s
+                .claims
+                .as_ref()
+                .and_then(|c| c.audience())
+                .unwrap_or(scope.audience())
+                .to_string(),
+            scope: s.scope,
+            has_token: s.has_valid_token,
+            expires_at: s.expires_at,
+            expires_in_secs: s.expires_at.map(|e| (e - now).max(0)),
+            last_refresh: s.last_refresh,
+            last_error: s.last_error,
+        });
+    }
+    let diagnoses = app.recent.diagnoses();
+    let backends = state
+        .routes
+        .backends()
+        .iter()
+        .map(|b| {
+            let cooling = b.health.cooling();
+            BackendView {
+                name: b.config.name.clone(),
+                endpoint: b.config.endpoint.as_str().to_string(),
+                scope: b.config.scope.as_str().to_string(),
+                health: if cooling.is_some() {
+                    "cooling down"
+                } else {
+                    "ok"
+                },
+                cooling_until: cooling.map(|d| now + d.as_secs_f64().ceil() as i64),
+                last_error: diagnoses
+                    .iter()
+                    .find(|d| d.backend == b.config.name)
+                    .map(|d| format!("{} {}", d.status, d.code)),
+            }
+        })
+        .collect();
+    // Configured keys always show (with zero), then everyone else seen this window.
+    let seen = app.recent.callers();
+    let mut callers: Vec<CallerView> = state
+        .config
+        .keys
+        .iter()
+        .map(|k| format!("key:{}", k.name))
+        .map(|caller| {
+            let w = seen.iter().find(|w| w.caller == caller);
+            caller_view(caller.clone(), w)
+        })
+        .collect();
+    for w in &seen {
+        if !callers.iter().any(|c| c.caller == w.caller) {
+            callers.push(caller_view(w.caller.clone(), Some(w)));
+        }
+    }
+    StatusView {
+        now,
+        config_hash: state.origin.hash.clone(),
+        identity,
+        backends,
+        diagnoses,
+        keys: KeysView {
+            window_secs: WINDOW_SECS,
+            callers,
+        },
+    }
+}
+
+fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
+    CallerView {
+        caller,
+        requests: w.map_or(0, |w| w.requests),
+        errors: w.map_or(0, |w| w.errors),
+        token_usage: None,
+    }
+}
+
+/// HTML-escapes text for element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `2026-12-02 07:51:09 UTC`.
+fn time_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// `59m 58s`.
+fn countdown(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h {m}m {s}s")
+    } else {
+        format!("{m}m {s}s")
+    }
+}
+
+fn opt(v: Option<&str>) -> String {
+    v.map_or_else(|| "—".to_string(), escape)
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;\
+padding:1rem;color:#1b1f23;background:#f6f8fa}h1{font-size:1.3rem;margin:0 0 .3rem}\
+h2{font-size:1.05rem;margin:1.4rem 0 .5rem}p.meta{color:#57606a;margin:0 0 1rem;font-size:.85rem}\
+section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:.8rem;margin-bottom:1rem;\
+overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.9rem}\
+th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eaeef2;vertical-align:top;\
+overflow-wrap:break-word}th{background:#f6f8fa;font-weight:600;white-space:nowrap}dl{display:grid;\
+grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}dt{font-weight:600}dd{margin:0;\
+overflow-wrap:anywhere}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}\
+code{font-size:.85em}@media (max-width:700px){body{padding:.5rem}table,thead,tbody,tr,th,td\
+{display:block}thead{display:none}tr{border-bottom:2px solid #d0d7de;padding:.3rem 0}\
+td{border:0;padding:.15rem .3rem}td::before{content:attr(data-label) \": \";font-weight:600}\
+dl{grid-template-columns:1fr}}";
+
+/// A table with a header row; cells are already escaped.
+fn table(out: &mut String, class: &str, heads: &[&str], rows: &[Vec<String>]) {
+    let _ = write!(out, "<table class=\"{class}\"><thead><tr>");
+    for h in heads {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for row in rows {
+        out.push_str("<tr>");
+        for (h, cell) in heads.iter().zip(row) {
+            let _ = write!(out, "<td data-label=\"{h}\">{cell}</td>");
+        }
+        out.push_str("</tr>");
+    }
+    if rows.is_empty() {
+        let _ = write!(
+            out,
+            "<tr><td colspan=\"{}\">none</td></tr>",
+            heads.len().max(1)
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// The page: refreshes itself every 5 s; every dynamic string escaped.
+pub fn html(v: &StatusView) -> String {
+    let mut out = String::with_capacity(8192);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta http-equiv=\"refresh\" content=\"5\"><title>entra-proxy status</title>\
+<style>{STYLE}</style></head><body><h1>entra-proxy status</h1>\
+<p class=\"meta\">{}{} · refreshes every 5 s · <a href=\"/status.json\">JSON</a></p>",
+        escape(&time_of(v.now)),
+        match v.config_hash.get(..12) {
+            Some(h) => format!(" · config {}", escape(h)),
+            None => String::new(),
+        },
+    );
+
+    let id = &v.identity;
+    let _ = write!(
+        out,
+        "<section id=\"identity\"><h2>Identity</h2><dl><dt>Credential</dt><dd>{}</dd>\
+<dt>Client id</dt><dd>{}</dd><dt>Object id</dt><dd>{}</dd><dt>Tenant</dt><dd>{}</dd></dl>",
+        escape(&id.credential),
+        opt(id.client_id.as_deref()),
+        opt(id.object_id.as_deref()),
+        opt(id.tenant_id.as_deref()),
+    );
+    let rows: Vec<Vec<String>> = id
+        .scopes
+        .iter()
+        .map(|s| {
+            vec![
+                format!("<code>{}</code>", escape(&s.scope)),
+                escape(&s.audience),
+                match (s.has_token, s.expires_at, s.expires_in_secs) {
+                    (true, Some(at), Some(left)) => format!(
+                        "<span class=\"ok\">in {}</span> ({})",
+                        countdown(left),
+                        escape(&time_of(at))
+                    ),
+                    _ => "<span class=\"bad\">no token</span>".to_string(),
+                },
+                s.last_refresh
+                    .map_or_else(|| "—".to_string(), |t| escape(&time_of(t))),
+                opt(s.last_error.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "scopes",
+        &[
+            "Scope",
+            "Audience",
+            "Token expires",
+            "Last refresh",
+            "Last error",
+        ],
+        &rows,
+    );
+    out.push_str("</section>");
+
+    out.push_str("<section id=\"backends\"><h2>Backends</h2>");
+    let rows: Vec<Vec<String>> = v
+        .backends
+        .iter()
+        .map(|b| {
+            vec![
+                escape(&b.name),
+                escape(&b.endpoint),
+                format!("<code>{}</code>", escape(&b.scope)),
+                match b.cooling_until {
+                    Some(until) => format!(
+                        "<span class=\"bad\">cooling down until {}</span>",
+                        escape(&time_of(until))
+                    ),
+                    None => "<span class=\"ok\">ok</span>".to_string(),
+                },
+                opt(b.last_error.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "backends",
+        &["Name", "Endpoint", "Scope", "Health", "Last error"],
+        &rows,
+    );
+    out.push_str("</section>");
+
+    out.push_str("<section id=\"diagnoses\"><h2>Last diagnoses</h2>");
+    let rows: Vec<Vec<String>> = v
+        .diagnoses
+        .iter()
+        .map(|d| {
+            vec![
+                escape(&time_of(d.at)),
+                format!("<code>{}</code>", escape(&d.request_id)),
+                escape(&d.caller),
+                escape(&d.path),
+                d.status.to_string(),
+                format!("<code>{}</code>", escape(&d.code)),
+                escape(&d.fix),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "diagnoses",
+        &["Time", "Request", "Caller", "Path", "Status", "Code", "Fix"],
+        &rows,
+    );
+    out.push_str("</section>");
+
+    let _ = write!(
+        out,
+        "<section id=\"keys\"><h2>Callers (requests in the current {} s window)</h2>",
+        v.keys.window_secs
+    );
+    let rows: Vec<Vec<String>> = v
+        .keys
+        .callers
+        .iter()
+        .map(|c| {
+            vec![
+                escape(&c.caller),
+                c.requests.to_string(),
+                c.errors.to_string(),
+                c.token_usage
+                    .as_ref()
+                    .map_or_else(|| "not metered".to_string(), |u| escape(&u.to_string())),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "keys",
+        &["Caller", "Requests", "Errors", "Token usage / quota"],
+        &rows,
+    );
+    out.push_str("</section></body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+    }
+
+    #[test]
+    fn countdown_reads_as_hours_minutes_seconds() {
+        assert_eq!(countdown(3599), "59m 59s");
+        assert_eq!(countdown(3661), "1h 1m 1s");
+    }
+}
