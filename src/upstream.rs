@@ -138,6 +138,8 @@ impl Client {
 
 impl WebSockets {
     pub fn new() -> Arc<WebSockets> {
+        // Present in /metrics from the start (0), not only once a socket has opened.
+        metrics::gauge!(OPEN_WEBSOCKETS).increment(0.0);
         Arc::new(WebSockets {
             open: AtomicUsize::new(0),
             closing: tokio::sync::watch::channel(false).0,

@@ -1,4 +1,4 @@
-//! Subcommands: `serve`, `demo` (feature `demo`), `keys` (editing a keys file: [`keys_file`]),
+//! Subcommands: `serve`, `demo` (feature `demo`), `keys` (editing a keys file: `keys_file`),
 //! `config check`, `explain`, `doctor`.
 
 mod keys_file;
