@@ -1,6 +1,6 @@
 //! What a request reads: the current [`Snapshot`] (validated config, authenticator, routes and
 //! the one list of backends), swapped whole on reload, and what outlives a reload — the token
-//! caches and the metrics recorder.
+//! caches, the limits store and the metrics recorder.
 //!
 //! A request takes the snapshot once, when it starts, and keeps it to the end: a reload never
 //! changes the keys, routes or limits under a request already running.
@@ -8,6 +8,7 @@
 use crate::config::{Config, Scope};
 use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
+use crate::limits::Limits;
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct AppState {
     /// Token caches of client-credentials callers (used while that mode is configured).
     pub apps: AppTokens,
     pub metrics: crate::telemetry::Metrics,
+    /// Per-key request and token counters, by key name: kept across reloads.
+    pub limits: Limits,
     /// The scopes the token keeper refreshes: every backend's, updated on reload.
     scopes: tokio::sync::watch::Sender<Vec<Scope>>,
 }
@@ -38,6 +41,8 @@ pub struct Snapshot {
     /// only while client credentials are configured.
     pub tokens: TokenCache,
     pub apps: Option<AppTokens>,
+    /// The same store as [`AppState::limits`] (a shared handle).
+    pub limits: Limits,
     /// A digest of the files this snapshot was built from, and when it was built.
     pub origin: Origin,
 }
@@ -90,12 +95,15 @@ impl AppState {
         // Installed before anything registers a metric handle.
         let metrics = crate::telemetry::Metrics::install();
         let (scopes, _) = tokio::sync::watch::channel(config.scopes());
-        let snapshot = Snapshot::build(config, tokens.clone(), apps.clone(), origin)?;
+        let limits = Limits::new(&config.limits)?;
+        let snapshot =
+            Snapshot::build(config, tokens.clone(), apps.clone(), limits.clone(), origin)?;
         Ok(AppState {
             current: ArcSwap::from_pointee(snapshot),
             tokens,
             apps,
             metrics,
+            limits,
             scopes,
         })
     }
@@ -108,7 +116,13 @@ impl AppState {
     /// Builds a snapshot of `config` that shares this state's token caches. Nothing is
     /// swapped: see [`AppState::install`].
     pub fn prepare(&self, config: Config, origin: Origin) -> Result<Snapshot, String> {
-        Snapshot::build(config, self.tokens.clone(), self.apps.clone(), origin)
+        Snapshot::build(
+            config,
+            self.tokens.clone(),
+            self.apps.clone(),
+            self.limits.clone(),
+            origin,
+        )
     }
 
     /// Makes `snapshot` the one new requests read, in one step; requests already running keep
@@ -129,6 +143,7 @@ impl Snapshot {
         config: Config,
         tokens: TokenCache,
         apps: AppTokens,
+        limits: Limits,
         origin: Origin,
     ) -> Result<Snapshot, String> {
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
@@ -140,6 +155,7 @@ impl Snapshot {
             request_metrics,
             tokens,
             apps,
+            limits,
             origin,
             config,
         })

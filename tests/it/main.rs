@@ -10,6 +10,7 @@ mod cli_explain_doctor;
 mod diagnose_samples;
 mod diagnosis;
 mod faults;
+mod limits;
 mod readme_config;
 mod soak;
 mod surfaces;
