@@ -425,3 +425,69 @@ async fn under_deny_a_redis_outage_is_503_and_the_password_never_shows() {
     assert!(log.contains("redis://:***@127.0.0.1"), "{log}");
     assert!(!log.contains("hunter2"), "{log}");
 }
+
+#[tokio::test]
+async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
+    let redis = Redis::start();
+    let emu = emulator().await;
+    let memory = with_key(
+        &emu.url(),
+        "cli",
+        "requests_per_minute = 5\ntoken_quota = 1000",
+    );
+    let shared = memory.replace(
+        "[azure]",
+        &format!("[limits]\nredis_url = \"{}\"\n\n[azure]", redis.url()),
+    );
+    let (p, path) = spawn_binary(&shared, &[]).await;
+    let r = chat(p.addr, "cli-key", &prompt("hello")).await;
+    let usage: Value = r.json().await.unwrap();
+    let total = usage["usage"]["total_tokens"].as_u64().unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["usage", "--json", "--config"])
+        .arg(&path.0)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = report["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "cli")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        cli,
+        json!({
+            "key": "cli",
+            "requests_last_minute": 1,
+            "requests_per_minute": 5,
+            "tokens_last_minute": total,
+            "tokens_per_minute": null,
+            "tokens_this_period": total,
+            "token_quota": 1000,
+            "token_quota_period": "month",
+        })
+    );
+    drop(p);
+    let file = tempfile_path::TempPath::new("toml");
+    std::fs::write(&file.0, &memory).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["usage", "--config"])
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("usage lives in the running proxy's memory") && err.contains("/metrics"),
+        "{err}"
+    );
+}
