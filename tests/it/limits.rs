@@ -127,7 +127,11 @@ async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
 #[tokio::test]
 async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_client() {
     let emu = emulator().await;
-    let text = with_key(&emu.url(), "sse-usage", "tokens_per_minute = 100000");
+    let text = format!(
+        "{}\n[[keys]]\nname = \"sse-plain\"\nsha256 = \"{}\"\n",
+        with_key(&emu.url(), "sse-usage", "tokens_per_minute = 100000"),
+        KeyDigest::of("sse-plain-key").to_hex()
+    );
     let h = proxy(emu, &text).await;
     let mut body = prompt("stream me");
     body["stream"] = json!(true);
@@ -141,8 +145,8 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
     );
     let (limited, broke) = read_stream(limited).await;
     assert!(!broke);
-    // team-a has no limits: nothing is injected, Azure's stream passes as it is.
-    let plain = chat(h.addr, KEY, &body).await;
+    // sse-plain has no limits: nothing is injected, Azure's stream passes as it is.
+    let plain = chat(h.addr, "sse-plain-key", &body).await;
     let (plain, _) = read_stream(plain).await;
     assert!(!plain.contains("\"usage\""), "{plain}");
     assert!(!limited.contains("\"usage\""), "{limited}");
@@ -155,14 +159,14 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
         "only the limited key's request asked for usage"
     );
     // The usage the hidden chunk carried is what the same prompt costs without streaming.
-    let r = chat(h.addr, KEY, &prompt("stream me")).await;
+    let r = chat(h.addr, "sse-plain-key", &prompt("stream me")).await;
     let usage: Value = r.json().await.unwrap();
     let labels = [("key", "sse-usage"), ("kind", "total")];
     assert_eq!(
         metric(h.addr, "entra_proxy_tokens_total", &labels).await,
         Some(usage["usage"]["total_tokens"].as_u64().unwrap() as f64)
     );
-    // team-a's stream had no usage: charged the estimate and what its deltas add up to.
+    // sse-plain's stream had no usage: charged the estimate and what its deltas add up to.
     let deltas: u64 = plain
         .split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
@@ -175,11 +179,11 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
         .filter(|c| !c.is_empty())
         .map(|c| (c.len() as u64).div_ceil(4).max(1))
         .sum();
-    let team_a = [("key", "team-a"), ("kind", "total")];
+    let team_a = [("key", "sse-plain"), ("kind", "total")];
     let total = metric(h.addr, "entra_proxy_tokens_total", &team_a)
         .await
         .unwrap();
-    // team-a also made the non-streamed request above.
+    // sse-plain also made the non-streamed request above.
     let expected =
         (estimate("stream me") + deltas + usage["usage"]["total_tokens"].as_u64().unwrap()) as f64;
     assert_eq!(total, expected);
