@@ -10,7 +10,6 @@ use crate::config::KeyBudget;
 use crate::limits::Limits;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -188,8 +187,6 @@ struct Chunk {
 struct Choice {
     delta: Option<Delta>,
     text: Option<Value>,
-    #[serde(flatten)]
-    _rest: std::collections::HashMap<String, IgnoredAny>,
 }
 
 #[derive(Deserialize)]
