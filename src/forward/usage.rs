@@ -3,7 +3,7 @@
 //! by line, whatever the chunk boundaries, and their usage taken from the chunk that carries it.
 //! When usage cannot be read, the charge falls back to an estimate: the prompt estimate made
 //! before sending ([`estimate_prompt`]) plus, for streams, what the content deltas seen add up to.
-//! [`Metered`] wraps an answer's body, and at its end (or when it is dropped) counts, logs and
+//! `Metered` wraps an answer's body, and at its end (or when it is dropped) counts, logs and
 //! charges the usage.
 
 use crate::config::KeyBudget;
