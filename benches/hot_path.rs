@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request work: key lookup, token cache hit, Entra token
-//! validation with cached JWKS, route resolution and header rewrite.
+//! validation with cached JWKS, route resolution, header rewrite, limits admit+charge in memory
+//! and the SSE usage parser per chunk.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use azure_emulator::{Emulator, EmulatorConfig, MintSpec};
@@ -62,6 +63,9 @@ fn benches(c: &mut Criterion) {
             models: vec![],
             expires: None,
             requests_per_minute: None,
+            tokens_per_minute: None,
+            token_quota: None,
+            token_quota_period: Default::default(),
         });
     }
     let store = KeyStore::new(&entries);
@@ -130,6 +134,30 @@ fn benches(c: &mut Criterion) {
     }
     c.bench_function("header_rewrite", |b| {
         b.iter(|| black_box(upstream_headers(black_box(&headers), "req-1")))
+    });
+
+    // Limits in memory: admit one request and charge its tokens, for a key with every limit.
+    let limits = entra_proxy::limits::Limits::new(&Default::default()).unwrap();
+    let budget = entra_proxy::config::KeyBudget {
+        requests_per_minute: Some(u32::MAX),
+        tokens_per_minute: Some(u64::MAX),
+        token_quota: Some(u64::MAX),
+        ..Default::default()
+    };
+    c.bench_function("limits_admit_and_charge_memory", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(limits.admit("team-a", &budget, 20).await.is_ok());
+            limits.charge("team-a", &budget, 42).await;
+        })
+    });
+
+    // The SSE usage parser, per chunk of a chat stream (one content delta).
+    let chunk = Bytes::from_static(
+        b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"},\"finish_reason\":null}]}\n\n",
+    );
+    let mut meter = entra_proxy::forward::usage::SseMeter::new(false);
+    c.bench_function("sse_usage_parser_per_chunk", |b| {
+        b.iter(|| black_box(meter.feed(black_box(&chunk))))
     });
     drop(emu);
 }

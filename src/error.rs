@@ -7,6 +7,7 @@
 //! not errors here: they pass through unchanged.
 
 use crate::inbound::AuthError;
+use crate::limits::LimitError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::SystemTime;
@@ -15,6 +16,8 @@ use std::time::SystemTime;
 pub enum ProxyError {
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error(
         "{endpoint} is served to loopback clients, or with the admin key in x-admin-key (server.admin_key_sha256)"
     )]
@@ -96,7 +99,27 @@ pub enum ProxyError {
     },
 }
 
-/// The status of a refused credential: 401, except a limit (429) and keys that cannot be
+/// The status of a request refused by its key's budget: 429, or 503 when the store is away
+/// under `on_redis_error = "deny"`.
+fn limit_status(e: &LimitError) -> StatusCode {
+    match e {
+        LimitError::Requests { .. } | LimitError::Tokens { .. } | LimitError::Quota { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        LimitError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn limit_code(e: &LimitError) -> &'static str {
+    match e {
+        LimitError::Requests { .. } => "rate_limited",
+        LimitError::Tokens { .. } => "tokens_rate_limited",
+        LimitError::Quota { .. } => "insufficient_quota",
+        LimitError::StoreUnavailable => "limits_unavailable",
+    }
+}
+
+/// The status of a refused credential: 401, except keys that cannot be
 /// checked right now (503).
 fn auth_status(e: &AuthError) -> StatusCode {
     match e {
@@ -107,7 +130,6 @@ fn auth_status(e: &AuthError) -> StatusCode {
         | AuthError::TokenRejected(_)
         | AuthError::KeyExpired { .. }
         | AuthError::MissingTenant => StatusCode::UNAUTHORIZED,
-        AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         AuthError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -121,7 +143,6 @@ fn auth_code(e: &AuthError) -> &'static str {
         AuthError::TokenRejected(r) => r.code(),
         AuthError::SigningKeysUnavailable(_) => "signing_keys_unavailable",
         AuthError::KeyExpired { .. } => "key_expired",
-        AuthError::RateLimited { .. } => "rate_limited",
         AuthError::MissingTenant => "missing_tenant",
     }
 }
@@ -159,6 +180,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Auth(a) => auth_status(a),
+            ProxyError::Limit(l) => limit_status(l),
             ProxyError::ClientCredentialsRejected { .. }
             | ProxyError::PassthroughAudience { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::ModelNotAllowed { .. } | ProxyError::AdminOnly { .. } => {
@@ -187,6 +209,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::Auth(a) => auth_code(a),
+            ProxyError::Limit(l) => limit_code(l),
             ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
             ProxyError::ClientCredentialsRejected { .. } => "invalid_client_credentials",
             ProxyError::PassthroughAudience { .. } => "token_wrong_audience",
@@ -211,6 +234,9 @@ impl ProxyError {
 
     /// The OpenAI `type` that SDKs switch on.
     fn kind(&self) -> &'static str {
+        if let ProxyError::Limit(LimitError::Quota { .. }) = self {
+            return "insufficient_quota";
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
@@ -227,13 +253,11 @@ impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            ProxyError::Auth(AuthError::RateLimited {
-                retry_after_secs, ..
-            })
-            | ProxyError::CoolingDown {
+            ProxyError::CoolingDown {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ProxyError::BackendBusy { .. } | ProxyError::TooManyWebSockets { .. } => Some(1),
+            ProxyError::Limit(l) => Some(l.retry_after_secs()),
             _ => None,
         };
         let body = serde_json::json!({

@@ -36,6 +36,7 @@ pub mod error;
 pub mod forward;
 pub mod identity;
 pub mod inbound;
+pub mod limits;
 pub mod log_format;
 pub mod log_sink;
 pub mod reload;

@@ -1,6 +1,6 @@
 //! What a request reads: the current [`Snapshot`] (validated config, authenticator, routes and
 //! the one list of backends), swapped whole on reload, and what outlives a reload — the token
-//! caches and the metrics recorder.
+//! caches, the limits store and the metrics recorder.
 //!
 //! A request takes the snapshot once, when it starts, and keeps it to the end: a reload never
 //! changes the keys, routes or limits under a request already running.
@@ -8,6 +8,7 @@
 use crate::config::{Config, Scope};
 use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
+use crate::limits::Limits;
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub metrics: crate::telemetry::Metrics,
     /// The last diagnoses and per-caller request counts (the status page), kept across reloads.
     pub recent: Arc<crate::telemetry::recent::Recent>,
+    /// Per-key request and token counters, by key name: kept across reloads.
+    pub limits: Limits,
     /// The scopes the token keeper refreshes: every backend's, updated on reload.
     scopes: tokio::sync::watch::Sender<Vec<Scope>>,
 }
@@ -42,6 +45,8 @@ pub struct Snapshot {
     pub apps: Option<AppTokens>,
     /// The same handle as [`AppState::recent`].
     pub recent: Arc<crate::telemetry::recent::Recent>,
+    /// The same store as [`AppState::limits`] (a shared handle).
+    pub limits: Limits,
     /// A digest of the files this snapshot was built from, and when it was built.
     pub origin: Origin,
 }
@@ -95,14 +100,22 @@ impl AppState {
         let metrics = crate::telemetry::Metrics::install();
         let (scopes, _) = tokio::sync::watch::channel(config.scopes());
         let recent = Arc::new(crate::telemetry::recent::Recent::default());
-        let snapshot =
-            Snapshot::build(config, tokens.clone(), apps.clone(), recent.clone(), origin)?;
+        let limits = Limits::new(&config.limits)?;
+        let snapshot = Snapshot::build(
+            config,
+            tokens.clone(),
+            apps.clone(),
+            recent.clone(),
+            limits.clone(),
+            origin,
+        )?;
         Ok(AppState {
             current: ArcSwap::from_pointee(snapshot),
             tokens,
             apps,
             metrics,
             recent,
+            limits,
             scopes,
         })
     }
@@ -120,6 +133,7 @@ impl AppState {
             self.tokens.clone(),
             self.apps.clone(),
             self.recent.clone(),
+            self.limits.clone(),
             origin,
         )
     }
@@ -143,6 +157,7 @@ impl Snapshot {
         tokens: TokenCache,
         apps: AppTokens,
         recent: Arc<crate::telemetry::recent::Recent>,
+        limits: Limits,
         origin: Origin,
     ) -> Result<Snapshot, String> {
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
@@ -155,6 +170,7 @@ impl Snapshot {
             tokens,
             apps,
             recent,
+            limits,
             origin,
             config,
         })

@@ -1,5 +1,5 @@
 //! Subcommands: `serve`, `demo` (feature `demo`), `keys` (editing a keys file: `keys_file`),
-//! `config check`, `explain`, `doctor`.
+//! `config check`, `explain`, `doctor`, `usage`.
 
 mod keys_file;
 
@@ -45,6 +45,18 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check a config end to end: DNS, reachability, identity, token claims, each deployment.
     Doctor(DoctorArgs),
+    /// Print each key's usage in the current minute and quota period.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The TOML config file.
+    #[arg(long, short, env = "ENTRA_PROXY_CONFIG")]
+    pub config: PathBuf,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +199,7 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Explain(args) => explain(&args),
         Command::Doctor(args) => run_async(doctor(args)),
+        Command::Usage(args) => run_async(usage(args)),
     }
 }
 
@@ -288,6 +301,9 @@ async fn serve(args: ConfigArg) -> ExitCode {
         }
     };
     let addr = listener.local_addr().map_or(listen, |a| a);
+    if let Err(e) = state.limits.probe().await {
+        tracing::warn!("{e}; starting anyway: limits.on_redis_error applies until it answers");
+    }
     tracing::info!(
         listen = %addr,
         identity = %state.tokens.describe(),
@@ -314,6 +330,84 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// `usage`: each key's usage from the configured limits store. The memory store lives in the
+/// running proxy, so there is nothing to read from outside it.
+async fn usage(args: UsageArgs) -> ExitCode {
+    use crate::limits::{Limits, StoreKind};
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let limits = match Limits::new(&config.limits) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("entra-proxy: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if limits.kind() == StoreKind::Memory {
+        eprintln!(
+            "entra-proxy: no [limits] redis_url: usage lives in the running proxy's memory, which this command cannot read; see its /metrics (entra_proxy_tokens_total, entra_proxy_token_quota_remaining)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut rows = Vec::new();
+    for key in &config.keys {
+        let budget = key.budget();
+        match limits.peek(&key.name, &budget).await {
+            Ok(s) => rows.push(serde_json::json!({
+                "key": key.name,
+                "requests_last_minute": s.requests,
+                "requests_per_minute": budget.requests_per_minute,
+                "tokens_last_minute": s.tokens,
+                "tokens_per_minute": budget.tokens_per_minute,
+                "tokens_this_period": s.quota,
+                "token_quota": budget.token_quota,
+                "token_quota_period": budget.token_quota_period.name(),
+            })),
+            Err(e) => {
+                eprintln!("entra-proxy: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "keys": rows }));
+        return ExitCode::SUCCESS;
+    }
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        v => v.to_string(),
+    };
+    println!(
+        "{:<20} {:>14} {:>20} {:>26}",
+        "KEY", "REQUESTS/MIN", "TOKENS/MIN", "TOKENS THIS PERIOD"
+    );
+    for r in &rows {
+        println!(
+            "{:<20} {:>14} {:>20} {:>26}",
+            r["key"].as_str().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                r["requests_last_minute"],
+                show(&r["requests_per_minute"])
+            ),
+            format!(
+                "{}/{}",
+                r["tokens_last_minute"],
+                show(&r["tokens_per_minute"])
+            ),
+            format!(
+                "{}/{} per {}",
+                r["tokens_this_period"],
+                show(&r["token_quota"]),
+                r["token_quota_period"].as_str().unwrap_or_default()
+            ),
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn explain(args: &ExplainArgs) -> ExitCode {

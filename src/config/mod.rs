@@ -67,6 +67,8 @@ pub const DEFAULT_MAX_APPS: u64 = 1000;
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 1000;
 /// Default longest silence (no frame either way) before a WebSocket is closed.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default longest wait for one call to the limits store in Redis.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub struct Config {
     /// Serve callers without any credential (only ever implicit on a loopback listener).
     pub allow_unauthenticated: bool,
     pub inbound: InboundConfig,
+    /// Where per-key request and token counters live.
+    pub limits: LimitsConfig,
     /// Things that are allowed but probably wrong, and changes made while normalizing.
     pub notes: Vec<Note>,
 }
@@ -246,8 +250,107 @@ pub struct KeyEntry {
     pub models: Vec<String>,
     /// After this instant the key is refused.
     pub expires: Option<time::OffsetDateTime>,
-    /// Token-bucket rate limit.
+    /// Requests in any 60 s window.
     pub requests_per_minute: Option<u32>,
+    /// Prompt + completion tokens in any 60 s window.
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens per [`KeyEntry::token_quota_period`].
+    pub token_quota: Option<u64>,
+    pub token_quota_period: QuotaPeriod,
+}
+
+impl KeyEntry {
+    /// The request and token budget of this key.
+    pub fn budget(&self) -> KeyBudget {
+        KeyBudget {
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            token_quota: self.token_quota,
+            token_quota_period: self.token_quota_period,
+        }
+    }
+}
+
+/// What one key may use: requests and tokens per minute, tokens per quota period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyBudget {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub token_quota: Option<u64>,
+    pub token_quota_period: QuotaPeriod,
+}
+
+impl KeyBudget {
+    /// Whether tokens are limited (so answers must carry their usage).
+    pub fn limits_tokens(&self) -> bool {
+        self.tokens_per_minute.is_some() || self.token_quota.is_some()
+    }
+
+    /// Whether anything is limited at all.
+    pub fn is_limited(&self) -> bool {
+        self.requests_per_minute.is_some() || self.limits_tokens()
+    }
+}
+
+/// A calendar period in UTC over which a token quota is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuotaPeriod {
+    Hour,
+    Day,
+    /// Monday 00:00 UTC to the next Monday.
+    Week,
+    #[default]
+    Month,
+}
+
+impl QuotaPeriod {
+    pub const NAMES: [&'static str; 4] = ["hour", "day", "week", "month"];
+
+    pub fn parse(s: &str) -> Option<QuotaPeriod> {
+        match s {
+            "hour" => Some(QuotaPeriod::Hour),
+            "day" => Some(QuotaPeriod::Day),
+            "week" => Some(QuotaPeriod::Week),
+            "month" => Some(QuotaPeriod::Month),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuotaPeriod::Hour => "hour",
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Week => "week",
+            QuotaPeriod::Month => "month",
+        }
+    }
+}
+
+/// `[limits]`: in memory (one replica) unless a Redis URL is set.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    pub redis: Option<RedisConfig>,
+}
+
+/// A Redis server shared by the replicas.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// The URL as configured; may carry a password, so it is only ever exposed to connect.
+    pub url: SecretString,
+    /// The URL without its password, for logs and messages.
+    pub shown: String,
+    /// Longest wait for one call.
+    pub timeout: Duration,
+    pub on_error: OnRedisError,
+}
+
+/// What a request gets when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Counted in this process's memory until Redis is back.
+    Allow,
+    /// Refused with 503.
+    Deny,
 }
 
 /// Kinds of client credential the proxy accepts.
@@ -522,7 +625,7 @@ mod tests {
                 "{ok}[[keys]]\nname='c'\nsha256='{}'\nmodel=['d']\n",
                 "ef".repeat(32)
             )),
-            "/etc/ep/keys/keys.toml: keys[1].model: unknown field `model`, expected one of `name`, `sha256`, `legacy`, `models`, `expires`, `requests_per_minute`"
+            "/etc/ep/keys/keys.toml: keys[1].model: unknown field `model`, expected one of `name`, `sha256`, `legacy`, `models`, `expires`, `requests_per_minute`, `tokens_per_minute`, `token_quota`, `token_quota_period`"
         );
         assert!(
             keys_err("[server]\nlisten='x'\n").starts_with(

@@ -25,6 +25,17 @@ pub(super) struct RawConfig {
     pub(super) keys: Vec<RawKey>,
     #[serde(default)]
     pub(super) inbound: RawInbound,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+}
+
+/// `[limits]`: where per-key request and token counters live.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) redis_url: Option<SecretString>,
+    pub(super) on_redis_error: Option<String>,
+    pub(super) redis_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -159,6 +170,9 @@ pub(super) struct RawKey {
     pub(super) models: Vec<String>,
     pub(super) expires: Option<String>,
     pub(super) requests_per_minute: Option<u32>,
+    pub(super) tokens_per_minute: Option<i64>,
+    pub(super) token_quota: Option<i64>,
+    pub(super) token_quota_period: Option<String>,
     /// The keys file this key was read from; `None` for the main config file.
     #[serde(skip)]
     pub(super) file: Option<String>,

@@ -3,22 +3,119 @@
 
 use super::body::Watched;
 use super::headers::downstream_headers;
+use super::usage::{AccessLog, Meter, Metered, Settle, TokenLabels};
 use super::{Attempted, CALLER_HEADER, Exchange};
 use crate::backends::Backends;
 use crate::diagnose;
 use crate::error::ProxyError;
+use crate::inbound::Caller;
 use crate::inbound::query::Masked;
+use crate::limits::Admitted;
 use crate::routing::Route;
 use crate::state::Snapshot;
 use crate::upstream;
 use axum::body::Body;
 use axum::http::Method;
-use axum::http::header::{self, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 impl Exchange<'_> {
     /// Logs and counts the answer, then hands it to the client.
     pub(super) async fn finish(&self, a: Attempted<'_>) -> Response {
+        let backend = &self.state.routes.backends()[a.route.backend];
+        let status = a.response.status().as_u16();
+        self.state.request_metrics.request(
+            a.route.backend.index(),
+            backend.name(),
+            a.route.model.as_deref(),
+            status,
+        );
+        self.state
+            .recent
+            .request(&self.caller.label().to_string(), status);
+        let meter = self.meter_for(&a);
+        let mut response = match meter {
+            // Logged when the answer ends, with its usage.
+            Some(meter) => self.metered(a, meter),
+            None => {
+                self.log_proxied(&a);
+                self.response_filter_downstream(a).await
+            }
+        };
+        if let Some(admitted) = &self.metering.admitted {
+            ratelimit_headers(response.headers_mut(), admitted);
+        }
+        response
+    }
+
+    /// The meter for a successful answer to a POST that is JSON or SSE.
+    fn meter_for(&self, a: &Attempted<'_>) -> Option<Meter> {
+        if !a.response.status().is_success() {
+            return None;
+        }
+        let content_type = a
+            .response
+            .headers()
+            .get(header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
+        Meter::for_content_type(content_type, self.metering.hide_usage_chunk)
+    }
+
+    /// A successful answer whose usage is read as it passes, counted and charged at its end.
+    fn metered(&self, a: Attempted<'_>, meter: Meter) -> Response {
+        let backend = &self.state.routes.backends()[a.route.backend];
+        let status = a.response.status();
+        let rewrites = meter.rewrites();
+        let model = match a.route.model.as_deref() {
+            Some(m) if self.state.routes.model_names().iter().any(|n| n == m) => m.to_string(),
+            Some(_) => "unconfigured".to_string(),
+            None => String::new(),
+        };
+        let deployment = match a.route.deployment.as_deref() {
+            Some(d) if backend.config.deployments.iter().any(|k| k == d) => d.to_string(),
+            Some(_) => "unconfigured".to_string(),
+            None => String::new(),
+        };
+        let settle = Settle {
+            limits: self.state.limits.clone(),
+            key: self.metering.key.clone(),
+            estimate: self.metering.estimate,
+            labels: TokenLabels {
+                key: key_label(self.caller),
+                model,
+                deployment,
+                backend: backend.name().to_string(),
+            },
+            log: AccessLog {
+                request_id: self.request_id.to_string(),
+                path: self.path.to_string(),
+                query: self.query.map(|q| Masked(q).to_string()),
+                caller: self.caller.label().to_string(),
+                model: a.route.model.clone().unwrap_or_else(|| "-".into()),
+                deployment: a.route.deployment.clone().unwrap_or_else(|| "-".into()),
+                status: status.as_u16(),
+                started: self.started,
+            },
+        };
+        let (head, body) = a.response.into_parts();
+        let body = Watched::new(
+            body,
+            self.state.config.upstream.idle_timeout,
+            a.permit,
+            self.state.request_metrics.inflight_streams(),
+        );
+        let mut response = Response::new(Body::new(Metered::new(body, meter, settle)));
+        *response.status_mut() = status;
+        *response.headers_mut() = downstream_headers(head.headers);
+        if rewrites {
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        response
+    }
+
+    /// The access-log line of an answer that is not metered.
+    fn log_proxied(&self, a: &Attempted<'_>) {
         let backend = &self.state.routes.backends()[a.route.backend];
         let status = a.response.status().as_u16();
         tracing::info!(
@@ -33,16 +130,6 @@ impl Exchange<'_> {
             took_ms = self.started.elapsed().as_millis() as u64,
             "proxied"
         );
-        self.state.request_metrics.request(
-            a.route.backend.index(),
-            backend.name(),
-            a.route.model.as_deref(),
-            status,
-        );
-        self.state
-            .recent
-            .request(&self.caller.label().to_string(), status);
-        self.response_filter_downstream(a).await
     }
 
     /// Azure's answer for the client: errors the proxy explains are read (bounded) and get a
@@ -88,6 +175,33 @@ impl Exchange<'_> {
         *response.status_mut() = status;
         *response.headers_mut() = downstream_headers(head.headers);
         response
+    }
+}
+
+/// The `key` label of token metrics: the key's name, else the kind of caller (bounded).
+fn key_label(caller: &Caller) -> String {
+    match caller {
+        Caller::VirtualKey { name, .. } | Caller::LegacyKey { name, .. } => name.to_string(),
+        Caller::Entra { .. } => "-entra".into(),
+        Caller::App(_) => "-app".into(),
+        Caller::Anonymous => "-anonymous".into(),
+    }
+}
+
+/// `x-ratelimit-*` headers of the key's budget, over any Azure sent.
+fn ratelimit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
+    const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+    const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+    const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+    const REMAINING_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    if let Some((limit, remaining)) = admitted.tokens() {
+        headers.insert(LIMIT_TOKENS, HeaderValue::from(limit));
+        headers.insert(REMAINING_TOKENS, HeaderValue::from(remaining));
+    }
+    if let Some((limit, remaining)) = admitted.requests() {
+        headers.insert(LIMIT_REQUESTS, HeaderValue::from(limit));
+        headers.insert(REMAINING_REQUESTS, HeaderValue::from(remaining));
     }
 }
 

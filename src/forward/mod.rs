@@ -9,6 +9,7 @@ mod attempts;
 mod body;
 mod headers;
 mod multipart;
+pub mod usage;
 mod websocket;
 
 pub use headers::upstream_headers;
@@ -52,6 +53,17 @@ struct Exchange<'a> {
     started: Instant,
     /// No attempt starts after this (`upstream.request_timeout_secs`).
     deadline: Instant,
+    /// The key's budget and what the answer's usage is charged to.
+    metering: Metering,
+}
+
+/// What the answer's usage is read for: the key to charge (key callers only), the prompt
+/// estimate, whether the proxy asked Azure for a usage chunk the client did not.
+struct Metering {
+    key: Option<(Arc<str>, crate::config::KeyBudget)>,
+    admitted: Option<crate::limits::Admitted>,
+    estimate: u64,
+    hide_usage_chunk: bool,
 }
 
 /// One upstream answer with what produced it.
@@ -117,22 +129,30 @@ async fn proxy(
     }
     let replay_limit = (upstream_cfg.max_attempts > 1).then_some(upstream_cfg.retry_buffer_bytes);
     let limit = state.config.server.max_body_bytes;
+    let key = key_of(caller);
+    // A key with token limits needs the body: for the estimate and to ask for usage.
+    let needs_body = plan.needs_body() || key.is_some_and(|(_, b)| b.limits_tokens());
     let form = plan
         .needs_form_model()
         .then(|| multipart::boundary(&parts.headers))
         .flatten();
-    let (inbound, routes) = match form {
-        Some(boundary) => form_upload(state, &parts, &plan, body, &boundary).await?,
+    let (inbound, routes, metering) = match form {
+        Some(boundary) => {
+            let (mut inbound, routes) = form_upload(state, &parts, &plan, body, &boundary).await?;
+            let metering = admit(state, key, &mut inbound).await?;
+            (inbound, routes, metering)
+        }
         None => {
-            let inbound =
-                Inbound::take(&parts.headers, body, plan.needs_body(), replay_limit, limit).await?;
-            // A body kept only for replay (an upload) is not routing's to read.
+            let mut inbound =
+                Inbound::take(&parts.headers, body, needs_body, replay_limit, limit).await?;
+            let metering = admit(state, key, &mut inbound).await?;
+            // A body kept only for replay or metering (an upload) is not routing's to read.
             let payload = match plan.needs_body() {
                 true => inbound.bytes().into(),
                 false => routing::Payload::Absent,
             };
             let routes = upstream_peers(state, &parts, &plan, payload)?;
-            (inbound, routes)
+            (inbound, routes, metering)
         }
     };
     request_filter(caller, &routes[0], path)?;
@@ -145,6 +165,7 @@ async fn proxy(
         query: parts.uri.query(),
         started,
         deadline: started + upstream_cfg.request_timeout,
+        metering,
     };
     exchange.run(&routes, &parts, inbound).await
 }
@@ -187,6 +208,52 @@ async fn form_upload(
         length,
     };
     Ok((inbound, routes))
+}
+
+/// The key a caller used: its name and budget.
+fn key_of(caller: &Caller) -> Option<(&Arc<str>, crate::config::KeyBudget)> {
+    match caller {
+        Caller::VirtualKey { name, policy } | Caller::LegacyKey { name, policy } => {
+            Some((name, policy.budget))
+        }
+        _ => None,
+    }
+}
+
+/// The key's limits: estimates the prompt, counts the request (or refuses it before anything
+/// is sent), and asks Azure for the usage of a stream when the key's tokens are limited.
+async fn admit(
+    state: &Snapshot,
+    key: Option<(&Arc<str>, crate::config::KeyBudget)>,
+    inbound: &mut Inbound,
+) -> Result<Metering, ProxyError> {
+    let estimate = inbound
+        .bytes()
+        .and_then(|b| usage::estimate_prompt(b))
+        .unwrap_or(0);
+    let Some((name, budget)) = key else {
+        return Ok(Metering {
+            key: None,
+            admitted: None,
+            estimate,
+            hide_usage_chunk: false,
+        });
+    };
+    let admitted = state.limits.admit(name, &budget, estimate).await?;
+    let injected = match inbound.bytes() {
+        Some(b) if budget.limits_tokens() => usage::inject_include_usage(b),
+        _ => None,
+    };
+    let hide_usage_chunk = injected.is_some();
+    if let Some(body) = injected {
+        *inbound = Inbound::Read(body);
+    }
+    Ok(Metering {
+        key: Some((name.clone(), budget)),
+        admitted: Some(admitted),
+        estimate,
+        hide_usage_chunk,
+    })
 }
 
 /// The routes to try, in order; never empty.

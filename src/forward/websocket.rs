@@ -99,6 +99,10 @@ pub(super) async fn open(
         .and_then(|v| v.to_str().ok());
     let route =
         routing::resolve_websocket(&state.routes, &plan, path, clean_query.as_deref(), chosen)?;
+    // The key's request and token budgets apply at the handshake, as on HTTP (a socket's own
+    // usage is not metered).
+    let mut no_body = super::body::Inbound::Read(bytes::Bytes::new());
+    let metering = super::admit(state, super::key_of(caller), &mut no_body).await?;
     super::request_filter(caller, &route, path)?;
     let backend = &state.routes.backends()[route.backend];
     let token =
@@ -140,6 +144,7 @@ pub(super) async fn open(
         query: uri.query(),
         started,
         deadline: started + upstream_cfg.request_timeout,
+        metering,
     };
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Azure refused: its answer (with the diagnosis on 401/403/404) is the client's.

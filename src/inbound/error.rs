@@ -45,8 +45,6 @@ pub enum AuthError {
     SigningKeysUnavailable(KeysUnavailable),
     #[error("key {name:?} expired at {at}; ask for a new key")]
     KeyExpired { name: String, at: String },
-    #[error("key {name:?} is over its requests_per_minute limit; retry in {retry_after_secs}s")]
-    RateLimited { name: String, retry_after_secs: u64 },
     #[error(
         "client credentials need a tenant: send it in the x-ms-tenant-id header (if allowed) or set [inbound.client_credentials] tenant_id"
     )]

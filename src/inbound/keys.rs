@@ -76,6 +76,9 @@ mod tests {
             models: vec![],
             expires: None,
             requests_per_minute: None,
+            tokens_per_minute: None,
+            token_quota: None,
+            token_quota_period: Default::default(),
         }]);
         assert_eq!(&*store.lookup("secret-key").unwrap().name, "team-a");
         assert!(store.lookup("secret-kez").is_none());

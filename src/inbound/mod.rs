@@ -170,10 +170,6 @@ impl Authenticator {
                             name: holder.name.to_string(),
                             at,
                         },
-                        PolicyDenial::RateLimited { retry_after } => AuthError::RateLimited {
-                            name: holder.name.to_string(),
-                            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
-                        },
                     })?;
                 let name = holder.name.clone();
                 Ok(if holder.legacy {

@@ -13,6 +13,7 @@ mod diagnose_samples;
 mod diagnosis;
 mod faults;
 mod infra;
+mod limits;
 mod readme_config;
 mod realtime;
 mod reload;

@@ -87,6 +87,30 @@ fn validate_key(
             "must be at least 1 (remove the key to block it)",
         );
     }
+    let tokens_per_minute = positive(
+        k.tokens_per_minute,
+        &format!("{at}.tokens_per_minute"),
+        errors,
+    );
+    let token_quota = positive(k.token_quota, &format!("{at}.token_quota"), errors);
+    let token_quota_period = match k.token_quota_period.as_deref() {
+        None => Some(crate::config::QuotaPeriod::default()),
+        Some(p) => errors.check(
+            format!("{at}.token_quota_period"),
+            crate::config::QuotaPeriod::parse(p).ok_or_else(|| {
+                format!(
+                    "{p:?} is not a quota period; use one of {} (calendar periods in UTC)",
+                    crate::config::QuotaPeriod::NAMES.join(", ")
+                )
+            }),
+        ),
+    };
+    if k.token_quota_period.is_some() && k.token_quota.is_none() {
+        errors.add(
+            format!("{at}.token_quota_period"),
+            "is set without token_quota (set the quota too, or remove the period)",
+        );
+    }
     for (j, m) in k.models.iter().enumerate() {
         if !models.knows(m) && !backends.has_deployment(m) {
             errors.add(
@@ -105,5 +129,23 @@ fn validate_key(
         models: k.models,
         expires: expires?,
         requests_per_minute: k.requests_per_minute,
+        tokens_per_minute: tokens_per_minute?,
+        token_quota: token_quota?,
+        token_quota_period: token_quota_period?,
     })
+}
+
+/// A token limit: absent, or at least 1.
+fn positive(v: Option<i64>, key: &str, errors: &mut Errors) -> Option<Option<u64>> {
+    match v {
+        None => Some(None),
+        Some(n) if n >= 1 => Some(Some(n as u64)),
+        Some(n) => {
+            errors.add(
+                key,
+                format!("{n} is not a limit: it must be at least 1 (remove the key to block it)"),
+            );
+            None
+        }
+    }
 }

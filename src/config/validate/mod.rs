@@ -6,6 +6,7 @@ mod backends;
 mod identity;
 mod inbound;
 mod keys;
+mod limits;
 mod models;
 mod server;
 
@@ -39,6 +40,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     } = raw.inbound;
     let has_client_auth = has_keys || entra.is_some() || client_credentials.is_some();
     let inbound = inbound::validate_inbound(modes, entra, client_credentials, &mut errors);
+    let limits = limits::validate_limits(raw.limits, &mut errors);
     let allow_unauthenticated = server.as_ref().and_then(|server| {
         unauthenticated(
             allow_unauthenticated,
@@ -59,6 +61,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         Some(keys),
         Some(allow_unauthenticated),
         Some(inbound),
+        Some(limits),
     ) = (
         server,
         upstream,
@@ -69,6 +72,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         keys,
         allow_unauthenticated,
         inbound,
+        limits,
     )
     else {
         return errors.finish(None);
@@ -84,6 +88,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         keys,
         allow_unauthenticated,
         inbound,
+        limits,
         notes,
     }))
 }

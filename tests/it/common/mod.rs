@@ -322,6 +322,8 @@ pub async fn stop_and_collect(mut c: Child) -> (Option<i32>, String) {
     (status.code(), stderr)
 }
 
+pub mod redis;
+
 pub mod tempfile_path {
     //! A file path under the target dir, removed on drop.
     use std::path::PathBuf;

@@ -1,0 +1,159 @@
+//! `[limits]`: where per-key counters live — in memory, or in a Redis shared by replicas — and
+//! what a request gets when Redis does not answer.
+
+use crate::config::errors::Errors;
+use crate::config::raw::RawLimits;
+use crate::config::{DEFAULT_REDIS_TIMEOUT, LimitsConfig, OnRedisError, RedisConfig};
+use secrecy::{ExposeSecret as _, SecretString};
+use std::time::Duration;
+
+pub(super) fn validate_limits(raw: RawLimits, errors: &mut Errors) -> Option<LimitsConfig> {
+    let before = errors.len();
+    let on_error = match raw.on_redis_error.as_deref() {
+        None | Some("allow") => OnRedisError::Allow,
+        Some("deny") => OnRedisError::Deny,
+        Some(other) => {
+            errors.add(
+                "limits.on_redis_error",
+                format!("{other:?} is not a choice; use \"allow\" (count in memory until Redis is back) or \"deny\" (answer 503)"),
+            );
+            OnRedisError::Allow
+        }
+    };
+    let timeout = match raw.redis_timeout_ms {
+        None => DEFAULT_REDIS_TIMEOUT,
+        Some(ms) if (1..=10_000).contains(&ms) => Duration::from_millis(ms as u64),
+        Some(ms) => {
+            errors.add(
+                "limits.redis_timeout_ms",
+                format!("{ms} is out of range: use 1 to 10000 (milliseconds)"),
+            );
+            DEFAULT_REDIS_TIMEOUT
+        }
+    };
+    let redis = match raw.redis_url {
+        None => {
+            if raw.on_redis_error.is_some() || raw.redis_timeout_ms.is_some() {
+                errors.add(
+                    "limits",
+                    "on_redis_error and redis_timeout_ms need limits.redis_url",
+                );
+            }
+            None
+        }
+        Some(url) => errors
+            .check("limits.redis_url", redis_url(&url))
+            .map(|shown| RedisConfig {
+                url,
+                shown,
+                timeout,
+                on_error,
+            }),
+    };
+    (errors.len() == before).then_some(LimitsConfig { redis })
+}
+
+/// Checks a Redis URL and returns it without its password. Messages never repeat the URL
+/// (it may carry a password).
+fn redis_url(url: &SecretString) -> Result<String, String> {
+    let mut parsed = url::Url::parse(url.expose_secret())
+        .map_err(|e| format!("is not a URL ({e}); expected redis://[:PASSWORD@]HOST:PORT[/DB]"))?;
+    match parsed.scheme() {
+        "redis" => {}
+        "rediss" => {
+            return Err(
+                "rediss:// (Redis over TLS) is not supported yet; use redis:// on a private network or a TLS sidecar".into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "scheme {other:?} is not Redis; expected redis://[:PASSWORD@]HOST:PORT[/DB]"
+            ));
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("has no host; expected redis://[:PASSWORD@]HOST:PORT[/DB]".into());
+    }
+    let db = parsed.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err(format!(
+            "the path {db:?} is not a database number; expected redis://HOST:PORT/0"
+        ));
+    }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    Ok(parsed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::OnRedisError;
+    use crate::config::testing::{DIGEST, err, parse};
+
+    const BASE: &str = "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\n";
+
+    #[test]
+    fn redis_url_is_checked_and_its_password_never_shown() {
+        let c = parse(&format!(
+            "{BASE}[limits]\nredis_url = \"redis://:hunter2@127.0.0.1:6379/0\"\non_redis_error = \"deny\"\n"
+        ))
+        .unwrap();
+        let r = c.limits.redis.unwrap();
+        assert_eq!(r.shown, "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(r.on_error, OnRedisError::Deny);
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let e = err(&format!(
+            "{BASE}[limits]\nredis_url = \"http://:hunter2@h:1\"\n"
+        ));
+        assert!(
+            e.contains("limits.redis_url: scheme \"http\" is not Redis"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = err(&format!("{BASE}[limits]\nredis_url = \"rediss://h:1\"\n"));
+        assert!(
+            e.contains("limits.redis_url: rediss:// (Redis over TLS) is not supported yet"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}[limits]\nredis_url = \"redis://h:1/x\"\n"));
+        assert!(
+            e.contains("limits.redis_url: the path \"x\" is not a database number"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{BASE}[limits]\non_redis_error = \"maybe\"\nredis_url = \"redis://h:1\"\n"
+        ));
+        assert!(
+            e.contains("limits.on_redis_error: \"maybe\" is not a choice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn token_limits_must_be_positive_and_periods_real() {
+        let key = |extra: &str| format!("{BASE}[[keys]]\nname='k'\nsha256='{DIGEST}'\n{extra}\n");
+        let c = parse(&key(
+            "tokens_per_minute = 20000\ntoken_quota = 5000000\ntoken_quota_period = \"week\"",
+        ))
+        .unwrap();
+        let b = c.keys[0].budget();
+        assert_eq!(b.tokens_per_minute, Some(20000));
+        assert_eq!(b.token_quota, Some(5_000_000));
+        assert_eq!(b.token_quota_period, crate::config::QuotaPeriod::Week);
+        let e = err(&key("tokens_per_minute = 0"));
+        assert!(
+            e.contains("keys[0].tokens_per_minute: 0 is not a limit: it must be at least 1"),
+            "{e}"
+        );
+        let e = err(&key("token_quota = -5"));
+        assert!(e.contains("keys[0].token_quota: -5 is not a limit"), "{e}");
+        let e = err(&key("token_quota = 5\ntoken_quota_period = \"fortnight\""));
+        assert!(e.contains("keys[0].token_quota_period: \"fortnight\" is not a quota period; use one of hour, day, week, month"), "{e}");
+        let e = err(&key("token_quota_period = \"day\""));
+        assert!(
+            e.contains("keys[0].token_quota_period: is set without token_quota"),
+            "{e}"
+        );
+    }
+}

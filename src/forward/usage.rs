@@ -1,0 +1,793 @@
+//! Token usage read from Azure's answers as they pass, never buffering a stream: JSON answers
+//! are teed (at most [`JSON_TEE_LIMIT`] bytes) and read at their end; SSE streams are read line
+//! by line, whatever the chunk boundaries, and their usage taken from the chunk that carries it.
+//! When usage cannot be read, the charge falls back to an estimate: the prompt estimate made
+//! before sending ([`estimate_prompt`]) plus, for streams, what the content deltas seen add up to.
+//! `Metered` wraps an answer's body, and at its end (or when it is dropped) counts, logs and
+//! charges the usage.
+
+use crate::config::KeyBudget;
+use crate::limits::Limits;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Largest JSON answer read for its usage; longer ones are charged the estimate.
+pub const JSON_TEE_LIMIT: usize = 1024 * 1024;
+/// Longest SSE line read; a longer one is passed on unread.
+const SSE_LINE_LIMIT: usize = 1024 * 1024;
+/// Tokens added per chat message (role and framing) by the prompt estimate.
+pub const PER_MESSAGE_TOKENS: u64 = 4;
+/// Tokens added per chat request (the reply's priming) by the prompt estimate.
+pub const PER_REQUEST_TOKENS: u64 = 3;
+
+/// Tokens one answer used, as Azure reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+    /// `prompt_tokens_details.cached_tokens` (`input_tokens_details` in the Responses API).
+    pub cached: Option<u64>,
+    /// `completion_tokens_details.reasoning_tokens` (`output_tokens_details`).
+    pub reasoning: Option<u64>,
+}
+
+/// Why an answer's usage could not be read (the `reason` of `entra_proxy_usage_estimated_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    NotJson,
+    NoUsage,
+    MalformedUsage,
+    TooLarge,
+    EndedEarly,
+}
+
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::NotJson => "not_json",
+            Fallback::NoUsage => "no_usage",
+            Fallback::MalformedUsage => "malformed_usage",
+            Fallback::TooLarge => "too_large",
+            Fallback::EndedEarly => "ended_early",
+        }
+    }
+}
+
+/// Reads a `usage` object: chat, completions and embeddings (`prompt_tokens`, …) or the
+/// Responses API (`input_tokens`, …).
+pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
+    let Value::Object(map) = usage else {
+        return Err(Fallback::MalformedUsage);
+    };
+    let field = |names: &[&str]| -> Result<Option<u64>, Fallback> {
+        for name in names {
+            match map.get(*name) {
+                None | Some(Value::Null) => {}
+                Some(v) => return v.as_u64().map(Some).ok_or(Fallback::MalformedUsage),
+            }
+        }
+        Ok(None)
+    };
+    let detail = |outer: &[&str], inner: &str| -> Result<Option<u64>, Fallback> {
+        for name in outer {
+            match map.get(*name).map(|d| d.get(inner)) {
+                None | Some(None) | Some(Some(Value::Null)) => {}
+                Some(Some(v)) => return v.as_u64().map(Some).ok_or(Fallback::MalformedUsage),
+            }
+        }
+        Ok(None)
+    };
+    let prompt = field(&["prompt_tokens", "input_tokens"])?;
+    let completion = field(&["completion_tokens", "output_tokens"])?;
+    let total = field(&["total_tokens"])?;
+    if prompt.is_none() && total.is_none() {
+        return Err(Fallback::MalformedUsage);
+    }
+    let (prompt, completion) = (prompt.unwrap_or(0), completion.unwrap_or(0));
+    Ok(Usage {
+        prompt,
+        completion,
+        total: total.unwrap_or(prompt + completion),
+        cached: detail(
+            &["prompt_tokens_details", "input_tokens_details"],
+            "cached_tokens",
+        )?,
+        reasoning: detail(
+            &["completion_tokens_details", "output_tokens_details"],
+            "reasoning_tokens",
+        )?,
+    })
+}
+
+/// The usage of a whole JSON answer.
+pub fn json_usage(body: &[u8]) -> Result<Usage, Fallback> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| Fallback::NotJson)?;
+    match value.get("usage") {
+        None | Some(Value::Null) => Err(Fallback::NoUsage),
+        Some(u) => usage_of(u),
+    }
+}
+
+/// The prompt estimate, made before sending: the bytes of the request's text (chat
+/// `messages[].content`, `prompt`, `input`, as strings or text parts) divided by 4, rounded up,
+/// plus [`PER_MESSAGE_TOKENS`] per chat message and [`PER_REQUEST_TOKENS`] per chat request.
+/// `None` when the body is not a JSON object.
+pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    let mut bytes = 0usize;
+    let mut overhead = 0u64;
+    if let Some(messages) = object.get("messages").and_then(Value::as_array) {
+        overhead = PER_REQUEST_TOKENS + PER_MESSAGE_TOKENS * messages.len() as u64;
+        for m in messages {
+            bytes += text_bytes(m.get("content").unwrap_or(&Value::Null));
+        }
+    }
+    for field in ["prompt", "input"] {
+        if let Some(v) = object.get(field) {
+            bytes += text_bytes(v);
+        }
+    }
+    Some((bytes as u64).div_ceil(4) + overhead)
+}
+
+/// Bytes of text in a string, an array of strings or text parts, or messages with `content`.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(o) => ["text", "content"]
+            .iter()
+            .filter_map(|k| o.get(*k))
+            .map(text_bytes)
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The request body with `stream_options.include_usage = true`, when it is a streamed chat or
+/// completions request that does not ask for usage; `None` when nothing needs changing.
+pub fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object_mut()?;
+    if object.get("stream") != Some(&Value::Bool(true))
+        || !(object.contains_key("messages") || object.contains_key("prompt"))
+    {
+        return None;
+    }
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let options = options.as_object_mut()?;
+    if options.get("include_usage") == Some(&Value::Bool(true)) {
+        return None;
+    }
+    options.insert("include_usage".into(), Value::Bool(true));
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+/// The parts of one SSE `data:` payload the meter reads.
+#[derive(Deserialize)]
+struct Chunk {
+    choices: Option<Vec<Choice>>,
+    usage: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    delta: Option<Value>,
+    response: Option<ResponseObject>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    delta: Option<Delta>,
+    text: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ResponseObject {
+    usage: Option<Value>,
+}
+
+/// Tokens a content delta counts for when a stream has no usage: at least 1.
+fn delta_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4).max(1)
+}
+
+/// Reads an SSE stream as it passes. With `hide_usage_chunk`, it also removes the usage-only
+/// chunk (`"choices": []` with `usage`) that the proxy asked for, and then gives back whole
+/// events only, so what the client sees is byte for byte the stream without that chunk.
+#[derive(Debug, Default)]
+pub struct SseMeter {
+    line: Vec<u8>,
+    line_too_long: bool,
+    usage: Option<Result<Usage, Fallback>>,
+    /// Completion tokens estimated from the content deltas seen.
+    seen_completion: u64,
+    done: bool,
+    hide_usage_chunk: bool,
+    event: BytesMut,
+    event_hidden: bool,
+}
+
+impl SseMeter {
+    pub fn new(hide_usage_chunk: bool) -> SseMeter {
+        SseMeter {
+            hide_usage_chunk,
+            ..SseMeter::default()
+        }
+    }
+
+    /// Reads `chunk`. When hiding the usage chunk, returns what the client gets now (whole
+    /// events); otherwise `None`: the chunk passes unchanged.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        let mut out = self.hide_usage_chunk.then(BytesMut::new);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (piece, ends_line) = match rest.iter().position(|b| *b == b'\n') {
+                Some(i) => (&rest[..=i], true),
+                None => (rest, false),
+            };
+            rest = &rest[piece.len()..];
+            if let Some(out) = out.as_mut() {
+                self.event.extend_from_slice(piece);
+                let _ = out;
+            }
+            if self.line.len() + piece.len() > SSE_LINE_LIMIT {
+                self.line.clear();
+                self.line_too_long = true;
+            } else if !self.line_too_long {
+                self.line.extend_from_slice(piece);
+            }
+            if !ends_line {
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let too_long = std::mem::replace(&mut self.line_too_long, false);
+            let text = trim_eol(&line);
+            if !too_long && self.read_line(text) {
+                self.event_hidden = true;
+            }
+            if text.is_empty()
+                && let Some(out) = out.as_mut()
+            {
+                let event = self.event.split();
+                if !std::mem::replace(&mut self.event_hidden, false) {
+                    out.extend_from_slice(&event);
+                }
+            }
+            self.line = line;
+            self.line.clear();
+        }
+        out.map(BytesMut::freeze)
+    }
+
+    /// What is left of an event the stream ended in (when hiding the usage chunk).
+    pub fn flush(&mut self) -> Option<Bytes> {
+        if self.event.is_empty() || self.event_hidden {
+            return None;
+        }
+        Some(self.event.split().freeze())
+    }
+
+    /// Reads one line; true when it is the data of a usage-only chunk to hide.
+    fn read_line(&mut self, line: &[u8]) -> bool {
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return false;
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" {
+            self.done = true;
+            return false;
+        }
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
+            return false;
+        };
+        let usage = chunk
+            .usage
+            .as_ref()
+            .or(chunk.response.as_ref().and_then(|r| r.usage.as_ref()))
+            .filter(|u| !u.is_null());
+        if let Some(u) = usage {
+            self.usage = Some(usage_of(u));
+        }
+        for choice in chunk.choices.iter().flatten() {
+            let content = choice.delta.as_ref().and_then(|d| d.content.as_ref());
+            if let Some(Value::String(s)) = content.or(choice.text.as_ref())
+                && !s.is_empty()
+            {
+                self.seen_completion += delta_tokens(s);
+            }
+        }
+        if chunk.kind.as_deref() == Some("response.output_text.delta")
+            && let Some(Value::String(s)) = &chunk.delta
+        {
+            self.seen_completion += delta_tokens(s);
+        }
+        self.hide_usage_chunk && usage.is_some() && chunk.choices.is_some_and(|c| c.is_empty())
+    }
+
+    /// The usage of the stream, or why it falls back to the estimate (`ended` false: the
+    /// stream broke off or the client went away).
+    pub fn result(&self, ended: bool) -> Result<Usage, Fallback> {
+        match self.usage {
+            Some(r) => r,
+            None if !ended => Err(Fallback::EndedEarly),
+            None => Err(Fallback::NoUsage),
+        }
+    }
+
+    /// Completion tokens counted from the content deltas seen.
+    pub fn seen_completion(&self) -> u64 {
+        self.seen_completion
+    }
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// How an answer's body is read.
+#[derive(Debug)]
+pub(super) enum Meter {
+    /// Teed up to [`JSON_TEE_LIMIT`] bytes.
+    Json {
+        buf: Vec<u8>,
+        too_large: bool,
+    },
+    Sse(SseMeter),
+}
+
+impl Meter {
+    /// The meter for an answer of `content_type`, if it is JSON or SSE.
+    pub(super) fn for_content_type(content_type: &str, hide_usage_chunk: bool) -> Option<Meter> {
+        let ct = content_type.trim().to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            Some(Meter::Sse(SseMeter::new(hide_usage_chunk)))
+        } else if ct.starts_with("application/json") {
+            Some(Meter::Json {
+                buf: Vec::new(),
+                too_large: false,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Whether the meter changes the body (so its length is not Azure's).
+    pub(super) fn rewrites(&self) -> bool {
+        matches!(self, Meter::Sse(s) if s.hide_usage_chunk)
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Option<Bytes> {
+        match self {
+            Meter::Json { buf, too_large } => {
+                if !*too_large && buf.len() + data.len() <= JSON_TEE_LIMIT {
+                    buf.extend_from_slice(data);
+                } else {
+                    *too_large = true;
+                    buf.clear();
+                }
+                None
+            }
+            Meter::Sse(s) => s.feed(data),
+        }
+    }
+
+    /// The usage (or the fallback and the completion tokens seen).
+    fn result(&self, ended: bool) -> (Result<Usage, Fallback>, u64) {
+        match self {
+            Meter::Json {
+                too_large: true, ..
+            } => (Err(Fallback::TooLarge), 0),
+            Meter::Json { .. } if !ended => (Err(Fallback::EndedEarly), 0),
+            Meter::Json { buf, .. } => (json_usage(buf), 0),
+            Meter::Sse(s) => (s.result(ended), s.seen_completion()),
+        }
+    }
+}
+
+/// What happens when an answer ends: the labels and log fields of the request, the key to
+/// charge.
+pub(super) struct Settle {
+    pub(super) limits: Limits,
+    pub(super) key: Option<(Arc<str>, KeyBudget)>,
+    pub(super) estimate: u64,
+    pub(super) labels: TokenLabels,
+    pub(super) log: AccessLog,
+}
+
+/// The labels of `entra_proxy_tokens_total`, bounded by the config.
+pub(super) struct TokenLabels {
+    pub(super) key: String,
+    pub(super) model: String,
+    pub(super) deployment: String,
+    pub(super) backend: String,
+}
+
+/// The fields of the "proxied" access-log line.
+pub(super) struct AccessLog {
+    pub(super) request_id: String,
+    pub(super) path: String,
+    /// The query with credential values masked (`api-key=***`), if there was one.
+    pub(super) query: Option<String>,
+    pub(super) caller: String,
+    pub(super) model: String,
+    pub(super) deployment: String,
+    pub(super) status: u16,
+    pub(super) started: std::time::Instant,
+}
+
+type Charging = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Settle {
+    /// Counts, logs and returns the charge of an answer that ended (`ended`) or broke off.
+    fn settle(self, meter: &Meter, ended: bool) -> Option<Charging> {
+        let (result, seen_completion) = meter.result(ended);
+        let usage = match result {
+            Ok(u) => u,
+            Err(reason) => {
+                metrics::counter!("entra_proxy_usage_estimated_total", "reason" => reason.name())
+                    .increment(1);
+                Usage {
+                    prompt: self.estimate,
+                    completion: seen_completion,
+                    total: self.estimate + seen_completion,
+                    cached: None,
+                    reasoning: None,
+                }
+            }
+        };
+        let estimated = result.is_err();
+        for (kind, n) in [
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("total", usage.total),
+        ] {
+            metrics::counter!(
+                "entra_proxy_tokens_total",
+                "key" => self.labels.key.clone(),
+                "model" => self.labels.model.clone(),
+                "deployment" => self.labels.deployment.clone(),
+                "backend" => self.labels.backend.clone(),
+                "kind" => kind
+            )
+            .increment(n);
+        }
+        let log = &self.log;
+        tracing::info!(
+            request_id = %log.request_id,
+            path = %log.path,
+            query = log.query.as_deref(),
+            caller = %log.caller,
+            backend = %self.labels.backend,
+            model = %log.model,
+            deployment = %log.deployment,
+            status = log.status,
+            took_ms = log.started.elapsed().as_millis() as u64,
+            prompt_tokens = usage.prompt,
+            completion_tokens = usage.completion,
+            total_tokens = usage.total,
+            cached_tokens = usage.cached,
+            reasoning_tokens = usage.reasoning,
+            usage_estimated = estimated,
+            ended,
+            "proxied"
+        );
+        let (name, budget) = self.key?;
+        let limits = self.limits;
+        Some(Box::pin(async move {
+            limits.charge(&name, &budget, usage.total).await;
+        }))
+    }
+}
+
+/// An answer's body, metered as it passes. At its end the usage is counted, logged and charged
+/// (the client sees the end once the charge is recorded); when the stream breaks off or the
+/// client goes away, what was seen is charged in the background.
+pub(super) struct Metered<B: http_body::Body> {
+    inner: B,
+    meter: Meter,
+    settle: Option<Settle>,
+    charging: Option<Charging>,
+    flushed: bool,
+}
+
+impl<B: http_body::Body> Metered<B> {
+    pub(super) fn new(inner: B, meter: Meter, settle: Settle) -> Metered<B> {
+        Metered {
+            inner,
+            meter,
+            settle: Some(settle),
+            charging: None,
+            flushed: false,
+        }
+    }
+
+    fn settle(&mut self, ended: bool) -> Option<Charging> {
+        self.settle.take()?.settle(&self.meter, ended)
+    }
+}
+
+/// Runs a charge now when it completes at once (the memory store), else in the background.
+fn charge_now_or_later(mut charge: Charging) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if charge.as_mut().poll(&mut cx).is_pending()
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        rt.spawn(charge);
+    }
+}
+
+impl<B: http_body::Body> Drop for Metered<B> {
+    fn drop(&mut self) {
+        // A body whose length is known may be dropped once its last byte was sent.
+        let ended = self.inner.is_end_stream();
+        if let Some(charge) = self.settle(ended) {
+            charge_now_or_later(charge);
+        }
+    }
+}
+
+impl<B> http_body::Body for Metered<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(charging) = this.charging.as_mut() {
+                return match charging.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.charging = None;
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            if this.settle.is_none() {
+                return match Pin::new(&mut this.inner).poll_frame(cx) {
+                    // Settled at the last frame: only trailers or the end remain.
+                    Poll::Ready(Some(Ok(frame))) if !frame.is_data() => {
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                    _ => Poll::Ready(None),
+                };
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let last = this.inner.is_end_stream();
+                    let frame = match frame.into_data() {
+                        Ok(data) => match this.meter.feed(&data) {
+                            None => http_body::Frame::data(data),
+                            Some(out) if out.is_empty() => continue,
+                            Some(out) => http_body::Frame::data(out),
+                        },
+                        Err(frame) => frame,
+                    };
+                    // The client may not ask again after the last frame of a known length.
+                    if last
+                        && !this.meter.rewrites()
+                        && let Some(charge) = this.settle(true)
+                    {
+                        charge_now_or_later(charge);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(charge) = this.settle(false) {
+                        charge_now_or_later(charge);
+                    }
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    if !this.flushed {
+                        this.flushed = true;
+                        if let Meter::Sse(s) = &mut this.meter
+                            && let Some(rest) = s.flush()
+                        {
+                            return Poll::Ready(Some(Ok(http_body::Frame::data(rest))));
+                        }
+                    }
+                    match this.settle(true) {
+                        Some(charge) => this.charging = Some(charge),
+                        None => return Poll::Ready(None),
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.settle.is_none() && self.charging.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.meter.rewrites() {
+            http_body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(v: Value) -> String {
+        format!("data: {v}\n\n")
+    }
+
+    fn stream(with_usage: bool) -> (String, String) {
+        let chunk = |c: &str| {
+            event(
+                serde_json::json!({"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":c},"finish_reason":null}]}),
+            )
+        };
+        let plain = format!("{}{}", chunk("Hello"), chunk(" world, how are you"));
+        let usage = event(
+            serde_json::json!({"id":"x","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":2}}}),
+        );
+        let done = "data: [DONE]\n\n";
+        let with = format!(
+            "{plain}{}{done}",
+            if with_usage { usage } else { String::new() }
+        );
+        (with, format!("{plain}{done}"))
+    }
+
+    #[test]
+    fn json_usage_of_chat_embeddings_and_responses() {
+        let chat = br#"{"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13,"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        assert_eq!(
+            json_usage(chat),
+            Ok(Usage {
+                prompt: 10,
+                completion: 3,
+                total: 13,
+                cached: None,
+                reasoning: Some(1)
+            })
+        );
+        let embeddings = br#"{"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+        assert_eq!(
+            json_usage(embeddings).map(|u| (u.prompt, u.completion, u.total)),
+            Ok((4, 0, 4))
+        );
+        let responses = br#"{"usage":{"input_tokens":7,"output_tokens":2,"total_tokens":9,"input_tokens_details":{"cached_tokens":3}}}"#;
+        assert_eq!(
+            json_usage(responses).map(|u| (u.total, u.cached)),
+            Ok((9, Some(3)))
+        );
+        assert_eq!(json_usage(b"<html>"), Err(Fallback::NotJson));
+        assert_eq!(
+            json_usage(br#"{"usage":{"prompt_tokens":"#),
+            Err(Fallback::NotJson)
+        );
+        assert_eq!(json_usage(br#"{"id":1}"#), Err(Fallback::NoUsage));
+        assert_eq!(
+            json_usage(br#"{"usage":{"prompt_tokens":"ten"}}"#),
+            Err(Fallback::MalformedUsage)
+        );
+        assert_eq!(
+            json_usage(br#"{"usage":[1]}"#),
+            Err(Fallback::MalformedUsage)
+        );
+        assert_eq!(
+            json_usage(br#"{"usage":{"total_tokens":-1}}"#),
+            Err(Fallback::MalformedUsage)
+        );
+    }
+
+    #[test]
+    fn the_prompt_estimate_is_a_quarter_of_the_text_bytes_plus_message_overhead() {
+        let chat = br#"{"messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"abcdefghi"}]}]}"#;
+        // 13 bytes → 4 tokens, + 2 messages × 4 + 3.
+        assert_eq!(estimate_prompt(chat), Some(4 + 8 + 3));
+        assert_eq!(estimate_prompt(br#"{"input":["abcd","abcd"]}"#), Some(2));
+        assert_eq!(estimate_prompt(br#"{"prompt":"a"}"#), Some(1));
+        assert_eq!(estimate_prompt(b"not json"), None);
+    }
+
+    #[test]
+    fn include_usage_is_injected_only_into_streams_that_lack_it() {
+        let out = inject_include_usage(br#"{"model":"m","stream":true,"messages":[]}"#).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+        let out = inject_include_usage(
+            br#"{"stream":true,"prompt":"x","stream_options":{"include_usage":false}}"#,
+        )
+        .unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(r#""include_usage":true"#));
+        assert!(
+            inject_include_usage(
+                br#"{"stream":true,"messages":[],"stream_options":{"include_usage":true}}"#
+            )
+            .is_none()
+        );
+        assert!(inject_include_usage(br#"{"messages":[]}"#).is_none());
+        assert!(inject_include_usage(br#"{"stream":true,"input":"x"}"#).is_none());
+    }
+
+    #[test]
+    fn sse_usage_is_read_across_any_chunk_boundaries() {
+        let (with, _) = stream(true);
+        for size in [1, 2, 3, 7, 64, with.len()] {
+            let mut m = SseMeter::new(false);
+            for piece in with.as_bytes().chunks(size) {
+                assert!(m.feed(piece).is_none());
+            }
+            let u = m.result(true).unwrap();
+            assert_eq!(
+                (u.prompt, u.completion, u.total, u.cached),
+                (9, 5, 14, Some(2)),
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_injected_usage_chunk_is_hidden_byte_for_byte() {
+        let (with, without) = stream(true);
+        for size in [1, 5, 13, with.len()] {
+            let mut m = SseMeter::new(true);
+            let mut seen = Vec::new();
+            for piece in with.as_bytes().chunks(size) {
+                seen.extend_from_slice(&m.feed(piece).unwrap());
+            }
+            if let Some(rest) = m.flush() {
+                seen.extend_from_slice(&rest);
+            }
+            assert_eq!(String::from_utf8(seen).unwrap(), without, "size {size}");
+            assert_eq!(m.result(true).unwrap().total, 14);
+        }
+    }
+
+    #[test]
+    fn a_stream_without_usage_counts_its_content_deltas() {
+        let (_, without) = stream(false);
+        let mut m = SseMeter::new(false);
+        m.feed(without.as_bytes());
+        assert_eq!(m.result(true), Err(Fallback::NoUsage));
+        assert_eq!(m.result(false), Err(Fallback::EndedEarly));
+        // "Hello" → 2, " world, how are you" (19 bytes) → 5.
+        assert_eq!(m.seen_completion(), 2 + 5);
+        let mut m = SseMeter::new(false);
+        m.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"\"}}]}\n\ndata: {\"choices\":[{\"text\":\"a\"}]}\n\n");
+        assert_eq!(
+            m.seen_completion(),
+            1,
+            "empty deltas count nothing, others at least 1"
+        );
+    }
+
+    #[test]
+    fn responses_streams_carry_usage_in_the_completed_event() {
+        let s = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1,\"total_tokens\":4}}}\n\n";
+        let mut m = SseMeter::new(false);
+        m.feed(s.as_bytes());
+        assert_eq!(m.result(true).map(|u| u.total), Ok(4));
+        assert_eq!(m.seen_completion(), 1);
+    }
+}

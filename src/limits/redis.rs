@@ -1,0 +1,286 @@
+//! The limits store in Redis, shared by every replica: per-second buckets of the 60 s windows
+//! in hashes, and one counter per quota period, each updated by one Lua script (atomic: no
+//! read-modify-write races between replicas) and each expiring by itself. A call that does not
+//! answer within `limits.redis_timeout_ms` fails; the caller then applies
+//! `limits.on_redis_error`. After a failure Redis is left alone for [`PAUSE_AFTER_FAILURE_MS`],
+//! so an outage costs requests nothing; the outage is logged once and counted.
+
+use super::window::period_bounds;
+use super::{Refusal, Standing, Verdict};
+use crate::config::{KeyBudget, RedisConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+/// After a failed call, calls fail at once for this long, then Redis is tried again.
+pub const PAUSE_AFTER_FAILURE_MS: i64 = 500;
+/// Quota counters outlive their period by this much (seconds), then expire.
+const QUOTA_MARGIN_SECS: i64 = 3600;
+
+/// Atomic admission. Window hashes map second → amount; buckets older than the window are
+/// deleted. Refuses (1 requests, 2 tokens, 3 quota) before counting; counts the request when
+/// admitted. Returns {verdict, retry_after, requests, tokens, quota}.
+const ADMIT: &str = r"
+local now = tonumber(ARGV[1])
+local function window(key)
+  local flat = redis.call('HGETALL', key)
+  local buckets, used = {}, 0
+  for i = 1, #flat, 2 do
+    local sec, n = tonumber(flat[i]), tonumber(flat[i + 1])
+    if sec <= now - 60 then redis.call('HDEL', key, flat[i])
+    else buckets[#buckets + 1] = {sec, n}; used = used + n end
+  end
+  table.sort(buckets, function(a, b) return a[1] < b[1] end)
+  return used, buckets
+end
+local function retry_after(used, buckets, limit)
+  for _, b in ipairs(buckets) do
+    used = used - b[2]
+    if used < limit then return math.max(1, b[1] + 60 - now) end
+  end
+  return 1
+end
+local rpm, tpm, quota = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local r, rb = window(KEYS[1])
+local t, tb = window(KEYS[2])
+local q = tonumber(redis.call('GET', KEYS[3]) or '0')
+if ARGV[5] == 'peek' then return {0, 0, r, t, q} end
+if rpm > 0 and r >= rpm then return {1, retry_after(r, rb, rpm), r, t, q} end
+if tpm > 0 and t >= tpm then return {2, retry_after(t, tb, tpm), r, t, q} end
+if quota > 0 and q >= quota then return {3, 0, r, t, q} end
+redis.call('HINCRBY', KEYS[1], now, 1)
+redis.call('EXPIRE', KEYS[1], 61)
+return {0, 0, r + 1, t, q}
+";
+
+/// Atomic charge of tokens to the window and the quota period. Returns the quota used.
+const CHARGE: &str = r"
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], 61)
+local q = redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('EXPIREAT', KEYS[2], ARGV[3])
+return q
+";
+
+/// Why a call to Redis gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreDown {
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+    #[error("{0}")]
+    Redis(String),
+    #[error("paused after a recent failure")]
+    Paused,
+}
+
+/// Counters in Redis.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    timeout: Duration,
+    /// The URL without its password.
+    shown: String,
+    admit: redis::Script,
+    charge: redis::Script,
+    down: AtomicBool,
+    /// Unix milliseconds before which calls fail without trying.
+    paused_until: AtomicI64,
+    failures: metrics::Counter,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.shown)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis keys of one key name; the `{…}` hash tag keeps them in one cluster slot.
+fn keys(name: &str, budget: &KeyBudget, now: i64) -> ([String; 3], i64) {
+    let (start, end) = period_bounds(budget.token_quota_period, now);
+    let period = budget.token_quota_period.name();
+    (
+        [
+            format!("entra-proxy:{{{name}}}:requests"),
+            format!("entra-proxy:{{{name}}}:tokens"),
+            format!("entra-proxy:{{{name}}}:quota:{period}:{start}"),
+        ],
+        end + QUOTA_MARGIN_SECS,
+    )
+}
+
+impl RedisStore {
+    /// A store that connects on first use (and reconnects by itself): an unreachable Redis at
+    /// start-up is no reason not to start.
+    pub fn new(config: &RedisConfig) -> Result<RedisStore, String> {
+        let client = redis::Client::open(config.url.expose_secret())
+            .map_err(|e| format!("limits.redis_url ({}): {}", config.shown, redis_kind(&e)))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| format!("limits.redis_url ({}): {}", config.shown, redis_kind(&e)))?;
+        Ok(RedisStore {
+            conn,
+            timeout: config.timeout,
+            shown: config.shown.clone(),
+            admit: redis::Script::new(ADMIT),
+            charge: redis::Script::new(CHARGE),
+            down: AtomicBool::new(false),
+            paused_until: AtomicI64::new(0),
+            failures: metrics::counter!("entra_proxy_limits_store_errors_total"),
+        })
+    }
+
+    /// The URL without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Takes one request from `name`'s budget in Redis.
+    pub async fn admit(
+        &self,
+        name: &str,
+        budget: &KeyBudget,
+        now: i64,
+    ) -> Result<Verdict, StoreDown> {
+        let (k, _) = keys(name, budget, now);
+        let args = [
+            now,
+            budget.requests_per_minute.map_or(0, i64::from),
+            budget.tokens_per_minute.map_or(0, |n| n as i64),
+            budget.token_quota.map_or(0, |n| n as i64),
+        ];
+        let mut call = self.admit.key(&k[..]);
+        call.arg(&args[..]).arg("admit");
+        let r: Vec<i64> = self.run(call).await?;
+        Ok(verdict(&r, budget, now))
+    }
+
+    /// What `name` used, without counting anything.
+    pub async fn peek(
+        &self,
+        name: &str,
+        budget: &KeyBudget,
+        now: i64,
+    ) -> Result<Standing, StoreDown> {
+        let (k, _) = keys(name, budget, now);
+        let mut call = self.admit.key(&k[..]);
+        call.arg(&[now, 0, 0, 0][..]).arg("peek");
+        let r: Vec<i64> = self.run(call).await?;
+        Ok(standing(&r))
+    }
+
+    /// Adds `tokens` to `name`'s window and quota period; returns the quota used.
+    pub async fn charge(
+        &self,
+        name: &str,
+        budget: &KeyBudget,
+        now: i64,
+        tokens: u64,
+    ) -> Result<u64, StoreDown> {
+        let (k, expire_at) = keys(name, budget, now);
+        let mut call = self.charge.key(&k[1]);
+        call.key(&k[2]).arg(now).arg(tokens).arg(expire_at);
+        let q: i64 = self.run(call).await?;
+        Ok(q.max(0) as u64)
+    }
+
+    /// Runs one script call within the timeout, pausing after failures.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        call: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreDown> {
+        let now_ms = unix_ms();
+        if now_ms < self.paused_until.load(Ordering::Relaxed) {
+            return Err(StoreDown::Paused);
+        }
+        let mut conn = self.conn.clone();
+        let result = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+            Err(_) => Err(StoreDown::Timeout(self.timeout.as_millis())),
+            Ok(Err(e)) => Err(StoreDown::Redis(describe(&e))),
+            Ok(Ok(v)) => Ok(v),
+        };
+        match &result {
+            Ok(_) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(redis = %self.shown, "limits store is back: counting in Redis again");
+                }
+            }
+            Err(e) => {
+                self.failures.increment(1);
+                self.paused_until
+                    .store(unix_ms() + PAUSE_AFTER_FAILURE_MS, Ordering::Relaxed);
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(redis = %self.shown, error = %e, "limits store (limits.redis_url) unavailable: applying limits.on_redis_error until it answers again");
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A Redis error in words that never include the URL (it may carry a password).
+fn describe(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connection_refusal() {
+        "connection refused".into()
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection lost".into()
+    } else {
+        format!("{} error", redis_kind(e))
+    }
+}
+
+fn redis_kind(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn standing(r: &[i64]) -> Standing {
+    let at = |i: usize| r.get(i).copied().unwrap_or(0).max(0) as u64;
+    Standing {
+        requests: at(2),
+        tokens: at(3),
+        quota: at(4),
+    }
+}
+
+fn verdict(r: &[i64], budget: &KeyBudget, now: i64) -> Verdict {
+    let retry_after = r.get(1).copied().unwrap_or(1).max(1) as u64;
+    match r.first().copied().unwrap_or(0) {
+        1 => Verdict::Refused(Refusal::Requests { retry_after }),
+        2 => Verdict::Refused(Refusal::Tokens { retry_after }),
+        3 => Verdict::Refused(Refusal::Quota {
+            resets_at: period_bounds(budget.token_quota_period, now).1,
+        }),
+        _ => Verdict::Admitted(standing(r)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::window::WINDOW_SECS;
+
+    #[test]
+    fn keys_share_a_hash_tag_and_quota_keys_name_their_period() {
+        let budget = KeyBudget::default();
+        let ([r, t, q], expire) = keys("team-a", &budget, 1_773_900_000);
+        assert_eq!(r, "entra-proxy:{team-a}:requests");
+        assert_eq!(t, "entra-proxy:{team-a}:tokens");
+        assert_eq!(q, "entra-proxy:{team-a}:quota:month:1772323200");
+        assert_eq!(expire, 1_775_001_600 + QUOTA_MARGIN_SECS);
+        assert_eq!(WINDOW_SECS, 60, "the scripts assume a 60 s window");
+    }
+}

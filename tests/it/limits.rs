@@ -1,0 +1,497 @@
+//! Per-key token usage and limits over real HTTP: usage read from JSON and SSE answers (metrics,
+//! headers), `include_usage` asked for and its chunk hidden, TPM and quota refusals before
+//! Azure is called, and counters shared through a real Redis by two proxy processes.
+
+use crate::common::redis::Redis;
+use crate::common::*;
+use azure_emulator::Fault;
+use entra_proxy::config::KeyDigest;
+use serde_json::{Value, json};
+
+/// The base config with one more key `name` (its key is `<name>-key`) carrying `limits`.
+fn with_key(emu: &url::Url, name: &str, limits: &str) -> String {
+    format!(
+        "{}\n[[keys]]\nname = \"{name}\"\nsha256 = \"{}\"\n{limits}\n",
+        base_config(emu),
+        KeyDigest::of(&format!("{name}-key")).to_hex()
+    )
+}
+
+async fn chat(addr: std::net::SocketAddr, key: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("api-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The value of the metric `name` whose labels include every `labels` pair.
+async fn metric(addr: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn prompt(text: &str) -> Value {
+    json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
+}
+
+/// The documented estimate of `prompt(text)`: ceil(bytes / 4) + 4 per message + 3.
+fn estimate(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4) + 4 + 3
+}
+
+/// Data lines of an SSE body with the per-request `id` and `created` taken out.
+fn normalized(sse: &str) -> Vec<String> {
+    sse.split("\n\n")
+        .map(|event| match event.strip_prefix("data: ") {
+            Some(data) if data != "[DONE]" => {
+                let mut v: Value = serde_json::from_str(data).unwrap();
+                v.as_object_mut().unwrap().remove("id");
+                v.as_object_mut().unwrap().remove("created");
+                format!("data: {v}")
+            }
+            _ => event.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
+    let emu = emulator().await;
+    let text = with_key(
+        &emu.url(),
+        "json-usage",
+        "tokens_per_minute = 100000\nrequests_per_minute = 50",
+    );
+    let h = proxy(emu, &text).await;
+    let r = chat(h.addr, "json-usage-key", &prompt("count me")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "100000");
+    let remaining = (100_000 - estimate("count me")).to_string();
+    assert_eq!(
+        r.headers()["x-ratelimit-remaining-tokens"],
+        remaining.as_str()
+    );
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "50");
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "49");
+    let body: Value = r.json().await.unwrap();
+    let usage = &body["usage"];
+    let labels = |kind| {
+        [
+            ("key", "json-usage"),
+            ("model", "gpt-4o"),
+            ("deployment", "gpt-4o"),
+            ("backend", "primary"),
+            ("kind", kind),
+        ]
+    };
+    for (kind, field) in [
+        ("prompt", "prompt_tokens"),
+        ("completion", "completion_tokens"),
+        ("total", "total_tokens"),
+    ] {
+        assert_eq!(
+            metric(h.addr, "entra_proxy_tokens_total", &labels(kind)).await,
+            Some(usage[field].as_u64().unwrap() as f64),
+            "{kind}"
+        );
+    }
+    // The next answer shows the tokens charged.
+    let r = chat(h.addr, "json-usage-key", &prompt("count me")).await;
+    let total = usage["total_tokens"].as_u64().unwrap();
+    let remaining = (100_000 - total - estimate("count me")).to_string();
+    assert_eq!(
+        r.headers()["x-ratelimit-remaining-tokens"],
+        remaining.as_str()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_client() {
+    let emu = emulator().await;
+    let text = format!(
+        "{}\n[[keys]]\nname = \"sse-plain\"\nsha256 = \"{}\"\n",
+        with_key(&emu.url(), "sse-usage", "tokens_per_minute = 100000"),
+        KeyDigest::of("sse-plain-key").to_hex()
+    );
+    let h = proxy(emu, &text).await;
+    let mut body = prompt("stream me");
+    body["stream"] = json!(true);
+    let limited = chat(h.addr, "sse-usage-key", &body).await;
+    assert_eq!(limited.status(), 200);
+    assert!(
+        limited
+            .headers()
+            .get("x-ratelimit-remaining-tokens")
+            .is_some()
+    );
+    let (limited, broke) = read_stream(limited).await;
+    assert!(!broke);
+    // sse-plain has no limits: nothing is injected, Azure's stream passes as it is.
+    let plain = chat(h.addr, "sse-plain-key", &body).await;
+    let (plain, _) = read_stream(plain).await;
+    assert!(!plain.contains("\"usage\""), "{plain}");
+    assert!(!limited.contains("\"usage\""), "{limited}");
+    assert_eq!(normalized(&limited), normalized(&plain));
+    let seen = h.emulator.requests();
+    let injected = r#","stream_options":{"include_usage":true}"#.len();
+    assert_eq!(
+        seen[0].body_len,
+        seen[1].body_len + injected,
+        "only the limited key's request asked for usage"
+    );
+    // The usage the hidden chunk carried is what the same prompt costs without streaming.
+    let r = chat(h.addr, "sse-plain-key", &prompt("stream me")).await;
+    let usage: Value = r.json().await.unwrap();
+    let labels = [("key", "sse-usage"), ("kind", "total")];
+    assert_eq!(
+        metric(h.addr, "entra_proxy_tokens_total", &labels).await,
+        Some(usage["usage"]["total_tokens"].as_u64().unwrap() as f64)
+    );
+    // sse-plain's stream had no usage: charged the estimate and what its deltas add up to.
+    let deltas: u64 = plain
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|c| !c.is_empty())
+        .map(|c| (c.len() as u64).div_ceil(4).max(1))
+        .sum();
+    let team_a = [("key", "sse-plain"), ("kind", "total")];
+    let total = metric(h.addr, "entra_proxy_tokens_total", &team_a)
+        .await
+        .unwrap();
+    // sse-plain also made the non-streamed request above.
+    let expected =
+        (estimate("stream me") + deltas + usage["usage"]["total_tokens"].as_u64().unwrap()) as f64;
+    assert_eq!(total, expected);
+    assert!(
+        metric(
+            h.addr,
+            "entra_proxy_usage_estimated_total",
+            &[("reason", "no_usage")]
+        )
+        .await
+        .unwrap()
+            >= 1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_is_charged_the_estimate_and_the_deltas_seen() {
+    let emu = emulator().await;
+    emu.script("gpt-4o", vec![Fault::ResetMidStream { after_events: 2 }]);
+    let text = with_key(&emu.url(), "cut-short", "token_quota = 1000000");
+    let h = proxy(emu, &text).await;
+    let mut body = prompt("cut me");
+    body["stream"] = json!(true);
+    let r = chat(h.addr, "cut-short-key", &body).await;
+    assert_eq!(r.status(), 200);
+    let (seen, broke) = read_stream(r).await;
+    assert!(broke, "{seen}");
+    let deltas: u64 = seen
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|c| !c.is_empty())
+        .map(|c| (c.len() as u64).div_ceil(4).max(1))
+        .sum();
+    let labels = [("key", "cut-short"), ("kind", "total")];
+    let expected = (estimate("cut me") + deltas) as f64;
+    // The charge of a broken stream is recorded when the proxy sees it break.
+    let mut total = None;
+    for _ in 0..100 {
+        total = metric(h.addr, "entra_proxy_tokens_total", &labels).await;
+        if total.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(total, Some(expected));
+    assert!(
+        metric(
+            h.addr,
+            "entra_proxy_usage_estimated_total",
+            &[("reason", "ended_early")]
+        )
+        .await
+        .unwrap()
+            >= 1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn over_tokens_per_minute_is_refused_with_retry_after_before_azure_is_called() {
+    let emu = emulator().await;
+    let text = with_key(&emu.url(), "tpm", "tokens_per_minute = 10");
+    let h = proxy(emu, &text).await;
+    assert_eq!(
+        chat(h.addr, "tpm-key", &prompt("spend it all"))
+            .await
+            .status(),
+        200
+    );
+    let r = chat(h.addr, "tpm-key", &prompt("and more")).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {
+            "code": "tokens_rate_limited",
+            "message": format!("key \"tpm\" is over its tokens_per_minute limit of 10; retry in {retry}s"),
+            "type": "rate_limit_error",
+        }})
+    );
+    assert_eq!(
+        h.emulator.stats().data_requests,
+        1,
+        "the refused request never reached Azure"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_used_quota_is_insufficient_quota_naming_when_it_resets() {
+    let emu = emulator().await;
+    let text = with_key(
+        &emu.url(),
+        "quota",
+        "token_quota = 5\ntoken_quota_period = \"day\"",
+    );
+    let h = proxy(emu, &text).await;
+    let r = chat(h.addr, "quota-key", &prompt("hello")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "5");
+    let _ = r.bytes().await;
+    let r = chat(h.addr, "quota-key", &prompt("hello")).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let tomorrow = (time::OffsetDateTime::now_utc().date() + time::Duration::days(1))
+        .midnight()
+        .assume_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {
+            "code": "insufficient_quota",
+            "message": format!("key \"quota\" has used its token_quota of 5 tokens for this day; it resets at {tomorrow}"),
+            "type": "insufficient_quota",
+        }})
+    );
+    assert_eq!(h.emulator.stats().data_requests, 1);
+    let remaining = metric(
+        h.addr,
+        "entra_proxy_token_quota_remaining",
+        &[("key", "quota")],
+    )
+    .await;
+    assert_eq!(remaining, Some(0.0));
+    h.stop().await;
+}
+
+/// Two proxy processes on one Redis: one key, one `requests_per_minute`, counted together.
+#[tokio::test]
+async fn two_proxies_sharing_redis_enforce_one_limit_and_ride_out_an_outage() {
+    let mut redis = Redis::start();
+    let emu = emulator().await;
+    let limits = format!(
+        "[limits]\nredis_url = \"{}\"\non_redis_error = \"allow\"\n",
+        redis.url()
+    );
+    let text = with_key(
+        &emu.url(),
+        "shared",
+        "requests_per_minute = 3\ntokens_per_minute = 100000",
+    )
+    .replace("[azure]", &format!("{limits}\n[azure]"));
+    let (a, _pa) = spawn_binary(&text, &[]).await;
+    let (b, _pb) = spawn_binary(&text, &[]).await;
+    let body = prompt("shared");
+    let statuses = [
+        chat(a.addr, "shared-key", &body).await.status().as_u16(),
+        chat(b.addr, "shared-key", &body).await.status().as_u16(),
+        chat(a.addr, "shared-key", &body).await.status().as_u16(),
+        chat(b.addr, "shared-key", &body).await.status().as_u16(),
+        chat(a.addr, "shared-key", &body).await.status().as_u16(),
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "three per minute across both"
+    );
+    // Redis goes away: requests are still served (counted in each process's memory).
+    redis.kill();
+    let r = chat(a.addr, "shared-key", &body).await;
+    assert_eq!(r.status(), 200, "allow: served while Redis is away");
+    // Redis comes back, empty: counting resumes there. A counted one request in its memory
+    // during the outage, so only Redis can show A two requests left.
+    redis.restart();
+    let mut resumed = false;
+    for _ in 0..100 {
+        let r = chat(a.addr, "shared-key", &body).await;
+        if r.status() == 200 && r.headers()["x-ratelimit-remaining-requests"] == "2" {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(resumed, "counting resumed in Redis");
+    // B's first call after the restart may find its connection gone (counted in its memory);
+    // once B reaches Redis, it sees A's request.
+    let requests = "entra-proxy:{shared}:requests";
+    assert_eq!(redis.hash_sum(requests), 1);
+    let mut seen = false;
+    for _ in 0..100 {
+        let r = chat(b.addr, "shared-key", &body).await;
+        if redis.hash_sum(requests) == 2 {
+            assert_eq!(
+                r.headers()["x-ratelimit-remaining-requests"],
+                "1",
+                "B sees A's request"
+            );
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "B counts in Redis again");
+    let (_, a_log) = stop_and_collect(a).await;
+    let _ = stop_and_collect(b).await;
+    assert_eq!(
+        a_log
+            .matches("limits store (limits.redis_url) unavailable")
+            .count(),
+        1,
+        "logged once per outage: {a_log}"
+    );
+    assert!(a_log.contains("prompt_tokens="), "{a_log}");
+    assert!(a_log.contains("limits store is back"), "{a_log}");
+}
+
+#[tokio::test]
+async fn under_deny_a_redis_outage_is_503_and_the_password_never_shows() {
+    let mut redis = Redis::start();
+    let emu = emulator().await;
+    let url = format!("redis://:hunter2@127.0.0.1:{}/0", redis.port);
+    let limits = format!(
+        "[limits]\nredis_url = \"{url}\"\non_redis_error = \"deny\"\nredis_timeout_ms = 100\n"
+    );
+    let text = with_key(&emu.url(), "denied", "requests_per_minute = 100")
+        .replace("[azure]", &format!("{limits}\n[azure]"));
+    redis.kill();
+    let (p, _path) = spawn_binary(&text, &[]).await;
+    let r = chat(p.addr, "denied-key", &prompt("x")).await;
+    let (status, code, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (503, "limits_unavailable"));
+    assert_eq!(
+        message,
+        "the limits store (limits.redis_url) did not answer and limits.on_redis_error is \"deny\"; retry shortly"
+    );
+    assert_eq!(emu.stats().data_requests, 0);
+    let (_, log) = stop_and_collect(p).await;
+    assert!(log.contains("redis://:***@127.0.0.1"), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
+}
+
+#[tokio::test]
+async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
+    let redis = Redis::start();
+    let emu = emulator().await;
+    let memory = with_key(
+        &emu.url(),
+        "cli",
+        "requests_per_minute = 5\ntoken_quota = 1000",
+    );
+    let shared = memory.replace(
+        "[azure]",
+        &format!("[limits]\nredis_url = \"{}\"\n\n[azure]", redis.url()),
+    );
+    let (p, path) = spawn_binary(&shared, &[]).await;
+    let r = chat(p.addr, "cli-key", &prompt("hello")).await;
+    let usage: Value = r.json().await.unwrap();
+    let total = usage["usage"]["total_tokens"].as_u64().unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["usage", "--json", "--config"])
+        .arg(&path.0)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = report["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "cli")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        cli,
+        json!({
+            "key": "cli",
+            "requests_last_minute": 1,
+            "requests_per_minute": 5,
+            "tokens_last_minute": total,
+            "tokens_per_minute": null,
+            "tokens_this_period": total,
+            "token_quota": 1000,
+            "token_quota_period": "month",
+        })
+    );
+    drop(p);
+    let file = tempfile_path::TempPath::new("toml");
+    std::fs::write(&file.0, &memory).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["usage", "--config"])
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("usage lives in the running proxy's memory") && err.contains("/metrics"),
+        "{err}"
+    );
+}
