@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Longest cooldown honored from a `retry-after` header; Azure asks for seconds, not hours.
-pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// A backend of one [`Backends`] list. Only the list makes them, so an id always names one of
 /// its entries.
@@ -193,7 +193,7 @@ impl Health {
 }
 
 /// The wait Azure asked for: `retry-after-ms`, else `retry-after` in seconds.
-pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let read = |name: &str| {
         headers
             .get(name)

@@ -24,7 +24,7 @@
 //! own crate, `azure-emulator`; `demo` (feature `demo`, on by default) is the only part of the
 //! proxy that links it.
 
-pub mod backends;
+mod backends;
 pub mod claims;
 pub mod cli;
 pub mod cloud;
@@ -32,17 +32,17 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnose;
-pub mod error;
+mod error;
 pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod limits;
-pub mod log_format;
-pub mod log_sink;
-pub mod reload;
+mod log_format;
+mod log_sink;
+mod reload;
 pub mod routing;
 pub mod server;
 pub mod state;
-pub mod status;
-pub mod telemetry;
-pub mod upstream;
+mod status;
+mod telemetry;
+mod upstream;

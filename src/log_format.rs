@@ -16,14 +16,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The `FormatEvent` for text logs (`ENTRA_PROXY_LOG_FORMAT` unset).
 #[derive(Debug, Clone, Copy)]
-pub struct TextFormat {
+pub(crate) struct TextFormat {
     ansi: bool,
     time: bool,
 }
 
 impl TextFormat {
     /// `ansi`: colour the level (for a terminal).
-    pub fn new(ansi: bool) -> TextFormat {
+    pub(crate) fn new(ansi: bool) -> TextFormat {
         TextFormat { ansi, time: true }
     }
 }

@@ -28,7 +28,7 @@ const WAKE_AT: usize = SHARD_CAPACITY / 4;
 /// A `MakeWriter` for `tracing_subscriber`: cheap to clone, every clone feeds the same
 /// flusher. Keep the [`FlushGuard`] alive until exit.
 #[derive(Clone)]
-pub struct LogSink {
+pub(crate) struct LogSink {
     shared: Arc<Shared>,
 }
 
@@ -49,7 +49,7 @@ pub struct FlushGuard {
 
 impl LogSink {
     /// A sink writing to `out` (stderr in the binary), and the guard that flushes it at exit.
-    pub fn new(out: impl Write + Send + 'static) -> std::io::Result<(LogSink, FlushGuard)> {
+    pub(crate) fn new(out: impl Write + Send + 'static) -> std::io::Result<(LogSink, FlushGuard)> {
         let shared = Arc::new(Shared {
             shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             dropped: AtomicU64::new(0),
@@ -174,7 +174,7 @@ impl Drop for FlushGuard {
 }
 
 /// The writer `tracing_subscriber` gets per event; it writes the event in one call.
-pub struct LineWriter<'a>(&'a LogSink);
+pub(crate) struct LineWriter<'a>(&'a LogSink);
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

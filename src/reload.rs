@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How often the watched files are read and compared.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// After a change is seen, how long the files must stay unchanged before they are loaded (a
 /// writer in the middle of rewriting a file in place).
 const SETTLE: Duration = Duration::from_millis(50);
 
 /// Why a reload was refused; the running config keeps serving.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Valid as text, but the snapshot could not be built from it.
@@ -32,14 +32,14 @@ pub enum ReloadError {
 
 /// What set a reload off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Signal,
     FileChange,
 }
 
 /// A reload that was installed.
 #[derive(Debug)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     /// The files the new config was read from, to watch from now on.
     pub files: Vec<PathBuf>,
     pub hash: String,
@@ -50,7 +50,7 @@ pub struct Reloaded {
 
 /// What a reload changed, by name (never a key or its digest).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     pub keys_added: Vec<String>,
     pub keys_removed: Vec<String>,
     pub keys_changed: Vec<String>,
@@ -62,7 +62,7 @@ pub struct Changes {
 
 impl Changes {
     /// Compares two configs by key, backend and model names.
-    pub fn between(old: &Config, new: &Config) -> Changes {
+    pub(crate) fn between(old: &Config, new: &Config) -> Changes {
         let (keys_added, keys_removed, keys_changed) =
             diff(&old.keys, &new.keys, |k| &k.name, same_key);
         let (backends_added, backends_removed, _) =
@@ -178,7 +178,7 @@ fn same_identity(a: &IdentityConfig, b: &IdentityConfig) -> bool {
 
 /// Gives `new` the running values of every setting read only at start-up, and names those
 /// whose value in the file differs: they take effect on the next restart, never half-applied.
-pub fn pin_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+pub(crate) fn pin_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     let mut differ = Vec::new();
     macro_rules! pin {
         ($name:literal, $($field:tt)+) => {
@@ -213,7 +213,7 @@ pub fn pin_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str>
 
 /// Loads `path` (and what it includes), validates it whole and installs it; on any error the
 /// running config stays.
-pub fn reload(state: &AppState, path: &Path) -> Result<Reloaded, ReloadError> {
+pub(crate) fn reload(state: &AppState, path: &Path) -> Result<Reloaded, ReloadError> {
     let loaded = Config::load_files(path)?;
     let running = state.snapshot();
     let mut config = loaded.config;
@@ -262,7 +262,7 @@ fn record_installed(previous: Option<&str>, hash: &str, loaded_at: SystemTime) {
 /// Watches `files` (those the running config was loaded from, `path` first) and reloads on a
 /// change or `SIGHUP`, until the returned task is aborted. Call from within a Tokio runtime:
 /// `SIGHUP` is handled from the moment this returns.
-pub fn spawn(
+pub(crate) fn spawn(
     state: Arc<AppState>,
     path: PathBuf,
     files: Vec<PathBuf>,

@@ -148,7 +148,7 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// Builds the table and its backends' state. Call after
-    /// [`crate::telemetry::Metrics::install`], so the backends' metric handles reach the recorder.
+    /// `crate::telemetry::Metrics::install`, so the backends' metric handles reach the recorder.
     pub fn new(config: &Config) -> RoutingTable {
         let backends = Backends::new(&config.backends);
         let mut deployments: HashMap<String, Vec<BackendId>> = HashMap::new();

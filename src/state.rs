@@ -36,7 +36,7 @@ pub struct AppState {
 pub struct Snapshot {
     pub config: Config,
     pub auth: Authenticator,
-    /// Routes, and every backend by [`crate::backends::BackendId`].
+    /// Routes, and every backend by `crate::backends::BackendId`.
     pub routes: RoutingTable,
     pub request_metrics: crate::telemetry::RequestMetrics,
     /// The same caches as [`AppState::tokens`] and [`AppState::apps`] (shared handles); `apps`

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Everything the status page shows.
 #[derive(Debug, Clone, Serialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     /// Unix seconds when the view was taken.
     pub now: i64,
     pub config_hash: String,
@@ -23,7 +23,7 @@ pub struct StatusView {
 
 /// The proxy's own identity, from its credential and its cached tokens' claims.
 #[derive(Debug, Clone, Serialize)]
-pub struct IdentityView {
+pub(crate) struct IdentityView {
     pub credential: String,
     pub client_id: Option<String>,
     pub object_id: Option<String>,
@@ -33,7 +33,7 @@ pub struct IdentityView {
 
 /// One scope's token: when it expires and was refreshed, never the token.
 #[derive(Debug, Clone, Serialize)]
-pub struct ScopeView {
+pub(crate) struct ScopeView {
     pub scope: String,
     /// The cached token's `aud` (the scope's audience until a token is held).
     pub audience: String,
@@ -46,7 +46,7 @@ pub struct ScopeView {
 
 /// One backend and how it is doing.
 #[derive(Debug, Clone, Serialize)]
-pub struct BackendView {
+pub(crate) struct BackendView {
     pub name: String,
     pub endpoint: String,
     pub scope: String,
@@ -60,14 +60,14 @@ pub struct BackendView {
 
 /// Requests per caller in the current window.
 #[derive(Debug, Clone, Serialize)]
-pub struct KeysView {
+pub(crate) struct KeysView {
     pub window_secs: u64,
     pub callers: Vec<CallerView>,
 }
 
 /// One caller (a configured key, or an Entra or app caller seen this window).
 #[derive(Debug, Clone, Serialize)]
-pub struct CallerView {
+pub(crate) struct CallerView {
     pub caller: String,
     pub requests: u64,
     pub errors: u64,
@@ -82,7 +82,7 @@ fn unix_now() -> i64 {
 }
 
 /// Takes the view from the current snapshot and what outlives reloads.
-pub async fn gather(app: &AppState) -> StatusView {
+pub(crate) async fn gather(app: &AppState) -> StatusView {
     let state = app.snapshot();
     let now = unix_now();
     let mut identity = IdentityView {
@@ -180,7 +180,7 @@ fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
 }
 
 /// HTML-escapes text for element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -261,7 +261,7 @@ fn table(out: &mut String, class: &str, heads: &[&str], rows: &[Vec<String>]) {
 }
 
 /// The page: refreshes itself every 5 s; every dynamic string escaped.
-pub fn html(v: &StatusView) -> String {
+pub(crate) fn html(v: &StatusView) -> String {
     let mut out = String::with_capacity(8192);
     let _ = write!(
         out,

@@ -15,16 +15,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Any error a body can carry.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What is sent to Azure: bytes in hand, or the client's body streamed (and bounded).
-pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// What comes back: Azure's body as it arrives, or one already read (e.g. a 401 inspected to
 /// decide on a token refresh).
-pub type ResponseBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub(crate) type ResponseBody = Either<hyper::body::Incoming, Full<Bytes>>;
 /// One answer from Azure.
-pub type Response = http::Response<ResponseBody>;
+pub(crate) type Response = http::Response<ResponseBody>;
 /// A failure to get an answer (connect, TLS, the connection closing early, a body error).
-pub type Error = hyper_util::client::legacy::Error;
+pub(crate) type Error = hyper_util::client::legacy::Error;
 
 /// A pooled client; clones share the pool, and cost one reference count (a request handler
 /// gets its own clone).
@@ -55,7 +55,7 @@ const OPEN_WEBSOCKETS: &str = "entra_proxy_open_websockets";
 /// How long closing WebSockets get to finish their close handshakes at shutdown: longer than a
 /// relay waits for both sides' close (`forward::websocket`), so every relay ends — and logs its
 /// end — before the serving thread stops.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -193,24 +193,24 @@ impl Drop for SocketSlot {
 }
 
 /// A body already in memory.
-pub fn full(bytes: Bytes) -> RequestBody {
+pub(crate) fn full(bytes: Bytes) -> RequestBody {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// The client's body streamed through, failing once more than `limit` bytes have gone by.
-pub fn streamed(body: axum::body::Body, limit: usize) -> RequestBody {
+pub(crate) fn streamed(body: axum::body::Body, limit: usize) -> RequestBody {
     Limited::new(body, limit).boxed_unsync()
 }
 
 /// A response whose body has already been read.
-pub fn with_read_body(head: http::response::Parts, body: Bytes) -> Response {
+pub(crate) fn with_read_body(head: http::response::Parts, body: Bytes) -> Response {
     http::Response::from_parts(head, Either::Right(Full::new(body)))
 }
 
 /// Whether sending failed because the streamed request body outgrew its limit.
-pub fn body_too_large(e: &Error) -> bool {
+pub(crate) fn body_too_large(e: &Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.downcast_ref::<http_body_util::LengthLimitError>()
@@ -224,7 +224,7 @@ pub fn body_too_large(e: &Error) -> bool {
 }
 
 /// The announced body length of an answer, when it gave one.
-pub fn content_length(response: &Response) -> Option<u64> {
+pub(crate) fn content_length(response: &Response) -> Option<u64> {
     response
         .headers()
         .get(http::header::CONTENT_LENGTH)

@@ -153,7 +153,7 @@ pub enum ConfigCommand {
 }
 
 /// Sets up `tracing` on stderr: `RUST_LOG` filters, `ENTRA_PROXY_LOG_FORMAT=json` for JSON.
-/// Lines are buffered per thread and written by a background thread (see [`crate::log_sink`]),
+/// Lines are buffered per thread and written by a background thread (see `crate::log_sink`),
 /// so logging never stalls a request; keep the returned guard alive until exit so the last
 /// lines are written.
 pub fn init_logging() -> Option<crate::log_sink::FlushGuard> {

@@ -1,7 +1,7 @@
 //! The Prometheus recorder behind `GET /metrics` (no HTTP listener of its own), and the
 //! bounded memory of recent traffic behind `GET /status` ([`recent`]).
 
-pub mod recent;
+pub(crate) mod recent;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;

@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How many diagnoses are kept.
-pub const DIAGNOSES_KEPT: usize = 50;
+pub(crate) const DIAGNOSES_KEPT: usize = 50;
 /// The length of the per-caller request window.
-pub const WINDOW_SECS: u64 = 60;
+pub(crate) const WINDOW_SECS: u64 = 60;
 /// Callers counted at most per window (Entra and app callers are not bounded by the config).
 const CALLERS_KEPT: usize = 1024;
 
@@ -60,7 +60,7 @@ fn now() -> u64 {
 
 /// The `key` label of `entra_proxy_key_requests_total`: key names as they are (bounded by the
 /// config); Entra and app callers by kind only, so clients cannot grow the label set.
-pub fn key_label(caller: &str) -> &str {
+pub(crate) fn key_label(caller: &str) -> &str {
     match caller.split_once(':') {
         Some(("key" | "legacy-key", _)) => caller,
         Some((kind, _)) => kind,
