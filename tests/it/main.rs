@@ -10,6 +10,8 @@ mod cli_explain_doctor;
 mod diagnose_samples;
 mod diagnosis;
 mod faults;
+mod fuzz_regressions;
+mod properties;
 mod readme_config;
 mod soak;
 mod surfaces;
