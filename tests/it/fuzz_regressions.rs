@@ -32,3 +32,134 @@ fn a_deployment_named_in_a_pasted_url_is_decoded() {
     .unwrap();
     assert_eq!(n.deployment_from_url.as_deref(), Some("my dep"));
 }
+
+/// One v1-shaped backend whose model `gpt-4o` is deployed as `gpt-4o-2024-08-06`.
+fn v1_table() -> entra_proxy::routing::RoutingTable {
+    let c = entra_proxy::config::Config::parse(
+        "[[backends]]\nname='only'\nendpoint='https://only.openai.azure.com'\napi='v1'\n\
+         [[models]]\nname='gpt-4o'\nbackend='only'\ndeployment='gpt-4o-2024-08-06'\n",
+        "t.toml",
+        &|_| None,
+    )
+    .unwrap();
+    entra_proxy::routing::RoutingTable::new(&c)
+}
+
+#[test]
+fn a_json_array_body_is_refused_rather_than_forwarded_unrewritten() {
+    // serde reads a struct from an array, so `["gpt-4o"]` named model gpt-4o; the rewrite only
+    // touches objects, and the body went to the v1 backend with the model name unmapped.
+    use entra_proxy::error::ProxyError;
+    use entra_proxy::routing::{plan, resolve};
+    let t = v1_table();
+    for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
+        let body = bytes::Bytes::from_static(br#" ["gpt-4o"]"#);
+        let e = resolve(&t, &plan(path).unwrap(), path, None, None, Some(&body)).unwrap_err();
+        assert!(matches!(e, ProxyError::BodyNotJson { .. }), "{path}: {e}");
+        assert!(e.to_string().contains("JSON object"), "{e}");
+    }
+}
+
+/// A JWT with the given claims and a fixed signature, as `explain` reads it.
+fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    format!(
+        "{}.{}.c2lnbmF0dXJlLW5ldmVyLXNob3du",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(&claims.to_string())
+    )
+}
+
+#[test]
+fn explaining_a_token_that_expires_in_year_9999_east_of_utc_shows_the_number() {
+    // 9999-12-31 23:59:59 UTC is year 10000 at +01:00: `to_offset` panicked.
+    use entra_proxy::diagnose::{Target, explain, render_text};
+    let target = Target::for_host("res.openai.azure.com").unwrap();
+    let now = 1_735_812_000;
+    let e = explain(
+        &jwt(serde_json::json!({"exp": 253_402_300_799_i64, "iat": now})),
+        &target,
+        now,
+    )
+    .unwrap();
+    let plus_one = time::UtcOffset::from_hms(1, 0, 0).unwrap();
+    let text = render_text(&e, &target, now, plus_one);
+    assert!(text.contains("unix time 253402300799"), "{text}");
+}
+
+#[test]
+fn token_lifetimes_at_the_ends_of_the_clock_do_not_overflow() {
+    // `exp + leeway` and `now - exp` overflowed for exp near i64::MAX / i64::MIN.
+    use entra_proxy::claims::Claims;
+    use entra_proxy::inbound::{TokenRejection, check_lifetime};
+    let now = 1_735_812_000;
+    let far = Claims {
+        exp: Some(i64::MAX),
+        nbf: Some(i64::MIN),
+        ..Claims::default()
+    };
+    assert_eq!(check_lifetime(&far, now), Ok(()));
+    let ancient = Claims {
+        exp: Some(i64::MIN),
+        ..Claims::default()
+    };
+    assert!(matches!(
+        check_lifetime(&ancient, now),
+        Err(TokenRejection::Expired { .. })
+    ));
+    let not_yet = Claims {
+        exp: Some(i64::MAX),
+        nbf: Some(i64::MAX),
+        ..Claims::default()
+    };
+    assert!(matches!(
+        check_lifetime(&not_yet, i64::MIN),
+        Err(TokenRejection::NotYetValid { .. })
+    ));
+}
+
+#[test]
+fn a_bearer_token_in_an_azure_error_body_never_reaches_the_diagnosis() {
+    // The messages diagnoses quote (principal, api-version text) echoed a token in the body.
+    use entra_proxy::cloud::{Cloud, HostKind};
+    use entra_proxy::diagnose::{Context, classify};
+    let token = jwt(serde_json::json!({"aud": "https://cognitiveservices.azure.com"}));
+    let ctx = Context {
+        backend: "primary",
+        host: "res.openai.azure.com",
+        cloud: Cloud::Public,
+        host_kind: Some(HostKind::OpenAi),
+        expected_audience: "https://cognitiveservices.azure.com",
+        token: None,
+        expected_tenant: None,
+        deployment: Some("gpt-4o"),
+        known_deployments: &[],
+        api_version: Some("2023-13-45-preview"),
+        now: 1_735_812_000,
+    };
+    let bodies = [
+        (
+            403,
+            format!(
+                r#"{{"error":{{"code":"PermissionDenied","message":"The principal `{token}` lacks the required data action `x` to perform `POST` operation."}}}}"#
+            ),
+        ),
+        (
+            400,
+            format!(
+                r#"{{"error":{{"code":"InvalidApiVersion","message":"API version not supported for Bearer {token}"}}}}"#
+            ),
+        ),
+    ];
+    for (status, body) in bodies {
+        let d = classify(status, None, body.as_bytes(), &ctx).unwrap();
+        let shown = format!(
+            "{} {}",
+            d.header_value(),
+            serde_json::to_string(&d).unwrap()
+        );
+        assert!(!shown.contains(&token[..24]), "{shown}");
+        assert!(shown.contains("<token>"), "{shown}");
+    }
+}
