@@ -188,17 +188,18 @@ fn check_body(plan: &Plan, api: ApiShape, body: Option<&Bytes>, r: &Route) {
     let v1_shaped = matches!(plan, Plan::AzureV1 { .. })
         || (matches!(plan, Plan::OpenAi { .. }) && api == ApiShape::V1);
     if v1_shaped && let Some(deployment) = r.deployment.as_deref() {
-        // Read `model` as leniently as routing does: it skips other fields unchecked, so a body
-        // with invalid UTF-8 elsewhere still names its model.
-        let lenient = body.and_then(|b| {
-            serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(b)).ok()
-        });
-        let sent = lenient
-            .as_ref()
-            .and_then(|o| o.get("model"))
-            .and_then(|m| m.as_str());
+        // Read `model` as a JSON reader that skips the other fields does: a body with invalid
+        // UTF-8 or an out-of-range number elsewhere still names its model.
+        #[derive(serde::Deserialize)]
+        struct ModelOnly {
+            model: Option<serde_json::Value>,
+        }
+        let sent = body
+            .and_then(|b| serde_json::from_slice::<ModelOnly>(b).ok())
+            .and_then(|o| o.model)
+            .and_then(|m| m.as_str().map(str::to_string));
         assert_eq!(
-            sent,
+            sent.as_deref(),
             Some(deployment),
             "a v1 backend got a model that is not its deployment"
         );
