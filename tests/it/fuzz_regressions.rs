@@ -163,3 +163,26 @@ fn a_bearer_token_in_an_azure_error_body_never_reaches_the_diagnosis() {
         assert!(shown.contains("<token>"), "{shown}");
     }
 }
+
+#[test]
+fn rewriting_model_keeps_every_number_the_client_sent() {
+    // The body is parsed and written back to change `model`; a number whose decimal form the
+    // default (approximate) parser rounds differently on the second reading came out changed.
+    use entra_proxy::routing::{plan, resolve};
+    let t = v1_table();
+    let path = "/v1/chat/completions";
+    for n in [
+        "1844674407370957440737007370957",
+        "0.30000000000000004",
+        "1.7976931348623157e308",
+    ] {
+        let sent = format!(r#"{{"model":"gpt-4o","seed":{n}}}"#);
+        let body = bytes::Bytes::from(sent.clone());
+        let routes = resolve(&t, &plan(path).unwrap(), path, None, None, Some(&body)).unwrap();
+        let rewritten = routes[0].body.as_ref().unwrap();
+        let before: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        let after: serde_json::Value = serde_json::from_slice(rewritten).unwrap();
+        assert_eq!(after["model"], "gpt-4o-2024-08-06");
+        assert_eq!(after["seed"], before["seed"], "{n}");
+    }
+}
