@@ -45,7 +45,7 @@ pub fn normalize_endpoint(raw: &str) -> Result<NormalizedEndpoint, String> {
         .path_segments()
         .map(|s| s.filter(|p| !p.is_empty()).map(str::to_string).collect())
         .unwrap_or_default();
-    // Segments are compared and kept decoded, as the kept ones are written back decoded.
+    // Segments are compared decoded: `%6Fpenai` is `openai`.
     let openai_at = segments
         .iter()
         .position(|s| percent_decode(s).eq_ignore_ascii_case("openai"));
@@ -60,12 +60,9 @@ pub fn normalize_endpoint(raw: &str) -> Result<NormalizedEndpoint, String> {
     let mut base = url.clone();
     base.set_query(None);
     base.set_fragment(None);
-    base.set_path("");
-    if !keep.is_empty()
-        && let Ok(mut segs) = base.path_segments_mut()
-    {
-        segs.extend(keep.iter().map(|s| percent_decode(s)));
-    }
+    // The kept segments as they were written (already percent-encoded): decoding and encoding
+    // them again would drop what the URL parser strips (tabs, newlines) and change the base.
+    base.set_path(&format!("/{}", keep.join("/")));
     let changed = base.as_str().trim_end_matches('/') != trimmed.trim_end_matches('/');
     Ok(NormalizedEndpoint {
         base,

@@ -186,3 +186,16 @@ fn rewriting_model_keeps_every_number_the_client_sent() {
         assert_eq!(after["seed"], before["seed"], "{n}");
     }
 }
+
+#[test]
+fn an_encoded_newline_in_an_endpoint_base_path_survives_normalization() {
+    // Kept segments were decoded and re-added; the URL parser drops a raw newline, so
+    // `/deployments/%0a` became `/deployments/`, and `/deployments` on the next pass.
+    let once = normalize_endpoint("https://a.openai.azure.com/deployments/%0a").unwrap();
+    assert_eq!(
+        once.base.as_str(),
+        "https://a.openai.azure.com/deployments/%0a"
+    );
+    let twice = normalize_endpoint(once.base.as_str()).unwrap();
+    assert_eq!(twice.base, once.base);
+}
