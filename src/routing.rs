@@ -335,6 +335,13 @@ fn body_model(path: &str, body: Option<&Bytes>) -> Result<Option<String>, ProxyE
     if body.is_empty() {
         return Ok(None);
     }
+    // serde reads a struct from a JSON array too (`["gpt-4o"]`), which could not be rewritten.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ProxyError::BodyNotJson {
+            path: path.to_string(),
+            reason: "not an object".into(),
+        });
+    }
     #[derive(serde::Deserialize)]
     struct ModelOnly {
         model: Option<serde_json::Value>,

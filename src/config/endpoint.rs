@@ -45,11 +45,12 @@ pub fn normalize_endpoint(raw: &str) -> Result<NormalizedEndpoint, String> {
         .path_segments()
         .map(|s| s.filter(|p| !p.is_empty()).map(str::to_string).collect())
         .unwrap_or_default();
+    // Segments are compared decoded: `%6Fpenai` is `openai`.
     let openai_at = segments
         .iter()
-        .position(|s| s.eq_ignore_ascii_case("openai"));
+        .position(|s| percent_decode(s).eq_ignore_ascii_case("openai"));
     let deployment = openai_at.and_then(|i| match (segments.get(i + 1), segments.get(i + 2)) {
-        (Some(d), Some(name)) if d == "deployments" => Some(name.clone()),
+        (Some(d), Some(name)) if percent_decode(d) == "deployments" => Some(percent_decode(name)),
         _ => None,
     });
     let keep: &[String] = match openai_at {
@@ -59,12 +60,9 @@ pub fn normalize_endpoint(raw: &str) -> Result<NormalizedEndpoint, String> {
     let mut base = url.clone();
     base.set_query(None);
     base.set_fragment(None);
-    base.set_path("");
-    if !keep.is_empty()
-        && let Ok(mut segs) = base.path_segments_mut()
-    {
-        segs.extend(keep.iter().map(|s| percent_decode(s)));
-    }
+    // The kept segments as they were written (already percent-encoded): decoding and encoding
+    // them again would drop what the URL parser strips (tabs, newlines) and change the base.
+    base.set_path(&format!("/{}", keep.join("/")));
     let changed = base.as_str().trim_end_matches('/') != trimmed.trim_end_matches('/');
     Ok(NormalizedEndpoint {
         base,
@@ -74,12 +72,30 @@ pub fn normalize_endpoint(raw: &str) -> Result<NormalizedEndpoint, String> {
     })
 }
 
+/// Decodes the `%XX` escapes of one path segment; every other byte (`+`, `&`, `=`, a lone `%`)
+/// stays as written, as in a URL path.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    let bytes = s.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -224,6 +224,8 @@ impl ErrorBody {
         if parsed.code.is_empty() && parsed.message.is_empty() {
             parsed.message = text.to_string();
         }
+        // Diagnoses quote the message and are logged: never a bearer token it may carry.
+        parsed.message = redact_tokens(&parsed.message);
         parsed.lower = parsed.message.to_ascii_lowercase();
         parsed
     }
@@ -1104,6 +1106,37 @@ fn private_dns_zones(ctx: &Context<'_>) -> String {
         }
         _ => format!("privatelink.openai.{s} / privatelink.cognitiveservices.{s}"),
     }
+}
+
+/// `text` with every run shaped like a compact JWS (`eyJ…`, three base64url parts) replaced by
+/// `<token>`.
+fn redact_tokens(text: &str) -> String {
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("eyJ") {
+        let (before, candidate) = rest.split_at(at);
+        out.push_str(before);
+        let mut dots = 0;
+        let mut end = 0;
+        for (i, c) in candidate.char_indices() {
+            if is_b64(c) || (c == '.' && dots < 2) {
+                dots += usize::from(c == '.');
+                end = i + c.len_utf8();
+            } else {
+                break;
+            }
+        }
+        let run = &candidate[..end];
+        if dots == 2 && !run.ends_with('.') {
+            out.push_str("<token>");
+        } else {
+            out.push_str(run);
+        }
+        rest = &candidate[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn scalar(v: Option<&serde_json::Value>) -> Option<String> {

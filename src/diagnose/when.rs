@@ -18,11 +18,12 @@ pub(crate) fn utc(ts: i64) -> String {
         .unwrap_or_else(|| format!("unix time {ts}"))
 }
 
-/// `2025-01-02 11:00:00 +01:00` at the given offset; the raw number when it is out of range.
+/// `2025-01-02 11:00:00 +01:00` at the given offset; the raw number when it is out of range
+/// (in UTC or at that offset).
 pub(crate) fn local(ts: i64, offset: UtcOffset) -> String {
     OffsetDateTime::from_unix_timestamp(ts)
         .ok()
-        .and_then(|t| t.to_offset(offset).format(WITH_OFFSET).ok())
+        .and_then(|t| t.checked_to_offset(offset)?.format(WITH_OFFSET).ok())
         .unwrap_or_else(|| format!("unix time {ts}"))
 }
 

@@ -414,18 +414,19 @@ pub fn check_lifetime(c: &Claims, now: i64) -> Result<(), TokenRejection> {
     let exp = c
         .exp
         .ok_or_else(|| TokenRejection::Malformed("the token has no exp claim".into()))?;
-    if now > exp + LEEWAY_SECS {
+    // Saturating: `exp` and `nbf` are whatever the token says, up to i64::MAX.
+    if now > exp.saturating_add(LEEWAY_SECS) {
         return Err(TokenRejection::Expired {
             at: rfc3339(exp),
-            ago: human_duration(now - exp),
+            ago: human_duration(now.saturating_sub(exp)),
         });
     }
     if let Some(nbf) = c.nbf
-        && nbf > now + LEEWAY_SECS
+        && nbf > now.saturating_add(LEEWAY_SECS)
     {
         return Err(TokenRejection::NotYetValid {
             at: rfc3339(nbf),
-            in_: human_duration(nbf - now),
+            in_: human_duration(nbf.saturating_sub(now)),
         });
     }
     Ok(())
