@@ -32,7 +32,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnose;
-mod error;
+pub mod error;
 pub mod forward;
 pub mod identity;
 pub mod inbound;
