@@ -277,8 +277,13 @@ pub async fn serve(
     while let Some(outcome) = finished.join_next().await {
         record(&mut result, outcome);
     }
+    // The spans of the last requests go out before the process ends.
+    state.tracing.flush(TRACE_FLUSH).await;
     result
 }
+
+/// Longest wait at shutdown for the last spans to reach the collector.
+const TRACE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Keeps the first error among the workers' outcomes.
 fn record(

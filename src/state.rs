@@ -10,6 +10,9 @@ use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
 use crate::limits::Limits;
 use crate::routing::RoutingTable;
+/// The `OTEL_*` variables [`AppState::build_with`] reads traces' settings from.
+pub use crate::telemetry::trace::TelemetryEnv;
+use crate::telemetry::trace::Tracing;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,6 +30,8 @@ pub struct AppState {
     pub recent: Arc<crate::telemetry::recent::Recent>,
     /// Per-key request and token counters, by key name: kept across reloads.
     pub limits: Limits,
+    /// The tracer (nothing when traces are off); built once, at start.
+    pub tracing: crate::telemetry::trace::Tracing,
     /// The scopes the token keeper refreshes: every backend's, updated on reload.
     scopes: tokio::sync::watch::Sender<Vec<Scope>>,
 }
@@ -47,6 +52,8 @@ pub struct Snapshot {
     pub recent: Arc<crate::telemetry::recent::Recent>,
     /// The same store as [`AppState::limits`] (a shared handle).
     pub limits: Limits,
+    /// The same tracer as [`AppState::tracing`].
+    pub tracing: crate::telemetry::trace::Tracing,
     /// A digest of the files this snapshot was built from, and when it was built.
     pub origin: Origin,
 }
@@ -86,6 +93,21 @@ impl AppState {
         env: &IdentityEnv,
         origin: Origin,
     ) -> Result<AppState, String> {
+        AppState::build_with(config, env, &TelemetryEnv::default(), origin)
+    }
+
+    /// [`AppState::build_from`] with the `OTEL_*` variables that shape traces (`[telemetry]`
+    /// keys win over them). Errors name the key or variable at fault.
+    pub fn build_with(
+        config: Config,
+        env: &IdentityEnv,
+        otel: &TelemetryEnv,
+        origin: Origin,
+    ) -> Result<AppState, String> {
+        // Installed before anything registers a metric handle.
+        let metrics = crate::telemetry::Metrics::install();
+        // A malformed OTEL_* variable stops start-up before anything else is built.
+        let tracing = Tracing::from_config(&config.telemetry, otel)?;
         let source = build_token_source(&config, env)?;
         let tokens = TokenCache::new(source, config.upstream.identity_timeout);
         // Fails here, at start-up, rather than in a worker.
@@ -96,17 +118,18 @@ impl AppState {
             .as_ref()
             .map_or(crate::config::DEFAULT_MAX_APPS, |cc| cc.max_apps);
         let apps = AppTokens::new(&config, max_apps);
-        // Installed before anything registers a metric handle.
-        let metrics = crate::telemetry::Metrics::install();
         let (scopes, _) = tokio::sync::watch::channel(config.scopes());
         let recent = Arc::new(crate::telemetry::recent::Recent::default());
         let limits = Limits::new(&config.limits)?;
         let snapshot = Snapshot::build(
             config,
-            tokens.clone(),
-            apps.clone(),
-            recent.clone(),
-            limits.clone(),
+            Shared {
+                tokens: tokens.clone(),
+                apps: apps.clone(),
+                recent: recent.clone(),
+                limits: limits.clone(),
+                tracing: tracing.clone(),
+            },
             origin,
         )?;
         Ok(AppState {
@@ -116,6 +139,7 @@ impl AppState {
             metrics,
             recent,
             limits,
+            tracing,
             scopes,
         })
     }
@@ -130,10 +154,13 @@ impl AppState {
     pub fn prepare(&self, config: Config, origin: Origin) -> Result<Snapshot, String> {
         Snapshot::build(
             config,
-            self.tokens.clone(),
-            self.apps.clone(),
-            self.recent.clone(),
-            self.limits.clone(),
+            Shared {
+                tokens: self.tokens.clone(),
+                apps: self.apps.clone(),
+                recent: self.recent.clone(),
+                limits: self.limits.clone(),
+                tracing: self.tracing.clone(),
+            },
             origin,
         )
     }
@@ -151,18 +178,30 @@ impl AppState {
     }
 }
 
+/// What every snapshot shares with the state (handles, not copies).
+struct Shared {
+    tokens: TokenCache,
+    apps: AppTokens,
+    recent: Arc<crate::telemetry::recent::Recent>,
+    limits: Limits,
+    tracing: Tracing,
+}
+
 impl Snapshot {
-    fn build(
-        config: Config,
-        tokens: TokenCache,
-        apps: AppTokens,
-        recent: Arc<crate::telemetry::recent::Recent>,
-        limits: Limits,
-        origin: Origin,
-    ) -> Result<Snapshot, String> {
+    fn build(config: Config, shared: Shared, origin: Origin) -> Result<Snapshot, String> {
+        let Shared {
+            tokens,
+            apps,
+            recent,
+            limits,
+            tracing,
+        } = shared;
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
         let routes = RoutingTable::new(&config);
         let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
+        // Counters and gauges of every configured key, resolved before a request needs them.
+        recent.register_keys(&config.keys);
+        limits.publish_quotas(&config.keys);
         Ok(Snapshot {
             auth: Authenticator::new(&config)?,
             routes,
@@ -171,6 +210,7 @@ impl Snapshot {
             apps,
             recent,
             limits,
+            tracing,
             origin,
             config,
         })

@@ -1,7 +1,9 @@
 //! The status page (`GET /status`, HTML) and its JSON twin (`GET /status.json`): the identity in
-//! use, each backend's health, the last diagnoses and each caller's requests this minute.
+//! use, each backend's health, the last diagnoses, and each caller's requests this minute with
+//! each key's tokens and remaining quota.
 //! Never a token. The page is self-contained (inline CSS, no script) and escapes every value.
 
+use crate::config::KeyEntry;
 use crate::state::AppState;
 use crate::telemetry::recent::{CallerWindow, DiagnosisRecord, WINDOW_SECS};
 use serde::Serialize;
@@ -68,11 +70,34 @@ pub(crate) struct KeysView {
 /// One caller (a configured key, or an Entra or app caller seen this window).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct CallerView {
+    /// The caller's `key` label: `key:<name>`, or the caller label of others.
     pub caller: String,
+    /// Answered requests in the current window.
     pub requests: u64,
+    /// Of those, answered with a status of 400 or more.
     pub errors: u64,
-    /// Token usage and quota: not metered yet; `null` until they are.
-    pub token_usage: Option<serde_json::Value>,
+    /// A configured key's counts from the limits store; `null` for other callers.
+    pub usage: Option<KeyUsage>,
+}
+
+/// A key's standing in the limits store: the last 60 s and its quota period.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KeyUsage {
+    /// Requests admitted in the last 60 s.
+    pub requests: u64,
+    /// Tokens (prompt + completion) in the last 60 s.
+    pub tokens: u64,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub token_quota: Option<u64>,
+    /// `hour`, `day`, `week` or `month`, when the key has a quota.
+    pub quota_period: Option<&'static str>,
+    /// Tokens used in the current quota period.
+    pub quota_used: u64,
+    /// What is left of the quota, when the key has one.
+    pub quota_remaining: Option<u64>,
+    /// Why the counts could not be read (the limits store did not answer).
+    pub error: Option<String>,
 }
 
 fn unix_now() -> i64 {
@@ -141,21 +166,17 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
         })
         .collect();
     // Configured keys always show (with zero), then everyone else seen this window.
-    let seen = app.recent.callers();
-    let mut callers: Vec<CallerView> = state
-        .config
-        .keys
-        .iter()
-        .map(|k| format!("key:{}", k.name))
-        .map(|caller| {
-            let w = seen.iter().find(|w| w.caller == caller);
-            caller_view(caller.clone(), w)
-        })
-        .collect();
-    for w in &seen {
-        if !callers.iter().any(|c| c.caller == w.caller) {
-            callers.push(caller_view(w.caller.clone(), Some(w)));
-        }
+    let (keys, others) = app.recent.callers();
+    let mut callers = Vec::with_capacity(state.config.keys.len() + others.len());
+    for k in &state.config.keys {
+        let caller = crate::telemetry::key_name_label(k.legacy, &k.name);
+        let w = keys.get(&k.name);
+        let mut view = caller_view(caller, w);
+        view.usage = Some(key_usage(&state.limits, k).await);
+        callers.push(view);
+    }
+    for w in &others {
+        callers.push(caller_view(w.caller.clone(), Some(w)));
     }
     StatusView {
         now,
@@ -175,8 +196,52 @@ fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
         caller,
         requests: w.map_or(0, |w| w.requests),
         errors: w.map_or(0, |w| w.errors),
-        token_usage: None,
+        usage: None,
     }
+}
+
+/// A key's standing, read from the limits store without counting anything.
+async fn key_usage(limits: &crate::limits::Limits, key: &KeyEntry) -> KeyUsage {
+    let budget = key.budget();
+    let (standing, error) = match limits.peek(&key.name, &budget).await {
+        Ok(s) => (s, None),
+        Err(e) => (crate::limits::Standing::default(), Some(e)),
+    };
+    KeyUsage {
+        requests: standing.requests,
+        tokens: standing.tokens,
+        requests_per_minute: budget.requests_per_minute,
+        tokens_per_minute: budget.tokens_per_minute,
+        token_quota: budget.token_quota,
+        quota_period: budget.token_quota.map(|_| budget.token_quota_period.name()),
+        quota_used: standing.quota,
+        quota_remaining: budget.token_quota.map(|q| q.saturating_sub(standing.quota)),
+        error,
+    }
+}
+
+/// The limits cell of a key: `120 / 600 tokens per minute · quota 9 880 of 10 000 left (day)`.
+fn usage_cell(u: &KeyUsage) -> String {
+    if let Some(e) = &u.error {
+        return format!("<span class=\"bad\">{}</span>", escape(e));
+    }
+    let mut parts = Vec::new();
+    match u.tokens_per_minute {
+        Some(l) => parts.push(format!("{} / {l} tokens per minute", u.tokens)),
+        None => parts.push(format!("{} tokens in the last 60 s", u.tokens)),
+    }
+    if let Some(l) = u.requests_per_minute {
+        parts.push(format!("{} / {l} requests per minute", u.requests));
+    }
+    if let (Some(q), Some(left), Some(period)) = (u.token_quota, u.quota_remaining, u.quota_period)
+    {
+        let class = if left == 0 { "bad" } else { "ok" };
+        parts.push(format!(
+            "quota <span class=\"{class}\">{left} of {q} left</span> this {}",
+            escape(period)
+        ));
+    }
+    parts.join(" · ")
 }
 
 /// HTML-escapes text for element content and quoted attribute values.
@@ -388,16 +453,14 @@ pub(crate) fn html(v: &StatusView) -> String {
                 escape(&c.caller),
                 c.requests.to_string(),
                 c.errors.to_string(),
-                c.token_usage
-                    .as_ref()
-                    .map_or_else(|| "not metered".to_string(), |u| escape(&u.to_string())),
+                c.usage.as_ref().map_or_else(|| "—".to_string(), usage_cell),
             ]
         })
         .collect();
     table(
         &mut out,
         "keys",
-        &["Caller", "Requests", "Errors", "Token usage / quota"],
+        &["Caller", "Requests", "Errors", "Tokens and quota"],
         &rows,
     );
     out.push_str("</section></body></html>\n");

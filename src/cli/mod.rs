@@ -283,7 +283,8 @@ async fn serve(args: ConfigArg) -> ExitCode {
         hash: loaded.hash,
         loaded_at: std::time::SystemTime::now(),
     };
-    let state = match AppState::build_from(config, &IdentityEnv::from_process(), origin) {
+    let otel = crate::telemetry::trace::TelemetryEnv::from_process();
+    let state = match AppState::build_with(config, &IdentityEnv::from_process(), &otel, origin) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("entra-proxy: {}: {e}", args.config.display());

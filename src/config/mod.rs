@@ -88,6 +88,8 @@ pub struct Config {
     pub inbound: InboundConfig,
     /// Where per-key request and token counters live.
     pub limits: LimitsConfig,
+    /// `[telemetry]`: read once at start (changing it needs a restart).
+    pub telemetry: TelemetryConfig,
     /// Things that are allowed but probably wrong, and changes made while normalizing.
     pub notes: Vec<Note>,
 }
@@ -324,6 +326,18 @@ impl QuotaPeriod {
             QuotaPeriod::Month => "month",
         }
     }
+}
+
+/// `[telemetry]`: traces over OTLP/HTTP. Unset keys fall back to the standard `OTEL_*`
+/// variables (`crate::telemetry::trace::Settings::resolve`); with no endpoint anywhere, traces
+/// are off.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    /// The collector's base OTLP/HTTP URL; `/v1/traces` is appended.
+    pub otlp_endpoint: Option<Url>,
+    pub service_name: Option<String>,
+    /// Fraction of traces started here that are kept (0 to 1); a caller's sampled flag wins.
+    pub sample_ratio: Option<f64>,
 }
 
 /// `[limits]`: in memory (one replica) unless a Redis URL is set.

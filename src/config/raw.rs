@@ -27,6 +27,17 @@ pub(super) struct RawConfig {
     pub(super) inbound: RawInbound,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: where traces go (OTLP over HTTP) and which are kept.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) service_name: Option<String>,
+    pub(super) sample_ratio: Option<f64>,
 }
 
 /// `[limits]`: where per-key request and token counters live.

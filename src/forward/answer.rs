@@ -8,7 +8,6 @@ use super::{Attempted, CALLER_HEADER, Exchange};
 use crate::backends::Backends;
 use crate::diagnose;
 use crate::error::ProxyError;
-use crate::inbound::Caller;
 use crate::inbound::query::Masked;
 use crate::limits::Admitted;
 use crate::routing::Route;
@@ -30,9 +29,7 @@ impl Exchange<'_> {
             a.route.model.as_deref(),
             status,
         );
-        self.state
-            .recent
-            .request(&self.caller.label().to_string(), status);
+        self.state.recent.request(self.caller, status);
         let meter = self.meter_for(&a);
         let mut response = match meter {
             // Logged when the answer ends, with its usage.
@@ -82,7 +79,7 @@ impl Exchange<'_> {
             key: self.metering.key.clone(),
             estimate: self.metering.estimate,
             labels: TokenLabels {
-                key: key_label(self.caller),
+                key: crate::telemetry::key_label(self.caller).into_owned(),
                 model,
                 deployment,
                 backend: backend.name().to_string(),
@@ -97,6 +94,7 @@ impl Exchange<'_> {
                 status: status.as_u16(),
                 started: self.started,
             },
+            trace: self.trace.clone(),
         };
         let (head, body) = a.response.into_parts();
         let body = Watched::new(
@@ -150,6 +148,10 @@ impl Exchange<'_> {
                 status.as_u16(),
                 diagnosis.as_deref(),
             );
+            if let Some(d) = &diagnosis {
+                self.trace
+                    .diagnosis(d.split_once(": ").map_or(d.as_str(), |(code, _)| code));
+            }
             if let Some(d) = diagnosis
                 && let Ok(v) = HeaderValue::from_str(&d)
             {
@@ -175,16 +177,6 @@ impl Exchange<'_> {
         *response.status_mut() = status;
         *response.headers_mut() = downstream_headers(head.headers);
         response
-    }
-}
-
-/// The `key` label of token metrics: the key's name, else the kind of caller (bounded).
-fn key_label(caller: &Caller) -> String {
-    match caller {
-        Caller::VirtualKey { name, .. } | Caller::LegacyKey { name, .. } => name.to_string(),
-        Caller::Entra { .. } => "-entra".into(),
-        Caller::App(_) => "-app".into(),
-        Caller::Anonymous => "-anonymous".into(),
     }
 }
 

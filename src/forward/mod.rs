@@ -20,6 +20,7 @@ use crate::identity::{self, UpstreamToken};
 use crate::inbound::Caller;
 use crate::routing::{self, BACKEND_HEADER, Plan, Route};
 use crate::state::Snapshot;
+use crate::telemetry::trace::{ChildSpan, RequestSpan};
 use crate::upstream;
 use attempts::{Attempts, Decision, Limits, Next, Outcome, Stop, Try};
 use axum::extract::Request;
@@ -55,6 +56,8 @@ struct Exchange<'a> {
     deadline: Instant,
     /// The key's budget and what the answer's usage is charged to.
     metering: Metering,
+    /// The request's server span (nothing when traces are off).
+    trace: &'a RequestSpan,
 }
 
 /// What the answer's usage is read for: the key to charge (key callers only), the prompt
@@ -84,6 +87,10 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
     // A reference count, not a copy: the path and (masked) query for the log line.
     let uri = request.uri().clone();
     let request_id = headers::request_id(request.headers());
+    let trace = state
+        .tracing
+        .request(request.headers(), &method, uri.path());
+    trace.request_id(&request_id);
     let caller = state
         .auth
         .authenticate_request(request.headers(), request.uri().query())
@@ -91,7 +98,8 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
     // The caller's label is only needed (as a string) when the request fails.
     let (result, caller_label) = match caller {
         Ok(caller) => {
-            let result = proxy(&state, &client, request, &caller, &request_id).await;
+            trace.caller(&caller);
+            let result = proxy(&state, &client, request, &caller, &request_id, &trace).await;
             let label = result.is_err().then(|| caller.label().to_string());
             (result, label)
         }
@@ -99,8 +107,13 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
     };
     let mut response = match result {
         Ok(r) => r,
-        Err(e) => answer::fail_to_proxy(e, &request_id, &method, &uri, caller_label.as_deref()),
+        Err(e) => {
+            trace.failed(e.code(), e.status().as_u16());
+            answer::fail_to_proxy(e, &request_id, &method, &uri, caller_label.as_deref())
+        }
     };
+    // The span ends here, or when a metered answer's body ends.
+    trace.status(response.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
@@ -115,6 +128,7 @@ async fn proxy(
     request: Request,
     caller: &Caller,
     request_id: &str,
+    trace: &RequestSpan,
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
     let upstream_cfg = &state.config.upstream;
@@ -155,6 +169,13 @@ async fn proxy(
             (inbound, routes, metering)
         }
     };
+    trace.route(
+        path,
+        routes[0]
+            .model
+            .as_deref()
+            .or(routes[0].deployment.as_deref()),
+    );
     request_filter(caller, &routes[0], path)?;
     let exchange = Exchange {
         state,
@@ -166,6 +187,7 @@ async fn proxy(
         started,
         deadline: started + upstream_cfg.request_timeout,
         metering,
+        trace,
     };
     exchange.run(&routes, &parts, inbound).await
 }
@@ -338,10 +360,21 @@ impl Exchange<'_> {
                 parts,
                 may_refresh: attempts.may_refresh(),
             };
-            let (outcome, answered_at) = self.attempt(sending, &mut inbound).await?;
+            let mut span = self.trace.attempt(
+                next.attempt,
+                backends[route.backend].name(),
+                backends[route.backend].config.host(),
+                route.deployment.as_deref(),
+            );
+            let (outcome, answered_at) = self
+                .attempt(sending, &mut inbound, &mut span)
+                .await
+                .inspect_err(|e| span.failed(e.code()))?;
             if let Some(wait) = outcome.cool_down() {
+                span.cooldown(wait);
                 backends[route.backend].cool_down(wait);
             }
+            let reason = retry_reason(&outcome);
             let overloaded = match &outcome {
                 Outcome::Overloaded {
                     answer,
@@ -352,8 +385,13 @@ impl Exchange<'_> {
             match attempts.on(outcome, answered_at) {
                 Decision::Answer(a) => return Ok(self.finish(a).await),
                 Decision::Fail(e) => return Err(e),
-                Decision::Refresh(refused) => self.refresh(refused).await,
+                Decision::Refresh(refused) => {
+                    span.retry("token_refused");
+                    self.refresh(refused).await;
+                }
                 Decision::Retry { pause } => {
+                    span.retry(reason);
+                    drop(span);
                     if let Some((status, wait)) = overloaded {
                         tracing::info!(backend = %backends[route.backend].name(), status, attempt = next.attempt, retry_after_ms = wait.map(|w| w.as_millis() as u64), "retrying on the next target");
                     }
@@ -363,6 +401,18 @@ impl Exchange<'_> {
                 }
             }
         }
+    }
+}
+
+/// Why an outcome that is retried was not the answer (`entra_proxy.retry.reason`).
+fn retry_reason(outcome: &AttemptOutcome<'_>) -> &'static str {
+    match outcome {
+        Outcome::TimedOut(_) => "timeout",
+        Outcome::ConnectFailed(_) => "connect_failed",
+        Outcome::Failed(_) => "failed",
+        Outcome::Refused { .. } => "unauthorized",
+        Outcome::Overloaded { .. } => "overloaded",
+        Outcome::Answered(_) => "answered",
     }
 }
 
@@ -399,6 +449,7 @@ impl Exchange<'_> {
         &self,
         sending: Sending<'r, '_>,
         inbound: &mut Inbound,
+        span: &mut ChildSpan,
     ) -> Result<(AttemptOutcome<'r>, Instant), ProxyError> {
         let upstream_cfg = &self.state.config.upstream;
         let route = sending.route;
@@ -409,14 +460,8 @@ impl Exchange<'_> {
             waited_ms: b.waited.as_millis() as u64,
         })?;
         let state = self.state;
-        let token = identity::token_for(
-            &state.tokens,
-            state.apps.as_ref(),
-            self.caller,
-            &backend.config,
-        )
-        .await?;
-        let request = self.upstream_request(&sending, inbound, &token);
+        let token = self.token(backend).await?;
+        let request = self.upstream_request(&sending, inbound, &token, span);
         let sent_at = Instant::now();
         let (wait, which) =
             attempts::answer_timeout(sent_at, self.deadline, upstream_cfg.first_byte_timeout);
@@ -442,6 +487,7 @@ impl Exchange<'_> {
                 backend
                     .metrics
                     .upstream_seconds(sent_at.elapsed().as_secs_f64());
+                span.status(response.status().as_u16());
                 let attempted = Attempted {
                     response,
                     route,
@@ -451,7 +497,40 @@ impl Exchange<'_> {
                 self.response_filter(attempted, sending.may_refresh).await
             }
         };
+        if let Outcome::TimedOut(e) | Outcome::ConnectFailed(e) | Outcome::Failed(e) = &outcome {
+            span.failed(e.code());
+        }
         Ok((outcome, answered_at))
+    }
+
+    /// The bearer for this attempt, inside the token-lookup span.
+    async fn token(
+        &self,
+        backend: &crate::backends::BackendEntry,
+    ) -> Result<UpstreamToken, ProxyError> {
+        let state = self.state;
+        let mut span = self.trace.token_lookup(backend.config.scope.as_str());
+        let found = identity::token_lookup(
+            &state.tokens,
+            state.apps.as_ref(),
+            self.caller,
+            &backend.config,
+        )
+        .await;
+        match found {
+            Ok((token, lookup)) => {
+                span.token(lookup.name(), || match self.caller {
+                    Caller::App(_) => "client credentials".to_string(),
+                    _ if lookup == identity::Lookup::Passthrough => "caller's token".to_string(),
+                    _ => state.tokens.describe(),
+                });
+                Ok(token)
+            }
+            Err(e) => {
+                span.failed(e.code());
+                Err(e)
+            }
+        }
     }
 
     /// The request for one attempt: the client's headers (already cleaned) with the bearer
@@ -461,9 +540,11 @@ impl Exchange<'_> {
         sending: &Sending<'_, '_>,
         inbound: &mut Inbound,
         token: &UpstreamToken,
+        span: &ChildSpan,
     ) -> axum::http::Request<upstream::RequestBody> {
         let mut headers = sending.base_headers.clone();
         headers.insert(header::AUTHORIZATION, token.header().clone());
+        span.propagate(&mut headers);
         let limit = self.state.config.server.max_body_bytes;
         let body = inbound.for_attempt(sending.route.body.as_ref(), &mut headers, limit);
         let mut request = axum::http::Request::new(body);

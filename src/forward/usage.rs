@@ -385,6 +385,21 @@ impl Meter {
         }
     }
 
+    /// The `model` Azure named in a JSON answer (read only for a recorded trace).
+    fn response_model(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Named {
+            model: Option<String>,
+        }
+        match self {
+            Meter::Json {
+                buf,
+                too_large: false,
+            } => serde_json::from_slice::<Named>(buf).ok()?.model,
+            _ => None,
+        }
+    }
+
     /// The usage (or the fallback and the completion tokens seen).
     fn result(&self, ended: bool) -> (Result<Usage, Fallback>, u64) {
         match self {
@@ -406,6 +421,8 @@ pub(super) struct Settle {
     pub(super) estimate: u64,
     pub(super) labels: TokenLabels,
     pub(super) log: AccessLog,
+    /// The request's server span: gets the usage, and ends with the answer.
+    pub(super) trace: crate::telemetry::trace::RequestSpan,
 }
 
 /// The labels of `entra_proxy_tokens_total`, bounded by the config.
@@ -450,6 +467,12 @@ impl Settle {
             }
         };
         let estimated = result.is_err();
+        self.trace.usage(usage.prompt, usage.completion, estimated);
+        if self.trace.is_recording()
+            && let Some(model) = meter.response_model()
+        {
+            self.trace.response_model(&model);
+        }
         for (kind, n) in [
             ("prompt", usage.prompt),
             ("completion", usage.completion),

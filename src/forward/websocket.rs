@@ -145,6 +145,7 @@ pub(super) async fn open(
         started,
         deadline: started + upstream_cfg.request_timeout,
         metering,
+        trace: crate::telemetry::trace::RequestSpan::none(),
     };
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Azure refused: its answer (with the diagnosis on 401/403/404) is the client's.

@@ -30,7 +30,7 @@ impl AppTokens {
         &self,
         app: &AppCredential,
         scope: &Scope,
-    ) -> Result<Arc<CachedToken>, IdentityError> {
+    ) -> Result<(Arc<CachedToken>, super::Lookup), IdentityError> {
         let cache = self
             .apps
             .try_get_with(app.digest, async {
@@ -48,7 +48,7 @@ impl AppTokens {
             })
             .await
             .map_err(|e: Arc<IdentityError>| (*e).clone())?;
-        cache.get(scope).await
+        cache.lookup(scope).await
     }
 
     /// Forgets an app's token that Azure refused.

@@ -44,6 +44,27 @@ impl CachedToken {
     }
 }
 
+/// How a token lookup was answered (for its trace span).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A valid token was cached.
+    Cached,
+    /// The request waited for a token from the identity provider.
+    Acquired,
+    /// The caller's own token goes upstream (no lookup).
+    Passthrough,
+}
+
+impl Lookup {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lookup::Cached => "cache",
+            Lookup::Acquired => "acquired",
+            Lookup::Passthrough => "passthrough",
+        }
+    }
+}
+
 /// What `/readyz` and `/debug/identity` show about a scope. No secrets.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SlotStatus {
@@ -178,6 +199,12 @@ impl TokenCache {
     /// A valid token for `scope`. Waits on the identity provider only when there is no valid
     /// token at all; otherwise returns at once and refreshes in the background when due.
     pub async fn get(&self, scope: &Scope) -> Result<Arc<CachedToken>, IdentityError> {
+        self.lookup(scope).await.map(|(t, _)| t)
+    }
+
+    /// [`TokenCache::get`], saying how the token was had: [`Lookup::Acquired`] when the call
+    /// waited on the identity provider (its own acquisition or another's).
+    pub async fn lookup(&self, scope: &Scope) -> Result<(Arc<CachedToken>, Lookup), IdentityError> {
         let slot = self.slot(scope);
         let now = SystemTime::now();
         if let Some(t) = slot.current.load_full()
@@ -186,9 +213,9 @@ impl TokenCache {
             if now >= t.refresh_at {
                 self.spawn_refresh(&slot);
             }
-            return Ok(t);
+            return Ok((t, Lookup::Cached));
         }
-        self.acquire_now(&slot).await
+        self.acquire_now(&slot).await.map(|t| (t, Lookup::Acquired))
     }
 
     /// Forgets `token` for `scope` if it is still the cached one (Azure rejected it).

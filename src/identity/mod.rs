@@ -8,7 +8,7 @@ mod transport;
 
 pub use apps::AppTokens;
 pub use azure::{AzureTokenSource, IdentityEnv, build_token_source, client_secret_source};
-pub use cache::{CachedToken, SlotStatus, TokenCache, expiry_margin, refresh_at};
+pub use cache::{CachedToken, Lookup, SlotStatus, TokenCache, expiry_margin, refresh_at};
 pub use transport::RewritingTransport;
 
 use crate::config::Scope;
@@ -103,6 +103,18 @@ pub async fn token_for(
     caller: &crate::inbound::Caller,
     backend: &crate::config::Backend,
 ) -> Result<UpstreamToken, crate::error::ProxyError> {
+    token_lookup(tokens, apps, caller, backend)
+        .await
+        .map(|(t, _)| t)
+}
+
+/// [`token_for`], saying how the token was had (for the request's trace).
+pub async fn token_lookup(
+    tokens: &TokenCache,
+    apps: Option<&AppTokens>,
+    caller: &crate::inbound::Caller,
+    backend: &crate::config::Backend,
+) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
     use crate::error::ProxyError;
     use crate::inbound::{AuthError, Caller, EntraUse};
     use secrecy::ExposeSecret as _;
@@ -130,17 +142,20 @@ pub async fn token_for(
                         ))
                     })?;
             h.set_sensitive(true);
-            Ok(UpstreamToken::Passthrough(h))
+            Ok((UpstreamToken::Passthrough(h), Lookup::Passthrough))
         }
         Caller::App(app) => {
             let Some(apps) = apps else {
                 return Err(AuthError::MissingTenant.into());
             };
             match apps.get(app, &backend.scope).await {
-                Ok(token) => Ok(UpstreamToken::Cached {
-                    token,
-                    scope: backend.scope.clone(),
-                }),
+                Ok((token, lookup)) => Ok((
+                    UpstreamToken::Cached {
+                        token,
+                        scope: backend.scope.clone(),
+                    },
+                    lookup,
+                )),
                 Err(e) => match e.aadsts() {
                     Some(code) => Err(ProxyError::ClientCredentialsRejected {
                         code,
@@ -161,11 +176,14 @@ pub async fn token_for(
         | Caller::Entra {
             use_: EntraUse::Swap,
             ..
-        } => match tokens.get(&backend.scope).await {
-            Ok(token) => Ok(UpstreamToken::Cached {
-                token,
-                scope: backend.scope.clone(),
-            }),
+        } => match tokens.lookup(&backend.scope).await {
+            Ok((token, lookup)) => Ok((
+                UpstreamToken::Cached {
+                    token,
+                    scope: backend.scope.clone(),
+                },
+                lookup,
+            )),
             Err(e) => Err(ProxyError::IdentityUnavailable {
                 credential: tokens.describe(),
                 scope: backend.scope.to_string(),

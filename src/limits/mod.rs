@@ -231,6 +231,44 @@ impl Limits {
         }
     }
 
+    /// Sets `entra_proxy_token_quota_remaining` of every key with a `token_quota` (at start and
+    /// on reload), so the series exists before the key's first answer: from this process's
+    /// counts, or read from Redis in the background when the counts are shared.
+    pub fn publish_quotas(&self, keys: &[crate::config::KeyEntry]) {
+        let quotas: Vec<(String, KeyBudget, u64)> = keys
+            .iter()
+            .filter_map(|k| {
+                let budget = k.budget();
+                Some((k.name.clone(), budget, budget.token_quota?))
+            })
+            .collect();
+        if quotas.is_empty() {
+            return;
+        }
+        if self.inner.redis.is_none() {
+            let now = now();
+            for (name, budget, quota) in &quotas {
+                let used = self.inner.memory.peek(name, budget, now).quota;
+                self.quota_gauge(name)
+                    .set(quota.saturating_sub(used) as f64);
+            }
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limits = self.clone();
+        rt.spawn(async move {
+            for (name, budget, quota) in quotas {
+                if let Ok(standing) = limits.peek(&name, &budget).await {
+                    limits
+                        .quota_gauge(&name)
+                        .set(quota.saturating_sub(standing.quota) as f64);
+                }
+            }
+        });
+    }
+
     fn quota_gauge(&self, name: &str) -> metrics::Gauge {
         let mut gauges = self
             .inner

@@ -1,10 +1,37 @@
-//! The Prometheus recorder behind `GET /metrics` (no HTTP listener of its own), and the
-//! bounded memory of recent traffic behind `GET /status` ([`recent`]).
+//! The Prometheus recorder behind `GET /metrics` (no HTTP listener of its own), the bounded
+//! memory of recent traffic behind `GET /status` ([`recent`]), and OpenTelemetry traces
+//! ([`trace`]).
 
 pub(crate) mod recent;
+pub(crate) mod trace;
 
+use crate::inbound::Caller;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::borrow::Cow;
 use std::sync::OnceLock;
+
+/// The `key` label of every per-caller metric, and the `entra_proxy.key` span attribute: one
+/// name for one caller everywhere. Keys by name (`key:team-a`, `legacy-key:old`: bounded by
+/// the config); Entra, app and anonymous callers by kind only (`entra`, `app`, `anonymous`), so
+/// clients cannot grow the label set. A key's label cannot be taken for another kind's.
+pub(crate) fn key_label(caller: &Caller) -> Cow<'static, str> {
+    match caller {
+        Caller::VirtualKey { name, .. } => Cow::Owned(key_name_label(false, name)),
+        Caller::LegacyKey { name, .. } => Cow::Owned(key_name_label(true, name)),
+        Caller::Entra { .. } => Cow::Borrowed("entra"),
+        Caller::App(_) => Cow::Borrowed("app"),
+        Caller::Anonymous => Cow::Borrowed("anonymous"),
+    }
+}
+
+/// [`key_label`] of the configured key `name`.
+pub(crate) fn key_name_label(legacy: bool, name: &str) -> String {
+    if legacy {
+        format!("legacy-key:{name}")
+    } else {
+        format!("key:{name}")
+    }
+}
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -1,8 +1,12 @@
 //! What the status page shows about recent traffic, kept in memory and bounded: the last
 //! diagnoses and each caller's requests in the current one-minute window. Outlives reloads.
 
+use crate::inbound::Caller;
+use arc_swap::ArcSwap;
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How many diagnoses are kept.
@@ -38,6 +42,7 @@ pub struct CallerWindow {
     pub errors: u64,
 }
 
+/// The other callers' window (Entra and app callers, by their caller label).
 #[derive(Debug, Default)]
 struct Window {
     /// Unix seconds / WINDOW_SECS of the window counted in `callers`.
@@ -45,10 +50,58 @@ struct Window {
     callers: HashMap<String, (u64, u64)>,
 }
 
+/// One configured key's requests in the current window, counted without a lock.
+#[derive(Debug)]
+struct KeyWindow {
+    /// Tells this key's per-thread counter handles apart from every other's in the process.
+    id: u64,
+    /// The key's metric label ([`super::key_name_label`]).
+    label: String,
+    /// Unix seconds / WINDOW_SECS of the window counted.
+    index: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl KeyWindow {
+    /// Counts one request in window `index`. At the turn of a minute a request racing the
+    /// reset may land in the old window: the counts are for people, not for limits.
+    fn count(&self, index: u64, error: bool) {
+        let seen = self.index.load(Ordering::Relaxed);
+        if seen != index
+            && self
+                .index
+                .compare_exchange(seen, index, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.requests.store(0, Ordering::Relaxed);
+            self.errors.store(0, Ordering::Relaxed);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self, index: u64) -> (u64, u64) {
+        if self.index.load(Ordering::Acquire) != index {
+            return (0, 0);
+        }
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The bounded memory behind the status page.
 #[derive(Debug, Default)]
 pub struct Recent {
     diagnoses: Mutex<VecDeque<DiagnosisRecord>>,
+    /// Configured keys by name, resolved when a config is installed: a key's request takes no
+    /// lock and builds no string. Only grows (bounded by the keys ever configured).
+    keys: ArcSwap<HashMap<Arc<str>, Arc<KeyWindow>>>,
+    adding: Mutex<()>,
     window: Mutex<Window>,
 }
 
@@ -58,63 +111,107 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The `key` label of `entra_proxy_key_requests_total`: key names as they are (bounded by the
-/// config); Entra and app callers by kind only, so clients cannot grow the label set.
-pub(crate) fn key_label(caller: &str) -> &str {
-    match caller.split_once(':') {
-        Some(("key" | "legacy-key", _)) => caller,
-        Some((kind, _)) => kind,
-        None => caller,
-    }
+/// Who a per-thread counter handle is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Counted {
+    /// A configured key, by its [`KeyWindow`]'s id.
+    Key(u64),
+    /// A kind of caller without a key.
+    Kind(&'static str),
 }
 
 impl Recent {
-    /// One answered request of `caller` with `status`.
-    pub fn request(&self, caller: &str, status: u16) {
-        use std::cell::RefCell;
-        thread_local! {
-            // Counter handles by (key label, status), registered once per thread: the hot path
-            // neither builds label sets nor looks up the registry.
-            static COUNTERS: RefCell<HashMap<String, HashMap<u16, metrics::Counter>>> =
-                RefCell::new(HashMap::new());
+    /// Resolves the configured keys' counters (at start and on every reload).
+    pub fn register_keys(&self, keys: &[crate::config::KeyEntry]) {
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.keys.load_full();
+        let missing: Vec<_> = keys
+            .iter()
+            .map(|k| (k, super::key_name_label(k.legacy, &k.name)))
+            .filter(|(k, label)| {
+                current
+                    .get(k.name.as_str())
+                    .is_none_or(|w| w.label != *label)
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let mut next = (*current).clone();
+        for (k, label) in missing {
+            next.insert(
+                Arc::from(k.name.as_str()),
+                Arc::new(KeyWindow {
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    label,
+                    index: AtomicU64::new(0),
+                    requests: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                }),
+            );
+        }
+        self.keys.store(Arc::new(next));
+    }
+
+    /// One answered request of `caller` with `status`: `entra_proxy_key_requests_total` and the
+    /// status page's window.
+    pub fn request(&self, caller: &Caller, status: u16) {
         let error = status >= 400;
-        let key = key_label(caller);
-        COUNTERS.with(|c| {
-            let mut c = c.borrow_mut();
-            if !c.contains_key(key) {
-                c.insert(key.to_string(), HashMap::new());
+        let index = now() / WINDOW_SECS;
+        let keys = self.keys.load();
+        let key = match caller {
+            Caller::VirtualKey { name, .. } | Caller::LegacyKey { name, .. } => keys.get(&**name),
+            _ => None,
+        };
+        match key {
+            Some(w) => {
+                w.count(index, error);
+                let id = Counted::Key(w.id);
+                count_metric(id, status, || w.label.clone());
             }
-            if let Some(by_status) = c.get_mut(key) {
-                by_status
-                    .entry(status)
-                    .or_insert_with(|| {
-                        metrics::counter!(
-                            "entra_proxy_key_requests_total",
-                            "key" => key.to_string(),
-                            "status" => status.to_string()
-                        )
-                    })
-                    .increment(1);
+            None => {
+                let label = super::key_label(caller);
+                let kind = match label {
+                    Cow::Borrowed(kind) => kind,
+                    // A key this state does not know (a test's hand-built caller): counted by kind.
+                    Cow::Owned(_) => "unregistered-key",
+                };
+                count_metric(Counted::Kind(kind), status, || kind.to_string());
+                self.count_other(caller, index, error);
+            }
+        }
+    }
+
+    /// An Entra or app caller's request in the window, by caller label (written into a reused
+    /// per-thread buffer: a caller already seen this minute costs no allocation).
+    fn count_other(&self, caller: &Caller, index: u64, error: bool) {
+        use std::cell::RefCell;
+        use std::fmt::Write as _;
+        thread_local! {
+            static LABEL: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        LABEL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            let _ = write!(buf, "{}", caller.label());
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            if w.index != index {
+                w.index = index;
+                w.callers.clear();
+            }
+            let full = w.callers.len() >= CALLERS_KEPT;
+            match w.callers.get_mut(buf.as_str()) {
+                Some(c) => {
+                    c.0 += 1;
+                    c.1 += u64::from(error);
+                }
+                None if !full => {
+                    w.callers.insert(buf.clone(), (1, u64::from(error)));
+                }
+                None => {}
             }
         });
-        let index = now() / WINDOW_SECS;
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        if w.index != index {
-            w.index = index;
-            w.callers.clear();
-        }
-        let full = w.callers.len() >= CALLERS_KEPT;
-        match w.callers.get_mut(caller) {
-            Some(c) => {
-                c.0 += 1;
-                c.1 += u64::from(error);
-            }
-            None if !full => {
-                w.callers.insert(caller.to_string(), (1, u64::from(error)));
-            }
-            None => {}
-        }
     }
 
     /// Records a diagnosis given as its header line (`code: summary; fix: fix`); `None` (an
@@ -159,25 +256,62 @@ impl Recent {
         d.iter().rev().cloned().collect()
     }
 
-    /// Requests per caller in the current window, by caller label.
-    pub fn callers(&self) -> Vec<CallerWindow> {
+    /// Requests in the current window: every configured key's (by key name, zero included),
+    /// and every other caller seen (by caller label).
+    pub fn callers(&self) -> (HashMap<String, CallerWindow>, Vec<CallerWindow>) {
         let index = now() / WINDOW_SECS;
-        let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        if w.index != index {
-            return Vec::new();
-        }
-        let mut out: Vec<CallerWindow> = w
-            .callers
+        let keys = self
+            .keys
+            .load()
             .iter()
-            .map(|(caller, (requests, errors))| CallerWindow {
-                caller: caller.clone(),
-                requests: *requests,
-                errors: *errors,
+            .map(|(name, w)| {
+                let (requests, errors) = w.read(index);
+                let window = CallerWindow {
+                    caller: w.label.clone(),
+                    requests,
+                    errors,
+                };
+                (name.to_string(), window)
             })
             .collect();
-        out.sort_by(|a, b| a.caller.cmp(&b.caller));
-        out
+        let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut others: Vec<CallerWindow> = if w.index != index {
+            Vec::new()
+        } else {
+            w.callers
+                .iter()
+                .map(|(caller, (requests, errors))| CallerWindow {
+                    caller: caller.clone(),
+                    requests: *requests,
+                    errors: *errors,
+                })
+                .collect()
+        };
+        others.sort_by(|a, b| a.caller.cmp(&b.caller));
+        (keys, others)
     }
+}
+
+/// Counts `entra_proxy_key_requests_total{key, status}` through a handle registered once per
+/// thread: the hot path neither builds label sets nor looks up the registry.
+fn count_metric(id: Counted, status: u16, label: impl FnOnce() -> String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static COUNTERS: RefCell<HashMap<(Counted, u16), metrics::Counter>> =
+            RefCell::new(HashMap::new());
+    }
+    COUNTERS.with(|c| {
+        c.borrow_mut()
+            .entry((id, status))
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "entra_proxy_key_requests_total",
+                    "key" => label(),
+                    "status" => status.to_string()
+                )
+            })
+            .increment(1);
+    });
 }
 
 #[cfg(test)]
@@ -206,26 +340,72 @@ mod tests {
         assert!(r.diagnoses().is_empty());
     }
 
-    #[test]
-    fn counts_requests_and_errors_per_caller() {
-        let r = Recent::default();
-        r.request("key:a", 200);
-        r.request("key:a", 401);
-        r.request("entra:x", 200);
-        let c = r.callers();
-        // Unless the minute turned between the calls.
-        if c.len() == 2 {
-            assert_eq!(c[1].caller, "key:a");
-            assert_eq!((c[1].requests, c[1].errors), (2, 1));
+    fn key(name: &str, legacy: bool) -> crate::config::KeyEntry {
+        crate::config::KeyEntry {
+            name: name.into(),
+            digest: crate::config::KeyDigest::of("k"),
+            legacy,
+            models: vec![],
+            expires: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            token_quota: None,
+            token_quota_period: Default::default(),
+        }
+    }
+
+    fn virtual_key(name: &str) -> Caller {
+        Caller::VirtualKey {
+            name: name.into(),
+            policy: Arc::new(crate::inbound::KeyPolicy {
+                models: vec![],
+                expires: None,
+                budget: Default::default(),
+            }),
         }
     }
 
     #[test]
+    fn counts_requests_and_errors_per_caller() {
+        let r = Recent::default();
+        r.register_keys(&[key("a", false), key("old", true)]);
+        let before = now() / WINDOW_SECS;
+        r.request(&virtual_key("a"), 200);
+        r.request(&virtual_key("a"), 401);
+        r.request(&Caller::Anonymous, 200);
+        let (keys, others) = r.callers();
+        // Unless the minute turned between the calls.
+        if now() / WINDOW_SECS == before {
+            let a = &keys["a"];
+            assert_eq!((a.caller.as_str(), a.requests, a.errors), ("key:a", 2, 1));
+            let old = &keys["old"];
+            assert_eq!((old.caller.as_str(), old.requests), ("legacy-key:old", 0));
+            assert_eq!(others.len(), 1);
+            assert_eq!(
+                (others[0].caller.as_str(), others[0].requests),
+                ("anonymous", 1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counts_of_keys_that_stay() {
+        let r = Recent::default();
+        r.register_keys(&[key("a", false)]);
+        r.request(&virtual_key("a"), 200);
+        r.register_keys(&[key("a", false), key("b", false)]);
+        let (keys, _) = r.callers();
+        assert!(keys["a"].requests <= 1 && keys.contains_key("b"));
+    }
+
+    #[test]
     fn metric_key_labels_are_bounded_by_the_config() {
-        assert_eq!(key_label("key:team-a"), "key:team-a");
-        assert_eq!(key_label("legacy-key:old"), "legacy-key:old");
-        assert_eq!(key_label("entra:1234"), "entra");
-        assert_eq!(key_label("app:abcd"), "app");
-        assert_eq!(key_label("anonymous"), "anonymous");
+        use crate::telemetry::key_label;
+        assert_eq!(key_label(&virtual_key("team-a")), "key:team-a");
+        assert_eq!(
+            crate::telemetry::key_name_label(true, "old"),
+            "legacy-key:old"
+        );
+        assert_eq!(key_label(&Caller::Anonymous), "anonymous");
     }
 }

@@ -22,5 +22,6 @@ mod reload;
 mod soak;
 mod status;
 mod surfaces;
+mod traces;
 mod v1_surfaces;
 mod walking_skeleton;

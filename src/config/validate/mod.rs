@@ -9,6 +9,7 @@ mod keys;
 mod limits;
 mod models;
 mod server;
+mod telemetry;
 
 use super::emulator::parse_emulator;
 use super::errors::Errors;
@@ -41,6 +42,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let has_client_auth = has_keys || entra.is_some() || client_credentials.is_some();
     let inbound = inbound::validate_inbound(modes, entra, client_credentials, &mut errors);
     let limits = limits::validate_limits(raw.limits, &mut errors);
+    let telemetry = telemetry::validate_telemetry(raw.telemetry, &mut errors);
     let allow_unauthenticated = server.as_ref().and_then(|server| {
         unauthenticated(
             allow_unauthenticated,
@@ -62,6 +64,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         Some(allow_unauthenticated),
         Some(inbound),
         Some(limits),
+        Some(telemetry),
     ) = (
         server,
         upstream,
@@ -73,6 +76,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         allow_unauthenticated,
         inbound,
         limits,
+        telemetry,
     )
     else {
         return errors.finish(None);
@@ -89,6 +93,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         allow_unauthenticated,
         inbound,
         limits,
+        telemetry,
         notes,
     }))
 }

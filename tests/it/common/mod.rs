@@ -100,6 +100,11 @@ pub async fn emulator_with(config: EmulatorConfig) -> Emulator {
 pub async fn proxy(emulator: Emulator, config_text: &str) -> Harness {
     let config = Config::parse(config_text, "test config", &|_| None).expect("config is valid");
     let state = Arc::new(AppState::build(config, &IdentityEnv::default()).expect("state builds"));
+    serve_state(emulator, state).await
+}
+
+/// Serves a state built by the test (e.g. with `AppState::build_with`).
+pub async fn serve_state(emulator: Emulator, state: Arc<AppState>) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
