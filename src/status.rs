@@ -169,7 +169,7 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
     let (keys, others) = app.recent.callers();
     let mut callers = Vec::with_capacity(state.config.keys.len() + others.len());
     for k in &state.config.keys {
-        let caller = crate::telemetry::key_name_label(k.legacy, &k.name);
+        let caller = crate::config::key_label(k.legacy, &k.name);
         let w = keys.get(&k.name);
         let mut view = caller_view(caller, w);
         view.usage = Some(key_usage(&state.limits, k).await);

@@ -261,6 +261,17 @@ pub struct KeyEntry {
     pub token_quota_period: QuotaPeriod,
 }
 
+/// The `key` label of a configured key in every per-caller metric and span: `key:<name>`, or
+/// `legacy-key:<name>` for an old Azure resource key (see `telemetry::key_label` for callers
+/// without a key).
+pub fn key_label(legacy: bool, name: &str) -> String {
+    if legacy {
+        format!("legacy-key:{name}")
+    } else {
+        format!("key:{name}")
+    }
+}
+
 impl KeyEntry {
     /// The request and token budget of this key.
     pub fn budget(&self) -> KeyBudget {

@@ -245,6 +245,16 @@ impl Limits {
         if quotas.is_empty() {
             return;
         }
+        {
+            let mut gauges = self
+                .inner
+                .quota_remaining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for k in keys.iter().filter(|k| k.token_quota.is_some()) {
+                gauges.insert(k.name.clone(), quota_gauge(k.legacy, &k.name));
+            }
+        }
         if self.inner.redis.is_none() {
             let now = now();
             for (name, budget, quota) in &quotas {
@@ -269,6 +279,8 @@ impl Limits {
         });
     }
 
+    /// The gauge of key `name`, labelled as every per-caller metric labels it; registered by
+    /// [`Limits::publish_quotas`] (which knows whether the key is a legacy one).
     fn quota_gauge(&self, name: &str) -> metrics::Gauge {
         let mut gauges = self
             .inner
@@ -277,11 +289,16 @@ impl Limits {
             .unwrap_or_else(|p| p.into_inner());
         gauges
             .entry(name.to_string())
-            .or_insert_with(
-                || metrics::gauge!("entra_proxy_token_quota_remaining", "key" => name.to_string()),
-            )
+            .or_insert_with(|| quota_gauge(false, name))
             .clone()
     }
+}
+
+fn quota_gauge(legacy: bool, name: &str) -> metrics::Gauge {
+    metrics::gauge!(
+        "entra_proxy_token_quota_remaining",
+        "key" => crate::config::key_label(legacy, name)
+    )
 }
 
 /// The error for a refusal, naming the key, the limit and when it frees up.

@@ -16,20 +16,11 @@ use std::sync::OnceLock;
 /// clients cannot grow the label set. A key's label cannot be taken for another kind's.
 pub(crate) fn key_label(caller: &Caller) -> Cow<'static, str> {
     match caller {
-        Caller::VirtualKey { name, .. } => Cow::Owned(key_name_label(false, name)),
-        Caller::LegacyKey { name, .. } => Cow::Owned(key_name_label(true, name)),
+        Caller::VirtualKey { name, .. } => Cow::Owned(crate::config::key_label(false, name)),
+        Caller::LegacyKey { name, .. } => Cow::Owned(crate::config::key_label(true, name)),
         Caller::Entra { .. } => Cow::Borrowed("entra"),
         Caller::App(_) => Cow::Borrowed("app"),
         Caller::Anonymous => Cow::Borrowed("anonymous"),
-    }
-}
-
-/// [`key_label`] of the configured key `name`.
-pub(crate) fn key_name_label(legacy: bool, name: &str) -> String {
-    if legacy {
-        format!("legacy-key:{name}")
-    } else {
-        format!("key:{name}")
     }
 }
 

@@ -55,7 +55,7 @@ struct Window {
 struct KeyWindow {
     /// Tells this key's per-thread counter handles apart from every other's in the process.
     id: u64,
-    /// The key's metric label ([`super::key_name_label`]).
+    /// The key's metric label ([`crate::config::key_label`]).
     label: String,
     /// Unix seconds / WINDOW_SECS of the window counted.
     index: AtomicU64,
@@ -127,7 +127,7 @@ impl Recent {
         let current = self.keys.load_full();
         let missing: Vec<_> = keys
             .iter()
-            .map(|k| (k, super::key_name_label(k.legacy, &k.name)))
+            .map(|k| (k, crate::config::key_label(k.legacy, &k.name)))
             .filter(|(k, label)| {
                 current
                     .get(k.name.as_str())
@@ -402,10 +402,7 @@ mod tests {
     fn metric_key_labels_are_bounded_by_the_config() {
         use crate::telemetry::key_label;
         assert_eq!(key_label(&virtual_key("team-a")), "key:team-a");
-        assert_eq!(
-            crate::telemetry::key_name_label(true, "old"),
-            "legacy-key:old"
-        );
+        assert_eq!(crate::config::key_label(true, "old"), "legacy-key:old");
         assert_eq!(key_label(&Caller::Anonymous), "anonymous");
     }
 }
