@@ -216,8 +216,67 @@ async fn status_json_shows_identity_backends_diagnoses_and_callers_but_no_token(
         assert_eq!(callers[1]["requests"], 2);
         assert_eq!(callers[1]["errors"], 2);
     }
-    for c in callers {
-        assert!(c["token_usage"].is_null(), "not metered yet: {c}");
+    // Keys without limits still show what they used; the 401s used no tokens.
+    let usage = &callers[1]["usage"];
+    assert_eq!(usage["tokens"], 0, "{usage}");
+    assert!(usage["token_quota"].is_null() && usage["quota_remaining"].is_null());
+    assert!(usage["error"].is_null(), "{usage}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn status_shows_each_keys_tokens_in_the_window_and_remaining_quota() {
+    let emu = emulator().await;
+    let foundry = emu.add_resource(ResourceKind::Foundry).await.unwrap();
+    let text = config(&emu, &foundry).replace(
+        &format!("sha256 = \"{}\"\n", KeyDigest::of(KEY).to_hex()),
+        &format!(
+            "sha256 = \"{}\"\nrequests_per_minute = 100\ntokens_per_minute = 50000\ntoken_quota = 900000\ntoken_quota_period = \"day\"\n",
+            KeyDigest::of(KEY).to_hex()
+        ),
+    );
+    let h = proxy(emu, &text).await;
+    let mut used = 0;
+    for _ in 0..2 {
+        let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        used += body["usage"]["total_tokens"].as_u64().unwrap();
+    }
+    assert!(used > 0);
+    let v = status_json(&h).await;
+    let callers = v["keys"]["callers"].as_array().unwrap();
+    let team_a = callers
+        .iter()
+        .find(|c| c["caller"] == "key:team-a")
+        .unwrap();
+    let u = &team_a["usage"];
+    assert_eq!(u["requests"], 2, "{u}");
+    assert_eq!(u["tokens"], used, "{u}");
+    assert_eq!(u["requests_per_minute"], 100);
+    assert_eq!(u["tokens_per_minute"], 50000);
+    assert_eq!(u["token_quota"], 900000);
+    assert_eq!(u["quota_period"], "day");
+    assert_eq!(u["quota_used"], used);
+    assert_eq!(u["quota_remaining"], 900000 - used, "{u}");
+    // Unless the minute turned between the requests and the view.
+    if team_a["requests"] != 0 {
+        assert_eq!(team_a["requests"], 2, "{team_a}");
+    }
+    let html = client()
+        .get(h.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [
+        format!("{used} / 50000 tokens per minute"),
+        "2 / 100 requests per minute".to_string(),
+        format!("{} of 900000 left</span> this day", 900000 - used),
+    ] {
+        assert!(html.contains(&text), "{text} in\n{html}");
     }
     h.stop().await;
 }
