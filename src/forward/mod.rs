@@ -410,7 +410,7 @@ fn retry_reason(outcome: &AttemptOutcome<'_>) -> &'static str {
         Outcome::TimedOut(_) => "timeout",
         Outcome::ConnectFailed(_) => "connect_failed",
         Outcome::Failed(_) => "failed",
-        Outcome::Refused { .. } => "unauthorized",
+        Outcome::Refused { .. } => "token_refused",
         Outcome::Overloaded { .. } => "overloaded",
         Outcome::Answered(_) => "answered",
     }
