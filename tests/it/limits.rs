@@ -95,7 +95,7 @@ async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
     let usage = &body["usage"];
     let labels = |kind| {
         [
-            ("key", "json-usage"),
+            ("key", "key:json-usage"),
             ("model", "gpt-4o"),
             ("deployment", "gpt-4o"),
             ("backend", "primary"),
@@ -161,7 +161,7 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
     // The usage the hidden chunk carried is what the same prompt costs without streaming.
     let r = chat(h.addr, "sse-plain-key", &prompt("stream me")).await;
     let usage: Value = r.json().await.unwrap();
-    let labels = [("key", "sse-usage"), ("kind", "total")];
+    let labels = [("key", "key:sse-usage"), ("kind", "total")];
     assert_eq!(
         metric(h.addr, "entra_proxy_tokens_total", &labels).await,
         Some(usage["usage"]["total_tokens"].as_u64().unwrap() as f64)
@@ -179,7 +179,7 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
         .filter(|c| !c.is_empty())
         .map(|c| (c.len() as u64).div_ceil(4).max(1))
         .sum();
-    let team_a = [("key", "sse-plain"), ("kind", "total")];
+    let team_a = [("key", "key:sse-plain"), ("kind", "total")];
     let total = metric(h.addr, "entra_proxy_tokens_total", &team_a)
         .await
         .unwrap();
@@ -224,7 +224,7 @@ async fn a_stream_cut_short_is_charged_the_estimate_and_the_deltas_seen() {
         .filter(|c| !c.is_empty())
         .map(|c| (c.len() as u64).div_ceil(4).max(1))
         .sum();
-    let labels = [("key", "cut-short"), ("kind", "total")];
+    let labels = [("key", "key:cut-short"), ("kind", "total")];
     let expected = (estimate("cut me") + deltas) as f64;
     // The charge of a broken stream is recorded when the proxy sees it break.
     let mut total = None;
@@ -319,7 +319,7 @@ async fn a_used_quota_is_insufficient_quota_naming_when_it_resets() {
     let remaining = metric(
         h.addr,
         "entra_proxy_token_quota_remaining",
-        &[("key", "quota")],
+        &[("key", "key:quota")],
     )
     .await;
     assert_eq!(remaining, Some(0.0));
