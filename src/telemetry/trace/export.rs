@@ -193,3 +193,32 @@ impl HttpClient for Client {
         Ok(out.body(body)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let full = Arc::new(AtomicU64::new(0));
+        let (spans, mut queued) = mpsc::channel(2);
+        let queue = Queue {
+            spans,
+            full: metrics::Counter::from_arc(full.clone()),
+        };
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        let tracer = provider.tracer("test");
+        for i in 0..5 {
+            drop(tracer.start(format!("span {i}")));
+        }
+        assert_eq!(full.load(Ordering::Relaxed), 3);
+        assert_eq!(queued.try_recv().unwrap().name, "span 0");
+        assert_eq!(queued.try_recv().unwrap().name, "span 1");
+        assert!(queued.try_recv().is_err(), "the queue stays bounded");
+    }
+}

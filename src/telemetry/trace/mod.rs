@@ -94,13 +94,19 @@ impl Tracing {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("entra-proxy");
-        tracing::info!(endpoint = %settings.endpoint, service = %settings.service_name, "traces: exporting over OTLP/HTTP");
+        // Without a query: it could carry a collector's token.
+        let shown = format!(
+            "{}{}",
+            settings.endpoint.origin().ascii_serialization(),
+            settings.endpoint.path()
+        );
+        tracing::info!(endpoint = %shown, service = %settings.service_name, "traces: exporting over OTLP/HTTP");
         Ok(Tracing {
             live: Some(Arc::new(Live {
                 tracer,
                 _provider: provider,
                 exporting,
-                endpoint: settings.endpoint.to_string(),
+                endpoint: shown,
             })),
         })
     }
