@@ -407,6 +407,57 @@ async fn the_callers_sampled_flag_decides_and_the_environment_configures() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn a_streamed_answer_ends_its_span_with_the_stream_and_its_usage() {
+    let collector = Collector::start().await;
+    let h = traced(&collector.url(), TelemetryEnv::default()).await;
+    let trace_id = "33333333333333333333333333333333";
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .header("traceparent", traceparent(trace_id, true))
+        .json(&serde_json::json!({
+            "model": "gpt-4o",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": PROMPT}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (text, broke_off) = read_stream(r).await;
+    assert!(!broke_off);
+    let usage: serde_json::Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
+        .unwrap();
+    let spans = collector.trace(&h, trace_id, 3).await;
+    let server = one(&spans, "server", |s| s.kind == SERVER);
+    let attempt = one(&spans, "attempt", |s| s.kind == CLIENT);
+    assert_eq!(
+        attr(server, "gen_ai.usage.input_tokens"),
+        Some(usage["prompt_tokens"].to_string())
+    );
+    assert_eq!(
+        attr(server, "gen_ai.usage.output_tokens"),
+        Some(usage["completion_tokens"].to_string())
+    );
+    assert_eq!(
+        attr(server, "entra_proxy.usage.estimated").as_deref(),
+        Some("false")
+    );
+    assert!(
+        server.end_time_unix_nano >= attempt.end_time_unix_nano,
+        "the server span lasts until the stream's end"
+    );
+    let raw = collector.raw();
+    assert!(!raw.windows(PROMPT.len()).any(|w| w == PROMPT.as_bytes()));
+    h.stop().await;
+}
+
 /// The `entra_proxy_trace_spans_dropped_total` series in Prometheus text, summed.
 fn dropped(metrics: &str) -> f64 {
     metrics
