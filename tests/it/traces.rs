@@ -458,6 +458,57 @@ async fn a_streamed_answer_ends_its_span_with_the_stream_and_its_usage() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn each_attempt_is_a_span_with_its_status_and_why_it_was_retried() {
+    let collector = Collector::start().await;
+    let h = traced(&collector.url(), TelemetryEnv::default()).await;
+    h.emulator
+        .script("gpt-4o", vec![azure_emulator::Fault::Status(503)]);
+    let trace_id = "44444444444444444444444444444444";
+    let r = chat(&h, "gpt-4o", Some(&traceparent(trace_id, true))).await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let spans = collector.trace(&h, trace_id, 5).await;
+    let server = one(&spans, "server", |s| s.kind == SERVER);
+    let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.kind == CLIENT).collect();
+    attempts.sort_by_key(|s| attr(s, "entra_proxy.attempt"));
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    assert_eq!(
+        attr(attempts[0], "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert_eq!(
+        attr(attempts[0], "entra_proxy.retry.reason").as_deref(),
+        Some("overloaded")
+    );
+    assert_eq!(
+        attr(attempts[1], "entra_proxy.attempt").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        attr(attempts[1], "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(attr(attempts[1], "entra_proxy.retry.reason"), None);
+    for a in &attempts {
+        assert_eq!(a.parent_span_id, server.span_id);
+    }
+    // Each attempt told Azure its own span.
+    let seen: Vec<String> = h
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.contains("/chat/completions"))
+        .filter_map(|r| r.header("traceparent").map(str::to_string))
+        .collect();
+    let sent: Vec<String> = attempts
+        .iter()
+        .map(|a| format!("00-{trace_id}-{}-01", hex(&a.span_id)))
+        .collect();
+    assert_eq!(seen, sent);
+    h.stop().await;
+}
+
 /// The `entra_proxy_trace_spans_dropped_total` series in Prometheus text, summed.
 fn dropped(metrics: &str) -> f64 {
     metrics
