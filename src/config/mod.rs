@@ -367,6 +367,8 @@ pub struct RedisConfig {
     /// Longest wait for one call.
     pub timeout: Duration,
     pub on_error: OnRedisError,
+    /// For `rediss://`: the CA file to trust instead of the system's roots (resolved path).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What a request gets when Redis does not answer in time.
@@ -530,6 +532,9 @@ impl Config {
             keys_file = Some(path.display().to_string());
             raw.keys.extend(keys);
             included.push(file);
+        }
+        if let Some(ca) = &mut raw.limits.redis_ca_file {
+            *ca = include::resolve(sources.base_dir, ca).display().to_string();
         }
         let config = validate::validate(raw).map_err(|problems| match &keys_file {
             Some(file) => blame_keys_file(source_name, file, problems),

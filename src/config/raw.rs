@@ -47,6 +47,9 @@ pub(super) struct RawLimits {
     pub(super) redis_url: Option<SecretString>,
     pub(super) on_redis_error: Option<String>,
     pub(super) redis_timeout_ms: Option<i64>,
+    /// PEM file of the CA(s) a `rediss://` server's certificate must chain to, instead of the
+    /// system's roots; relative to the config file.
+    pub(super) redis_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -9,7 +9,7 @@ use super::window::period_bounds;
 use super::{Refusal, Standing, Verdict};
 use crate::config::{KeyBudget, RedisConfig};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -80,6 +80,8 @@ pub struct RedisStore {
     timeout: Duration,
     /// The URL without its password.
     shown: String,
+    /// The URL's password, only to scrub it from error texts.
+    password: Option<SecretString>,
     admit: redis::Script,
     charge: redis::Script,
     down: AtomicBool,
@@ -115,8 +117,7 @@ impl RedisStore {
     /// A store that connects on first use (and reconnects by itself): an unreachable Redis at
     /// start-up is no reason not to start.
     pub fn new(config: &RedisConfig) -> Result<RedisStore, String> {
-        let client = redis::Client::open(config.url.expose_secret())
-            .map_err(|e| format!("limits.redis_url ({}): {}", config.shown, redis_kind(&e)))?;
+        let client = client(config)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -128,6 +129,9 @@ impl RedisStore {
             conn,
             timeout: config.timeout,
             shown: config.shown.clone(),
+            password: url::Url::parse(config.url.expose_secret())
+                .ok()
+                .and_then(|u| u.password().map(|p| SecretString::from(p.to_string()))),
             admit: redis::Script::new(ADMIT),
             charge: redis::Script::new(CHARGE),
             down: AtomicBool::new(false),
@@ -202,7 +206,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let result = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
             Err(_) => Err(StoreDown::Timeout(self.timeout.as_millis())),
-            Ok(Err(e)) => Err(StoreDown::Redis(describe(&e))),
+            Ok(Err(e)) => Err(StoreDown::Redis(describe(&e, self.password.as_ref()))),
             Ok(Ok(v)) => Ok(v),
         };
         match &result {
@@ -224,17 +228,67 @@ impl RedisStore {
     }
 }
 
-/// A Redis error in words that never include the URL (it may carry a password).
-fn describe(e: &redis::RedisError) -> String {
-    if e.is_timeout() {
-        "timed out".into()
+/// A Redis error in words: what went wrong and the client's own reason (a refused certificate,
+/// a wrong password), never the URL's password.
+fn describe(e: &redis::RedisError, password: Option<&SecretString>) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
     } else if e.is_connection_refusal() {
-        "connection refused".into()
+        "connection refused"
     } else if e.is_io_error() || e.is_connection_dropped() {
-        "connection lost".into()
+        "connection failed"
     } else {
-        format!("{} error", redis_kind(e))
+        ""
+    };
+    let mut reason = e.to_string();
+    if let Some(p) = password
+        .map(ExposeSecret::expose_secret)
+        .filter(|p| !p.is_empty())
+    {
+        reason = reason.replace(p, "***");
     }
+    if what.is_empty() {
+        reason
+    } else {
+        format!("{what}: {reason}")
+    }
+}
+
+/// The client for `config`: over TLS for `rediss://`, trusting `redis_ca_file` when set and the
+/// system's roots otherwise. Errors name the setting, never the password.
+fn client(config: &RedisConfig) -> Result<redis::Client, String> {
+    let url = config.url.expose_secret();
+    let bad_url = |e: redis::RedisError| {
+        format!(
+            "limits.redis_url ({}): {} ({})",
+            config.shown,
+            redis_kind(&e),
+            e.detail().unwrap_or("no detail")
+        )
+    };
+    let Some(ca_file) = &config.ca_file else {
+        return redis::Client::open(url).map_err(bad_url);
+    };
+    let shown = ca_file.display();
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| format!("limits.redis_ca_file ({shown}): cannot read: {e}"))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "limits.redis_ca_file ({shown}): holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    // The URL was checked by validation: what is left to fail here is the certificate file.
+    .map_err(|e| format!("limits.redis_ca_file ({shown}): {e}"))
 }
 
 fn redis_kind(e: &redis::RedisError) -> String {

@@ -441,7 +441,11 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
     );
     let shared = memory.replace(
         "[azure]",
-        &format!("[limits]\nredis_url = \"{}\"\n\n[azure]", redis.url()),
+        &format!(
+            // A generous timeout: on a busy machine the first call may take longer than 100 ms.
+            "[limits]\nredis_url = \"{}\"\nredis_timeout_ms = 3000\n\n[azure]",
+            redis.url()
+        ),
     );
     let (p, path) = spawn_binary(&shared, &[]).await;
     let r = chat(p.addr, "cli-key", &prompt("hello")).await;

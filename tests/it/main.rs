@@ -18,6 +18,7 @@ mod limits;
 mod properties;
 mod readme_config;
 mod realtime;
+mod redis_tls;
 mod reload;
 mod soak;
 mod status;

@@ -33,21 +33,34 @@ pub(super) fn validate_limits(raw: RawLimits, errors: &mut Errors) -> Option<Lim
     };
     let redis = match raw.redis_url {
         None => {
-            if raw.on_redis_error.is_some() || raw.redis_timeout_ms.is_some() {
+            if raw.on_redis_error.is_some()
+                || raw.redis_timeout_ms.is_some()
+                || raw.redis_ca_file.is_some()
+            {
                 errors.add(
                     "limits",
-                    "on_redis_error and redis_timeout_ms need limits.redis_url",
+                    "on_redis_error, redis_timeout_ms and redis_ca_file need limits.redis_url",
                 );
             }
             None
         }
         Some(url) => errors
             .check("limits.redis_url", redis_url(&url))
-            .map(|shown| RedisConfig {
-                url,
-                shown,
-                timeout,
-                on_error,
+            .and_then(|shown| {
+                if raw.redis_ca_file.is_some() && !shown.starts_with("rediss://") {
+                    errors.add(
+                        "limits.redis_ca_file",
+                        "applies to TLS only: use a rediss:// limits.redis_url, or remove it",
+                    );
+                    return None;
+                }
+                Some(RedisConfig {
+                    url,
+                    shown,
+                    timeout,
+                    on_error,
+                    ca_file: raw.redis_ca_file.map(std::path::PathBuf::from),
+                })
             }),
     };
     (errors.len() == before).then_some(LimitsConfig { redis })
@@ -59,17 +72,17 @@ fn redis_url(url: &SecretString) -> Result<String, String> {
     let mut parsed = url::Url::parse(url.expose_secret())
         .map_err(|e| format!("is not a URL ({e}); expected redis://[:PASSWORD@]HOST:PORT[/DB]"))?;
     match parsed.scheme() {
-        "redis" => {}
-        "rediss" => {
-            return Err(
-                "rediss:// (Redis over TLS) is not supported yet; use redis:// on a private network or a TLS sidecar".into(),
-            );
-        }
+        "redis" | "rediss" => {}
         other => {
             return Err(format!(
-                "scheme {other:?} is not Redis; expected redis://[:PASSWORD@]HOST:PORT[/DB]"
+                "scheme {other:?} is not Redis; expected redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// (TLS)"
             ));
         }
+    }
+    if parsed.fragment().is_some() {
+        return Err(
+            "has a #fragment (e.g. #insecure, which would skip the certificate check); remove it, and set limits.redis_ca_file to trust a private CA".into(),
+        );
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("has no host; expected redis://[:PASSWORD@]HOST:PORT[/DB]".into());
@@ -111,11 +124,29 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
-        let e = err(&format!("{BASE}[limits]\nredis_url = \"rediss://h:1\"\n"));
+        let c = parse(&format!(
+            "{BASE}[limits]\nredis_url = \"rediss://:hunter2@cache.example:6380/0\"\nredis_ca_file = \"/etc/ca.pem\"\n"
+        ))
+        .unwrap();
+        let r = c.limits.redis.unwrap();
+        assert_eq!(r.shown, "rediss://:***@cache.example:6380/0");
+        assert_eq!(
+            r.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        let e = err(&format!(
+            "{BASE}[limits]\nredis_url = \"rediss://h:1/0#insecure\"\n"
+        ));
+        assert!(e.contains("limits.redis_url: has a #fragment"), "{e}");
+        let e = err(&format!(
+            "{BASE}[limits]\nredis_url = \"redis://h:1\"\nredis_ca_file = \"ca.pem\"\n"
+        ));
         assert!(
-            e.contains("limits.redis_url: rediss:// (Redis over TLS) is not supported yet"),
+            e.contains("limits.redis_ca_file: applies to TLS only"),
             "{e}"
         );
+        let e = err(&format!("{BASE}[limits]\nredis_ca_file = \"ca.pem\"\n"));
+        assert!(e.contains("need limits.redis_url"), "{e}");
         let e = err(&format!("{BASE}[limits]\nredis_url = \"redis://h:1/x\"\n"));
         assert!(
             e.contains("limits.redis_url: the path \"x\" is not a database number"),

@@ -8,11 +8,42 @@ pub struct Redis {
     pub port: u16,
     dir: std::path::PathBuf,
     child: Option<Child>,
+    tls: Option<Tls>,
+}
+
+/// A TLS port next to the plain one, with the fixture certificate and a password.
+pub struct Tls {
+    pub port: u16,
+    pub password: String,
+}
+
+/// Test-only certificates (tests/fixtures/redis-tls).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/redis-tls")
+        .join(name)
 }
 
 impl Redis {
     /// Starts one; fails the test, saying what to install, when `redis-server` is missing.
     pub fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// Also listens for TLS (`rediss://`) with the fixture certificate, and wants `password`.
+    pub fn start_tls(password: &str) -> Redis {
+        Redis::start_with(Some(Tls {
+            port: super::free_port(),
+            password: password.to_string(),
+        }))
+    }
+
+    /// The TLS port and password, when started with [`Redis::start_tls`].
+    pub fn tls(&self) -> &Tls {
+        self.tls.as_ref().expect("started with start_tls")
+    }
+
+    fn start_with(tls: Option<Tls>) -> Redis {
         let port = super::free_port();
         let dir =
             std::env::temp_dir().join(format!("entra-proxy-redis-{}-{port}", std::process::id()));
@@ -21,13 +52,17 @@ impl Redis {
             port,
             dir,
             child: None,
+            tls,
         };
         r.restart();
         r
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(t) => format!("redis://:{}@127.0.0.1:{}/0", t.password, self.port),
+        }
     }
 
     /// Kills the server (an outage).
@@ -41,12 +76,23 @@ impl Redis {
     /// Starts the server again on the same port, empty, and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
-            .args(["--daemonize", "no"])
+            .args(["--daemonize", "no"]);
+        if let Some(t) = &self.tls {
+            command
+                .args(["--tls-port", &t.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(fixture("server.pem"))
+                .arg("--tls-key-file")
+                .arg(fixture("server.key"))
+                .args(["--tls-auth-clients", "no", "--requirepass", &t.password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,7 +128,8 @@ impl Redis {
             return false;
         }
         let mut buf = [0u8; 7];
-        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        // With a password, NOAUTH also says the server is up.
+        s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
     }
 }
 
