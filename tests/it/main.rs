@@ -24,3 +24,4 @@ mod status;
 mod surfaces;
 mod v1_surfaces;
 mod walking_skeleton;
+mod ws_callers;
