@@ -527,6 +527,23 @@ async fn speech_websockets_pass_through_with_the_proxys_bearer() {
         );
         assert_swapped(&seen[0]);
     }
+    // Speech clients' own key header is a credential like api-key, and never forwarded.
+    h.emulator.clear_requests();
+    let mut req = format!(
+        "ws://{}/speech/recognition/interactive/cognitiveservices/v1?language=de-DE",
+        h.addr
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("ocp-apim-subscription-key", KEY.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("ping"));
+    ws.close(None).await.unwrap();
+    let seen = h.emulator.requests();
+    assert!(seen[0].header("ocp-apim-subscription-key").is_none());
+    assert_swapped(&seen[0]);
     // Without a credential the proxy refuses before Azure is called.
     h.emulator.clear_requests();
     let req = format!(
