@@ -122,13 +122,12 @@ pub fn json_usage(body: &[u8]) -> Result<Usage, Fallback> {
 
 /// The usage of a realtime server event: `None` unless it is a `response.done`, else its
 /// `response.usage` (`input_tokens`, `output_tokens`, `total_tokens`) or why it is unreadable.
-pub fn realtime_usage(event: &[u8]) -> Option<Result<Usage, Fallback>> {
-    const DONE: &[u8] = b"response.done";
-    // Most frames (audio, deltas) are not: skip them without parsing.
-    if !event.windows(DONE.len()).any(|w| w == DONE) {
+pub fn realtime_usage(event: &str) -> Option<Result<Usage, Fallback>> {
+    // Most frames (audio, deltas) are not: a substring search skips them without parsing.
+    if !event.contains("response.done") {
         return None;
     }
-    let event: ServerEvent = match serde_json::from_slice(event) {
+    let event: ServerEvent = match serde_json::from_str(event) {
         Ok(e) => e,
         Err(_) => return None,
     };
@@ -656,7 +655,7 @@ impl SocketMeter {
 
     /// Reads one text frame from Azure; counts and charges the usage of a `response.done`.
     pub(super) fn observe(&mut self, frame: &str) {
-        let usage = match realtime_usage(frame.as_bytes()) {
+        let usage = match realtime_usage(frame) {
             None => return,
             Some(Ok(usage)) => usage,
             Some(Err(reason)) => {
@@ -1067,7 +1066,7 @@ mod tests {
 
     #[test]
     fn realtime_usage_is_read_from_response_done_only() {
-        let done = br#"{"type":"response.done","event_id":"e","response":{"status":"completed","usage":{"total_tokens":30,"input_tokens":20,"output_tokens":10,"input_token_details":{"cached_tokens":4,"text_tokens":20,"audio_tokens":0},"output_token_details":{"text_tokens":10,"audio_tokens":0}}}}"#;
+        let done = r#"{"type":"response.done","event_id":"e","response":{"status":"completed","usage":{"total_tokens":30,"input_tokens":20,"output_tokens":10,"input_token_details":{"cached_tokens":4,"text_tokens":20,"audio_tokens":0},"output_token_details":{"text_tokens":10,"audio_tokens":0}}}}"#;
         assert_eq!(
             realtime_usage(done),
             Some(Ok(Usage {
@@ -1079,19 +1078,17 @@ mod tests {
             }))
         );
         assert_eq!(
-            realtime_usage(br#"{"type":"response.text.delta","delta":"response.done"}"#),
+            realtime_usage(r#"{"type":"response.text.delta","delta":"response.done"}"#),
             None
         );
-        assert_eq!(realtime_usage(br#"{"type":"session.created"}"#), None);
-        assert_eq!(realtime_usage(b"response.done, not json"), None);
+        assert_eq!(realtime_usage(r#"{"type":"session.created"}"#), None);
+        assert_eq!(realtime_usage("response.done, not json"), None);
         assert_eq!(
-            realtime_usage(br#"{"type":"response.done","response":{"usage":null}}"#),
+            realtime_usage(r#"{"type":"response.done","response":{"usage":null}}"#),
             Some(Err(Fallback::NoUsage))
         );
         assert_eq!(
-            realtime_usage(
-                br#"{"type":"response.done","response":{"usage":{"input_tokens":"2"}}}"#
-            ),
+            realtime_usage(r#"{"type":"response.done","response":{"usage":{"input_tokens":"2"}}}"#),
             Some(Err(Fallback::MalformedUsage))
         );
     }

@@ -499,6 +499,71 @@ mod tests {
     }
 
     #[test]
+    fn include_usage_adds_null_usage_to_every_chunk_and_a_usage_chunk() {
+        let r = Reply::new("d", "count me");
+        for events in [
+            chat_events("d", &r, 3, true),
+            completion_events("d", &r, 3, true),
+        ] {
+            let data: Vec<Value> = events[..events.len() - 1]
+                .iter()
+                .map(|e| {
+                    serde_json::from_str(
+                        std::str::from_utf8(e)
+                            .unwrap()
+                            .trim_start_matches("data: ")
+                            .trim_end(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let (usage, chunks) = data.split_last().unwrap();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c["usage"].is_null() && c.get("usage").is_some())
+            );
+            assert_eq!(usage["choices"], json!([]));
+            assert_eq!(
+                usage["usage"]["total_tokens"],
+                r.prompt_tokens + r.completion_tokens
+            );
+        }
+        for events in [
+            chat_events("d", &r, 3, false),
+            completion_events("d", &r, 3, false),
+        ] {
+            assert_eq!(events.len(), 4);
+            assert!(
+                events
+                    .iter()
+                    .all(|e| !e.windows(7).any(|w| w == b"\"usage\""))
+            );
+        }
+    }
+
+    #[test]
+    fn stable_replies_are_the_same_bytes_for_the_same_prompt() {
+        let a = Reply::new("d", "same").with_stable_ids(true);
+        let b = Reply::new("d", "same").with_stable_ids(true);
+        assert_eq!(
+            chat_events("d", &a, 3, false),
+            chat_events("d", &b, 3, false)
+        );
+        assert_eq!(chat_completion("d", &a), chat_completion("d", &b));
+        let other = Reply::new("d", "other").with_stable_ids(true);
+        assert_ne!(
+            chat_completion("d", &a)["id"],
+            chat_completion("d", &other)["id"]
+        );
+        let fresh = Reply::new("d", "same");
+        assert_ne!(
+            chat_completion("d", &fresh)["id"],
+            chat_completion("d", &fresh)["id"]
+        );
+    }
+
+    #[test]
     fn prompts_are_found_in_each_request_shape() {
         let chat = json!({"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"q1"}]}]});
         assert_eq!(chat_prompt(&chat), "q1");
