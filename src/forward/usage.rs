@@ -4,7 +4,7 @@
 //! When usage cannot be read, the charge falls back to an estimate: the prompt estimate made
 //! before sending ([`estimate_prompt`]) plus, for streams, what the content deltas seen add up to.
 //! `Metered` wraps an answer's body, and at its end (or when it is dropped) counts, logs and
-//! charges the usage. A realtime WebSocket is metered by [`SocketMeter`], which reads the usage
+//! charges the usage. A realtime WebSocket is metered by `SocketMeter`, which reads the usage
 //! of each `response.done` event as the frame passes.
 
 use crate::config::KeyBudget;

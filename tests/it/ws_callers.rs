@@ -160,8 +160,7 @@ async fn bad_entra_tokens_are_refused_at_the_handshake_naming_the_problem() {
         let auth = format!("Bearer {token}");
         let refused = ws_connect(h.addr, REALTIME, &[("authorization", &auth)])
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         let (status, got, message) = refusal(&refused);
         assert_eq!((status, got.as_str()), (401, code), "{message}");
         assert!(message.contains(needle), "{message}");
@@ -213,8 +212,7 @@ async fn wrong_client_credentials_are_refused_at_the_handshake() {
         &[("authorization", &basic("app-one", "wrong-secret"))],
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     let (status, code, message) = refusal(&refused);
     assert_eq!((status, code.as_str()), (401, "invalid_client_credentials"));
     assert!(message.contains("AADSTS7000215"), "{message}");
@@ -249,8 +247,7 @@ async fn each_keys_models_expiry_and_rate_apply_at_the_handshake() {
 
     let refused = ws_connect(h.addr, REALTIME, &[("api-key", "embed-only-key")])
         .await
-        .err()
-        .expect("a model the key may not use");
+        .expect_err("a model the key may not use");
     let (status, code, message) = refusal(&refused);
     assert_eq!((status, code.as_str()), (403, "model_not_allowed"));
     assert!(
@@ -260,8 +257,7 @@ async fn each_keys_models_expiry_and_rate_apply_at_the_handshake() {
 
     let refused = ws_connect(h.addr, &format!("{REALTIME}&api-key=expired-key"), &[])
         .await
-        .err()
-        .expect("an expired key");
+        .expect_err("an expired key");
     let (status, code, message) = refusal(&refused);
     assert_eq!((status, code.as_str()), (401, "key_expired"));
     assert!(
@@ -272,8 +268,7 @@ async fn each_keys_models_expiry_and_rate_apply_at_the_handshake() {
     let mut first = session(&h, &[("api-key", "one-a-minute-key")]).await;
     let refused = ws_connect(h.addr, REALTIME, &[("api-key", "one-a-minute-key")])
         .await
-        .err()
-        .expect("over requests_per_minute");
+        .expect_err("over requests_per_minute");
     assert_eq!(refused.status(), 429);
     let retry: u64 = refused.headers()["retry-after"]
         .to_str()
