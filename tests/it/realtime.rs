@@ -361,6 +361,10 @@ async fn keys_in_query_strings_and_subprotocols_never_reach_the_log() {
             .await
             .unwrap();
         next(&mut ws).await;
+        ws.send(Message::text(r#"{"type":"response.create"}"#))
+            .await
+            .unwrap();
+        assert_eq!(json_of(&next(&mut ws).await)["type"], "response.done");
         ws.close(None).await.unwrap();
         while let Some(Ok(_)) = ws.next().await {}
     }
@@ -392,7 +396,17 @@ async fn keys_in_query_strings_and_subprotocols_never_reach_the_log() {
     assert!(stderr.contains("api-key=***&trace=1"), "{stderr}");
     assert!(stderr.contains("subscription-key=***"), "{stderr}");
     assert!(stderr.contains("websocket opened"), "{stderr}");
-    assert!(stderr.contains("websocket closed"), "{stderr}");
+    let closed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("websocket closed"))
+        .collect();
+    assert_eq!(closed.len(), 2, "{stderr}");
+    for line in closed {
+        // The socket's usage, from its one response.done.
+        assert!(line.contains("responses=1"), "{line}");
+        assert!(line.contains("total_tokens="), "{line}");
+        assert!(!line.contains("total_tokens=0"), "{line}");
+    }
 }
 
 #[tokio::test]
