@@ -179,7 +179,7 @@ impl Exchange<'_> {
 }
 
 /// The `key` label of token metrics: the key's name, else the kind of caller (bounded).
-fn key_label(caller: &Caller) -> String {
+pub(super) fn key_label(caller: &Caller) -> String {
     match caller {
         Caller::VirtualKey { name, .. } | Caller::LegacyKey { name, .. } => name.to_string(),
         Caller::Entra { .. } => "-entra".into(),

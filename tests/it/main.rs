@@ -23,5 +23,7 @@ mod reload;
 mod soak;
 mod status;
 mod surfaces;
+mod usage_faults;
 mod v1_surfaces;
 mod walking_skeleton;
+mod ws_callers;
