@@ -367,7 +367,8 @@ async fn two_proxies_sharing_redis_enforce_one_limit_and_ride_out_an_outage() {
     let mut redis = Redis::start();
     let emu = emulator().await;
     let limits = format!(
-        "[limits]\nredis_url = \"{}\"\non_redis_error = \"allow\"\n",
+        // A generous timeout: an outage below is a refused connection, never a slow one.
+        "[limits]\nredis_url = \"{}\"\non_redis_error = \"allow\"\nredis_timeout_ms = 2000\n",
         redis.url()
     );
     let text = with_key(
