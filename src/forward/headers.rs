@@ -2,7 +2,7 @@
 //! controls on the way in; Azure's minus hop-by-hop headers on the way out; the request id.
 
 use super::REQUEST_ID;
-use crate::inbound::API_KEY;
+use crate::inbound::{API_KEY, SUBSCRIPTION_KEY};
 use crate::routing::BACKEND_HEADER;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -50,6 +50,7 @@ pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
     for (name, value) in incoming {
         if HOP_BY_HOP.contains(name)
             || name == API_KEY
+            || name == SUBSCRIPTION_KEY
             || name == header::AUTHORIZATION
             || name == header::CONTENT_LENGTH
             || name == BACKEND_HEADER
@@ -113,6 +114,7 @@ mod tests {
     fn credentials_and_hop_by_hop_headers_are_stripped() {
         let h = headers(&[
             ("api-key", "secret"),
+            ("ocp-apim-subscription-key", "secret"),
             ("authorization", "Bearer secret"),
             ("connection", "keep-alive, x-custom-hop"),
             ("x-custom-hop", "1"),

@@ -4,7 +4,8 @@
 //! When usage cannot be read, the charge falls back to an estimate: the prompt estimate made
 //! before sending ([`estimate_prompt`]) plus, for streams, what the content deltas seen add up to.
 //! `Metered` wraps an answer's body, and at its end (or when it is dropped) counts, logs and
-//! charges the usage.
+//! charges the usage. A realtime WebSocket is metered by `SocketMeter`, which reads the usage
+//! of each `response.done` event as the frame passes.
 
 use crate::config::KeyBudget;
 use crate::limits::Limits;
@@ -31,7 +32,8 @@ pub struct Usage {
     pub prompt: u64,
     pub completion: u64,
     pub total: u64,
-    /// `prompt_tokens_details.cached_tokens` (`input_tokens_details` in the Responses API).
+    /// `prompt_tokens_details.cached_tokens` (`input_tokens_details` in the Responses API,
+    /// `input_token_details` in realtime).
     pub cached: Option<u64>,
     /// `completion_tokens_details.reasoning_tokens` (`output_tokens_details`).
     pub reasoning: Option<u64>,
@@ -95,7 +97,11 @@ pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
         completion,
         total: total.unwrap_or(prompt + completion),
         cached: detail(
-            &["prompt_tokens_details", "input_tokens_details"],
+            &[
+                "prompt_tokens_details",
+                "input_tokens_details",
+                "input_token_details",
+            ],
             "cached_tokens",
         )?,
         reasoning: detail(
@@ -112,6 +118,26 @@ pub fn json_usage(body: &[u8]) -> Result<Usage, Fallback> {
         None | Some(Value::Null) => Err(Fallback::NoUsage),
         Some(u) => usage_of(u),
     }
+}
+
+/// The usage of a realtime server event: `None` unless it is a `response.done`, else its
+/// `response.usage` (`input_tokens`, `output_tokens`, `total_tokens`) or why it is unreadable.
+pub fn realtime_usage(event: &str) -> Option<Result<Usage, Fallback>> {
+    // Most frames (audio, deltas) are not: a substring search skips them without parsing.
+    if !event.contains("response.done") {
+        return None;
+    }
+    let event: ServerEvent = match serde_json::from_str(event) {
+        Ok(e) => e,
+        Err(_) => return None,
+    };
+    if event.kind.as_deref() != Some("response.done") {
+        return None;
+    }
+    Some(match event.response.and_then(|r| r.usage) {
+        None | Some(Value::Null) => Err(Fallback::NoUsage),
+        Some(u) => usage_of(&u),
+    })
 }
 
 /// The prompt estimate, made before sending: the bytes of the request's text (chat
@@ -176,6 +202,8 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
 #[derive(Deserialize)]
 struct Chunk {
     choices: Option<Vec<Choice>>,
+    /// `Some(Value::Null)` for `"usage":null`, `None` when there is no `usage`.
+    #[serde(default, deserialize_with = "present")]
     usage: Option<Value>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -199,14 +227,106 @@ struct ResponseObject {
     usage: Option<Value>,
 }
 
+/// A realtime server event, as far as the meter reads it.
+#[derive(Deserialize)]
+struct ServerEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    response: Option<ResponseObject>,
+}
+
+/// A field that is there, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// What one SSE line means for the events the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineEffect {
+    /// The line passes as it is.
+    Pass,
+    /// The line is the data of the usage-only chunk the proxy asked for: its event is hidden.
+    HideEvent,
+    /// The line carries the `"usage":null` that asking for usage adds to every chunk: it is
+    /// taken out.
+    DropNullUsage,
+}
+
+/// `line` without its top-level `"usage":null` member (and the comma that joined it), when it
+/// has exactly one; `None` otherwise. Strings and nested objects are skipped as JSON reads them.
+fn without_null_usage(line: &[u8]) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"usage\"";
+    let skip_ws = |mut i: usize| {
+        while line.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut found = None;
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b'"' if depth == 1 && line[i..].starts_with(KEY) => {
+                let colon = skip_ws(i + KEY.len());
+                if line.get(colon) == Some(&b':') {
+                    let value = skip_ws(colon + 1);
+                    if line[value..].starts_with(b"null") {
+                        if found.is_some() {
+                            return None;
+                        }
+                        found = Some((i, value + 4));
+                        i = value + 4;
+                        continue;
+                    }
+                }
+                in_string = true;
+            }
+            b'"' => in_string = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    let (start, end) = found?;
+    let before = line[..start]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())?;
+    let (start, end) = if line[before] == b',' {
+        (before, end)
+    } else {
+        let after = skip_ws(end);
+        match line.get(after) {
+            Some(b',') => (start, skip_ws(after + 1)),
+            _ => (start, end),
+        }
+    };
+    let mut out = Vec::with_capacity(line.len() - (end - start));
+    out.extend_from_slice(&line[..start]);
+    out.extend_from_slice(&line[end..]);
+    Some(out)
+}
+
 /// Tokens a content delta counts for when a stream has no usage: at least 1.
 fn delta_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4).max(1)
 }
 
-/// Reads an SSE stream as it passes. With `hide_usage_chunk`, it also removes the usage-only
-/// chunk (`"choices": []` with `usage`) that the proxy asked for, and then gives back whole
-/// events only, so what the client sees is byte for byte the stream without that chunk.
+/// Reads an SSE stream as it passes. With `hide_usage_chunk`, it also removes what asking for
+/// usage added — the usage-only chunk (`"choices": []` with `usage`) and the `"usage":null`
+/// every other chunk then carries — and gives back whole events only, so what the client sees
+/// is byte for byte the stream it would get without asking.
 #[derive(Debug, Default)]
 pub struct SseMeter {
     line: Vec<u8>,
@@ -255,8 +375,24 @@ impl SseMeter {
             let line = std::mem::take(&mut self.line);
             let too_long = std::mem::replace(&mut self.line_too_long, false);
             let text = trim_eol(&line);
-            if !too_long && self.read_line(text) {
-                self.event_hidden = true;
+            let effect = match too_long {
+                true => LineEffect::Pass,
+                false => self.read_line(text),
+            };
+            match effect {
+                LineEffect::Pass => {}
+                LineEffect::HideEvent => self.event_hidden = true,
+                LineEffect::DropNullUsage => {
+                    // The whole line is the end of the event so far.
+                    if let Some(kept) = without_null_usage(text)
+                        && let Some(start) = self.event.len().checked_sub(line.len())
+                    {
+                        let eol = &line[text.len()..];
+                        self.event.truncate(start);
+                        self.event.extend_from_slice(&kept);
+                        self.event.extend_from_slice(eol);
+                    }
+                }
             }
             if text.is_empty()
                 && let Some(out) = out.as_mut()
@@ -280,22 +416,24 @@ impl SseMeter {
         Some(self.event.split().freeze())
     }
 
-    /// Reads one line; true when it is the data of a usage-only chunk to hide.
-    fn read_line(&mut self, line: &[u8]) -> bool {
+    /// Reads one line, and says what hiding the usage chunk does to it.
+    fn read_line(&mut self, line: &[u8]) -> LineEffect {
         let Some(data) = line.strip_prefix(b"data:") else {
-            return false;
+            return LineEffect::Pass;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
         if data == b"[DONE]" {
             self.done = true;
-            return false;
+            return LineEffect::Pass;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
-            return false;
+            return LineEffect::Pass;
         };
+        let null_usage = matches!(chunk.usage, Some(Value::Null));
         let usage = chunk
             .usage
             .as_ref()
+            .filter(|u| !u.is_null())
             .or(chunk.response.as_ref().and_then(|r| r.usage.as_ref()))
             .filter(|u| !u.is_null());
         if let Some(u) = usage {
@@ -314,7 +452,15 @@ impl SseMeter {
         {
             self.seen_completion += delta_tokens(s);
         }
-        self.hide_usage_chunk && usage.is_some() && chunk.choices.is_some_and(|c| c.is_empty())
+        if !self.hide_usage_chunk {
+            LineEffect::Pass
+        } else if usage.is_some() && chunk.choices.is_some_and(|c| c.is_empty()) {
+            LineEffect::HideEvent
+        } else if null_usage {
+            LineEffect::DropNullUsage
+        } else {
+            LineEffect::Pass
+        }
     }
 
     /// The usage of the stream, or why it falls back to the estimate (`ended` false: the
@@ -448,6 +594,112 @@ pub(super) struct AccessLog {
 
 type Charging = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+impl TokenLabels {
+    /// The labels of an answer on `route`: the key's name (or the kind of caller), and the
+    /// model and deployment when the config names them (else `unconfigured`), so the label
+    /// sets stay bounded by the config.
+    pub(super) fn for_route(
+        state: &crate::state::Snapshot,
+        caller: &crate::inbound::Caller,
+        route: &crate::routing::Route,
+    ) -> TokenLabels {
+        let backend = &state.routes.backends()[route.backend];
+        let model = match route.model.as_deref() {
+            Some(m) if state.routes.model_names().iter().any(|n| n == m) => m.to_string(),
+            Some(_) => "unconfigured".to_string(),
+            None => String::new(),
+        };
+        let deployment = match route.deployment.as_deref() {
+            Some(d) if backend.config.deployments.iter().any(|k| k == d) => d.to_string(),
+            Some(_) => "unconfigured".to_string(),
+            None => String::new(),
+        };
+        TokenLabels {
+            key: crate::telemetry::key_label(caller).into_owned(),
+            model,
+            deployment,
+            backend: backend.name().to_string(),
+        }
+    }
+
+    /// Adds `usage` to `entra_proxy_tokens_total`.
+    fn count(&self, usage: &Usage) {
+        for (kind, n) in [
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("total", usage.total),
+        ] {
+            metrics::counter!(
+                "entra_proxy_tokens_total",
+                "key" => self.key.clone(),
+                "model" => self.model.clone(),
+                "deployment" => self.deployment.clone(),
+                "backend" => self.backend.clone(),
+                "kind" => kind
+            )
+            .increment(n);
+        }
+    }
+}
+
+/// The usage of a realtime WebSocket: each `response.done` Azure sends is read as its frame
+/// passes (the frame itself is relayed unchanged), counted in the token metrics and charged to
+/// the key at once. A `response.done` whose usage cannot be read is counted in
+/// `entra_proxy_usage_estimated_total` and charges nothing: a socket has no prompt estimate.
+pub(super) struct SocketMeter {
+    limits: Limits,
+    key: Option<(Arc<str>, KeyBudget)>,
+    labels: TokenLabels,
+    /// What the socket used so far.
+    used: Usage,
+    responses: u64,
+}
+
+impl SocketMeter {
+    pub(super) fn new(
+        limits: Limits,
+        key: Option<(Arc<str>, KeyBudget)>,
+        labels: TokenLabels,
+    ) -> SocketMeter {
+        SocketMeter {
+            limits,
+            key,
+            labels,
+            used: Usage::default(),
+            responses: 0,
+        }
+    }
+
+    /// Reads one text frame from Azure; counts and charges the usage of a `response.done`.
+    pub(super) fn observe(&mut self, frame: &str) {
+        let usage = match realtime_usage(frame) {
+            None => return,
+            Some(Ok(usage)) => usage,
+            Some(Err(reason)) => {
+                metrics::counter!("entra_proxy_usage_estimated_total", "reason" => reason.name())
+                    .increment(1);
+                return;
+            }
+        };
+        self.responses += 1;
+        self.used.prompt += usage.prompt;
+        self.used.completion += usage.completion;
+        self.used.total += usage.total;
+        self.labels.count(&usage);
+        if let Some((name, budget)) = &self.key {
+            let (limits, name, budget) = (self.limits.clone(), name.clone(), *budget);
+            charge_now_or_later(Box::pin(async move {
+                limits.charge(&name, &budget, usage.total).await;
+            }));
+        }
+    }
+
+    /// What the socket used so far, and in how many responses.
+    pub(super) fn used(&self) -> (Usage, u64) {
+        (self.used, self.responses)
+    }
+}
+
 impl Settle {
     /// Counts, logs and returns the charge of an answer that ended (`ended`) or broke off.
     fn settle(self, meter: &Meter, ended: bool) -> Option<Charging> {
@@ -473,21 +725,7 @@ impl Settle {
         {
             self.trace.response_model(&model);
         }
-        for (kind, n) in [
-            ("prompt", usage.prompt),
-            ("completion", usage.completion),
-            ("total", usage.total),
-        ] {
-            metrics::counter!(
-                "entra_proxy_tokens_total",
-                "key" => self.labels.key.clone(),
-                "model" => self.labels.model.clone(),
-                "deployment" => self.labels.deployment.clone(),
-                "backend" => self.labels.backend.clone(),
-                "kind" => kind
-            )
-            .increment(n);
-        }
+        self.labels.count(&usage);
         let log = &self.log;
         tracing::info!(
             request_id = %log.request_id,
@@ -785,6 +1023,97 @@ mod tests {
             assert_eq!(String::from_utf8(seen).unwrap(), without, "size {size}");
             assert_eq!(m.result(true).unwrap().total, 14);
         }
+    }
+
+    #[test]
+    fn asking_for_usage_adds_nothing_the_client_sees_byte_for_byte() {
+        // With include_usage, Azure puts "usage":null in every chunk and adds the usage chunk.
+        let chunk = |c: &str, usage: bool| {
+            let mut v = serde_json::json!({"choices":[{"delta":{"content":c},"index":0}],"id":"x","object":"chat.completion.chunk"});
+            if usage {
+                v["usage"] = Value::Null;
+            }
+            event(v)
+        };
+        let filter = "data: {\"choices\":[],\"prompt_filter_results\":[],\"usage\":null}\r\n\r\n";
+        let filter_plain = "data: {\"choices\":[],\"prompt_filter_results\":[]}\r\n\r\n";
+        let usage = event(
+            serde_json::json!({"choices":[],"id":"x","usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}),
+        );
+        let asked = format!(
+            "{filter}{}{}{usage}data: [DONE]\n\n",
+            chunk("Hi \"usage\":null", true),
+            chunk("there", true)
+        );
+        let plain = format!(
+            "{filter_plain}{}{}data: [DONE]\n\n",
+            chunk("Hi \"usage\":null", false),
+            chunk("there", false)
+        );
+        for size in [1, 3, 17, asked.len()] {
+            let mut m = SseMeter::new(true);
+            let mut seen = Vec::new();
+            for piece in asked.as_bytes().chunks(size) {
+                seen.extend_from_slice(&m.feed(piece).unwrap());
+            }
+            if let Some(rest) = m.flush() {
+                seen.extend_from_slice(&rest);
+            }
+            assert_eq!(String::from_utf8(seen).unwrap(), plain, "size {size}");
+            assert_eq!(m.result(true).unwrap().total, 14);
+        }
+    }
+
+    #[test]
+    fn only_a_single_top_level_null_usage_is_taken_out() {
+        let strip =
+            |s: &str| without_null_usage(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            strip(r#"data: {"a":1,"usage":null}"#).unwrap(),
+            r#"data: {"a":1}"#
+        );
+        assert_eq!(
+            strip(r#"data: {"usage" : null, "a":1}"#).unwrap(),
+            r#"data: {"a":1}"#
+        );
+        assert_eq!(strip(r#"data: {"usage":null}"#).unwrap(), "data: {}");
+        assert_eq!(
+            strip(r#"data: {"x":{"usage":null},"s":"\"usage\":null","usage":null}"#).unwrap(),
+            r#"data: {"x":{"usage":null},"s":"\"usage\":null"}"#
+        );
+        assert_eq!(strip(r#"data: {"x":{"usage":null}}"#), None);
+        assert_eq!(strip(r#"data: {"usage":{"total_tokens":1}}"#), None);
+        assert_eq!(strip(r#"data: {"usage":null,"usage":null}"#), None);
+        assert_eq!(strip(r#"data: }}"#), None);
+    }
+
+    #[test]
+    fn realtime_usage_is_read_from_response_done_only() {
+        let done = r#"{"type":"response.done","event_id":"e","response":{"status":"completed","usage":{"total_tokens":30,"input_tokens":20,"output_tokens":10,"input_token_details":{"cached_tokens":4,"text_tokens":20,"audio_tokens":0},"output_token_details":{"text_tokens":10,"audio_tokens":0}}}}"#;
+        assert_eq!(
+            realtime_usage(done),
+            Some(Ok(Usage {
+                prompt: 20,
+                completion: 10,
+                total: 30,
+                cached: Some(4),
+                reasoning: None
+            }))
+        );
+        assert_eq!(
+            realtime_usage(r#"{"type":"response.text.delta","delta":"response.done"}"#),
+            None
+        );
+        assert_eq!(realtime_usage(r#"{"type":"session.created"}"#), None);
+        assert_eq!(realtime_usage("response.done, not json"), None);
+        assert_eq!(
+            realtime_usage(r#"{"type":"response.done","response":{"usage":null}}"#),
+            Some(Err(Fallback::NoUsage))
+        );
+        assert_eq!(
+            realtime_usage(r#"{"type":"response.done","response":{"usage":{"input_tokens":"2"}}}"#),
+            Some(Err(Fallback::MalformedUsage))
+        );
     }
 
     #[test]

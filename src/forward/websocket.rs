@@ -11,8 +11,14 @@
 //! Azure refusing the handshake reaches the client as the HTTP answer it is, with the proxy's
 //! diagnosis. Messages are relayed whole as tungstenite reassembles them (fragments are joined);
 //! nothing else is held.
+//!
+//! The key's budgets apply at the handshake. A realtime session's usage is read from each
+//! `response.done` Azure sends as the frame passes ([`super::usage::SocketMeter`]), counted in
+//! the token metrics and charged to the key, so it counts against the key's next handshakes and
+//! requests; frames are never held or changed for it.
 
 use super::headers::{downstream_headers, upstream_headers};
+use super::usage::{SocketMeter, TokenLabels};
 use super::{Attempted, Exchange};
 use crate::error::ProxyError;
 use crate::identity;
@@ -57,6 +63,7 @@ enum End {
 /// What a relay task needs after the handshake.
 struct Relay {
     slot: SocketSlot,
+    meter: SocketMeter,
     idle: Duration,
     closing: tokio::sync::watch::Receiver<bool>,
     request_id: String,
@@ -99,8 +106,8 @@ pub(super) async fn open(
         .and_then(|v| v.to_str().ok());
     let route =
         routing::resolve_websocket(&state.routes, &plan, path, clean_query.as_deref(), chosen)?;
-    // The key's request and token budgets apply at the handshake, as on HTTP (a socket's own
-    // usage is not metered).
+    // The key's request and token budgets apply at the handshake, as on HTTP; the socket's
+    // usage is charged as its responses complete.
     let mut no_body = super::body::Inbound::Read(bytes::Bytes::new());
     let metering = super::admit(state, super::key_of(caller), &mut no_body).await?;
     super::request_filter(caller, &route, path)?;
@@ -135,6 +142,11 @@ pub(super) async fn open(
             }
             Ok(Ok(answer)) => answer,
         };
+    let meter = SocketMeter::new(
+        state.limits.clone(),
+        metering.key.clone(),
+        TokenLabels::for_route(state, caller, &route),
+    );
     let exchange = Exchange {
         state,
         client,
@@ -212,6 +224,7 @@ pub(super) async fn open(
     let from_azure = hyper::upgrade::on(answer);
     let relay = Relay {
         slot,
+        meter,
         idle: server_cfg.websocket_idle_timeout,
         closing: client.websockets().closing(),
         request_id: request_id.to_string(),
@@ -373,6 +386,9 @@ impl Relay {
                     Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(m)) => {
                         down += 1;
+                        if let Message::Text(text) = &m {
+                            self.meter.observe(text.as_str());
+                        }
                         let closing = m.is_close();
                         if client.send(m).await.is_err() {
                             break End::ClientGone;
@@ -417,12 +433,17 @@ impl Relay {
             tokio::join!(finish(&mut client), finish(&mut azure))
         })
         .await;
+        let (used, responses) = self.meter.used();
         tracing::info!(
             request_id = %self.request_id,
             end = ?end,
             frames_from_client = up,
             frames_from_azure = down,
             open_secs = started.elapsed().as_secs_f64(),
+            responses,
+            prompt_tokens = used.prompt,
+            completion_tokens = used.completion,
+            total_tokens = used.total,
             "websocket closed"
         );
         drop(self.slot);

@@ -7,6 +7,8 @@ use super::{KeysUnavailable, TokenRejection};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialSource {
     ApiKeyHeader,
+    /// The `Ocp-Apim-Subscription-Key` header of Cognitive Services clients (Speech, Language).
+    SubscriptionKeyHeader,
     BearerHeader,
     /// An `api-key` or `subscription-key` query parameter.
     QueryParameter,
@@ -18,6 +20,7 @@ impl CredentialSource {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             CredentialSource::ApiKeyHeader => "api-key header",
+            CredentialSource::SubscriptionKeyHeader => "Ocp-Apim-Subscription-Key header",
             CredentialSource::BearerHeader => "Authorization: Bearer header",
             CredentialSource::QueryParameter => "api-key query parameter",
             CredentialSource::Subprotocol => "openai-insecure-api-key WebSocket subprotocol",

@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 /// The `api-key` header Azure SDKs send.
 pub const API_KEY: HeaderName = HeaderName::from_static("api-key");
+/// The key header Cognitive Services clients (Speech, Language, …) send.
+pub const SUBSCRIPTION_KEY: HeaderName = HeaderName::from_static("ocp-apim-subscription-key");
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -233,7 +235,8 @@ impl Authenticator {
     }
 }
 
-/// The credential a request carries: `api-key` first (Azure SDKs), then `Authorization`:
+/// The credential a request carries: `api-key` first (Azure SDKs), then
+/// `Ocp-Apim-Subscription-Key` (Cognitive Services clients), then `Authorization`:
 /// `Bearer <JWT>` (Entra), `Bearer <key>` (OpenAI SDKs), or `Basic` (client credentials); then
 /// a key in the query string, then one in a WebSocket subprotocol (browsers).
 fn presented_credential<'a>(
@@ -241,16 +244,26 @@ fn presented_credential<'a>(
     query: Option<&'a str>,
     entra_enabled: bool,
 ) -> Result<Option<Presented<'a>>, AuthError> {
-    if let Some(v) = headers.get(API_KEY) {
-        let v = v
-            .to_str()
-            .map_err(|_| AuthError::MalformedAuthorization("the api-key header is not ASCII"))?
-            .trim();
-        if !v.is_empty() {
-            return Ok(Some(Presented::Key(
-                Cow::Borrowed(v),
-                CredentialSource::ApiKeyHeader,
-            )));
+    for (name, source, not_ascii) in [
+        (
+            API_KEY,
+            CredentialSource::ApiKeyHeader,
+            "the api-key header is not ASCII",
+        ),
+        (
+            SUBSCRIPTION_KEY,
+            CredentialSource::SubscriptionKeyHeader,
+            "the Ocp-Apim-Subscription-Key header is not ASCII",
+        ),
+    ] {
+        if let Some(v) = headers.get(name) {
+            let v = v
+                .to_str()
+                .map_err(|_| AuthError::MalformedAuthorization(not_ascii))?
+                .trim();
+            if !v.is_empty() {
+                return Ok(Some(Presented::Key(Cow::Borrowed(v), source)));
+            }
         }
     }
     let Some(auth) = headers.get(AUTHORIZATION) else {

@@ -328,7 +328,7 @@ async fn a_full_backend_queues_briefly_then_answers_503() {
     );
     let h = proxy(emu, &text).await;
     h.emulator
-        .script("gpt-4o", vec![Fault::Delay(Duration::from_secs(1))]);
+        .script("gpt-4o", vec![Fault::Delay(Duration::from_secs(3))]);
     let slow = tokio::spawn({
         let url = h.url("/v1/chat/completions");
         async move {
@@ -342,7 +342,18 @@ async fn a_full_backend_queues_briefly_then_answers_503() {
                 .status()
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow request holds the one slot once Azure has it (however busy this machine is).
+    for _ in 0..400 {
+        if h.emulator.stats().data_requests >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        h.emulator.stats().data_requests,
+        1,
+        "the slow request reached Azure"
+    );
     let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();

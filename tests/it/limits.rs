@@ -28,7 +28,11 @@ async fn chat(addr: std::net::SocketAddr, key: &str, body: &Value) -> reqwest::R
 }
 
 /// The value of the metric `name` whose labels include every `labels` pair.
-async fn metric(addr: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) async fn metric(
+    addr: std::net::SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     let text = client()
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -55,21 +59,6 @@ fn prompt(text: &str) -> Value {
 /// The documented estimate of `prompt(text)`: ceil(bytes / 4) + 4 per message + 3.
 fn estimate(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4) + 4 + 3
-}
-
-/// Data lines of an SSE body with the per-request `id` and `created` taken out.
-fn normalized(sse: &str) -> Vec<String> {
-    sse.split("\n\n")
-        .map(|event| match event.strip_prefix("data: ") {
-            Some(data) if data != "[DONE]" => {
-                let mut v: Value = serde_json::from_str(data).unwrap();
-                v.as_object_mut().unwrap().remove("id");
-                v.as_object_mut().unwrap().remove("created");
-                format!("data: {v}")
-            }
-            _ => event.to_string(),
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -126,7 +115,12 @@ async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
 
 #[tokio::test]
 async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_client() {
-    let emu = emulator().await;
+    // Answers to the same prompt are the same bytes, so streams compare byte for byte.
+    let emu = emulator_with(azure_emulator::EmulatorConfig {
+        stable_ids: true,
+        ..azure_emulator::EmulatorConfig::default()
+    })
+    .await;
     let text = format!(
         "{}\n[[keys]]\nname = \"sse-plain\"\nsha256 = \"{}\"\n",
         with_key(&emu.url(), "sse-usage", "tokens_per_minute = 100000"),
@@ -150,7 +144,25 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
     let (plain, _) = read_stream(plain).await;
     assert!(!plain.contains("\"usage\""), "{plain}");
     assert!(!limited.contains("\"usage\""), "{limited}");
-    assert_eq!(normalized(&limited), normalized(&plain));
+    assert_eq!(limited, plain);
+    // Byte for byte what the client gets from Azure without the proxy.
+    let token = h
+        .emulator
+        .mint(&azure_emulator::MintSpec::new(COGNITIVE_AUD));
+    let direct = client()
+        .post(
+            h.emulator
+                .url()
+                .join("openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+                .unwrap(),
+        )
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (direct, _) = read_stream(direct).await;
+    assert_eq!(limited, direct);
     let seen = h.emulator.requests();
     let injected = r#","stream_options":{"include_usage":true}"#.len();
     assert_eq!(
@@ -158,6 +170,29 @@ async fn streamed_usage_is_asked_for_counted_and_its_chunk_hidden_from_the_clien
         seen[1].body_len + injected,
         "only the limited key's request asked for usage"
     );
+    // Azure answered the limited key's request with what asking adds: "usage":null in every
+    // chunk and a usage-only chunk, all of it kept from the client.
+    let mut asked = body.clone();
+    asked["stream_options"] = json!({"include_usage": true});
+    let token = h
+        .emulator
+        .mint(&azure_emulator::MintSpec::new(COGNITIVE_AUD));
+    let azure_asked = client()
+        .post(
+            h.emulator
+                .url()
+                .join("openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+                .unwrap(),
+        )
+        .bearer_auth(token)
+        .json(&asked)
+        .send()
+        .await
+        .unwrap();
+    let (azure_asked, _) = read_stream(azure_asked).await;
+    assert!(azure_asked.contains(r#""usage":null"#), "{azure_asked}");
+    assert!(azure_asked.contains(r#""choices":[],"#), "{azure_asked}");
+    assert_ne!(azure_asked, limited);
     // The usage the hidden chunk carried is what the same prompt costs without streaming.
     let r = chat(h.addr, "sse-plain-key", &prompt("stream me")).await;
     let usage: Value = r.json().await.unwrap();
@@ -332,7 +367,8 @@ async fn two_proxies_sharing_redis_enforce_one_limit_and_ride_out_an_outage() {
     let mut redis = Redis::start();
     let emu = emulator().await;
     let limits = format!(
-        "[limits]\nredis_url = \"{}\"\non_redis_error = \"allow\"\n",
+        // A generous timeout: an outage below is a refused connection, never a slow one.
+        "[limits]\nredis_url = \"{}\"\non_redis_error = \"allow\"\nredis_timeout_ms = 2000\n",
         redis.url()
     );
     let text = with_key(

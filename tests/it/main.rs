@@ -24,5 +24,7 @@ mod soak;
 mod status;
 mod surfaces;
 mod traces;
+mod usage_faults;
 mod v1_surfaces;
 mod walking_skeleton;
+mod ws_callers;

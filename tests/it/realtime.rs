@@ -1,7 +1,8 @@
 //! Realtime over WebSocket through the swap: each Azure shape and OpenAI's `/v1/realtime`, each
 //! way a client presents its key; frames and close codes relayed both ways; the idle timeout,
 //! `max_websockets`, a refused handshake with its diagnosis, and keys kept out of Azure's sight
-//! and out of the log.
+//! and out of the log; realtime usage metered from `response.done`; Speech sockets passed through
+//! with the same swap; the ephemeral-key endpoints passed through like any POST.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
@@ -360,6 +361,10 @@ async fn keys_in_query_strings_and_subprotocols_never_reach_the_log() {
             .await
             .unwrap();
         next(&mut ws).await;
+        ws.send(Message::text(r#"{"type":"response.create"}"#))
+            .await
+            .unwrap();
+        assert_eq!(json_of(&next(&mut ws).await)["type"], "response.done");
         ws.close(None).await.unwrap();
         while let Some(Ok(_)) = ws.next().await {}
     }
@@ -391,7 +396,17 @@ async fn keys_in_query_strings_and_subprotocols_never_reach_the_log() {
     assert!(stderr.contains("api-key=***&trace=1"), "{stderr}");
     assert!(stderr.contains("subscription-key=***"), "{stderr}");
     assert!(stderr.contains("websocket opened"), "{stderr}");
-    assert!(stderr.contains("websocket closed"), "{stderr}");
+    let closed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("websocket closed"))
+        .collect();
+    assert_eq!(closed.len(), 2, "{stderr}");
+    for line in closed {
+        // The socket's usage, from its one response.done.
+        assert!(line.contains("responses=1"), "{line}");
+        assert!(line.contains("total_tokens="), "{line}");
+        assert!(!line.contains("total_tokens=0"), "{line}");
+    }
 }
 
 #[tokio::test]
@@ -426,4 +441,187 @@ async fn sigterm_closes_open_sockets_with_1001_after_the_drain_period() {
     }
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("end=Shutdown"), "{stderr}");
+}
+
+#[tokio::test]
+async fn realtime_usage_is_counted_and_charged_to_the_key_as_responses_complete() {
+    let emu = emulator().await;
+    let text = format!(
+        "{}\n[[keys]]\nname = \"voice\"\nsha256 = \"{}\"\ntoken_quota = 40\ntoken_quota_period = \"day\"\n",
+        base_config(&emu.url()),
+        entra_proxy::config::KeyDigest::of("voice-key").to_hex()
+    );
+    let h = proxy(emu, &text).await;
+    let voice = |path: &str| {
+        let mut req = format!("ws://{}{path}", h.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("api-key", "voice-key".parse().unwrap());
+        req
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(voice("/v1/realtime?model=gpt-4o"))
+        .await
+        .unwrap();
+    assert_eq!(json_of(&next(&mut ws).await)["type"], "session.created");
+    let mut totals = 0;
+    for said in ["a question of forty bytes, give or take", "and another"] {
+        let item = serde_json::json!({"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":said}]}});
+        ws.send(Message::text(item.to_string())).await.unwrap();
+        next(&mut ws).await;
+        ws.send(Message::text(r#"{"type":"response.create"}"#))
+            .await
+            .unwrap();
+        let done = json_of(&next(&mut ws).await);
+        assert_eq!(done["type"], "response.done");
+        let usage = &done["response"]["usage"];
+        let total = usage["total_tokens"].as_u64().unwrap();
+        assert_eq!(
+            total,
+            usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
+        );
+        totals += total;
+        // Counted as the frame passed, before the socket closes.
+        let labels = [("key", "key:voice"), ("model", "gpt-4o"), ("kind", "total")];
+        assert_eq!(
+            crate::limits::metric(h.addr, "entra_proxy_tokens_total", &labels).await,
+            Some(totals as f64)
+        );
+    }
+    assert!(totals > 40, "the two responses use up the quota: {totals}");
+    // Frames kept flowing unchanged after metering.
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::binary(vec![1, 2, 3]));
+    // The charge weighs on the key's next handshake.
+    let Err(WsError::Http(refused)) =
+        tokio_tungstenite::connect_async(voice("/v1/realtime?model=gpt-4o")).await
+    else {
+        panic!("the key's quota is used up");
+    };
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value =
+        serde_json::from_slice(refused.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert_eq!(
+        crate::limits::metric(
+            h.addr,
+            "entra_proxy_token_quota_remaining",
+            &[("key", "key:voice")]
+        )
+        .await,
+        Some(0.0)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn speech_websockets_pass_through_with_the_proxys_bearer() {
+    let h = start().await;
+    let path =
+        "/stt/speech/recognition/conversation/cognitiveservices/v1?language=en-US&format=detailed";
+    for cred in [Cred::ApiKeyHeader, Cred::Query, Cred::Bearer] {
+        h.emulator.clear_requests();
+        let (path, query) = path.split_once('?').unwrap();
+        let (mut ws, _) = connect(h.addr, path, query, cred)
+            .await
+            .unwrap_or_else(|e| panic!("{cred:?}: {e}"));
+        let config =
+            "Path: speech.config\r\nX-RequestId: 0123\r\nContent-Type: application/json\r\n\r\n{}";
+        ws.send(Message::text(config)).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::text(config));
+        ws.send(Message::binary(vec![0u8, 1, 2, 3])).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::binary(vec![0u8, 1, 2, 3]));
+        ws.close(None).await.unwrap();
+        let seen = h.emulator.requests();
+        assert_eq!(seen.len(), 1, "{cred:?}");
+        assert_eq!(
+            seen[0].path_and_query,
+            "/stt/speech/recognition/conversation/cognitiveservices/v1?language=en-US&format=detailed",
+            "{cred:?}"
+        );
+        assert_swapped(&seen[0]);
+    }
+    // Speech clients' own key header is a credential like api-key, and never forwarded.
+    h.emulator.clear_requests();
+    let mut req = format!(
+        "ws://{}/speech/recognition/interactive/cognitiveservices/v1?language=de-DE",
+        h.addr
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("ocp-apim-subscription-key", KEY.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text("ping")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("ping"));
+    ws.close(None).await.unwrap();
+    let seen = h.emulator.requests();
+    assert!(seen[0].header("ocp-apim-subscription-key").is_none());
+    assert_swapped(&seen[0]);
+    // Without a credential the proxy refuses before Azure is called.
+    h.emulator.clear_requests();
+    let req = format!(
+        "ws://{}/speech/recognition/interactive/cognitiveservices/v1",
+        h.addr
+    )
+    .into_client_request()
+    .unwrap();
+    let Err(WsError::Http(refused)) = tokio_tungstenite::connect_async(req).await else {
+        panic!("no credential is refused");
+    };
+    assert_eq!(refused.status(), 401);
+    assert!(h.emulator.requests().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ephemeral_key_endpoints_pass_through_like_any_post() {
+    let h = start().await;
+    let r = post(
+        &h,
+        "/openai/v1/realtime/client_secrets",
+        &serde_json::json!({"session": {"type": "realtime", "model": "gpt-4o", "instructions": "be brief"}}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["value"].as_str().unwrap().starts_with("ek_"), "{body}");
+    assert!(body["expires_at"].as_i64().unwrap() > 0);
+    assert_eq!(body["session"]["model"], "gpt-4o");
+    assert_eq!(body["session"]["instructions"], "be brief");
+    let r = post(
+        &h,
+        "/openai/realtimeapi/sessions?api-version=2025-04-01-preview",
+        &serde_json::json!({"model": "gpt-4o", "voice": "verse"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "realtime.session");
+    assert_eq!(body["voice"], "verse");
+    assert!(body["client_secret"]["value"].as_str().is_some(), "{body}");
+    // Azure's own refusals pass through: an unknown deployment is its 404.
+    let r = post(
+        &h,
+        "/openai/realtimeapi/sessions?api-version=2025-04-01-preview",
+        &serde_json::json!({"model": "nope"}),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let seen = h.emulator.requests();
+    assert_eq!(
+        seen.iter()
+            .map(|s| s.path_and_query.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "/openai/v1/realtime/client_secrets",
+            "/openai/realtimeapi/sessions?api-version=2025-04-01-preview",
+            "/openai/realtimeapi/sessions?api-version=2025-04-01-preview",
+        ]
+    );
+    for s in &seen {
+        assert_eq!(s.method, "POST");
+        assert_swapped(s);
+    }
+    h.stop().await;
 }

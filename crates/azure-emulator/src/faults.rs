@@ -13,7 +13,8 @@ use super::state::{Shared, TokenEndpoint};
 /// One scripted answer for one data-plane request to a deployment. In JSON (control API),
 /// externally tagged in kebab-case, durations in milliseconds: `{"status":503}`,
 /// `{"rate-limited":{"retry_after_ms":1500}}`, `{"delay":250}`,
-/// `{"reset-mid-stream":{"after_events":2}}`, `"hang"`, `{"sample":"permission-denied403"}`.
+/// `{"reset-mid-stream":{"after_events":2}}`, `"hang"`, `{"sample":"permission-denied403"}`,
+/// `{"garbled":"truncated-json"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
@@ -30,6 +31,24 @@ pub enum Fault {
     Hang,
     /// Answer with that Azure error.
     Sample(AzureSample),
+    /// Answer 200 as usual, with the part that carries the usage garbled.
+    Garbled(Garble),
+}
+
+/// How a [`Fault::Garbled`] answer is broken. A JSON answer is garbled whole; in a stream,
+/// the usage chunk is (the other events are as usual).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Garble {
+    /// Not JSON at all (an HTML page), still labelled `application/json`.
+    NotJson,
+    /// The JSON cut off halfway.
+    TruncatedJson,
+    /// A usage count of the wrong type: `"prompt_tokens":"12"`.
+    UsageWrongType,
+    /// No usage: a JSON answer without `usage`; a stream without its usage chunk though
+    /// `stream_options.include_usage` asked for one.
+    NoUsage,
 }
 
 /// A failure of every token endpoint (Entra, App Service MSI, IMDS) until cleared. In JSON:
@@ -49,14 +68,21 @@ pub enum IdentityFault {
 pub(crate) enum Applied {
     /// Answer this, skip everything else.
     Answer(Response),
-    /// Go on normally; break the body after this many events if set.
-    Proceed { reset_after: Option<usize> },
+    /// Go on normally; break the body after this many events if set; garble the answer if set.
+    Proceed {
+        reset_after: Option<usize>,
+        garble: Option<Garble>,
+    },
 }
 
 /// Applies a popped data-plane fault.
 pub(crate) async fn apply(shared: &Shared, fault: Option<Fault>, ctx: &SampleContext) -> Applied {
+    let proceed = Applied::Proceed {
+        reset_after: None,
+        garble: None,
+    };
     let Some(fault) = fault else {
-        return Applied::Proceed { reset_after: None };
+        return proceed;
     };
     match fault {
         Fault::Status(status) => {
@@ -67,13 +93,18 @@ pub(crate) async fn apply(shared: &Shared, fault: Option<Fault>, ctx: &SampleCon
         }
         Fault::Delay(duration) => {
             if shared.sleep(duration).await {
-                Applied::Proceed { reset_after: None }
+                proceed
             } else {
                 Applied::Answer(respond::shutting_down())
             }
         }
         Fault::ResetMidStream { after_events } => Applied::Proceed {
             reset_after: Some(after_events),
+            garble: None,
+        },
+        Fault::Garbled(garble) => Applied::Proceed {
+            reset_after: None,
+            garble: Some(garble),
         },
         Fault::Hang => {
             shared.stopped().await;
@@ -126,6 +157,90 @@ pub(crate) async fn apply_identity(
     })
 }
 
+/// What a page that is not JSON looks like (a gateway's error page).
+const NOT_JSON: &str = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+
+/// A JSON answer's body, garbled.
+pub(crate) fn garble_json(mut value: serde_json::Value, garble: Garble) -> String {
+    match garble {
+        Garble::NotJson => NOT_JSON.to_owned(),
+        Garble::TruncatedJson => truncated(&value.to_string()).to_owned(),
+        Garble::UsageWrongType => {
+            wrong_type(&mut value);
+            value.to_string()
+        }
+        Garble::NoUsage => {
+            if let Some(map) = value.as_object_mut() {
+                map.remove("usage");
+            }
+            value.to_string()
+        }
+    }
+}
+
+/// A stream's events with its usage event garbled (dropped, for [`Garble::NoUsage`]).
+pub(crate) fn garble_events(events: &mut Vec<bytes::Bytes>, garble: Garble) {
+    let Some((i, head, data)) = events.iter().enumerate().rev().find_map(|(i, e)| {
+        let text = std::str::from_utf8(e).ok()?;
+        let start = text.find("data: ")?;
+        let data = text[start + 6..].trim_end();
+        let value: serde_json::Value = serde_json::from_str(data).ok()?;
+        let usage = value.get("usage").or(value.pointer("/response/usage"));
+        usage
+            .is_some_and(|u| u.is_object())
+            .then(|| (i, text[..start].to_owned(), value))
+    }) else {
+        return;
+    };
+    let payload = match garble {
+        Garble::NotJson => NOT_JSON.to_owned(),
+        Garble::TruncatedJson => truncated(&data.to_string()).to_owned(),
+        Garble::UsageWrongType => {
+            let mut data = data;
+            wrong_type(&mut data);
+            data.to_string()
+        }
+        Garble::NoUsage => {
+            if data.get("usage").is_some() {
+                events.remove(i);
+                return;
+            }
+            let mut data = data;
+            if let Some(r) = data.get_mut("response") {
+                r["usage"] = serde_json::Value::Null;
+            }
+            data.to_string()
+        }
+    };
+    events[i] = bytes::Bytes::from(format!("{head}data: {payload}\n\n"));
+}
+
+/// The first half of `text` (on a character boundary).
+fn truncated(text: &str) -> &str {
+    let mut end = text.len() / 2;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `usage.prompt_tokens` (or `input_tokens`) as a string, as in `"prompt_tokens":"12"`.
+fn wrong_type(value: &mut serde_json::Value) {
+    let usage = if value.get("usage").is_some() {
+        value.get_mut("usage")
+    } else {
+        value.pointer_mut("/response/usage")
+    };
+    let Some(serde_json::Value::Object(usage)) = usage else {
+        return;
+    };
+    for name in ["prompt_tokens", "input_tokens"] {
+        if let Some(v) = usage.get_mut(name) {
+            *v = serde_json::Value::String(v.to_string());
+        }
+    }
+}
+
 mod millis {
     use std::time::Duration;
 
@@ -155,11 +270,12 @@ mod tests {
             Fault::ResetMidStream { after_events: 2 },
             Fault::Hang,
             Fault::Sample(AzureSample::PermissionDenied403),
+            Fault::Garbled(Garble::TruncatedJson),
         ];
         let json = serde_json::to_string(&faults).unwrap();
         assert_eq!(
             json,
-            r#"[{"status":503},{"rate-limited":{"retry_after_ms":1500}},{"delay":250},{"reset-mid-stream":{"after_events":2}},"hang",{"sample":"permission-denied403"}]"#
+            r#"[{"status":503},{"rate-limited":{"retry_after_ms":1500}},{"delay":250},{"reset-mid-stream":{"after_events":2}},"hang",{"sample":"permission-denied403"},{"garbled":"truncated-json"}]"#
         );
         let back: Vec<Fault> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, faults);
@@ -174,5 +290,47 @@ mod tests {
         );
         let f: IdentityFault = serde_json::from_str(r#"{"slow":20}"#).unwrap();
         assert_eq!(f, IdentityFault::Slow(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn garbled_answers_break_only_what_they_name() {
+        let answer = serde_json::json!({"id":"x","usage":{"prompt_tokens":12,"total_tokens":15}});
+        assert_eq!(garble_json(answer.clone(), Garble::NotJson), NOT_JSON);
+        let cut = garble_json(answer.clone(), Garble::TruncatedJson);
+        assert!(answer.to_string().starts_with(&cut));
+        assert!(serde_json::from_str::<serde_json::Value>(&cut).is_err());
+        let wrong = garble_json(answer.clone(), Garble::UsageWrongType);
+        assert!(wrong.contains(r#""prompt_tokens":"12""#), "{wrong}");
+        assert!(!garble_json(answer, Garble::NoUsage).contains("usage"));
+
+        let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+        let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"total_tokens\":4}}\n\n";
+        let events = || {
+            vec![
+                bytes::Bytes::from(chunk),
+                bytes::Bytes::from(usage),
+                bytes::Bytes::from_static(b"data: [DONE]\n\n"),
+            ]
+        };
+        let mut e = events();
+        garble_events(&mut e, Garble::NoUsage);
+        assert_eq!(e, vec![events()[0].clone(), events()[2].clone()]);
+        let mut e = events();
+        garble_events(&mut e, Garble::UsageWrongType);
+        assert!(
+            std::str::from_utf8(&e[1])
+                .unwrap()
+                .contains(r#""prompt_tokens":"3""#)
+        );
+        assert_eq!(e[0], events()[0]);
+        let mut e = events();
+        garble_events(&mut e, Garble::NotJson);
+        assert_eq!(e[1], format!("data: {NOT_JSON}\n\n"));
+        let named =
+            "event: response.completed\ndata: {\"response\":{\"usage\":{\"input_tokens\":1}}}\n\n";
+        let mut e = vec![bytes::Bytes::from(named)];
+        garble_events(&mut e, Garble::TruncatedJson);
+        assert!(e[0].starts_with(b"event: response.completed\ndata: {\"response"));
+        assert!(e[0].ends_with(b"\n\n"));
     }
 }

@@ -7,7 +7,7 @@
 //!   `GET /metadata/identity/oauth2/token`;
 //! - the Azure OpenAI data plane (`/openai/...`), which verifies bearer tokens against the
 //!   emulator's own JWKS and answers with Azure's own error bodies — including realtime over
-//!   WebSocket (`realtime`) and multipart uploads (`files`);
+//!   WebSocket (`realtime`), Speech over WebSocket (`speech`) and multipart uploads (`files`);
 //! - a control API under `/emulator/` for out-of-process use.
 //!
 //! [`Emulator::add_resource`] opens more listeners that share the state and serve only the data
@@ -37,11 +37,12 @@ mod realtime;
 mod replies;
 mod respond;
 mod samples;
+mod speech;
 mod state;
 mod stream;
 
 pub use cloud::{Cloud, HostKind};
-pub use faults::{Fault, IdentityFault};
+pub use faults::{Fault, Garble, IdentityFault};
 pub use keys::{MintSpec, TokenVersion};
 pub use samples::{AzureSample, SampleContext};
 pub use state::{SeenRequest, Stats};
@@ -98,6 +99,9 @@ pub struct EmulatorConfig {
     pub stream_interval: Duration,
     /// Added before every data-plane answer.
     pub latency: Duration,
+    /// Chat and completions answers take their ids and `created` from their text, so the same
+    /// prompt gets the same bytes (for comparing answers byte for byte).
+    pub stable_ids: bool,
 }
 
 /// The kind of Azure AI resource a listener plays; it decides the audience it accepts.
@@ -141,6 +145,7 @@ impl Default for EmulatorConfig {
             stream_events: 5,
             stream_interval: Duration::from_millis(20),
             latency: Duration::ZERO,
+            stable_ids: false,
         }
     }
 }
@@ -178,6 +183,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("stream_events", &self.stream_events)
             .field("stream_interval", &self.stream_interval)
             .field("latency", &self.latency)
+            .field("stable_ids", &self.stable_ids)
             .finish()
     }
 }
@@ -350,12 +356,23 @@ impl Drop for Emulator {
     }
 }
 
-/// The data plane's routes beside the fallback: realtime WebSockets and multipart uploads.
+/// The data plane's routes beside the fallback: realtime WebSockets and their ephemeral keys,
+/// Speech WebSockets and multipart uploads.
 fn data_plane_routes() -> Router<Ctx> {
     use axum::routing::{get, post};
     Router::new()
         .route("/openai/realtime", get(realtime::handle))
         .route("/openai/v1/realtime", get(realtime::handle))
+        .route(
+            "/openai/v1/realtime/client_secrets",
+            post(realtime::client_secret),
+        )
+        .route(
+            "/openai/realtimeapi/sessions",
+            post(realtime::preview_session),
+        )
+        .route("/speech/{*rest}", get(speech::handle))
+        .route("/stt/speech/{*rest}", get(speech::handle))
         .route("/openai/files", post(files::upload))
         .route("/openai/v1/files", post(files::upload))
         .route(

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Ctx;
 use super::auth::{self, Accepted};
-use super::faults::{self, Applied};
+use super::faults::{self, Applied, Garble};
 use super::replies::{self, Reply};
 use super::respond;
 use super::samples::{
@@ -139,9 +139,15 @@ async fn answer(
     if !shared.sleep(shared.config.latency).await {
         return (respond::shutting_down(), None);
     }
-    let reset_after = match faults::apply(shared, fault, &sample_ctx).await {
+    let shaping = match faults::apply(shared, fault, &sample_ctx).await {
         Applied::Answer(response) => return (response, None),
-        Applied::Proceed { reset_after } => reset_after,
+        Applied::Proceed {
+            reset_after,
+            garble,
+        } => Shaping {
+            reset_after,
+            garble,
+        },
     };
     let accepted = match auth::authenticate(shared, ctx.kind, headers) {
         Ok(accepted) => accepted,
@@ -169,14 +175,14 @@ async fn answer(
                     Some(accepted),
                 );
             }
-            serve(shared, op, &deployment, json.as_ref(), reset_after)
+            serve(shared, op, &deployment, json.as_ref(), shaping)
         }
         Route::V1 { op } => serve_by_model(
             shared,
             op,
             model.as_deref(),
             json.as_ref(),
-            reset_after,
+            shaping,
             &sample_ctx,
         ),
         Route::Responses => match check_api_version(api_version.as_deref()) {
@@ -186,7 +192,7 @@ async fn answer(
                 Operation::Responses,
                 model.as_deref(),
                 json.as_ref(),
-                reset_after,
+                shaping,
                 &sample_ctx,
             ),
         },
@@ -219,7 +225,7 @@ fn serve_by_model(
     op: Operation,
     model: Option<&str>,
     json: Option<&Value>,
-    reset_after: Option<usize>,
+    shaping: Shaping,
     sample_ctx: &SampleContext,
 ) -> Response {
     let Some(json) = json else {
@@ -234,7 +240,16 @@ fn serve_by_model(
     if !shared.config.deployments.iter().any(|d| d == model) {
         return respond::sample(AzureSample::DeploymentNotFound404, sample_ctx);
     }
-    serve(shared, op, model, Some(json), reset_after)
+    serve(shared, op, model, Some(json), shaping)
+}
+
+/// How a scripted fault shapes a successful answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shaping {
+    /// Break the body after this many events.
+    reset_after: Option<usize>,
+    /// Garble the part that carries the usage.
+    garble: Option<Garble>,
 }
 
 /// Answers a well-formed request for a known deployment.
@@ -243,8 +258,13 @@ fn serve(
     op: Operation,
     deployment: &str,
     json: Option<&Value>,
-    reset_after: Option<usize>,
+    shaping: Shaping,
 ) -> Response {
+    let Shaping {
+        reset_after,
+        garble,
+    } = shaping;
+    let stable = shared.config.stable_ids;
     let request = match check_body(op, json) {
         Ok(request) => request,
         Err(BodyError::NotJson) => return respond::json(400, invalid_json_body()),
@@ -255,21 +275,26 @@ fn serve(
     let streamed = request["stream"] == true && op != Operation::Embeddings;
     let n = shared.config.stream_events;
     if streamed {
-        let events = match op {
+        let include_usage = request["stream_options"]["include_usage"] == true;
+        let mut events = match op {
             Operation::Chat => {
-                let include_usage = request["stream_options"]["include_usage"] == true;
-                let reply = Reply::new(deployment, &replies::chat_prompt(request));
+                let reply =
+                    Reply::new(deployment, &replies::chat_prompt(request)).with_stable_ids(stable);
                 replies::chat_events(deployment, &reply, n, include_usage)
             }
             Operation::Completions => {
-                let reply = Reply::new(deployment, &replies::completion_prompt(request));
-                replies::completion_events(deployment, &reply, n)
+                let reply = Reply::new(deployment, &replies::completion_prompt(request))
+                    .with_stable_ids(stable);
+                replies::completion_events(deployment, &reply, n, include_usage)
             }
             Operation::Responses | Operation::Embeddings => {
                 let reply = Reply::new(deployment, &replies::responses_prompt(request));
                 replies::response_events(deployment, &reply, n)
             }
         };
+        if let Some(garble) = garble {
+            faults::garble_events(&mut events, garble);
+        }
         let body = stream::sse_body(
             Arc::clone(shared),
             events,
@@ -288,11 +313,11 @@ fn serve(
     let value = match op {
         Operation::Chat => replies::chat_completion(
             deployment,
-            &Reply::new(deployment, &replies::chat_prompt(request)),
+            &Reply::new(deployment, &replies::chat_prompt(request)).with_stable_ids(stable),
         ),
         Operation::Completions => replies::completion(
             deployment,
-            &Reply::new(deployment, &replies::completion_prompt(request)),
+            &Reply::new(deployment, &replies::completion_prompt(request)).with_stable_ids(stable),
         ),
         Operation::Embeddings => match replies::embeddings(deployment, request) {
             Ok(value) => value,
@@ -305,7 +330,10 @@ fn serve(
             &Reply::new(deployment, &replies::responses_prompt(request)),
         ),
     };
-    let mut response = respond::json_value(200, &value);
+    let mut response = match garble {
+        Some(garble) => respond::json(200, faults::garble_json(value, garble)),
+        None => respond::json_value(200, &value),
+    };
     if reset_after.is_some() {
         *response.body_mut() = respond::broken_body();
     }

@@ -14,12 +14,18 @@ const EMBEDDING_DIMENSIONS: usize = 8;
 const ECHO_CHARS: usize = 80;
 const FINGERPRINT: &str = "fp_emulator";
 
+/// `created` of every answer when ids are stable ([`crate::EmulatorConfig::stable_ids`]).
+pub(crate) const STABLE_CREATED: i64 = 1_700_000_000;
+
 /// What the emulator answers to one request: the text and its token counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
     pub(crate) text: String,
     pub(crate) prompt_tokens: u64,
     pub(crate) completion_tokens: u64,
+    /// Ids and `created` follow from the text instead of being fresh, so two answers to the
+    /// same prompt are the same bytes.
+    pub(crate) stable: bool,
 }
 
 impl Reply {
@@ -43,6 +49,33 @@ impl Reply {
             completion_tokens: count_u64(text.split_whitespace().count()),
             prompt_tokens: estimate_tokens(prompt),
             text,
+            stable: false,
+        }
+    }
+
+    /// The same reply with stable ids (or fresh ones).
+    pub(crate) fn with_stable_ids(mut self, stable: bool) -> Reply {
+        self.stable = stable;
+        self
+    }
+
+    /// An id with `prefix`: fresh, or derived from the text when stable.
+    fn id(&self, prefix: &str) -> String {
+        if self.stable {
+            let digest = Sha256::digest(self.text.as_bytes());
+            let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            format!("{prefix}{hex}")
+        } else {
+            format!("{prefix}{}", short_id())
+        }
+    }
+
+    /// Unix seconds: now, or [`STABLE_CREATED`] when stable.
+    fn created(&self) -> i64 {
+        if self.stable {
+            STABLE_CREATED
+        } else {
+            now_unix()
         }
     }
 
@@ -126,8 +159,8 @@ pub(crate) fn chat_completion(deployment: &str, reply: &Reply) -> Value {
             "logprobs": null,
             "message": { "content": reply.text, "refusal": null, "role": "assistant" },
         }],
-        "created": now_unix(),
-        "id": format!("chatcmpl-{}", short_id()),
+        "created": reply.created(),
+        "id": reply.id("chatcmpl-"),
         "model": deployment,
         "object": "chat.completion",
         "system_fingerprint": FINGERPRINT,
@@ -135,15 +168,17 @@ pub(crate) fn chat_completion(deployment: &str, reply: &Reply) -> Value {
     })
 }
 
-/// `n` `chat.completion.chunk` events, an optional usage chunk, then `[DONE]`.
+/// `n` `chat.completion.chunk` events, then `[DONE]`. With `include_usage`
+/// (`stream_options.include_usage`), as Azure does: every chunk carries `"usage":null` and a
+/// last chunk with `"choices":[]` carries the usage.
 pub(crate) fn chat_events(
     deployment: &str,
     reply: &Reply,
     n: usize,
     include_usage: bool,
 ) -> Vec<Bytes> {
-    let id = format!("chatcmpl-{}", short_id());
-    let created = now_unix();
+    let id = reply.id("chatcmpl-");
+    let created = reply.created();
     let pieces = reply.pieces(n);
     let last = pieces.len().saturating_sub(1);
     let mut events: Vec<Bytes> = pieces
@@ -154,7 +189,7 @@ pub(crate) fn chat_events(
             if i == 0 {
                 delta["role"] = json!("assistant");
             }
-            data_event(&json!({
+            let mut chunk = json!({
                 "choices": [{
                     "delta": delta,
                     "finish_reason": if i == last { json!("stop") } else { Value::Null },
@@ -166,7 +201,11 @@ pub(crate) fn chat_events(
                 "model": deployment,
                 "object": "chat.completion.chunk",
                 "system_fingerprint": FINGERPRINT,
-            }))
+            });
+            if include_usage {
+                chunk["usage"] = Value::Null;
+            }
+            data_event(&chunk)
         })
         .collect();
     if include_usage {
@@ -187,24 +226,30 @@ pub(crate) fn chat_events(
 pub(crate) fn completion(deployment: &str, reply: &Reply) -> Value {
     json!({
         "choices": [{ "finish_reason": "stop", "index": 0, "logprobs": null, "text": reply.text }],
-        "created": now_unix(),
-        "id": format!("cmpl-{}", short_id()),
+        "created": reply.created(),
+        "id": reply.id("cmpl-"),
         "model": deployment,
         "object": "text_completion",
         "usage": reply.usage(),
     })
 }
 
-pub(crate) fn completion_events(deployment: &str, reply: &Reply, n: usize) -> Vec<Bytes> {
-    let id = format!("cmpl-{}", short_id());
-    let created = now_unix();
+/// `n` `text_completion` events, then `[DONE]`; `include_usage` as in [`chat_events`].
+pub(crate) fn completion_events(
+    deployment: &str,
+    reply: &Reply,
+    n: usize,
+    include_usage: bool,
+) -> Vec<Bytes> {
+    let id = reply.id("cmpl-");
+    let created = reply.created();
     let pieces = reply.pieces(n);
     let last = pieces.len().saturating_sub(1);
     let mut events: Vec<Bytes> = pieces
         .iter()
         .enumerate()
         .map(|(i, piece)| {
-            data_event(&json!({
+            let mut chunk = json!({
                 "choices": [{
                     "finish_reason": if i == last { json!("stop") } else { Value::Null },
                     "index": 0,
@@ -215,9 +260,23 @@ pub(crate) fn completion_events(deployment: &str, reply: &Reply, n: usize) -> Ve
                 "id": id,
                 "model": deployment,
                 "object": "text_completion",
-            }))
+            });
+            if include_usage {
+                chunk["usage"] = Value::Null;
+            }
+            data_event(&chunk)
         })
         .collect();
+    if include_usage {
+        events.push(data_event(&json!({
+            "choices": [],
+            "created": created,
+            "id": id,
+            "model": deployment,
+            "object": "text_completion",
+            "usage": reply.usage(),
+        })));
+    }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events
 }
@@ -437,6 +496,71 @@ mod tests {
         assert_eq!(first["object"], "chat.completion.chunk");
         assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chat_events("d", &r, 3, true).len(), 5);
+    }
+
+    #[test]
+    fn include_usage_adds_null_usage_to_every_chunk_and_a_usage_chunk() {
+        let r = Reply::new("d", "count me");
+        for events in [
+            chat_events("d", &r, 3, true),
+            completion_events("d", &r, 3, true),
+        ] {
+            let data: Vec<Value> = events[..events.len() - 1]
+                .iter()
+                .map(|e| {
+                    serde_json::from_str(
+                        std::str::from_utf8(e)
+                            .unwrap()
+                            .trim_start_matches("data: ")
+                            .trim_end(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let (usage, chunks) = data.split_last().unwrap();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c["usage"].is_null() && c.get("usage").is_some())
+            );
+            assert_eq!(usage["choices"], json!([]));
+            assert_eq!(
+                usage["usage"]["total_tokens"],
+                r.prompt_tokens + r.completion_tokens
+            );
+        }
+        for events in [
+            chat_events("d", &r, 3, false),
+            completion_events("d", &r, 3, false),
+        ] {
+            assert_eq!(events.len(), 4);
+            assert!(
+                events
+                    .iter()
+                    .all(|e| !e.windows(7).any(|w| w == b"\"usage\""))
+            );
+        }
+    }
+
+    #[test]
+    fn stable_replies_are_the_same_bytes_for_the_same_prompt() {
+        let a = Reply::new("d", "same").with_stable_ids(true);
+        let b = Reply::new("d", "same").with_stable_ids(true);
+        assert_eq!(
+            chat_events("d", &a, 3, false),
+            chat_events("d", &b, 3, false)
+        );
+        assert_eq!(chat_completion("d", &a), chat_completion("d", &b));
+        let other = Reply::new("d", "other").with_stable_ids(true);
+        assert_ne!(
+            chat_completion("d", &a)["id"],
+            chat_completion("d", &other)["id"]
+        );
+        let fresh = Reply::new("d", "same");
+        assert_ne!(
+            chat_completion("d", &fresh)["id"],
+            chat_completion("d", &fresh)["id"]
+        );
     }
 
     #[test]
