@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the per-request work: key lookup, token cache hit, Entra token
-//! validation with cached JWKS, route resolution, header rewrite, limits admit+charge in memory
-//! and the SSE usage parser per chunk.
+//! validation with cached JWKS, route resolution, header rewrite, limits admit+charge in memory,
+//! the SSE usage parser per chunk, and one upstream round trip on a kept-alive loopback
+//! connection through the proxy's per-thread pool (and, for comparison, through hyper-util's
+//! legacy client, which the proxy used before).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use azure_emulator::{Emulator, EmulatorConfig, MintSpec};
@@ -160,6 +162,93 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(meter.feed(black_box(&chunk))))
     });
     drop(emu);
+    upstream_round_trip(c);
+}
+
+/// An HTTP/1.1 server on loopback answering every request with a small static chat completion,
+/// on `rt`; returns its URL.
+fn static_upstream(rt: &tokio::runtime::Runtime) -> http::Uri {
+    const ANSWER: &[u8] = br#"{"id":"chatcmpl-static","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":7,"total_tokens":21}}"#;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt as _;
+                        let _ = request.into_body().collect().await;
+                        let mut answer = http::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(ANSWER),
+                        ));
+                        answer.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(answer)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+        .parse()
+        .unwrap()
+}
+
+type Boxed =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn request(uri: &http::Uri) -> http::Request<Boxed> {
+    use http_body_util::BodyExt as _;
+    const BODY: &[u8] =
+        br#"{"messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":32}"#;
+    let body = http_body_util::Full::new(Bytes::from_static(BODY))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut request = http::Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri.clone();
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    request
+}
+
+/// One request and its whole answer on a kept-alive connection, on one thread (as a serving
+/// thread does): the proxy's pool, and hyper-util's legacy client for comparison.
+fn upstream_round_trip(c: &mut Criterion) {
+    use http_body_util::BodyExt as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = static_upstream(&rt);
+    let client = entra_proxy::UpstreamClient::new(Duration::from_secs(5)).unwrap();
+    c.bench_function("upstream_round_trip_pool", |b| {
+        b.to_async(&rt).iter(|| async {
+            let answer = client.send(request(&uri)).await.unwrap();
+            black_box(answer.into_body().collect().await.unwrap().to_bytes())
+        })
+    });
+    let legacy = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Boxed>();
+    c.bench_function("upstream_round_trip_legacy_client", |b| {
+        b.to_async(&rt).iter(|| async {
+            let answer = legacy.request(request(&uri)).await.unwrap();
+            black_box(answer.into_body().collect().await.unwrap().to_bytes())
+        })
+    });
 }
 
 criterion_group! {

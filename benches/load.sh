@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Load benchmark (issue 6): direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run.
+# Load benchmark: direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run, against the
+# emulator as the upstream and against a fast upstream (nginx serving a static chat completion).
 #
-#   benches/load.sh            full run (minutes): 3 repetitions; installs nginx-light and wrk
-#                              (apt) and LiteLLM (venv under target/bench/) when missing
+#   benches/load.sh            full run (minutes): 3 repetitions; installs nginx-light, wrk and
+#                              redis-server (apt) and LiteLLM (venv under target/bench/) when missing
 #   benches/load.sh --smoke    seconds: 1 repetition, ~1 s per measurement, installs nothing,
 #                              skips nginx / LiteLLM when absent; exit 0 when every target
 #                              answered, non-zero otherwise
 #
 # Options (after the mode): --reps N, --targets direct,entra-proxy,nginx,litellm,
 #   --proxy-env NAME=VALUE (extra environment for entra-proxy, e.g. RUST_LOG=warn),
-#   --variants instant,latency50,streaming, --skip-extras (no startup / idle RSS / open streams /
-#   token churn), --perf (perf profile of entra-proxy at saturation), --no-install, --no-netns,
+#   --also NAME=BIN (one more entra-proxy target from another build, for an A/B in one run;
+#   --also-env NAME:VAR=VALUE gives it its own environment, e.g. LD_PRELOAD=...),
+#   --variants instant,latency50,streaming,fast, --extras startup,streams,churn,limits (which of
+#   entra-proxy's own measurements follow; limits: the cost of limits accounting, none / memory /
+#   Redis, against the fast upstream), --skip-extras (none of them), --perf (perf profile of
+#   entra-proxy at saturation), --no-install, --no-netns,
 #   --no-build (use target/dist/entra-proxy and target/dist/azure-emulator as they are),
 #   --out DIR (instead of target/bench; LiteLLM's venv stays in target/bench/venv).
 #
@@ -40,7 +45,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0 ;;
     --no-netns) NETNS=0 ;;
     --no-build) BUILD=0 ;;
-    --reps|--targets|--variants|--proxy-env)
+    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env)
       [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
       PASS+=("$1" "$2"); shift ;;
     --skip-extras|--perf) PASS+=("$1") ;;
@@ -73,6 +78,7 @@ if [ "$INSTALL" = 1 ]; then
   apt_pkgs=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || apt_pkgs+=(wrk)
+  command -v redis-server >/dev/null 2>&1 || apt_pkgs+=(redis-server)
   if [ ${#apt_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       say "installing ${apt_pkgs[*]} (apt)"

@@ -46,3 +46,6 @@ pub mod state;
 mod status;
 mod telemetry;
 mod upstream;
+
+/// The per-thread upstream client (its hot-path benchmark drives it directly).
+pub use upstream::Client as UpstreamClient;

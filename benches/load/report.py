@@ -3,8 +3,8 @@
 
     python3 benches/load/report.py target/bench/results.json   # print the tables again
 
-The goals are issue 6's targets; they are reported, never asserted (the machine is shared
-and noisy: the ratios are the result, not the absolute numbers).
+The goals are the project's performance targets; they are reported, never asserted (the
+machine is shared and noisy: the ratios are the result, not the absolute numbers).
 """
 
 import json
@@ -103,6 +103,11 @@ def goals(results, ratios):
     inst = ratios.get("instant", {})
     x = inst.get("proxy_over_nginx_rps")
     goal("throughput ≥ 0.8× nginx (instant upstream)", x, None if x is None else x >= 0.8)
+    fast = ratios.get("fast", {})
+    x = fast.get("proxy_over_nginx_rps")
+    goal("throughput ≥ 0.8× nginx (fast upstream)", x, None if x is None else x >= 0.8)
+    x = fast.get("proxy_over_nginx_cpu_per_10k")
+    goal("CPU per request ≤ 1.5× nginx (fast upstream)", x, None if x is None else x <= 1.5)
     x = inst.get("proxy_over_litellm_rps")
     goal("throughput ≥ 10× LiteLLM (instant upstream)", x, None if x is None else x >= 10)
     base = results.get("settings", {}).get("rate")
@@ -192,8 +197,10 @@ def markdown(results):
               if s.get("curve_rates") else "")
            + f". TTFB: {s.get('ttfb_requests')} streamed requests, "
            f"{s.get('ttfb_concurrency')} at a time. RSS: peak (VmHWM) of the process tree; "
-           "CPU: utime+stime of the process tree during the throughput run, per 10k requests "
-           "(upstream CPU: the emulator's, same run).",
+           "CPU: utime+stime of the process tree (nginx: master and workers) during the "
+           "throughput run, per request (upstream CPU: the emulator's or the static nginx's, "
+           "same run). Syscalls: raw_syscalls:sys_enter of the process tree over one more "
+           "saturation run (full mode only).",
            ""]
     if s.get("skipped"):
         out += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in s["skipped"].items()), ""]
@@ -202,6 +209,8 @@ def markdown(results):
         stream = emu.get("stream")
         desc = (f"SSE, {emu.get('stream_events')} events {emu.get('stream_interval_ms')} ms apart"
                 if stream else f"JSON, {emu.get('latency_ms')} ms upstream latency")
+        if emu.get("upstream") == "nginx-static":
+            desc = "JSON, nginx answering a static chat completion as the upstream"
         out.append(f"### {variant} ({desc})")
         out.append("")
         if stream:
@@ -209,8 +218,9 @@ def markdown(results):
                      "+TTFB p50 ms", "stream p50 ms", "peak RSS MB", "CPU s/10k",
                      "upstream CPU s/10k", "token calls", "errors"]]
         else:
-            rows = [["target", "req/s", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "+p99 ms",
-                     "peak RSS MB", "CPU s/10k", "upstream CPU s/10k", "token calls", "errors"]]
+            rows = [["target", "req/s", "CPU µs/req", "p50 ms", "p90 ms", "p99 ms", "+p50 ms",
+                     "+p99 ms", "syscalls/req", "peak RSS MB", "upstream CPU µs/req",
+                     "token calls", "errors"]]
         direct = v.get("targets", {}).get("direct", {}).get("median", {})
         for name, rec in v.get("targets", {}).items():
             if "failed" in rec:
@@ -229,12 +239,12 @@ def markdown(results):
             else:
                 a50 = None if name == "direct" else _diff(md.get("p50_us"), direct.get("p50_us"))
                 a99 = None if name == "direct" else _diff(md.get("p99_us"), direct.get("p99_us"))
-                rows.append([name, _num(md.get("rps")), _ms(md.get("p50_us")),
-                             _ms(md.get("p90_us")), _ms(md.get("p99_us")), _signed_ms(a50),
-                             _signed_ms(a99), _mb(md.get("peak_rss_kb")),
-                             _num(md.get("cpu_s_per_10k"), 2),
-                             _num(md.get("upstream_cpu_s_per_10k"), 2), md.get("token_calls"),
-                             md.get("errors")])
+                up = md.get("upstream_cpu_s_per_10k")
+                rows.append([name, _num(md.get("rps")), _num(md.get("cpu_us_per_req")),
+                             _ms(md.get("p50_us")), _ms(md.get("p90_us")), _ms(md.get("p99_us")),
+                             _signed_ms(a50), _signed_ms(a99), _num(md.get("syscalls_per_req")),
+                             _mb(md.get("peak_rss_kb")), _num(None if up is None else up * 100),
+                             md.get("token_calls"), md.get("errors")])
         out += [_table(rows), ""]
 
     ratios = summary.get("ratios", {})
@@ -297,10 +307,26 @@ def markdown(results):
                          f"{ch['expected_under_load']}; {ch['requests']} requests, "
                          f"{ch['errors']} errors)"])
         out += ["### entra-proxy alone", "", _table(rows), ""]
+        lim = ep.get("limits")
+        if lim and lim.get("setups"):
+            rows = [["limits accounting (fast upstream)", "req/s", "CPU µs/req",
+                     "Redis CPU µs/req", f"p50 ms @{lim['rate']}/s", "p99 ms", "+p50 ms",
+                     "+p99 ms", "errors"]]
+            none = lim["setups"].get("none", {}).get("median", {})
+            for name, rec in lim["setups"].items():
+                md = rec.get("median", {})
+                rows.append([name, _num(md.get("rps")), _num(md.get("cpu_us_per_req")),
+                             _num(md.get("redis_cpu_us_per_req")), _ms(md.get("p50_us")),
+                             _ms(md.get("p99_us")),
+                             _signed_ms(_diff(md.get("p50_us"), none.get("p50_us"))),
+                             _signed_ms(_diff(md.get("p99_us"), none.get("p99_us"))),
+                             md.get("errors")])
+            out += [f"Redis: {lim.get('redis_version') or lim.get('skipped')}", "",
+                    _table(rows), ""]
 
     gl = summary.get("goals", [])
     if gl:
-        rows = [["goal (issue 6)", "measured", "met"]]
+        rows = [["goal", "measured", "met"]]
         for g in gl:
             met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
             rows.append([g["goal"], f"{g['measured']} {g['note']}".strip(), met])

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""The load benchmark of issue 6: direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run.
+"""The load benchmark: direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run.
 
 Started by benches/load.sh (which builds, installs in full mode, and puts this in a loopback-only
 network namespace when it can). Standard library only.
 
-For each upstream variant (instant, 50 ms latency, 20-event SSE stream) it starts one emulator,
-the targets in front of it, and measures every target with the same request (same path, same
-body, same concurrency), repetitions interleaved (rep 1: A B C D, rep 2: A B C D, …):
+For each upstream variant (instant, 50 ms latency, 20-event SSE stream: the emulator; fast: nginx
+answering a static chat completion, in a process of its own) it starts the upstream, the targets
+in front of it, and measures every target with the same request (same path, same body, same
+concurrency), repetitions interleaved (rep 1: A B C D, rep 2: A B C D, …). The identity always
+comes from the emulator; in the fast variant only the data plane goes to the static nginx.
 
 - throughput: wrk -t1 -c<C> for <T> s, requests/s (saturation); process-tree CPU seconds over
   that run → CPU s per 10k requests;
@@ -18,10 +20,13 @@ body, same concurrency), repetitions interleaved (rep 1: A B C D, rep 2: A B C D
   that, a latency figure measures queueing, not the target);
 - streaming variant: time to the first SSE body byte over <N> requests (sse_ttfb.py);
 - per variant: peak RSS (VmHWM summed over the target's process tree) and calls to the
-  emulator's token endpoints while the target was started and measured.
+  emulator's token endpoints while the target was started and measured;
+- full mode: system calls per request of each target's process tree (perf stat of
+  raw_syscalls:sys_enter, else strace -c -f) over one more saturation run.
 
 Then, for entra-proxy alone: spawn-to-/healthz time, spawn-to-/readyz time, idle RSS, RSS
-with 1,000 SSE streams held open, and token acquisitions under load with short-lived tokens.
+with 1,000 SSE streams held open, token acquisitions under load with short-lived tokens, and
+the cost of limits accounting (no limits, in memory, Redis) against the fast upstream.
 
 Every child process dies with this one; every measurement is bounded in count and time.
 Results: <out>/results.json and a Markdown table on stdout (report.py).
@@ -39,6 +44,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,6 +83,8 @@ MODES = {
         # 10 s expiry margin (entra-proxy's EXPIRY_SAFETY).
         "churn": [[40, 12], [8, 4]],
         "litellm_start_timeout": 180,
+        "syscall_secs": 3,
+        "limits_rate": 500,
     },
     "smoke": {
         "reps": 1,
@@ -93,6 +101,8 @@ MODES = {
         "startup_reps": 1,
         "churn": [],
         "litellm_start_timeout": 120,
+        "syscall_secs": 1,
+        "limits_rate": 200,
     },
 }
 
@@ -102,7 +112,13 @@ VARIANTS = {
                 "curve": True},
     "latency50": {"latency_ms": 50, "stream_events": 20, "stream_interval_ms": 5, "stream": False},
     "streaming": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": True},
+    # nginx answering a static chat completion: the upstream costs next to nothing.
+    "fast": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": False,
+             "upstream": "nginx-static"},
 }
+
+# The extras measured after the variants (entra-proxy alone, or its limits).
+EXTRAS = ["startup", "streams", "churn", "limits"]
 
 TARGET_ORDER = ["direct", "entra-proxy", "nginx", "litellm"]
 
@@ -205,6 +221,30 @@ class Emulator:
         self.ctx.procs.stop(self.proc)
 
 
+class StaticUpstream:
+    """nginx answering every request with a static chat completion (upstream.conf.tmpl)."""
+
+    def __init__(self, ctx, name, workers=1):
+        self.ctx = ctx
+        self.port = free_port()
+        prefix = os.path.join(ctx.out, f"upstream-{name}")
+        for d in ("tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
+            os.makedirs(os.path.join(prefix, d), exist_ok=True)
+        conf = fill("upstream.conf.tmpl", os.path.join(prefix, "nginx.conf"),
+                    {"PORT": self.port, "PREFIX": prefix, "WORKERS": workers})
+        self.proc = ctx.procs.spawn(f"upstream-{name}",
+                                    [ctx.nginx, "-p", prefix, "-c", conf, "-e",
+                                     f"{prefix}/error.log"], env=child_env())
+        deadline = time.monotonic() + 20
+        while http_get_quick(self.port, "/") != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise Failed(f"the static upstream did not start; see {ctx.out}/upstream-{name}.log")
+            time.sleep(0.02)
+
+    def stop(self):
+        self.ctx.procs.stop(self.proc)
+
+
 # --- targets ----------------------------------------------------------------------------------
 
 
@@ -242,35 +282,47 @@ def wait_answers(ctx, target, body, timeout, what):
     raise Failed(f"{what} did not answer 200 within {timeout}s (last: {last})")
 
 
-def start_entra_proxy(ctx, emu, tag):
+def start_entra_proxy(ctx, emu, tag, upstream_port=None, extra="", name="entra-proxy"):
+    """entra-proxy with its identity from `emu`, proxying to `upstream_port` (default: `emu`);
+    `extra` is appended to its config (the bench key's block is the last one). A `name` given
+    with --also runs that binary, with that environment."""
+    binary, env = ctx.bin, dict(ctx.proxy_env)
+    if name in ctx.also:
+        binary = ctx.also[name]
+        env.update(ctx.also_env.get(name, {}))
     port = free_port()
-    cfg = fill("proxy.toml.tmpl", os.path.join(ctx.out, f"entra-proxy-{tag}.toml"),
-               {"PORT": port, "UPSTREAM_PORT": emu.port, "KEY_SHA256": ctx.key_sha256})
-    proc = ctx.procs.spawn(f"entra-proxy-{tag}", [ctx.bin, "serve", "--config", cfg],
-                           env=child_env(ctx.proxy_env))
-    return Target("entra-proxy", port, [("api-key", ctx.key)], proc)
+    path = os.path.join(ctx.out, f"entra-proxy-{tag}.toml")
+    fill("proxy.toml.tmpl", path,
+         {"PORT": port, "EMULATOR_PORT": emu.port, "UPSTREAM_PORT": upstream_port or emu.port,
+          "KEY_SHA256": ctx.key_sha256})
+    if extra:
+        with open(path, "a") as f:
+            f.write(extra)
+    proc = ctx.procs.spawn(f"{name}-{tag}", [binary, "serve", "--config", path],
+                           env=child_env(env))
+    return Target(name, port, [("api-key", ctx.key)], proc)
 
 
-def start_nginx(ctx, emu, token, tag):
+def start_nginx(ctx, emu, token, tag, upstream_port=None):
     port = free_port()
     prefix = os.path.join(ctx.out, f"nginx-{tag}")
     for d in ("tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
         os.makedirs(os.path.join(prefix, d), exist_ok=True)
     conf = fill("nginx.conf.tmpl", os.path.join(prefix, "nginx.conf"),
-                {"PORT": port, "UPSTREAM_PORT": emu.port, "TOKEN": token, "PREFIX": prefix,
-                 "WORKERS": ctx.nproc})
+                {"PORT": port, "UPSTREAM_PORT": upstream_port or emu.port, "TOKEN": token,
+                 "PREFIX": prefix, "WORKERS": ctx.workers})
     proc = ctx.procs.spawn(f"nginx-{tag}",
                            [ctx.nginx, "-p", prefix, "-c", conf, "-e", f"{prefix}/error.log"],
                            env=child_env())
     return Target("nginx", port, [("api-key", ctx.key)], proc)
 
 
-def start_litellm(ctx, emu, token, tag):
+def start_litellm(ctx, emu, token, tag, upstream_port=None):
     port = free_port()
     field, credential = ("api_key", ctx.resource_key) if ctx.resource_key \
         else ("azure_ad_token", token)
     cfg = fill("litellm.yaml.tmpl", os.path.join(ctx.out, f"litellm-{tag}.yaml"),
-               {"UPSTREAM_PORT": emu.port, "CREDENTIAL_FIELD": field, "CREDENTIAL": credential,
+               {"UPSTREAM_PORT": upstream_port or emu.port, "CREDENTIAL_FIELD": field, "CREDENTIAL": credential,
                 "MASTER_KEY": ctx.litellm_key})
     env = child_env({
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list from the internet
@@ -337,8 +389,9 @@ def check_load(ctx, target, what, res):
         raise Failed(f"{target.name} had errors in {what}: {res['errors']}")
 
 
-def measure_target(ctx, variant, vconf, target, emu, rec):
-    """One repetition of every measurement of `variant` against `target`; appends to `rec`."""
+def measure_target(ctx, variant, vconf, target, emu, up, rec):
+    """One repetition of every measurement of `variant` against `target` (upstream process:
+    `up`, identity: `emu`); appends to `rec`."""
     body = STREAM_BODY if vconf["stream"] else BODY
     m = ctx.mode
     rep = {}
@@ -348,10 +401,10 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
     if ctx.perf and target.name == "entra-proxy" and not rec["reps"]:
         perf = start_perf(ctx, target, variant)
     cpu0 = procs.cpu_seconds(target.pid) if target.pid else None
-    ecpu0 = procs.cpu_seconds(emu.proc.pid)
+    ecpu0 = procs.cpu_seconds(up.proc.pid)
     res = load(ctx, target, body, m["throughput_conns"], m["throughput_secs"])
     cpu1 = procs.cpu_seconds(target.pid) if target.pid else None
-    ecpu1 = procs.cpu_seconds(emu.proc.pid)
+    ecpu1 = procs.cpu_seconds(up.proc.pid)
     if perf:
         stop_perf(ctx, perf)
     check_load(ctx, target, f"{variant} throughput", res)
@@ -362,9 +415,9 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
     rep["upstream_cpu_s_per_10k"] = round((ecpu1 - ecpu0) / n * 10000, 4)
 
     if not vconf["stream"]:
-        rep["fixed_rate"] = paced(ctx, target, emu, body, m["rate"], f"{variant} fixed-rate")
+        rep["fixed_rate"] = paced(ctx, target, up, body, m["rate"], f"{variant} fixed-rate")
         if vconf.get("curve"):
-            rep["curve"] = measure_curve(ctx, target, emu, body, rep["throughput"]["rps"])
+            rep["curve"] = measure_curve(ctx, target, up, body, rep["throughput"]["rps"])
     else:
         tt = sse_ttfb.measure(target.port, PATH, target.headers, body.encode(),
                               n=m["ttfb_requests"], concurrency=m["ttfb_concurrency"],
@@ -384,7 +437,7 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
     if "ttfb" in rep:
         line += f"  ttfb p50 {rep['ttfb']['ttfb_us']['p50']:.0f}us"
     if "cpu_s_per_10k" in rep:
-        line += f"  cpu {rep['cpu_s_per_10k']}s/10k"
+        line += f"  cpu {rep['cpu_s_per_10k'] * 100:.1f}us/req"
     for rate, c in rep.get("curve", {}).items():
         if "latency_us" in c:
             line += f"  p50 {c['latency_us']['p50']:.0f}us @{c['rps']:.0f}/s"
@@ -396,15 +449,15 @@ def measure_target(ctx, variant, vconf, target, emu, rec):
     log(line)
 
 
-def paced(ctx, target, emu, body, rate, what):
+def paced(ctx, target, up, body, rate, what):
     """One paced run: latency, and CPU time per request of the target and of the upstream
-    (which shows what idle, cold CPUs cost each request at low rates)."""
+    process `up` (which shows what idle, cold CPUs cost each request at low rates)."""
     m = ctx.mode
     cpu0 = procs.cpu_ns(target.pid) if target.pid else None
-    ecpu0 = procs.cpu_ns(emu.proc.pid)
+    ecpu0 = procs.cpu_ns(up.proc.pid)
     res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=rate)
     cpu1 = procs.cpu_ns(target.pid) if target.pid else None
-    ecpu1 = procs.cpu_ns(emu.proc.pid)
+    ecpu1 = procs.cpu_ns(up.proc.pid)
     check_load(ctx, target, what, res)
     out = summarize_load(res)
     n = max(1, res["requests"])
@@ -414,14 +467,14 @@ def paced(ctx, target, emu, body, rate, what):
     return out
 
 
-def measure_curve(ctx, target, emu, body, saturation_rps):
+def measure_curve(ctx, target, up, body, saturation_rps):
     """Fixed-rate latency at each of the mode's higher rates (below half of saturation)."""
     out = {}
     for rate in ctx.mode["curve_rates"]:
         if rate > saturation_rps / 2:
             out[str(rate)] = {"skipped": f"above half its saturation ({saturation_rps:.0f}/s)"}
             continue
-        out[str(rate)] = paced(ctx, target, emu, body, rate, f"fixed rate {rate}/s")
+        out[str(rate)] = paced(ctx, target, up, body, rate, f"fixed rate {rate}/s")
     return out
 
 
@@ -469,6 +522,55 @@ def perf_reports(ctx):
     return out
 
 
+def count_syscalls(ctx, target, body, variant):
+    """System calls per request of the target's process tree over one saturation run: perf stat
+    of raw_syscalls:sys_enter (attached to every thread), else strace -c -f (which slows the
+    target down, but counts the same calls)."""
+    pids = procs.tree(target.pid)
+    secs = ctx.mode["syscall_secs"]
+    out = os.path.join(ctx.out, f"syscalls-{variant}-{target.name}.txt")
+    if ctx.perf_stat:
+        argv = [ctx.perf_stat, "stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o", out,
+                "-p", ",".join(map(str, pids))]
+        tool = "perf stat"
+    else:
+        argv = [ctx.strace, "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", str(p))]
+        tool = "strace -c -f"
+    p = ctx.procs.spawn(f"syscalls-{variant}-{target.name}", argv, env=child_env())
+    time.sleep(0.5)
+    try:
+        res = load(ctx, target, body, ctx.mode["throughput_conns"], secs)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        ctx.procs.stop(p)
+    calls = None
+    try:
+        with open(out) as f:
+            text = f.read()
+        if ctx.perf_stat:
+            for ln in text.splitlines():
+                cells = ln.split(",")
+                if len(cells) > 2 and cells[2] == "raw_syscalls:sys_enter" and cells[0].isdigit():
+                    calls = int(cells[0])
+        else:
+            for ln in text.splitlines():
+                words = ln.split()
+                if len(words) >= 4 and words[-1] == "total":
+                    calls = int(words[3]) if words[3].isdigit() else int(words[2])
+    except (OSError, ValueError):
+        pass
+    n = max(1, res["requests"])
+    r = {"tool": tool, "requests": res["requests"], "calls": calls,
+         "per_request": round(calls / n, 2) if calls is not None else None}
+    log(f"{variant:9s} {target.name:11s} syscalls: {r['per_request']} per request ({tool}, "
+        f"{res['requests']} requests)")
+    return r
+
+
 def summarize_variant(rec, stream):
     reps = rec["reps"]
     s = {
@@ -478,6 +580,9 @@ def summarize_variant(rec, stream):
                       + sum(c.get("errors", 0) for c in r.get("curve", {}).values())
                       for r in reps),
         "cpu_s_per_10k": median([r.get("cpu_s_per_10k") for r in reps]),
+        "cpu_us_per_req": median([r["cpu_s_per_10k"] * 100 if r.get("cpu_s_per_10k") is not None
+                                  else None for r in reps]),
+        "syscalls_per_req": rec.get("syscalls", {}).get("per_request"),
         "upstream_cpu_s_per_10k": median([r["upstream_cpu_s_per_10k"] for r in reps]),
         "token_calls": rec["token_calls_start"] + sum(r["token_calls"] for r in reps),
         "peak_rss_kb": rec.get("peak_rss_kb"),
@@ -516,27 +621,34 @@ def fail(ctx, recs, name, msg):
 
 
 def run_variant(ctx, variant, vconf):
-    log(f"variant {variant}: emulator latency {vconf['latency_ms']} ms, "
-        f"{'SSE ' + str(vconf['stream_events']) + ' events' if vconf['stream'] else 'JSON'}")
+    static = vconf.get("upstream") == "nginx-static"
+    if static:
+        log(f"variant {variant}: static nginx upstream ({ctx.upstream_workers} worker), JSON")
+    else:
+        log(f"variant {variant}: emulator latency {vconf['latency_ms']} ms, "
+            f"{'SSE ' + str(vconf['stream_events']) + ' events' if vconf['stream'] else 'JSON'}")
     emu = Emulator(ctx, variant, vconf["latency_ms"], vconf["stream_events"],
                    vconf["stream_interval_ms"])
+    up = None
     body = STREAM_BODY if vconf["stream"] else BODY
     token = emu.mint()
     targets, recs = [], {}
     try:
+        # The identity stays the emulator's; the data plane goes to `up`.
+        up = StaticUpstream(ctx, variant, ctx.upstream_workers) if static else emu
         for name in ctx.targets:
             t0 = emu.token_requests()
             if name == "direct":
-                t = Target("direct", emu.port, [("Authorization", f"Bearer {token}")])
+                t = Target("direct", up.port, [("Authorization", f"Bearer {token}")])
                 timeout = 10
-            elif name == "entra-proxy":
-                t = start_entra_proxy(ctx, emu, variant)
+            elif name == "entra-proxy" or name in ctx.also:
+                t = start_entra_proxy(ctx, emu, variant, up.port, name=name)
                 timeout = 30
             elif name == "nginx":
-                t = start_nginx(ctx, emu, token, variant)
+                t = start_nginx(ctx, emu, token, variant, up.port)
                 timeout = 20
             else:
-                t = start_litellm(ctx, emu, token, variant)
+                t = start_litellm(ctx, emu, token, variant, up.port)
                 timeout = ctx.mode["litellm_start_timeout"]
             if t.proc:
                 targets.append(t)  # stopped in `finally` even if it never answers
@@ -554,10 +666,14 @@ def run_variant(ctx, variant, vconf):
         for _ in range(ctx.mode["reps"]):
             for t in list(live):
                 try:
-                    measure_target(ctx, variant, vconf, t, emu, recs[t.name])
+                    measure_target(ctx, variant, vconf, t, emu, up, recs[t.name])
                 except Failed as e:
                     fail(ctx, recs, t.name, f"{variant}: {e}")
                     live.remove(t)
+        if ctx.syscalls and not vconf["stream"]:
+            for t in live:
+                if t.pid:
+                    recs[t.name]["syscalls"] = count_syscalls(ctx, t, body, variant)
         for t in live:
             if t.pid:
                 recs[t.name]["peak_rss_kb"] = procs.hwm_kb(t.pid)
@@ -567,6 +683,8 @@ def run_variant(ctx, variant, vconf):
         for t in targets:
             if t.proc:
                 ctx.procs.stop(t.proc)
+        if up is not None and up is not emu:
+            up.stop()
         emu.stop()
 
 
@@ -581,7 +699,8 @@ def proxy_startup(ctx):
         for i in range(ctx.mode["startup_reps"]):
             port = free_port()
             cfg = fill("proxy.toml.tmpl", os.path.join(ctx.out, f"entra-proxy-startup{i}.toml"),
-                       {"PORT": port, "UPSTREAM_PORT": emu.port, "KEY_SHA256": ctx.key_sha256})
+                       {"PORT": port, "EMULATOR_PORT": emu.port, "UPSTREAM_PORT": emu.port,
+                        "KEY_SHA256": ctx.key_sha256})
             t0 = time.perf_counter()
             proc = ctx.procs.spawn(f"entra-proxy-startup{i}", [ctx.bin, "serve", "--config", cfg],
                                    env=child_env(ctx.proxy_env))
@@ -693,6 +812,129 @@ def token_churn(ctx, lifetime, secs):
     return out
 
 
+# --- limits accounting ----------------------------------------------------------------------
+
+# Limits on the bench key that never refuse: every request is admitted and charged.
+KEY_LIMITS = """requests_per_minute = 4000000000
+tokens_per_minute = 1000000000000
+token_quota = 1000000000000000
+token_quota_period = "month"
+"""
+
+
+class RedisServer:
+    """A redis-server of the run's own: a free loopback port, a temporary directory, no
+    persistence; stopped (by pid) at the end."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="redis-", dir=ctx.out)
+        self.proc = ctx.procs.spawn("redis", [
+            ctx.redis, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
+            env=child_env())
+        deadline = time.monotonic() + 20
+        while not self.ping():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise Failed(f"redis-server did not start; see {ctx.out}/redis.log")
+            time.sleep(0.02)
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        self.ctx.procs.stop(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def limits_cost(ctx):
+    """What per-key limits cost a request: entra-proxy against the fast upstream with no limits
+    on its key, with limits counted in memory, and with limits counted in Redis. Throughput and
+    CPU per request at saturation (the proxy's, and Redis's own), latency at a paced rate."""
+    m = ctx.mode
+    emu = Emulator(ctx, "limits")
+    up = redis = None
+    setups = [("none", "")]
+    setups.append(("memory", KEY_LIMITS))
+    out = {"rate": m["limits_rate"], "setups": {}}
+    targets = []
+    try:
+        up = StaticUpstream(ctx, "limits", ctx.upstream_workers)
+        if ctx.redis:
+            redis = RedisServer(ctx)
+            out["redis_version"] = redis_version(ctx)
+            setups.append(("redis", KEY_LIMITS + "\n[limits]\n"
+                           f'redis_url = "redis://127.0.0.1:{redis.port}/0"\n'
+                           'on_redis_error = "deny"\n'))
+        else:
+            out["skipped"] = "redis-server not installed: no Redis row"
+            log("limits: redis-server not installed, no Redis row")
+        for name, extra in setups:
+            t = start_entra_proxy(ctx, emu, f"limits-{name}", up.port, extra, name=name)
+            targets.append(t)
+            wait_answers(ctx, t, BODY, 30, f"entra-proxy (limits: {name})")
+            if m["warmup_secs"]:
+                load(ctx, t, BODY, m["throughput_conns"], m["warmup_secs"])
+            out["setups"][name] = {"reps": []}
+        for _ in range(m["reps"]):
+            for t in targets:
+                rep = {}
+                cpu0 = procs.cpu_seconds(t.pid)
+                rcpu0 = procs.cpu_seconds(redis.proc.pid) if redis else None
+                res = load(ctx, t, BODY, m["throughput_conns"], m["throughput_secs"])
+                cpu1 = procs.cpu_seconds(t.pid)
+                rcpu1 = procs.cpu_seconds(redis.proc.pid) if redis else None
+                check_load(ctx, t, f"limits {t.name} throughput", res)
+                n = max(1, res["requests"])
+                rep["throughput"] = summarize_load(res)
+                rep["cpu_us_per_req"] = round((cpu1 - cpu0) / n * 1e6, 1)
+                if redis and t.name == "redis":
+                    rep["redis_cpu_us_per_req"] = round((rcpu1 - rcpu0) / n * 1e6, 1)
+                rep["fixed_rate"] = paced(ctx, t, up, BODY, m["limits_rate"],
+                                          f"limits {t.name} fixed rate")
+                out["setups"][t.name]["reps"].append(rep)
+                lat = rep["fixed_rate"]["latency_us"]
+                log(f"limits {t.name:7s} {rep['throughput']['rps']:>9.1f} req/s  cpu "
+                    f"{rep['cpu_us_per_req']}us/req"
+                    + (f" (+redis {rep['redis_cpu_us_per_req']}us/req)"
+                       if "redis_cpu_us_per_req" in rep else "")
+                    + f"  p50 {lat['p50']}us p99 {lat['p99']}us @{m['limits_rate']}/s")
+        for name, rec in out["setups"].items():
+            reps = rec["reps"]
+            rec["median"] = {
+                "rps": median([r["throughput"]["rps"] for r in reps]),
+                "cpu_us_per_req": median([r["cpu_us_per_req"] for r in reps]),
+                "redis_cpu_us_per_req": median([r.get("redis_cpu_us_per_req") for r in reps]),
+                "p50_us": median([r["fixed_rate"]["latency_us"]["p50"] for r in reps]),
+                "p99_us": median([r["fixed_rate"]["latency_us"]["p99"] for r in reps]),
+                "errors": sum(r["throughput"]["errors"] + r["fixed_rate"]["errors"]
+                              for r in reps),
+            }
+    finally:
+        for t in targets:
+            ctx.procs.stop(t.proc)
+        if redis:
+            redis.stop()
+        if up:
+            up.stop()
+        emu.stop()
+    return out
+
+
+def redis_version(ctx):
+    try:
+        p = subprocess.run([ctx.redis, "--version"], capture_output=True, text=True, timeout=30)
+        return p.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -723,6 +965,8 @@ def versions(ctx):
     v["load_generator"] = out([ctx.wrk, "-v"]) if ctx.wrk else "python asyncio fallback (loadgen.py)"
     if ctx.nginx:
         v["nginx"] = out([ctx.nginx, "-v"])
+    if ctx.redis:
+        v["redis"] = out([ctx.redis, "--version"])
     if ctx.litellm and "litellm" in ctx.targets:
         v["litellm"] = out([ctx.litellm, "--version"])
     return v
@@ -741,10 +985,18 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for entra-proxy (e.g. RUST_LOG=warn); recorded")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BIN",
+                    help="one more entra-proxy target named NAME, from binary BIN (A/B of two "
+                         "builds in one run, measured in turn with the others)")
+    ap.add_argument("--also-env", action="append", default=[], metavar="NAME:VAR=VALUE",
+                    help="extra environment for the --also target NAME")
     ap.add_argument("--perf", action="store_true",
                     help="perf record entra-proxy during its first throughput run per variant")
     ap.add_argument("--skip-extras", action="store_true",
-                    help="skip entra-proxy's startup, idle RSS, open streams and token churn")
+                    help="skip entra-proxy's startup, idle RSS, open streams, token churn and "
+                         "limits accounting (same as --extras '')")
+    ap.add_argument("--extras", default=",".join(EXTRAS),
+                    help=f"which of {EXTRAS} to measure after the variants")
     ap.add_argument("--litellm", default=None, help="the litellm executable (default: venv)")
     a = ap.parse_args()
 
@@ -764,6 +1016,13 @@ def main():
     ctx.procs = procs.Procs(ctx.out)
     ctx.failures = []
     ctx.nproc = os.cpu_count() or 1
+    # The proxy's default worker count (the CPUs it may run on); nginx gets as many workers.
+    try:
+        ctx.workers = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ctx.workers = ctx.nproc
+    # The static upstream's nginx: one worker answers far more than two cores can proxy.
+    ctx.upstream_workers = 1
     ctx.key = "ep-bench-" + secrets.token_urlsafe(24)
     ctx.key_sha256 = hashlib.sha256(ctx.key.encode()).hexdigest()
     ctx.litellm_key = "sk-bench-" + secrets.token_urlsafe(24)
@@ -779,7 +1038,25 @@ def main():
     # BENCH_LOADGEN=python forces the fallback generator (to test it where wrk exists).
     ctx.wrk = None if os.environ.get("BENCH_LOADGEN") == "python" else shutil.which("wrk")
     ctx.perf = shutil.which("perf") if a.perf else None
+    ctx.redis = shutil.which("redis-server")
+    # System calls per request: full mode only (one more saturation run per target).
+    ctx.perf_stat = shutil.which("perf")
+    ctx.strace = shutil.which("strace")
+    ctx.syscalls = a.mode == "full" and bool(ctx.perf_stat or ctx.strace)
     ctx.proxy_env = dict(kv.split("=", 1) for kv in a.proxy_env if "=" in kv)
+    ctx.also = {}
+    for kv in a.also:
+        name, _, binary = kv.partition("=")
+        if not name or name in TARGET_ORDER:
+            ap.error(f"--also {kv}: NAME must be new")
+        ctx.also[name] = os.path.abspath(binary or a.bin)
+    ctx.also_env = {}
+    for kv in a.also_env:
+        name, _, var = kv.partition(":")
+        if name not in ctx.also or "=" not in var:
+            ap.error(f"--also-env {kv}: NAME:VAR=VALUE for a NAME given with --also")
+        k, _, v = var.partition("=")
+        ctx.also_env.setdefault(name, {})[k] = v
     ctx.perf_data = []
     ctx.nginx = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
     venv_litellm = a.litellm or os.path.join(results_dir, "venv", "bin", "litellm")
@@ -803,6 +1080,8 @@ def main():
             skipped[t] = f"no LiteLLM at {venv_litellm}"
             continue
         ctx.targets.append(t)
+        if t == "entra-proxy":
+            ctx.targets += list(ctx.also)
     for t, why in skipped.items():
         log(f"skipping {t}: {why}")
     if not ctx.wrk:
@@ -822,6 +1101,7 @@ def main():
         "machine": versions(ctx),
         "settings": dict(ctx.mode, path=PATH, body=BODY, stream_body=STREAM_BODY,
                          targets=ctx.targets, skipped=skipped, proxy_env=ctx.proxy_env,
+                         also=ctx.also, also_env=ctx.also_env,
                          litellm_upstream_credential="api_key" if ctx.resource_key
                          else "azure_ad_token (minted; the emulator has no --resource-key)"),
         "variants": {},
@@ -829,14 +1109,32 @@ def main():
     }
     status = 0
     started = time.monotonic()
+    extras = [] if a.skip_extras else [x for x in a.extras.split(",") if x]
+    unknown = [x for x in extras if x not in EXTRAS]
+    if unknown:
+        ap.error(f"unknown extra(s) {unknown}; known: {EXTRAS}")
     try:
         for v in [x for x in a.variants.split(",") if x]:
+            if v not in VARIANTS:
+                raise Failed(f"unknown variant {v}; known: {sorted(VARIANTS)}")
+            if VARIANTS[v].get("upstream") == "nginx-static" and not ctx.nginx:
+                log(f"skipping variant {v}: its upstream is nginx, which is not installed")
+                results["settings"].setdefault("skipped_variants", {})[v] = "nginx not installed"
+                continue
             results["variants"][v] = run_variant(ctx, v, VARIANTS[v])
-        if "entra-proxy" in ctx.targets and not a.skip_extras:
-            results["entra_proxy"]["startup"] = proxy_startup(ctx)
-            results["entra_proxy"]["open_streams"] = open_streams(ctx)
-            results["entra_proxy"]["token_churn"] = [
-                token_churn(ctx, lifetime, secs) for lifetime, secs in ctx.mode["churn"]]
+        if "entra-proxy" in ctx.targets:
+            if "startup" in extras:
+                results["entra_proxy"]["startup"] = proxy_startup(ctx)
+            if "streams" in extras:
+                results["entra_proxy"]["open_streams"] = open_streams(ctx)
+            if "churn" in extras:
+                results["entra_proxy"]["token_churn"] = [
+                    token_churn(ctx, lifetime, secs) for lifetime, secs in ctx.mode["churn"]]
+            if "limits" in extras:
+                if ctx.nginx:
+                    results["entra_proxy"]["limits"] = limits_cost(ctx)
+                else:
+                    log("skipping the limits benchmark: its upstream is nginx, not installed")
     except Failed as e:
         log(f"FAILED: {e}")
         results["failed"] = str(e)

@@ -1,15 +1,19 @@
-//! The HTTP client that carries proxied requests to Azure: hyper's pooled client over rustls
-//! (the platform's certificate verifier), one per serving thread. Requests and answers stay
-//! `http` types from the client's connection to Azure's: no URL re-parsing, header map copies
-//! or redirect machinery per request. WebSocket handshakes go on connections of their own
-//! (HTTP/1.1 only, never pooled), counted by the [`WebSockets`] every worker's client shares.
+//! The HTTP client that carries proxied requests to Azure: hyper connections over rustls (the
+//! platform's certificate verifier) in a pool per serving thread ([`pool`]). Requests and
+//! answers stay `http` types from the client's connection to Azure's: no URL re-parsing, header
+//! map copies or redirect machinery per request. WebSocket handshakes go on connections of
+//! their own (HTTP/1.1 only, never pooled), counted by the [`WebSockets`] every worker's client
+//! shares.
+
+mod pool;
+
+pub(crate) use pool::PooledBody;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Either, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,19 +24,22 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// What comes back: Azure's body as it arrives, or one already read (e.g. a 401 inspected to
 /// decide on a token refresh).
-pub(crate) type ResponseBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub(crate) type ResponseBody = Either<PooledBody, Full<Bytes>>;
 /// One answer from Azure.
 pub(crate) type Response = http::Response<ResponseBody>;
 /// A failure to get an answer (connect, TLS, the connection closing early, a body error).
-pub(crate) type Error = hyper_util::client::legacy::Error;
+pub(crate) type Error = pool::Error;
 
-/// A pooled client; clones share the pool, and cost one reference count (a request handler
-/// gets its own clone).
+/// A serving thread's client; clones share its connections, and cost one reference count (a
+/// request handler gets its own clone).
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: std::sync::Arc<
-        hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, RequestBody>,
-    >,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Arc<pool::Pool>,
     /// TLS with ALPN `http/1.1` only: a WebSocket upgrade needs HTTP/1.1.
     upgrades: HttpsConnector<HttpConnector>,
     websockets: Arc<WebSockets>,
@@ -57,15 +64,11 @@ const OPEN_WEBSOCKETS: &str = "entra_proxy_open_websockets";
 /// end — before the serving thread stops.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-/// Idle connections kept per backend host.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
-
 impl Client {
-    /// A client with its own connection pool: TLS via rustls and the platform's trust store,
+    /// A client with its own connections: TLS via rustls and the platform's trust store,
     /// HTTP/2 when Azure offers it (ALPN), HTTP/1.1 otherwise; plain http only for endpoints
-    /// configured as such (the local emulator).
+    /// configured as such (the local emulator). Its connections' tasks run on the thread that
+    /// sends the requests.
     pub fn new(connect_timeout: Duration) -> Result<Client, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -78,12 +81,7 @@ impl Client {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+        let pool = Arc::new(pool::Pool::new(https));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
@@ -95,21 +93,28 @@ impl Client {
             .enable_http1()
             .wrap_connector(http);
         Ok(Client {
-            inner: std::sync::Arc::new(inner),
-            upgrades,
-            websockets: WebSockets::new(),
+            inner: Arc::new(Inner {
+                pool,
+                upgrades,
+                websockets: WebSockets::new(),
+            }),
         })
     }
 
     /// This client, counting its WebSockets in `websockets` (shared with the other workers').
-    pub fn with_websockets(mut self, websockets: Arc<WebSockets>) -> Client {
-        self.websockets = websockets;
-        self
+    pub fn with_websockets(self, websockets: Arc<WebSockets>) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                pool: self.inner.pool.clone(),
+                upgrades: self.inner.upgrades.clone(),
+                websockets,
+            }),
+        }
     }
 
     /// The WebSockets this client counts.
     pub fn websockets(&self) -> &Arc<WebSockets> {
-        &self.websockets
+        &self.inner.websockets
     }
 
     /// Sends a WebSocket handshake (origin-form `request` to `uri`'s host) on a new HTTP/1.1
@@ -119,19 +124,20 @@ impl Client {
         &self,
         uri: http::Uri,
         request: http::Request<http_body_util::Empty<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+    ) -> Result<http::Response<PooledBody>, BoxError> {
         use tower::ServiceExt as _;
-        let io = self.upgrades.clone().oneshot(uri).await?;
+        let io = self.inner.upgrades.clone().oneshot(uri).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        Ok(sender.send_request(request).await?)
+        let answer = sender.send_request(request).await?;
+        Ok(answer.map(PooledBody::unpooled))
     }
 
     /// Sends one request (absolute URI); resolves when Azure's answer head has arrived.
     pub async fn send(&self, request: http::Request<RequestBody>) -> Result<Response, Error> {
-        let response = self.inner.request(request).await?;
+        let response = self.inner.pool.send(request).await?;
         Ok(response.map(Either::Left))
     }
 }
