@@ -93,7 +93,7 @@ pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
     Ok(Usage {
         prompt,
         completion,
-        total: total.unwrap_or(prompt + completion),
+        total: total.unwrap_or(prompt.saturating_add(completion)),
         cached: detail(
             &["prompt_tokens_details", "input_tokens_details"],
             "cached_tokens",

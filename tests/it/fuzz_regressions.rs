@@ -1,5 +1,6 @@
 //! Inputs the fuzz targets and property tests (fuzz/, tests/it/properties.rs) found mishandled,
-//! each kept as a test of the fixed behaviour.
+//! or that were spotted while writing their reference checks, each kept as a test of the fixed
+//! behaviour.
 
 use entra_proxy::config::normalize_endpoint;
 
@@ -201,4 +202,16 @@ fn an_encoded_newline_in_an_endpoint_base_path_survives_normalization() {
     );
     let twice = normalize_endpoint(once.base.as_str()).unwrap();
     assert_eq!(twice.base, once.base);
+}
+
+#[test]
+fn usage_counts_too_large_to_add_give_the_largest_total() {
+    // `total_tokens` missing is prompt + completion, which overflowed (a panic with overflow
+    // checks, a wrapped, tiny charge without).
+    use entra_proxy::forward::usage::{SseMeter, json_usage};
+    let body = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#;
+    assert_eq!(json_usage(body).map(|u| u.total), Ok(u64::MAX));
+    let mut m = SseMeter::new(true);
+    m.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551615,\"completion_tokens\":2}}\n\n");
+    assert_eq!(m.result(true).map(|u| u.total), Ok(u64::MAX));
 }
