@@ -215,3 +215,19 @@ fn usage_counts_too_large_to_add_give_the_largest_total() {
     m.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551615,\"completion_tokens\":2}}\n\n");
     assert_eq!(m.result(true).map(|u| u.total), Ok(u64::MAX));
 }
+
+#[test]
+fn a_query_key_is_read_whole_when_it_holds_an_equals_sign_and_an_escape() {
+    // A value with `%` or `+` was decoded as a name, which ends at `=`: `k%2B1=x` was read as
+    // the key `k+1`. Without an escape the same value was read whole, `=` included.
+    use entra_proxy::inbound::query::credential;
+    assert_eq!(
+        credential(Some("api-key=k%2B1=x")).as_deref(),
+        Some("k+1=x")
+    );
+    assert_eq!(credential(Some("api-key=k1=x")).as_deref(), Some("k1=x"));
+    assert_eq!(
+        credential(Some("subscription-key==abc+")).as_deref(),
+        Some("=abc ")
+    );
+}
