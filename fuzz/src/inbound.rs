@@ -192,8 +192,15 @@ fn check_query_and_subprotocols(query: Option<&str>, headers: &HeaderMap) {
             .collect();
         (!kept.is_empty()).then(|| kept.join("&"))
     });
-    assert_eq!(forwarded.as_deref(), expected.flatten().as_deref(), "forwarded query of {query:?}");
-    assert_eq!(q::has_credential(query), query.is_some_and(|q| q.split('&').any(credential_part)));
+    assert_eq!(
+        forwarded.as_deref(),
+        expected.flatten().as_deref(),
+        "forwarded query of {query:?}"
+    );
+    assert_eq!(
+        q::has_credential(query),
+        query.is_some_and(|q| q.split('&').any(credential_part))
+    );
     let masked = query.map(|query| q::Masked(query).to_string());
     if let Some(query) = query {
         let masked = masked.as_deref().unwrap();
@@ -211,11 +218,12 @@ fn check_query_and_subprotocols(query: Option<&str>, headers: &HeaderMap) {
             let Some((_, value)) = part.split_once('=') else {
                 continue;
             };
-            if value.len() >= 8
-                && !value.contains(['*', '='])
-                && query.matches(value).count() == 1
+            if value.len() >= 8 && !value.contains(['*', '=']) && query.matches(value).count() == 1
             {
-                assert!(!masked.contains(value), "the log line shows the key {value:?}: {masked}");
+                assert!(
+                    !masked.contains(value),
+                    "the log line shows the key {value:?}: {masked}"
+                );
                 assert!(
                     !forwarded.as_deref().unwrap_or_default().contains(value),
                     "the key {value:?} is forwarded"
@@ -223,7 +231,11 @@ fn check_query_and_subprotocols(query: Option<&str>, headers: &HeaderMap) {
             }
         }
     }
-    assert_eq!(q::credential(query).map(|c| c.into_owned()), query_key(query), "key in {query:?}");
+    assert_eq!(
+        q::credential(query).map(|c| c.into_owned()),
+        query_key(query),
+        "key in {query:?}"
+    );
 
     // The subprotocols offered upstream: the client's minus any carrying a key, in order, and
     // a valid header value once joined.
@@ -237,11 +249,20 @@ fn check_query_and_subprotocols(query: Option<&str>, headers: &HeaderMap) {
     if !upstream.is_empty() {
         assert!(HeaderValue::from_str(&upstream.join(", ")).is_ok());
     }
-    assert_eq!(subprotocol::key(headers).map(str::to_string), subprotocol_key(headers));
+    assert_eq!(
+        subprotocol::key(headers).map(str::to_string),
+        subprotocol_key(headers)
+    );
     if let Some(k) = subprotocol_key(headers) {
         let joined = upstream.join(", ");
-        if !offered(headers).iter().any(|p| !p.starts_with(KEY_PREFIX) && p.contains(&k)) {
-            assert!(!joined.contains(&k), "the subprotocol key goes upstream: {joined}");
+        if !offered(headers)
+            .iter()
+            .any(|p| !p.starts_with(KEY_PREFIX) && p.contains(&k))
+        {
+            assert!(
+                !joined.contains(&k),
+                "the subprotocol key goes upstream: {joined}"
+            );
         }
     }
 }
@@ -318,10 +339,7 @@ pub fn check(data: &[u8]) {
         .block_on(setup.auth.authenticate_request(&headers, query));
     match &result {
         Ok(Caller::VirtualKey { name, .. }) => {
-            assert!(
-                presents(VIRTUAL_KEY),
-                "accepted an unknown key as {name}"
-            );
+            assert!(presents(VIRTUAL_KEY), "accepted an unknown key as {name}");
             assert_eq!(&**name, "team-a");
         }
         Ok(Caller::LegacyKey { name, .. }) => {
@@ -382,7 +400,10 @@ pub fn check(data: &[u8]) {
             }
             for k in [&from_query, &from_subprotocol].into_iter().flatten() {
                 if distinctive(k) {
-                    assert!(!text.contains(k.as_str()), "error text echoes the key: {text}");
+                    assert!(
+                        !text.contains(k.as_str()),
+                        "error text echoes the key: {text}"
+                    );
                 }
             }
             if let AuthError::UnknownKey(source) = e {

@@ -43,7 +43,10 @@ pub fn reference_usage(usage: &Value) -> Result<Usage, Fallback> {
     let map = usage.as_object().ok_or(bad)?;
     let count = |v: &Value| v.as_u64().ok_or(bad);
     let first = |names: [&str; 2]| -> Result<Option<u64>, Fallback> {
-        match names.iter().find_map(|n| map.get(*n).filter(|v| !v.is_null())) {
+        match names
+            .iter()
+            .find_map(|n| map.get(*n).filter(|v| !v.is_null()))
+        {
             Some(v) => count(v).map(Some),
             None => Ok(None),
         }
@@ -444,10 +447,18 @@ pub fn check_sse(data: &[u8]) {
         assert_eq!(client, stream, "the client got other bytes than Azure sent");
     }
     let (usage, seen) = meter.result(true);
-    assert_eq!(usage, r.usage.unwrap_or(Err(Fallback::NoUsage)), "usage at the end");
+    assert_eq!(
+        usage,
+        r.usage.unwrap_or(Err(Fallback::NoUsage)),
+        "usage at the end"
+    );
     assert_eq!(seen, r.seen, "completion tokens counted from the deltas");
     let (broken, _) = meter.result(false);
-    assert_eq!(broken, r.usage.unwrap_or(Err(Fallback::EndedEarly)), "usage of a broken stream");
+    assert_eq!(
+        broken,
+        r.usage.unwrap_or(Err(Fallback::EndedEarly)),
+        "usage of a broken stream"
+    );
 }
 
 const JSON_TYPES: [&str; 4] = [
@@ -472,11 +483,17 @@ pub fn check_json(data: &[u8]) {
         f[1]
     };
     let mut meter = Meter::for_content_type(content_type, hide).expect("JSON is metered");
-    assert!(matches!(meter, Meter::Json { .. }), "{content_type} read as JSON");
+    assert!(
+        matches!(meter, Meter::Json { .. }),
+        "{content_type} read as JSON"
+    );
     assert!(!meter.rewrites());
     let mut client = Vec::new();
     for frame in chunks(f[0], body) {
-        assert!(meter.feed(frame).is_none(), "a JSON answer is never rewritten");
+        assert!(
+            meter.feed(frame).is_none(),
+            "a JSON answer is never rewritten"
+        );
         client.extend_from_slice(frame);
     }
     assert_eq!(client, body);
