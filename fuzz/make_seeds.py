@@ -55,6 +55,16 @@ write("inbound", "entra_other_tenant", bytes([0x0a]), "", f"Bearer {jwt(HDR, oth
 write("inbound", "entra_hs256", bytes([0x0a]), "", f"Bearer {jwt(dict(HDR, alg='HS256'), BASE)}", "")
 write("inbound", "entra_bad_json", bytes([0x0a]), "", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJub3QganNvbg.c2ln", "")
 
+# inbound with a query string (0x20) and WebSocket subprotocols (0x40, values separated by LF)
+write("inbound", "query_api_key", bytes([0x20]), "", "", "", "api-version=2024-10-21&api-key=ep-virtual-Key-0123456789", "")
+write("inbound", "query_subscription_key", bytes([0x20]), "", "", "", "Subscription-Key=0123456789abcdef0123456789ABCDEF&deployment=gpt-4o", "")
+write("inbound", "query_encoded", bytes([0x20]), "", "", "", "api%2Dkey=ep-virtual-Key-0123456789%3D&x=a+b&subscription-key=", "")
+write("inbound", "query_blank_then_key", bytes([0x23]), "", "", "", "api-key=+&API-KEY=ep-expired-Key-9876543210&&", "")
+write("inbound", "query_and_header", bytes([0x24]), "nope-Key-0123456789", "", "", "api-key=ep-virtual-Key-0123456789", "")
+write("inbound", "subprotocol_key", bytes([0x40]), "", "", "", "", "realtime, openai-insecure-api-key.ep-virtual-Key-0123456789, openai-beta.realtime-v1")
+write("inbound", "subprotocol_values", bytes([0x41]), "", "", "", "", "realtime\nopenai-insecure-api-key.\nopenai-insecure-api-key.wrong-Key-12345678")
+write("inbound", "query_and_subprotocol", bytes([0x62]), "", "", "", "deployment=gpt-4o-realtime&api-key=", "openai-insecure-api-key.0123456789abcdef0123456789ABCDEF,realtime")
+
 # jwt: selector (wrap<<1, target, offset h, offset m), header JSON, claims JSON, signature, now
 def jwt_seed(name, claims, sel=bytes([0, 0, 24, 0]), header=HDR, sig="c2lnbmF0dXJlLW5ldmVyLXNob3du", now=b""):
     write("jwt", name, sel, json.dumps(header), json.dumps(claims), sig, now)
@@ -217,3 +227,60 @@ for name, (status, body) in samples.items():
 write("azure_error", "retry_after_date", bytes([4, 0, 0, 0, 0, 128, 0, 1]), "Thu, 02 Jan 2025 10:05:00 GMT", samples["throttled"][1], "")
 write("azure_error", "retry_after_ms", bytes([4, 0, 0, 2, 0, 128, 0, 1]), "1500ms", "{}", "")
 write("azure_error", "regional", bytes([0, 0, 0, 2, 0, 0, 1, 0]), "", samples["token_401"][1], claims)
+
+# sse_usage: selector (bit 0: include_usage injected, so the usage-only chunk is hidden; bits 1-2:
+# content type spelling), chunk lengths (each byte b: b - 1 bytes), stream.
+# json_usage: the same, for a JSON answer (bits 3-7 all set: after 1 MiB of whitespace).
+def event(obj, name=None):
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+def chunk(content, first=False, last=False):
+    delta = {"content": content}
+    if first:
+        delta["role"] = "assistant"
+    return {"choices": [{"delta": delta, "finish_reason": "stop" if last else None, "index": 0, "logprobs": None}],
+            "created": NOW, "id": "chatcmpl-1", "model": "gpt-4o", "object": "chat.completion.chunk", "system_fingerprint": "fp_1"}
+
+USAGE = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14, "prompt_tokens_details": {"cached_tokens": 2}}
+chat_stream = event(chunk("Hello", first=True)) + event(chunk(" world, how are you", last=True))
+usage_chunk = event({"choices": [], "created": NOW, "id": "chatcmpl-1", "model": "gpt-4o", "object": "chat.completion.chunk", "usage": USAGE})
+done = "data: [DONE]\n\n"
+resp_usage = {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4, "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+responses_stream = (event({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "status": "in_progress", "usage": None}}, "response.created")
+    + event({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "delta": "Hi"}, "response.output_text.delta")
+    + event({"type": "response.completed", "sequence_number": 2, "response": {"id": "resp_1", "status": "completed", "usage": resp_usage}}, "response.completed"))
+completion_stream = event({"choices": [{"text": "Hi there", "index": 0, "finish_reason": None}], "object": "text_completion"}) + done
+for name, sel, splits, stream in [
+    ("chat_hidden", 1, bytes([2, 6, 14, 255]), chat_stream + usage_chunk + done),
+    ("chat_hidden_crlf", 3, bytes([8]), (chat_stream + usage_chunk + done).replace("\n", "\r\n")),
+    ("chat_asked_for_usage", 0, bytes([1 + 7]), chat_stream + usage_chunk + done),
+    ("chat_no_usage", 1, b"", chat_stream + done),
+    ("chat_cut_in_usage", 1, bytes([30]), chat_stream + usage_chunk[:40]),
+    ("chat_usage_no_blank", 5, bytes([1 + 1, 1 + 3]), chat_stream + usage_chunk.rstrip("\n")),
+    ("responses", 1, bytes([17]), responses_stream),
+    ("completions", 6, bytes([1]), completion_stream),
+    ("comments_and_ids", 1, bytes([5]), ": keep-alive\n\nid: 7\nretry: 100\n" + usage_chunk + "data:" + json.dumps({"choices": [], "usage": None}) + "\n\n"),
+    ("malformed_usage", 1, bytes([100]), event({"choices": [], "usage": {"prompt_tokens": "ten"}}) + event({"choices": [], "usage": {"total_tokens": -1}})),
+    ("big_numbers", 0, b"", event({"choices": [], "usage": {"prompt_tokens": 18446744073709551615, "completion_tokens": 1}})),
+]:
+    write("sse_usage", name, bytes([sel]), splits, stream)
+
+chat_json = {"choices": [{"finish_reason": "stop", "index": 0, "message": {"content": "Hello", "role": "assistant"}}],
+             "id": "chatcmpl-1", "model": "gpt-4o", "object": "chat.completion",
+             "usage": dict(USAGE, completion_tokens_details={"reasoning_tokens": 1})}
+for name, sel, splits, body in [
+    ("chat", 0, bytes([9]), json.dumps(chat_json)),
+    ("embeddings", 2, b"", json.dumps({"data": [{"embedding": [0.1, -0.2], "index": 0}], "usage": {"prompt_tokens": 4, "total_tokens": 4}})),
+    ("responses", 4, bytes([3, 200]), json.dumps({"id": "resp_1", "output": [], "usage": resp_usage})),
+    ("no_usage", 1, b"", json.dumps({"id": 1})),
+    ("null_usage", 0, b"", json.dumps({"usage": None})),
+    ("malformed", 0, b"", json.dumps({"usage": {"prompt_tokens": "ten"}})),
+    ("negative", 0, b"", json.dumps({"usage": {"total_tokens": -1}})),
+    ("overflow", 0, b"", json.dumps({"usage": {"prompt_tokens": 18446744073709551615, "completion_tokens": 1}})),
+    ("array", 0, b"", json.dumps([{"usage": {"total_tokens": 1}}])),
+    ("html", 0, b"", "<html><body>502 Bad Gateway</body></html>"),
+    ("cut", 0, bytes([5]), json.dumps(chat_json)[:50]),
+    ("too_large", 0xf8, b"", json.dumps(chat_json)),
+]:
+    write("json_usage", name, bytes([sel]), splits, body)

@@ -9,6 +9,7 @@ pub mod config;
 pub mod inbound;
 pub mod jwt;
 pub mod routing;
+pub mod usage;
 
 /// Splits an input into a selector — its first `sel_len` bytes, zero-padded, which pick the
 /// config, target or wrapping — and `n` fields: the rest split at NUL bytes (missing fields are

@@ -95,7 +95,7 @@ pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
     Ok(Usage {
         prompt,
         completion,
-        total: total.unwrap_or(prompt + completion),
+        total: total.unwrap_or(prompt.saturating_add(completion)),
         cached: detail(
             &[
                 "prompt_tokens_details",
@@ -486,7 +486,8 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 
 /// How an answer's body is read.
 #[derive(Debug)]
-pub(super) enum Meter {
+#[doc(hidden)] // public for the fuzz targets
+pub enum Meter {
     /// Teed up to [`JSON_TEE_LIMIT`] bytes.
     Json {
         buf: Vec<u8>,
@@ -497,7 +498,7 @@ pub(super) enum Meter {
 
 impl Meter {
     /// The meter for an answer of `content_type`, if it is JSON or SSE.
-    pub(super) fn for_content_type(content_type: &str, hide_usage_chunk: bool) -> Option<Meter> {
+    pub fn for_content_type(content_type: &str, hide_usage_chunk: bool) -> Option<Meter> {
         let ct = content_type.trim().to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
             Some(Meter::Sse(SseMeter::new(hide_usage_chunk)))
@@ -512,11 +513,11 @@ impl Meter {
     }
 
     /// Whether the meter changes the body (so its length is not Azure's).
-    pub(super) fn rewrites(&self) -> bool {
+    pub fn rewrites(&self) -> bool {
         matches!(self, Meter::Sse(s) if s.hide_usage_chunk)
     }
 
-    fn feed(&mut self, data: &[u8]) -> Option<Bytes> {
+    pub fn feed(&mut self, data: &[u8]) -> Option<Bytes> {
         match self {
             Meter::Json { buf, too_large } => {
                 if !*too_large && buf.len() + data.len() <= JSON_TEE_LIMIT {
@@ -547,7 +548,7 @@ impl Meter {
     }
 
     /// The usage (or the fallback and the completion tokens seen).
-    fn result(&self, ended: bool) -> (Result<Usage, Fallback>, u64) {
+    pub fn result(&self, ended: bool) -> (Result<Usage, Fallback>, u64) {
         match self {
             Meter::Json {
                 too_large: true, ..

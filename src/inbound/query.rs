@@ -48,12 +48,12 @@ pub fn credential(query: Option<&str>) -> Option<Cow<'_, str>> {
     let (_, raw) = pairs(query).find(|(n, _)| is_credential(n))?;
     let raw = raw.unwrap_or_default();
     let value = if raw.contains(['%', '+']) {
-        let mut parsed = url::form_urlencoded::parse(raw.as_bytes());
-        // `parse` splits on '=' as well; the whole value is the key of the only pair.
+        // Decoded as the value of a pair, so an `=` in it is kept (a name would end there).
+        let pair = format!("={raw}");
         Cow::Owned(
-            parsed
+            url::form_urlencoded::parse(pair.as_bytes())
                 .next()
-                .map(|(k, _)| k.into_owned())
+                .map(|(_, v)| v.into_owned())
                 .unwrap_or_default(),
         )
     } else {

@@ -115,7 +115,10 @@ impl Admitted {
             (None, Some(q)) => (q, self.standing.quota),
             (None, None) => return None,
         };
-        Some((limit, limit.saturating_sub(used + self.estimate)))
+        Some((
+            limit,
+            limit.saturating_sub(used.saturating_add(self.estimate)),
+        ))
     }
 }
 

@@ -28,14 +28,16 @@ impl Window {
     /// What was used in the window ending at `now`.
     pub fn used(&mut self, now: i64) -> u64 {
         self.prune(now);
-        self.buckets.iter().map(|(_, n)| n).sum()
+        self.buckets
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
     }
 
     /// Adds `amount` at `now`.
     pub fn add(&mut self, now: i64, amount: u64) {
         self.prune(now);
         match self.buckets.back_mut() {
-            Some((sec, n)) if *sec >= now => *n += amount,
+            Some((sec, n)) if *sec >= now => *n = n.saturating_add(amount),
             _ => self.buckets.push_back((now, amount)),
         }
     }
@@ -50,10 +52,11 @@ impl Window {
 /// Seconds from `now` until the use in `buckets` (oldest first, `(second, amount)`) falls
 /// below `limit` as buckets leave the window; at least 1.
 pub fn retry_after(buckets: impl Iterator<Item = (i64, u64)> + Clone, now: i64, limit: u64) -> u64 {
-    let mut used: u64 = buckets.clone().map(|(_, n)| n).sum();
+    // Summed wide: 60 buckets of any u64 fit, so no sum saturates and misleads the subtraction.
+    let mut used: u128 = buckets.clone().map(|(_, n)| u128::from(n)).sum();
     for (sec, n) in buckets {
-        used = used.saturating_sub(n);
-        if used < limit {
+        used -= u128::from(n);
+        if used < u128::from(limit) {
             return (sec + WINDOW_SECS - now).max(1) as u64;
         }
     }

@@ -1,5 +1,6 @@
 //! Inputs the fuzz targets and property tests (fuzz/, tests/it/properties.rs) found mishandled,
-//! each kept as a test of the fixed behaviour.
+//! or that were spotted while writing their reference checks, each kept as a test of the fixed
+//! behaviour.
 
 use entra_proxy::config::normalize_endpoint;
 
@@ -201,4 +202,67 @@ fn an_encoded_newline_in_an_endpoint_base_path_survives_normalization() {
     );
     let twice = normalize_endpoint(once.base.as_str()).unwrap();
     assert_eq!(twice.base, once.base);
+}
+
+#[test]
+fn a_query_key_is_read_whole_when_it_holds_an_equals_sign_and_an_escape() {
+    // A value with `%` or `+` was decoded as a name, which ends at `=`: `k%2B1=x` was read as
+    // the key `k+1`. Without an escape the same value was read whole, `=` included.
+    use entra_proxy::inbound::query::credential;
+    assert_eq!(
+        credential(Some("api-key=k%2B1=x")).as_deref(),
+        Some("k+1=x")
+    );
+    assert_eq!(credential(Some("api-key=k1=x")).as_deref(), Some("k1=x"));
+    assert_eq!(
+        credential(Some("subscription-key==abc+")).as_deref(),
+        Some("=abc ")
+    );
+}
+
+#[test]
+fn usage_counts_too_large_to_add_give_the_largest_total() {
+    // `total_tokens` missing is prompt + completion, which overflowed (a panic with overflow
+    // checks, a wrapped, tiny charge without).
+    use entra_proxy::forward::usage::{SseMeter, json_usage};
+    let body = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#;
+    assert_eq!(json_usage(body).map(|u| u.total), Ok(u64::MAX));
+    let mut m = SseMeter::new(true);
+    m.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551615,\"completion_tokens\":2}}\n\n");
+    assert_eq!(m.result(true).map(|u| u.total), Ok(u64::MAX));
+}
+
+#[test]
+fn a_limit_window_holding_more_tokens_than_a_u64_stays_full() {
+    // Charging a key twice near u64::MAX tokens in one window overflowed its sums (a panic
+    // with overflow checks; without them the window wrapped to nearly empty and admitted).
+    use entra_proxy::config::KeyBudget;
+    use entra_proxy::limits::memory::MemoryStore;
+    use entra_proxy::limits::{Admitted, Refusal, Verdict};
+    let store = MemoryStore::default();
+    let budget = KeyBudget {
+        tokens_per_minute: Some(1000),
+        ..KeyBudget::default()
+    };
+    let t = 1_773_900_000;
+    let Verdict::Admitted(standing) = store.admit("k", &budget, t) else {
+        panic!("the first request is admitted")
+    };
+    store.charge("k", &budget, t, u64::MAX);
+    store.charge("k", &budget, t, u64::MAX);
+    store.charge("k", &budget, t + 1, 5);
+    assert_eq!(store.peek("k", &budget, t + 1).tokens, u64::MAX);
+    assert_eq!(
+        store.admit("k", &budget, t + 2),
+        Verdict::Refused(Refusal::Tokens { retry_after: 58 })
+    );
+    let full = Admitted {
+        budget,
+        standing: entra_proxy::limits::Standing {
+            tokens: u64::MAX,
+            ..standing
+        },
+        estimate: 10,
+    };
+    assert_eq!(full.tokens(), Some((1000, 0)));
 }

@@ -1,5 +1,6 @@
 //! Properties of the pure pieces of the request path, over generated inputs: when a cached token
-//! is refreshed, how a pasted endpoint is normalized, and how request paths are decoded.
+//! is refreshed, how a pasted endpoint is normalized, how request paths are decoded, and the
+//! arithmetic of key limits (the 60 s window, Retry-After, calendar quota periods).
 
 use entra_proxy::config::normalize_endpoint;
 use entra_proxy::identity::{expiry_margin, refresh_at};
@@ -173,5 +174,220 @@ proptest! {
                 rest: vec!["chat".into(), "completions".into()],
             }
         );
+    }
+}
+
+// --- Limits: the 60 s sliding window, Retry-After and calendar quota periods (UTC). ---
+
+mod limits {
+    use entra_proxy::config::{KeyBudget, QuotaPeriod};
+    use entra_proxy::limits::memory::MemoryStore;
+    use entra_proxy::limits::window::{WINDOW_SECS, period_bounds};
+    use entra_proxy::limits::{Admitted, Refusal, Verdict};
+    use proptest::prelude::*;
+
+    /// 2026-03-19T06:00:00Z.
+    const T0: i64 = 1_773_900_000;
+
+    /// Steps between calls: mostly within a window, sometimes past one.
+    fn step() -> impl Strategy<Value = i64> {
+        prop_oneof![4 => 0i64..3, 2 => 0i64..30, 1 => 55i64..66, 1 => 0i64..200]
+    }
+
+    /// Token counts an answer may report: around the limits generated, or absurd.
+    fn tokens() -> impl Strategy<Value = Option<u64>> {
+        prop_oneof![
+            2 => Just(None),
+            4 => (0u64..10_000).prop_map(Some),
+            1 => Just(Some(u64::MAX)),
+            1 => ((u64::MAX / 2)..=u64::MAX).prop_map(Some),
+        ]
+    }
+
+    /// What the reference counts in the window ending at `now`: events after `now - 60`.
+    fn in_window(events: &[(i64, u64)], now: i64) -> u64 {
+        events
+            .iter()
+            .filter(|(t, _)| *t > now - WINDOW_SECS && *t <= now)
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
+    }
+
+    /// The first second from `now` on at which `events` (none added meanwhile) use less than
+    /// `limit` in the window.
+    fn frees_at(events: &[(i64, u64)], now: i64, limit: u64) -> i64 {
+        (now..=now + WINDOW_SECS)
+            .find(|t| in_window(events, *t) < limit)
+            .unwrap_or(now + WINDOW_SECS)
+    }
+
+    fn period() -> impl Strategy<Value = QuotaPeriod> {
+        prop_oneof![
+            Just(QuotaPeriod::Hour),
+            Just(QuotaPeriod::Day),
+            Just(QuotaPeriod::Week),
+            Just(QuotaPeriod::Month),
+        ]
+    }
+
+    /// 1970 .. 2100, in seconds.
+    fn unix() -> impl Strategy<Value = i64> {
+        0i64..4_102_444_800
+    }
+
+    proptest! {
+        #[test]
+        fn no_window_of_sixty_seconds_admits_more_requests_than_the_limit(
+            limit in 1u32..12,
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let store = MemoryStore::default();
+            let budget = KeyBudget { requests_per_minute: Some(limit), ..KeyBudget::default() };
+            let limit = u64::from(limit);
+            let mut admitted: Vec<(i64, u64)> = Vec::new();
+            let mut now = T0;
+            for step in steps {
+                now += step;
+                let before = in_window(&admitted, now);
+                match store.admit("k", &budget, now) {
+                    Verdict::Admitted(standing) => {
+                        prop_assert!(before < limit, "admitted with {before} of {limit} used");
+                        admitted.push((now, 1));
+                        prop_assert_eq!(standing.requests, before + 1);
+                        let a = Admitted { budget, standing, estimate: 0 };
+                        let (l, remaining) = a.requests().unwrap();
+                        prop_assert_eq!(l, limit);
+                        prop_assert_eq!(remaining, limit - (before + 1));
+                    }
+                    Verdict::Refused(Refusal::Requests { retry_after }) => {
+                        prop_assert!(before >= limit, "refused with {before} of {limit} used");
+                        prop_assert!((1..=WINDOW_SECS as u64).contains(&retry_after));
+                        // Exactly when the window next has room: not a second later or earlier.
+                        let frees = frees_at(&admitted, now, limit);
+                        prop_assert_eq!(now + retry_after as i64, frees.max(now + 1));
+                    }
+                    Verdict::Refused(other) => {
+                        return Err(TestCaseError::fail(format!("refused for {other:?}")));
+                    }
+                }
+                // Every window of 60 s holds at most `limit` admissions.
+                for (t, _) in &admitted {
+                    prop_assert!(in_window(&admitted, *t) <= limit);
+                }
+                prop_assert_eq!(store.peek("k", &budget, now).requests, in_window(&admitted, now));
+            }
+        }
+
+        #[test]
+        fn tokens_are_admitted_only_below_the_limit_and_retry_after_says_when(
+            limit in 1u64..5_000,
+            steps in proptest::collection::vec((step(), tokens()), 1..80),
+            estimate in 0u64..10_000,
+        ) {
+            let store = MemoryStore::default();
+            let budget = KeyBudget { tokens_per_minute: Some(limit), ..KeyBudget::default() };
+            let mut charged: Vec<(i64, u64)> = Vec::new();
+            let mut now = T0;
+            for (step, charge) in steps {
+                now += step;
+                let used = in_window(&charged, now);
+                match store.admit("k", &budget, now) {
+                    Verdict::Admitted(standing) => {
+                        prop_assert!(used < limit, "admitted with {used} of {limit} tokens used");
+                        prop_assert_eq!(standing.tokens, used);
+                        let a = Admitted { budget, standing, estimate };
+                        let (l, remaining) = a.tokens().unwrap();
+                        prop_assert_eq!(l, limit);
+                        prop_assert!(remaining <= limit);
+                        prop_assert_eq!(remaining, limit.saturating_sub(used.saturating_add(estimate)));
+                    }
+                    Verdict::Refused(Refusal::Tokens { retry_after }) => {
+                        prop_assert!(used >= limit, "refused with {used} of {limit} tokens used");
+                        prop_assert!((1..=WINDOW_SECS as u64).contains(&retry_after));
+                        let frees = frees_at(&charged, now, limit);
+                        prop_assert_eq!(now + retry_after as i64, frees.max(now + 1));
+                    }
+                    Verdict::Refused(other) => {
+                        return Err(TestCaseError::fail(format!("refused for {other:?}")));
+                    }
+                }
+                if let Some(n) = charge {
+                    store.charge("k", &budget, now, n);
+                    charged.push((now, n));
+                }
+                prop_assert_eq!(store.peek("k", &budget, now).tokens, in_window(&charged, now));
+            }
+        }
+
+        #[test]
+        fn a_quota_period_holds_now_starts_on_its_calendar_boundary_and_resets_after_now(
+            p in period(),
+            now in unix(),
+        ) {
+            let (start, end) = period_bounds(p, now);
+            prop_assert!(start <= now && now < end, "{now} not in [{start}, {end})");
+            let day = 86_400;
+            let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
+            match p {
+                QuotaPeriod::Hour => {
+                    prop_assert_eq!(start % 3_600, 0);
+                    prop_assert_eq!(end - start, 3_600);
+                }
+                QuotaPeriod::Day => {
+                    prop_assert_eq!(start % day, 0);
+                    prop_assert_eq!(end - start, day);
+                }
+                QuotaPeriod::Week => {
+                    prop_assert_eq!(start % day, 0);
+                    prop_assert_eq!(t(start).weekday(), time::Weekday::Monday);
+                    prop_assert_eq!(end - start, 7 * day);
+                }
+                QuotaPeriod::Month => {
+                    prop_assert_eq!(start % day, 0);
+                    prop_assert_eq!(t(start).day(), 1);
+                    prop_assert_eq!(t(end).day(), 1);
+                    prop_assert_eq!(t(start).month().next(), t(end).month());
+                    prop_assert!((28 * day..=31 * day).contains(&(end - start)));
+                }
+            }
+            // The next period starts where this one ends; its last second is still this one.
+            prop_assert_eq!(period_bounds(p, end - 1), (start, end));
+            prop_assert_eq!(period_bounds(p, end).0, end);
+            prop_assert_eq!(period_bounds(p, start), (start, end));
+        }
+
+        #[test]
+        fn quota_periods_never_go_back_as_time_goes_on(
+            p in period(),
+            a in unix(),
+            later in 0i64..100_000_000,
+        ) {
+            let (s1, e1) = period_bounds(p, a);
+            let (s2, e2) = period_bounds(p, a + later);
+            prop_assert!(s1 <= s2 && e1 <= e2);
+            prop_assert_eq!(a + later < e1, (s1, e1) == (s2, e2));
+        }
+
+        #[test]
+        fn a_used_quota_refuses_until_its_period_ends_then_admits(
+            p in period(),
+            now in unix(),
+            quota in 1u64..1_000,
+            over in 0u64..1_000,
+        ) {
+            let store = MemoryStore::default();
+            let budget = KeyBudget { token_quota: Some(quota), token_quota_period: p, ..KeyBudget::default() };
+            prop_assert!(matches!(store.admit("k", &budget, now), Verdict::Admitted(_)));
+            store.charge("k", &budget, now, quota + over);
+            let (_, end) = period_bounds(p, now);
+            prop_assert_eq!(
+                store.admit("k", &budget, now),
+                Verdict::Refused(Refusal::Quota { resets_at: end })
+            );
+            prop_assert_eq!(
+                store.admit("k", &budget, end - 1),
+                Verdict::Refused(Refusal::Quota { resets_at: end })
+            );
+            prop_assert!(matches!(store.admit("k", &budget, end), Verdict::Admitted(_)));
+        }
     }
 }
