@@ -1026,7 +1026,7 @@ def main():
     ctx.key = "ep-bench-" + secrets.token_urlsafe(24)
     ctx.key_sha256 = hashlib.sha256(ctx.key.encode()).hexdigest()
     ctx.litellm_key = "sk-bench-" + secrets.token_urlsafe(24)
-    # LiteLLM should call Azure "with an api key" (issue 6); the emulator accepts one only when
+    # LiteLLM should call Azure "with an api key"; the emulator accepts one only when
     # its CLI has --resource-key. Without it, LiteLLM sends a minted token (azure_ad_token).
     try:
         emu_help = subprocess.run([ctx.emulator, "--help"], capture_output=True,

@@ -157,7 +157,7 @@ mod tests {
     use crate::cloud::HostKind;
     use crate::config::testing::{DIGEST, err, parse};
 
-    const ISSUE_SHAPE: &str = r#"
+    const README_SHAPE: &str = r#"
 [server]
 listen = "127.0.0.1:8080"
 
@@ -187,7 +187,7 @@ sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
 
     #[test]
     fn accepts_the_documented_shape() {
-        let c = parse(ISSUE_SHAPE).unwrap();
+        let c = parse(README_SHAPE).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(
             c.backends[0].scope.as_str(),
@@ -243,7 +243,7 @@ sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
         assert!(e.contains("is not loopback"), "{e}");
         let c = parse("[server]\nlisten='0.0.0.0:8080'\n[inbound]\nallow_unauthenticated=true\n[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'").unwrap();
         assert!(c.allow_unauthenticated);
-        let c = parse(ISSUE_SHAPE).unwrap();
+        let c = parse(README_SHAPE).unwrap();
         assert!(!c.allow_unauthenticated);
     }
 
