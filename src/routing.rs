@@ -38,6 +38,12 @@ enum V1Op {
     /// Lives under `/openai/{rest…}` (responses, files, batches, …): a `model`, where the
     /// operation has one, is mapped to its deployment in the body.
     Resource,
+    /// `realtime/client_secrets` (GA ephemeral keys): Azure's `/openai/v1/realtime/client_secrets`
+    /// on every backend; `session.model` names the deployment (required).
+    RealtimeClientSecrets,
+    /// `realtime/sessions` (preview ephemeral keys): `/openai/realtimeapi/sessions` with the
+    /// realtime api-version on the deployment API; `model` names the deployment (required).
+    RealtimeSessions,
     /// Not on the deployment API.
     Unsupported,
 }
@@ -64,6 +70,10 @@ const MAPPED_ROOTS: &[&str] = &["responses"];
 fn v1_op(rest: &[&str]) -> V1Op {
     if DEPLOYMENT_OPERATIONS.contains(&rest) {
         V1Op::Deployment
+    } else if rest == ["realtime", "client_secrets"] {
+        V1Op::RealtimeClientSecrets
+    } else if rest == ["realtime", "sessions"] {
+        V1Op::RealtimeSessions
     } else if rest.first().is_some_and(|r| RESOURCE_ROOTS.contains(r)) {
         V1Op::Resource
     } else {
@@ -327,8 +337,26 @@ fn percent_encoding_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Where the JSON body names its model: top-level `model`, or `session.model` (GA realtime
+/// ephemeral keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelField {
+    TopLevel,
+    InSession,
+}
+
 /// The body's `model` field, for OpenAI-style and v1 paths.
 fn body_model(path: &str, body: Option<&Bytes>) -> Result<Option<String>, ProxyError> {
+    body_model_at(path, body, ModelField::TopLevel)
+}
+
+/// The body's model, read from `field`. A `session` that is not an object, or a model that is
+/// not a string, is refused naming the field.
+fn body_model_at(
+    path: &str,
+    body: Option<&Bytes>,
+    field: ModelField,
+) -> Result<Option<String>, ProxyError> {
     let Some(body) = body else {
         return Ok(None);
     };
@@ -346,28 +374,67 @@ fn body_model(path: &str, body: Option<&Bytes>) -> Result<Option<String>, ProxyE
     struct ModelOnly {
         model: Option<serde_json::Value>,
     }
-    let parsed: ModelOnly = serde_json::from_slice(body).map_err(|e| ProxyError::BodyNotJson {
+    #[derive(serde::Deserialize)]
+    struct SessionOnly {
+        session: Option<serde_json::Value>,
+    }
+    let not_json = |e: serde_json::Error| ProxyError::BodyNotJson {
         path: path.to_string(),
         reason: e.to_string(),
-    })?;
-    match parsed.model {
+    };
+    let (name, model) = match field {
+        ModelField::TopLevel => {
+            let parsed: ModelOnly = serde_json::from_slice(body).map_err(not_json)?;
+            ("model", parsed.model)
+        }
+        ModelField::InSession => {
+            let parsed: SessionOnly = serde_json::from_slice(body).map_err(not_json)?;
+            match parsed.session {
+                None => ("session.model", None),
+                Some(serde_json::Value::Object(mut session)) => {
+                    ("session.model", session.remove("model"))
+                }
+                Some(other) => {
+                    return Err(ProxyError::BodyNotJson {
+                        path: path.to_string(),
+                        reason: format!("\"session\" must be an object, got {other}"),
+                    });
+                }
+            }
+        }
+    };
+    match model {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(ProxyError::BodyNotJson {
             path: path.to_string(),
-            reason: format!("\"model\" must be a string, got {other}"),
+            reason: format!("\"{name}\" must be a string, got {other}"),
         }),
     }
 }
 
 /// Rewrites the body's `model` to the deployment name (v1 API shape).
 fn with_model(body: &Bytes, deployment: &str, path: &str) -> Result<Bytes, ProxyError> {
+    with_model_at(body, deployment, path, ModelField::TopLevel)
+}
+
+/// Rewrites the model at `field` to the deployment name; everything else keeps its value.
+fn with_model_at(
+    body: &Bytes,
+    deployment: &str,
+    path: &str,
+    field: ModelField,
+) -> Result<Bytes, ProxyError> {
     let mut v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ProxyError::BodyNotJson {
             path: path.to_string(),
             reason: e.to_string(),
         })?;
-    if let Some(obj) = v.as_object_mut() {
+    let target = match field {
+        ModelField::TopLevel => v.as_object_mut(),
+        ModelField::InSession => v.get_mut("session").and_then(|s| s.as_object_mut()),
+    };
+    if let Some(obj) = target {
         obj.insert("model".into(), serde_json::Value::String(deployment.into()));
     }
     serde_json::to_vec(&v)
@@ -489,12 +556,22 @@ pub fn resolve_payload(
         Plan::OpenAi { rest } => {
             let rest_refs: Vec<&str> = rest.iter().map(String::as_str).collect();
             let op = v1_op(&rest_refs);
+            let field = if op == V1Op::RealtimeClientSecrets {
+                ModelField::InSession
+            } else {
+                ModelField::TopLevel
+            };
             let model = match payload {
                 Payload::Form(m) => m.map(str::to_string),
-                _ => body_model(path, body)?,
+                _ => body_model_at(path, body, field)?,
             };
-            let must_map = op == V1Op::Deployment
-                || rest_refs.first().is_some_and(|r| MAPPED_ROOTS.contains(r));
+            // These operations name a deployment: without a model there is nowhere to send them.
+            let needs_model = matches!(
+                op,
+                V1Op::Deployment | V1Op::RealtimeClientSecrets | V1Op::RealtimeSessions
+            );
+            let must_map =
+                needs_model || rest_refs.first().is_some_and(|r| MAPPED_ROOTS.contains(r));
             let candidates = match &model {
                 Some(m) => match table.lookup(m) {
                     Some(found) => found,
@@ -506,7 +583,7 @@ pub fn resolve_payload(
                     }
                     None => single(table.pick_backend(chosen_backend, path)?, ""),
                 },
-                None if op == V1Op::Deployment => {
+                None if needs_model => {
                     return Err(ProxyError::MissingModel {
                         known: table.model_names.clone(),
                     });
@@ -520,15 +597,20 @@ pub fn resolve_payload(
                     let deployment = (!c.deployment.is_empty()).then(|| c.deployment.clone());
                     let rewritten = || match (&model, body, &deployment) {
                         (Some(m), Some(body), Some(d)) if m != d => {
-                            with_model(body, d, path).map(Some)
+                            with_model_at(body, d, path, field).map(Some)
                         }
                         _ => Ok(None),
                     };
+                    let mut query = query.map(str::to_string);
                     let (segs, api_version, new_body) = match (b.api, op) {
-                        (ApiShape::V1, _) => {
+                        (ApiShape::V1, _) | (ApiShape::Deployments, V1Op::RealtimeClientSecrets) => {
                             let mut segs = vec!["openai", "v1"];
                             segs.extend(rest_refs.iter().copied());
                             (segs, false, rewritten()?)
+                        }
+                        (ApiShape::Deployments, V1Op::RealtimeSessions) => {
+                            query = Some(with_realtime_version(query.as_deref()));
+                            (vec!["openai", "realtimeapi", "sessions"], false, rewritten()?)
                         }
                         (ApiShape::Deployments, V1Op::Deployment) => {
                             let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
@@ -554,7 +636,7 @@ pub fn resolve_payload(
                     };
                     Ok(Route {
                         backend: c.backend,
-                        uri: upstream_uri(b, &segs, query, api_version)?,
+                        uri: upstream_uri(b, &segs, query.as_deref(), api_version)?,
                         deployment,
                         body: new_body,
                         model: model.clone(),
@@ -657,12 +739,10 @@ pub fn resolve_websocket(
             query.unwrap_or_default().to_string(),
         ),
     };
-    let has_version = query_param(Some(&query), "api-version").is_some();
-    let query = if !v1 && !has_version {
-        let sep = if query.is_empty() { "" } else { "&" };
-        format!("{query}{sep}api-version={REALTIME_API_VERSION}")
-    } else {
+    let query = if v1 {
         query
+    } else {
+        with_realtime_version(Some(&query))
     };
     Ok(Route {
         backend,
@@ -671,6 +751,19 @@ pub fn resolve_websocket(
         body: None,
         model,
     })
+}
+
+/// The query as sent, with `api-version=`[`REALTIME_API_VERSION`] added after it unless it
+/// names one: the realtime surfaces of the deployment API (the WebSocket and preview ephemeral
+/// sessions) need a preview version the backend's default usually is not.
+fn with_realtime_version(query: Option<&str>) -> String {
+    let query = query.unwrap_or_default();
+    if query_param(Some(query), "api-version").is_some() {
+        query.to_string()
+    } else {
+        let sep = if query.is_empty() { "" } else { "&" };
+        format!("{query}{sep}api-version={REALTIME_API_VERSION}")
+    }
 }
 
 /// A query parameter's decoded value.
@@ -1157,6 +1250,127 @@ mod tests {
             .unwrap(),
             "https://res.openai.azure.com/speech/recognition/conversation/cognitiveservices/v1?language=en-US"
         );
+    }
+
+    #[test]
+    fn realtime_ephemeral_keys_map_the_model_on_both_backend_shapes() {
+        let t = table("");
+        let body = |r: &Route| -> serde_json::Value {
+            serde_json::from_slice(r.body.as_ref().expect("body rewritten")).unwrap()
+        };
+        // GA: session.model is rewritten; every other field keeps its value, floats exactly.
+        let ga = r#"{"expires_after":{"anchor":"created_at","seconds":600},"session":{"type":"realtime","model":"gpt-4o","instructions":"be brief","audio":{"output":{"voice":"alloy","speed":0.30000000000000004}}},"model":"top-level stays"}"#;
+        let r = route(&t, "/v1/realtime/client_secrets", None, Some(ga)).unwrap();
+        assert_eq!(
+            r.uri.to_string(),
+            "https://res.openai.azure.com/openai/v1/realtime/client_secrets"
+        );
+        assert_eq!(r.deployment.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(r.model.as_deref(), Some("gpt-4o"));
+        let mut want: serde_json::Value = serde_json::from_str(ga).unwrap();
+        want["session"]["model"] = "gpt-4o-2024-08-06".into();
+        assert_eq!(body(&r), want);
+        assert_eq!(
+            body(&r)["session"]["audio"]["output"]["speed"],
+            0.30000000000000004
+        );
+        // Preview: top-level model, the realtime api-version unless the client named one.
+        let beta = r#"{"model":"gpt-4o","voice":"verse"}"#;
+        let r = route(&t, "/v1/realtime/sessions", None, Some(beta)).unwrap();
+        assert_eq!(
+            r.uri.to_string(),
+            format!(
+                "https://res.openai.azure.com/openai/realtimeapi/sessions?api-version={REALTIME_API_VERSION}"
+            )
+        );
+        assert_eq!(
+            body(&r),
+            serde_json::json!({"model": "gpt-4o-2024-08-06", "voice": "verse"})
+        );
+        let r = route(
+            &t,
+            "/v1/realtime/sessions",
+            Some("api-version=2024-10-01-preview"),
+            Some(beta),
+        )
+        .unwrap();
+        assert_eq!(r.uri.query(), Some("api-version=2024-10-01-preview"));
+        // A deployment name needs no rewrite.
+        let r = route(
+            &t,
+            "/v1/realtime/sessions",
+            None,
+            Some(r#"{"model":"gpt-4o-2024-08-06"}"#),
+        )
+        .unwrap();
+        assert!(r.body.is_none());
+        // A v1 backend takes both on its v1 surface.
+        let v1 = table("api='v1'");
+        let r = route(&v1, "/v1/realtime/client_secrets", None, Some(ga)).unwrap();
+        assert_eq!(
+            r.uri.to_string(),
+            "https://res.openai.azure.com/openai/v1/realtime/client_secrets"
+        );
+        assert_eq!(body(&r)["session"]["model"], "gpt-4o-2024-08-06");
+        assert_eq!(body(&r)["model"], "top-level stays");
+        let r = route(&v1, "/v1/realtime/sessions", None, Some(beta)).unwrap();
+        assert_eq!(
+            r.uri.to_string(),
+            "https://res.openai.azure.com/openai/v1/realtime/sessions"
+        );
+        assert_eq!(body(&r)["model"], "gpt-4o-2024-08-06");
+    }
+
+    #[test]
+    fn realtime_ephemeral_keys_refuse_what_cannot_be_mapped_naming_the_field() {
+        let t = table("");
+        let err = |path: &str, body: &str| route(&t, path, None, Some(body)).unwrap_err();
+        let e = err(
+            "/v1/realtime/client_secrets",
+            r#"{"session":{"type":"realtime","model":"gpt-9"}}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "unknown model \"gpt-9\"; this proxy serves: gpt-4o, emb"
+        );
+        let e = err("/v1/realtime/sessions", r#"{"model":"gpt-9"}"#);
+        assert!(matches!(e, ProxyError::UnknownModel { .. }), "{e}");
+        let e = err("/v1/realtime/client_secrets", r#"{"session":"gpt-4o"}"#);
+        assert_eq!(
+            e.to_string(),
+            "the request body is not JSON (\"session\" must be an object, got \"gpt-4o\"); /v1/realtime/client_secrets expects a JSON object"
+        );
+        let e = err(
+            "/v1/realtime/client_secrets",
+            r#"{"session":{"type":"realtime","model":4}}"#,
+        );
+        assert!(
+            e.to_string()
+                .contains("\"session.model\" must be a string, got 4"),
+            "{e}"
+        );
+        let e = err("/v1/realtime/sessions", r#"{"model":["gpt-4o"]}"#);
+        assert!(e.to_string().contains("\"model\" must be a string"), "{e}");
+        for (path, body) in [
+            (
+                "/v1/realtime/client_secrets",
+                r#"{"session":{"type":"realtime"}}"#,
+            ),
+            ("/v1/realtime/client_secrets", "{}"),
+            ("/v1/realtime/sessions", r#"{"voice":"verse"}"#),
+        ] {
+            let e = err(path, body);
+            assert!(
+                matches!(e, ProxyError::MissingModel { .. }),
+                "{path} {body}: {e}"
+            );
+        }
+        // The session's model is read, not a top-level one.
+        let e = err(
+            "/v1/realtime/client_secrets",
+            r#"{"model":"gpt-4o","session":{"model":"nope"}}"#,
+        );
+        assert!(matches!(e, ProxyError::UnknownModel { .. }), "{e}");
     }
 
     #[test]

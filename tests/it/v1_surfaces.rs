@@ -1,6 +1,7 @@
 //! The rest of `/v1` through the swap on a deployment-API backend: keys in query strings,
 //! the Responses API (plain and streamed), multipart file uploads streamed with their boundary,
-//! and audio transcriptions routed by the form's `model`.
+//! audio transcriptions routed by the form's `model`, and the realtime ephemeral-key endpoints
+//! with their model mapped in the body.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
@@ -212,5 +213,151 @@ async fn transcriptions_are_routed_by_the_forms_model() {
         .unwrap();
     let (status, code, _) = error_of(r).await;
     assert_eq!((status, code.as_str()), (400, "missing_model"));
+    h.stop().await;
+}
+
+/// The base config plus a model whose name is not its deployment's.
+async fn start_with_realtime_model(api: &str) -> Harness {
+    let emu = emulator().await;
+    let text = base_config(&emu.url())
+        .replace(
+            "api_version = \"2024-10-21\"",
+            &format!("api_version = \"2024-10-21\"\n{api}"),
+        )
+        .replace(
+            "[[keys]]",
+            "[[models]]\nname = \"gpt-realtime\"\nbackend = \"primary\"\ndeployment = \"gpt-4o\"\n\n[[keys]]",
+        );
+    proxy(emu, &text).await
+}
+
+/// What Azure saw: the path, and that it carried the proxy's bearer and no trace of the key.
+fn assert_swapped(h: &Harness, path_and_query: &str) {
+    let seen = h.emulator.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let seen = &seen[0];
+    assert_eq!(seen.path_and_query, path_and_query);
+    assert_eq!(seen.bearer_audience.as_deref(), Some(COGNITIVE_AUD));
+    assert!(seen.header("api-key").is_none());
+    assert!(!seen.path_and_query.contains(KEY));
+    assert!(!seen.headers.iter().any(|(_, v)| v.contains(KEY)));
+}
+
+#[tokio::test]
+async fn realtime_ephemeral_keys_reach_the_deployment_api_with_the_model_mapped() {
+    let h = start_with_realtime_model("").await;
+    let r = post(
+        &h,
+        "/v1/realtime/client_secrets",
+        &serde_json::json!({
+            "expires_after": {"anchor": "created_at", "seconds": 600},
+            "session": {"type": "realtime", "model": "gpt-realtime", "instructions": "be brief"},
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    // The emulator answers only for a deployment it has, and echoes the one it was sent.
+    assert_eq!(got["session"]["model"], "gpt-4o");
+    assert_eq!(got["session"]["instructions"], "be brief");
+    assert!(got["value"].as_str().unwrap().starts_with("ek_"));
+    assert_swapped(&h, "/openai/v1/realtime/client_secrets");
+
+    h.emulator.clear_requests();
+    let r = client()
+        .post(h.url("/v1/realtime/sessions"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .json(&serde_json::json!({"model": "gpt-realtime", "voice": "verse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(got["model"], "gpt-4o");
+    assert_eq!(got["voice"], "verse");
+    assert!(
+        got["client_secret"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("ek_")
+    );
+    assert_swapped(
+        &h,
+        "/openai/realtimeapi/sessions?api-version=2025-04-01-preview",
+    );
+    assert_eq!(
+        h.emulator.requests()[0].body_model.as_deref(),
+        Some("gpt-4o")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn realtime_ephemeral_keys_reach_a_v1_backend_with_the_model_mapped() {
+    let h = start_with_realtime_model("api = \"v1\"").await;
+    let r = post(
+        &h,
+        "/v1/realtime/client_secrets",
+        &serde_json::json!({"session": {"type": "realtime", "model": "gpt-realtime"}}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(got["session"]["model"], "gpt-4o");
+    assert_swapped(&h, "/openai/v1/realtime/client_secrets");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn realtime_ephemeral_keys_refuse_an_unknown_model_or_a_malformed_session() {
+    let h = start_with_realtime_model("").await;
+    let r = post(
+        &h,
+        "/v1/realtime/client_secrets",
+        &serde_json::json!({"session": {"type": "realtime", "model": "gpt-9"}}),
+    )
+    .await;
+    assert_eq!(
+        error_of(r).await,
+        (
+            404,
+            "model_not_found".into(),
+            "unknown model \"gpt-9\"; this proxy serves: gpt-4o, embed, gpt-realtime".into()
+        )
+    );
+    let r = post(
+        &h,
+        "/v1/realtime/sessions",
+        &serde_json::json!({"model": "gpt-9"}),
+    )
+    .await;
+    assert_eq!(error_of(r).await.0, 404);
+    let r = post(
+        &h,
+        "/v1/realtime/client_secrets",
+        &serde_json::json!({"session": ["gpt-realtime"]}),
+    )
+    .await;
+    assert_eq!(
+        error_of(r).await,
+        (
+            400,
+            "invalid_json".into(),
+            "the request body is not JSON (\"session\" must be an object, got [\"gpt-realtime\"]); /v1/realtime/client_secrets expects a JSON object".into()
+        )
+    );
+    let r = post(
+        &h,
+        "/v1/realtime/client_secrets",
+        &serde_json::json!({"session": {"type": "realtime", "model": 4}}),
+    )
+    .await;
+    let (status, code, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_json"));
+    assert!(
+        message.contains("\"session.model\" must be a string, got 4"),
+        "{message}"
+    );
+    assert!(h.emulator.requests().is_empty(), "nothing reached Azure");
     h.stop().await;
 }
