@@ -434,6 +434,18 @@ async fn a_streamed_answer_ends_its_span_with_the_stream_and_its_usage() {
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
         .unwrap();
+    // The model Azure named in the chunks the client got.
+    let model = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|v| {
+            v["model"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap();
     let spans = collector.trace(&h, trace_id, 3).await;
     let server = one(&spans, "server", |s| s.kind == SERVER);
     let attempt = one(&spans, "attempt", |s| s.kind == CLIENT);
@@ -448,6 +460,11 @@ async fn a_streamed_answer_ends_its_span_with_the_stream_and_its_usage() {
     assert_eq!(
         attr(server, "entra_proxy.usage.estimated").as_deref(),
         Some("false")
+    );
+    assert_eq!(
+        attr(server, "gen_ai.response.model"),
+        Some(model),
+        "{server:#?}"
     );
     assert!(
         server.end_time_unix_nano >= attempt.end_time_unix_nano,
