@@ -133,7 +133,7 @@ async fn proxy(
     let started = Instant::now();
     let upstream_cfg = &state.config.upstream;
     if websocket::is_upgrade(&request) {
-        return websocket::open(state, client, request, caller, request_id).await;
+        return websocket::open(state, client, request, caller, request_id, trace).await;
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();

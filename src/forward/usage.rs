@@ -1,6 +1,7 @@
 //! Token usage read from Azure's answers as they pass, never buffering a stream: JSON answers
 //! are teed (at most [`JSON_TEE_LIMIT`] bytes) and read at their end; SSE streams are read line
-//! by line, whatever the chunk boundaries, and their usage taken from the chunk that carries it.
+//! by line, whatever the chunk boundaries, and their usage taken from the chunk that carries it
+//! (and the `model` from the first chunk naming one).
 //! When usage cannot be read, the charge falls back to an estimate: the prompt estimate made
 //! before sending ([`estimate_prompt`]) plus, for streams, what the content deltas seen add up to.
 //! `Metered` wraps an answer's body, and at its end (or when it is dropped) counts, logs and
@@ -21,6 +22,9 @@ use std::task::{Context, Poll};
 pub const JSON_TEE_LIMIT: usize = 1024 * 1024;
 /// Longest SSE line read; a longer one is passed on unread.
 const SSE_LINE_LIMIT: usize = 1024 * 1024;
+/// `data:` lines of a stream read for the `model` Azure names, until one names it: Azure names
+/// it in its first chunks, and a stream that does not costs no more than this many reads.
+const MODEL_LOOKS: u8 = 8;
 /// Tokens added per chat message (role and framing) by the prompt estimate.
 pub const PER_MESSAGE_TOKENS: u64 = 4;
 /// Tokens added per chat request (the reply's priming) by the prompt estimate.
@@ -235,6 +239,26 @@ struct ServerEvent {
     response: Option<ResponseObject>,
 }
 
+/// The `model` a chunk names: at its top level (chat, completions), else in its `response`
+/// (the Responses API's `response.created`, …). Read apart from [`Chunk`], so that a `model` of
+/// another type, or named twice, changes nothing of how the chunk itself is read.
+fn model_of(data: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        model: Option<String>,
+        response: Option<Response>,
+    }
+    #[derive(Deserialize)]
+    struct Response {
+        model: Option<String>,
+    }
+    let named: Named = serde_json::from_slice(data).ok()?;
+    named
+        .model
+        .filter(|m| !m.is_empty())
+        .or_else(|| named.response?.model.filter(|m| !m.is_empty()))
+}
+
 /// A field that is there, even as `null`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
@@ -334,6 +358,10 @@ pub struct SseMeter {
     usage: Option<Result<Usage, Fallback>>,
     /// Completion tokens estimated from the content deltas seen.
     seen_completion: u64,
+    /// The first `model` a chunk named (Azure's model version, e.g. `gpt-4o-2024-08-06`).
+    model: Option<String>,
+    /// `data:` lines read for the model so far (at most [`MODEL_LOOKS`]).
+    model_looks: u8,
     done: bool,
     hide_usage_chunk: bool,
     event: BytesMut,
@@ -426,6 +454,10 @@ impl SseMeter {
             self.done = true;
             return LineEffect::Pass;
         }
+        if self.model.is_none() && self.model_looks < MODEL_LOOKS {
+            self.model_looks += 1;
+            self.model = model_of(data);
+        }
         let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
             return LineEffect::Pass;
         };
@@ -476,6 +508,11 @@ impl SseMeter {
     /// Completion tokens counted from the content deltas seen.
     pub fn seen_completion(&self) -> u64 {
         self.seen_completion
+    }
+
+    /// The model the stream's first chunks named, if one did.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -532,7 +569,8 @@ impl Meter {
         }
     }
 
-    /// The `model` Azure named in a JSON answer (read only for a recorded trace).
+    /// The `model` Azure named: read from a JSON answer at its end (only for a recorded
+    /// trace), from a stream's first chunks as they passed.
     fn response_model(&self) -> Option<String> {
         #[derive(Deserialize)]
         struct Named {
@@ -543,7 +581,8 @@ impl Meter {
                 buf,
                 too_large: false,
             } => serde_json::from_slice::<Named>(buf).ok()?.model,
-            _ => None,
+            Meter::Json { .. } => None,
+            Meter::Sse(s) => s.model.clone(),
         }
     }
 
@@ -1133,6 +1172,60 @@ mod tests {
             1,
             "empty deltas count nothing, others at least 1"
         );
+    }
+
+    #[test]
+    fn a_streams_model_is_read_from_the_first_chunk_naming_one_without_changing_a_byte() {
+        // Azure's first chunk (the prompt filter results) names no model.
+        let filter = event(
+            serde_json::json!({"choices":[],"model":"","prompt_filter_results":[],"usage":null}),
+        );
+        let chunk = |model: &str, c: &str| {
+            event(
+                serde_json::json!({"choices":[{"delta":{"content":c},"index":0}],"model":model,"usage":null}),
+            )
+        };
+        let usage = event(
+            serde_json::json!({"choices":[],"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}),
+        );
+        let stream = format!(
+            "{filter}{}{}{usage}data: [DONE]\n\n",
+            chunk("gpt-4o-2024-08-06", "Hi"),
+            chunk("another", "there")
+        );
+        for size in [1, 7, stream.len()] {
+            let mut m = SseMeter::new(false);
+            for piece in stream.as_bytes().chunks(size) {
+                assert!(m.feed(piece).is_none(), "the bytes pass untouched");
+            }
+            assert_eq!(m.model(), Some("gpt-4o-2024-08-06"), "size {size}");
+            assert_eq!(m.result(true).map(|u| u.total), Ok(14));
+        }
+        let mut m = SseMeter::new(true);
+        let mut seen = m.feed(stream.as_bytes()).unwrap().to_vec();
+        seen.extend(m.flush().unwrap_or_default());
+        assert!(!String::from_utf8(seen).unwrap().contains("prompt_tokens"));
+        assert_eq!(m.model(), Some("gpt-4o-2024-08-06"));
+
+        // The Responses API names it in its `response`.
+        let mut m = SseMeter::new(false);
+        m.feed(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4o-mini\"}}\n\n");
+        assert_eq!(m.model(), Some("gpt-4o-mini"));
+
+        // A `model` of another type, or named twice, is not read, and the chunk still is.
+        let mut m = SseMeter::new(false);
+        m.feed(b"data: {\"model\":1,\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"total_tokens\":2}}\n\ndata: {\"model\":\"a\",\"model\":\"b\",\"choices\":[{\"text\":\"x\"}]}\n\n");
+        assert_eq!(m.model(), None);
+        assert_eq!(m.result(true).map(|u| u.total), Ok(2));
+        assert_eq!(m.seen_completion(), 1);
+
+        // Only the first chunks are looked at.
+        let mut m = SseMeter::new(false);
+        for _ in 0..MODEL_LOOKS {
+            m.feed(b"data: {\"choices\":[]}\n\n");
+        }
+        m.feed(b"data: {\"model\":\"late\"}\n\n");
+        assert_eq!(m.model(), None);
     }
 
     #[test]

@@ -16,15 +16,19 @@
 //! `response.done` Azure sends as the frame passes ([`super::usage::SocketMeter`]), counted in
 //! the token metrics and charged to the key, so it counts against the key's next handshakes and
 //! requests; frames are never held or changed for it.
+//!
+//! Traced as an HTTP request is: the handshake to Azure is the one attempt (with its token
+//! lookup) under the request's server span, and carries that attempt's `traceparent`; the
+//! server span lasts as long as the socket and gets the usage of its responses when it closes.
 
 use super::headers::{downstream_headers, upstream_headers};
 use super::usage::{SocketMeter, TokenLabels};
 use super::{Attempted, Exchange};
 use crate::error::ProxyError;
-use crate::identity;
 use crate::inbound::{Caller, query, subprotocol};
 use crate::routing::{self, BACKEND_HEADER};
 use crate::state::Snapshot;
+use crate::telemetry::trace::RequestSpan;
 use crate::upstream::{self, SocketSlot};
 use axum::body::Body;
 use axum::extract::Request;
@@ -67,6 +71,8 @@ struct Relay {
     idle: Duration,
     closing: tokio::sync::watch::Receiver<bool>,
     request_id: String,
+    /// The request's server span: lasts as long as the socket, and gets its usage.
+    trace: RequestSpan,
 }
 
 /// Whether the request asks to become a WebSocket (`GET` with `Upgrade: websocket`).
@@ -86,6 +92,7 @@ pub(super) async fn open(
     mut request: Request,
     caller: &Caller,
     request_id: &str,
+    trace: &RequestSpan,
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
     let client_key = client_handshake(request.headers())?;
@@ -111,42 +118,14 @@ pub(super) async fn open(
     let mut no_body = super::body::Inbound::Read(bytes::Bytes::new());
     let metering = super::admit(state, super::key_of(caller), &mut no_body).await?;
     super::request_filter(caller, &route, path)?;
+    trace.route(path, route.model.as_deref().or(route.deployment.as_deref()));
     let backend = &state.routes.backends()[route.backend];
-    let token =
-        identity::token_for(&state.tokens, state.apps.as_ref(), caller, &backend.config).await?;
-
-    let offered = subprotocol::without_key(request.headers());
-    let our_key = new_key()?;
-    let handshake =
-        upstream_handshake(&request, &route.uri, &offered, &our_key, request_id).map(|mut r| {
-            r.headers_mut()
-                .insert(header::AUTHORIZATION, token.header().clone());
-            r
-        })?;
-    let upstream_cfg = &state.config.upstream;
-    let wait = upstream_cfg.connect_timeout + upstream_cfg.first_byte_timeout;
-    let answer =
-        match tokio::time::timeout(wait, client.upgrade(route.uri.clone(), handshake)).await {
-            Err(_) => {
-                return Err(ProxyError::UpstreamTimeout {
-                    backend: backend.name().to_string(),
-                    limit: "the WebSocket handshake",
-                    limit_secs: wait.as_secs_f64(),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(ProxyError::UpstreamUnreachable {
-                    backend: backend.name().to_string(),
-                    reason: format!("WebSocket handshake failed ({})", root_cause(&*e)),
-                });
-            }
-            Ok(Ok(answer)) => answer,
-        };
     let meter = SocketMeter::new(
         state.limits.clone(),
         metering.key.clone(),
         TokenLabels::for_route(state, caller, &route),
     );
+    let upstream_cfg = &state.config.upstream;
     let exchange = Exchange {
         state,
         client,
@@ -157,8 +136,42 @@ pub(super) async fn open(
         started,
         deadline: started + upstream_cfg.request_timeout,
         metering,
-        trace: crate::telemetry::trace::RequestSpan::none(),
+        trace,
     };
+    // The handshake is the socket's one attempt, traced as an HTTP attempt is.
+    let token = exchange.token(backend).await?;
+    let mut span = trace.attempt(
+        1,
+        backend.name(),
+        backend.config.host(),
+        route.deployment.as_deref(),
+    );
+    let offered = subprotocol::without_key(request.headers());
+    let our_key = new_key()?;
+    let handshake =
+        upstream_handshake(&request, &route.uri, &offered, &our_key, request_id).map(|mut r| {
+            r.headers_mut()
+                .insert(header::AUTHORIZATION, token.header().clone());
+            span.propagate(r.headers_mut());
+            r
+        })?;
+    let wait = upstream_cfg.connect_timeout + upstream_cfg.first_byte_timeout;
+    let answer =
+        match tokio::time::timeout(wait, client.upgrade(route.uri.clone(), handshake)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                backend: backend.name().to_string(),
+                limit: "the WebSocket handshake",
+                limit_secs: wait.as_secs_f64(),
+            }),
+            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
+                backend: backend.name().to_string(),
+                reason: format!("WebSocket handshake failed ({})", root_cause(&*e)),
+            }),
+            Ok(Ok(answer)) => Ok(answer),
+        }
+        .inspect_err(|e| span.failed(e.code()))?;
+    span.status(answer.status().as_u16());
+    drop(span);
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Azure refused: its answer (with the diagnosis on 401/403/404) is the client's.
         let attempted = Attempted {
@@ -228,6 +241,7 @@ pub(super) async fn open(
         idle: server_cfg.websocket_idle_timeout,
         closing: client.websockets().closing(),
         request_id: request_id.to_string(),
+        trace: trace.clone(),
     };
     tokio::spawn(async move {
         match tokio::try_join!(from_client, from_azure) {
@@ -434,6 +448,9 @@ impl Relay {
         })
         .await;
         let (used, responses) = self.meter.used();
+        if responses > 0 {
+            self.trace.usage(used.prompt, used.completion, false);
+        }
         tracing::info!(
             request_id = %self.request_id,
             end = ?end,
@@ -447,6 +464,8 @@ impl Relay {
             "websocket closed"
         );
         drop(self.slot);
+        // The server span ends here, with the socket.
+        drop(self.trace);
     }
 }
 

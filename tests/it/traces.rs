@@ -1,7 +1,8 @@
 //! Traces over OTLP/HTTP, received by a small collector on 127.0.0.1 that decodes the protobuf
 //! requests: one server span per request continuing the caller's `traceparent`, a token-lookup
 //! and an attempt span under it, the attempt's `traceparent` seen by Azure, the GenAI
-//! attributes, the diagnosis of a wrong-audience answer, no secret anywhere in the bytes, and a
+//! attributes (the response model of a stream too), the diagnosis of a wrong-audience answer, a
+//! realtime socket traced like a request with its usage, no secret anywhere in the bytes, and a
 //! collector that is down costing dropped spans, never the requests' time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -434,6 +435,18 @@ async fn a_streamed_answer_ends_its_span_with_the_stream_and_its_usage() {
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
         .unwrap();
+    // The model Azure named in the chunks the client got.
+    let model = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|v| {
+            v["model"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap();
     let spans = collector.trace(&h, trace_id, 3).await;
     let server = one(&spans, "server", |s| s.kind == SERVER);
     let attempt = one(&spans, "attempt", |s| s.kind == CLIENT);
@@ -448,6 +461,11 @@ async fn a_streamed_answer_ends_its_span_with_the_stream_and_its_usage() {
     assert_eq!(
         attr(server, "entra_proxy.usage.estimated").as_deref(),
         Some("false")
+    );
+    assert_eq!(
+        attr(server, "gen_ai.response.model"),
+        Some(model),
+        "{server:#?}"
     );
     assert!(
         server.end_time_unix_nano >= attempt.end_time_unix_nano,
@@ -626,4 +644,104 @@ async fn the_binary_refuses_a_malformed_sampler_argument_with_exit_64() {
     assert!(stderr.contains("OTEL_TRACES_SAMPLER_ARG"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let _ = KeyDigest::of("");
+}
+
+#[tokio::test]
+async fn a_realtime_socket_is_a_server_span_with_token_and_attempt_spans_and_its_usage() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let collector = Collector::start().await;
+    let h = traced(&collector.url(), TelemetryEnv::default()).await;
+    let trace_id = "55555555555555555555555555555555";
+    let mut req = format!("ws://{}/v1/realtime?model=gpt-4o", h.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("api-key", KEY.parse().unwrap());
+    req.headers_mut()
+        .insert("traceparent", traceparent(trace_id, true).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let next = |m: Option<Result<Message, _>>| -> serde_json::Value {
+        match m.unwrap().unwrap() {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    };
+    assert_eq!(next(ws.next().await)["type"], "session.created");
+    let mut used = (0, 0);
+    for _ in 0..2 {
+        ws.send(Message::text(r#"{"type":"response.create"}"#))
+            .await
+            .unwrap();
+        let done = next(ws.next().await);
+        assert_eq!(done["type"], "response.done");
+        let usage = &done["response"]["usage"];
+        used.0 += usage["input_tokens"].as_u64().unwrap();
+        used.1 += usage["output_tokens"].as_u64().unwrap();
+    }
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+
+    let spans = collector.trace(&h, trace_id, 3).await;
+    let server = one(&spans, "server", |s| s.kind == SERVER);
+    assert_eq!(hex(&server.parent_span_id), PARENT_SPAN_ID);
+    for (key, value) in [
+        ("gen_ai.request.model", "gpt-4o".to_string()),
+        ("entra_proxy.key", "key:team-a".to_string()),
+        ("http.response.status_code", "101".to_string()),
+        ("gen_ai.usage.input_tokens", used.0.to_string()),
+        ("gen_ai.usage.output_tokens", used.1.to_string()),
+        ("entra_proxy.usage.estimated", "false".to_string()),
+    ] {
+        assert_eq!(attr(server, key), Some(value), "{key}: {server:#?}");
+    }
+    let lookup = one(&spans, "token lookup", |s| s.name == "token lookup");
+    assert_eq!(lookup.parent_span_id, server.span_id);
+    assert!(
+        attr(lookup, "entra_proxy.token.source").is_some(),
+        "{lookup:#?}"
+    );
+    let attempt = one(&spans, "attempt", |s| s.kind == CLIENT);
+    assert_eq!(attempt.parent_span_id, server.span_id);
+    for (key, value) in [
+        ("entra_proxy.backend", "primary"),
+        ("entra_proxy.attempt", "1"),
+        ("http.response.status_code", "101"),
+    ] {
+        assert_eq!(
+            attr(attempt, key).as_deref(),
+            Some(value),
+            "{key}: {attempt:#?}"
+        );
+    }
+    assert!(
+        server.end_time_unix_nano >= attempt.end_time_unix_nano,
+        "the server span lasts as long as the socket"
+    );
+
+    // Azure's handshake carried the attempt's traceparent, in the caller's trace.
+    let seen = h
+        .emulator
+        .requests()
+        .into_iter()
+        .find(|r| r.path_and_query.contains("realtime"))
+        .unwrap();
+    assert_eq!(
+        seen.header("traceparent"),
+        Some(format!("00-{trace_id}-{}-01", hex(&attempt.span_id)).as_str())
+    );
+    let token = seen
+        .header("authorization")
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string();
+    let signature = token.rsplit('.').next().unwrap().to_string();
+    let raw = collector.raw();
+    for secret in [KEY, token.as_str(), signature.as_str()] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "exported spans hold {secret:?}"
+        );
+    }
+    h.stop().await;
 }
