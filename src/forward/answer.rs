@@ -64,31 +64,17 @@ impl Exchange<'_> {
         let backend = &self.state.routes.backends()[a.route.backend];
         let status = a.response.status();
         let rewrites = meter.rewrites();
-        let model = match a.route.model.as_deref() {
-            Some(m) if self.state.routes.model_names().iter().any(|n| n == m) => m.to_string(),
-            Some(_) => "unconfigured".to_string(),
-            None => String::new(),
-        };
-        let deployment = match a.route.deployment.as_deref() {
-            Some(d) if backend.config.deployments.iter().any(|k| k == d) => d.to_string(),
-            Some(_) => "unconfigured".to_string(),
-            None => String::new(),
-        };
         let settle = Settle {
             limits: self.state.limits.clone(),
             key: self.metering.key.clone(),
-            estimate: self.metering.estimate,
-            labels: TokenLabels {
-                key: crate::telemetry::key_label(self.caller).into_owned(),
-                model,
-                deployment,
-                backend: backend.name().to_string(),
-            },
+            estimate: self.metering.estimate.clone(),
+            labels: TokenLabels::for_route(self.state, self.caller, a.route),
             log: AccessLog {
                 request_id: self.request_id.to_string(),
                 path: self.path.to_string(),
                 query: self.query.map(|q| Masked(q).to_string()),
                 caller: self.caller.label().to_string(),
+                backend: backend.name().to_string(),
                 model: a.route.model.clone().unwrap_or_else(|| "-".into()),
                 deployment: a.route.deployment.clone().unwrap_or_else(|| "-".into()),
                 status: status.as_u16(),
@@ -139,7 +125,9 @@ impl Exchange<'_> {
             let claims = a.token.claims();
             let mut headers = downstream_headers(a.response.headers().clone());
             let facts = upstream_facts(self.state, a.route);
-            let (body, diagnosis) = diagnose::annotate(a.response, &facts, claims.as_ref()).await;
+            // Boxed: errors are rare, and their reading state would size every request's future.
+            let (body, diagnosis) =
+                Box::pin(diagnose::annotate(a.response, &facts, claims.as_ref())).await;
             self.state.recent.diagnosis(
                 self.request_id,
                 &self.caller.label().to_string(),

@@ -30,7 +30,11 @@ pub(super) enum Inbound {
 pub(super) struct Watched<B> {
     inner: B,
     idle: std::time::Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the silence began: the last frame, or the start.
+    since: tokio::time::Instant,
+    /// Armed only when Azure keeps the body waiting: an answer that is there whole (most
+    /// non-streamed ones) never touches the timer wheel.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     inflight: metrics::Gauge,
 }
@@ -157,10 +161,30 @@ impl<B> Watched<B> {
         Watched {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            since: tokio::time::Instant::now(),
+            timer: None,
             _permit: permit,
             inflight,
         }
+    }
+}
+
+impl<B> Watched<B> {
+    /// Polls the idle timer, arming it for the current silence first.
+    fn timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.since + self.idle;
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        timer.as_mut().poll(cx)
     }
 }
 
@@ -184,15 +208,12 @@ where
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let idle = self.idle;
-                self.timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + idle);
+                self.since = tokio::time::Instant::now();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
+            Poll::Pending => match self.timer(cx) {
                 Poll::Ready(()) => {
                     tracing::warn!(
                         idle_secs = self.idle.as_secs_f64(),

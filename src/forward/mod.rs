@@ -10,6 +10,7 @@ mod body;
 mod headers;
 mod multipart;
 pub mod usage;
+mod usage_scan;
 mod websocket;
 
 pub use headers::upstream_headers;
@@ -65,7 +66,7 @@ struct Exchange<'a> {
 struct Metering {
     key: Option<(Arc<str>, crate::config::KeyBudget)>,
     admitted: Option<crate::limits::Admitted>,
-    estimate: u64,
+    estimate: usage::Estimate,
     hide_usage_chunk: bool,
 }
 
@@ -79,6 +80,12 @@ struct Attempted<'a> {
 
 /// The outcome of one attempt, as the retry policy sees it.
 type AttemptOutcome<'r> = Outcome<Attempted<'r>, ProxyError>;
+
+/// Azure's answer as first sorted: an outcome, or a 401 whose body must be read to know.
+enum Sorted<'r> {
+    Outcome(AttemptOutcome<'r>),
+    ReadRefusal(Attempted<'r>),
+}
 
 /// The proxy handler for every path that is not the proxy's own.
 pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Request) -> Response {
@@ -133,7 +140,12 @@ async fn proxy(
     let started = Instant::now();
     let upstream_cfg = &state.config.upstream;
     if websocket::is_upgrade(&request) {
-        return websocket::open(state, client, request, caller, request_id, trace).await;
+        // Boxed, like every path most requests do not take: the handler's future is
+        // allocated and moved whole for each request, so its size is what the common path needs.
+        return Box::pin(websocket::open(
+            state, client, request, caller, request_id, trace,
+        ))
+        .await;
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -152,7 +164,8 @@ async fn proxy(
         .flatten();
     let (inbound, routes, metering) = match form {
         Some(boundary) => {
-            let (mut inbound, routes) = form_upload(state, &parts, &plan, body, &boundary).await?;
+            let (mut inbound, routes) =
+                Box::pin(form_upload(state, &parts, &plan, body, &boundary)).await?;
             let metering = admit(state, key, &mut inbound).await?;
             (inbound, routes, metering)
         }
@@ -242,17 +255,19 @@ fn key_of(caller: &Caller) -> Option<(&Arc<str>, crate::config::KeyBudget)> {
     }
 }
 
-/// The key's limits: estimates the prompt, counts the request (or refuses it before anything
-/// is sent), and asks Azure for the usage of a stream when the key's tokens are limited.
+/// The key's limits: counts the request (or refuses it before anything is sent), estimating
+/// the prompt first when the key's tokens are limited, and asks Azure for the usage of a
+/// stream when they are. Otherwise the estimate waits for an answer whose usage cannot be read.
 async fn admit(
     state: &Snapshot,
     key: Option<(&Arc<str>, crate::config::KeyBudget)>,
     inbound: &mut Inbound,
 ) -> Result<Metering, ProxyError> {
-    let estimate = inbound
-        .bytes()
-        .and_then(|b| usage::estimate_prompt(b))
-        .unwrap_or(0);
+    let limits_tokens = key.is_some_and(|(_, budget)| budget.limits_tokens());
+    let estimate = match limits_tokens {
+        true => usage::Estimate::now(inbound.bytes()),
+        false => usage::Estimate::later(inbound.bytes()),
+    };
     let Some((name, budget)) = key else {
         return Ok(Metering {
             key: None,
@@ -261,9 +276,9 @@ async fn admit(
             hide_usage_chunk: false,
         });
     };
-    let admitted = state.limits.admit(name, &budget, estimate).await?;
+    let admitted = state.limits.admit(name, &budget, estimate.made()).await?;
     let injected = match inbound.bytes() {
-        Some(b) if budget.limits_tokens() => usage::inject_include_usage(b),
+        Some(b) if limits_tokens => usage::inject_include_usage(b),
         _ => None,
     };
     let hide_usage_chunk = injected.is_some();
@@ -341,7 +356,9 @@ impl Exchange<'_> {
                 replay_after_timeout: upstream_cfg.replay_after_timeout,
             },
         );
-        let base_headers = upstream_headers(&parts.headers, self.request_id);
+        // The client's headers, cleaned: made once for the first attempt (most requests make
+        // only one), again for each later one.
+        let mut first_headers = Some(upstream_headers(&parts.headers, self.request_id));
         loop {
             let cooling = |i: usize| backends[routes[i].backend].health.cooling().is_some();
             let next = match attempts.next(cooling) {
@@ -356,7 +373,9 @@ impl Exchange<'_> {
             count_retry(self.state, routes, &next);
             let sending = Sending {
                 route,
-                base_headers: &base_headers,
+                headers: first_headers
+                    .take()
+                    .unwrap_or_else(|| upstream_headers(&parts.headers, self.request_id)),
                 parts,
                 may_refresh: attempts.may_refresh(),
             };
@@ -387,7 +406,7 @@ impl Exchange<'_> {
                 Decision::Fail(e) => return Err(e),
                 Decision::Refresh(refused) => {
                     span.retry("token_refused");
-                    self.refresh(refused).await;
+                    Box::pin(self.refresh(refused)).await;
                 }
                 Decision::Retry { pause } => {
                     span.retry(reason);
@@ -435,7 +454,8 @@ fn count_retry(state: &Snapshot, routes: &[Route], next: &Try) {
 /// What one attempt sends, and where.
 struct Sending<'r, 'p> {
     route: &'r Route,
-    base_headers: &'p HeaderMap,
+    /// The client's headers, cleaned, for this attempt.
+    headers: HeaderMap,
     parts: &'p request::Parts,
     /// Whether a 401 could still earn a fresh token (so its body is worth reading).
     may_refresh: bool,
@@ -447,7 +467,7 @@ impl Exchange<'_> {
     /// could not start (backend busy, no token).
     async fn attempt<'r>(
         &self,
-        sending: Sending<'r, '_>,
+        mut sending: Sending<'r, '_>,
         inbound: &mut Inbound,
         span: &mut ChildSpan,
     ) -> Result<(AttemptOutcome<'r>, Instant), ProxyError> {
@@ -461,7 +481,7 @@ impl Exchange<'_> {
         })?;
         let state = self.state;
         let token = self.token(backend).await?;
-        let request = self.upstream_request(&sending, inbound, &token, span);
+        let request = self.upstream_request(&mut sending, inbound, &token, span);
         let sent_at = Instant::now();
         let (wait, which) =
             attempts::answer_timeout(sent_at, self.deadline, upstream_cfg.first_byte_timeout);
@@ -494,7 +514,11 @@ impl Exchange<'_> {
                     token,
                     permit,
                 };
-                self.response_filter(attempted, sending.may_refresh).await
+                match self.response_filter(attempted, sending.may_refresh) {
+                    Sorted::Outcome(outcome) => outcome,
+                    // Boxed: a 401 is rare, and reading it would size every request's future.
+                    Sorted::ReadRefusal(refused) => Box::pin(self.read_refusal(refused)).await,
+                }
             }
         };
         if let Outcome::TimedOut(e) | Outcome::ConnectFailed(e) | Outcome::Failed(e) = &outcome {
@@ -537,12 +561,12 @@ impl Exchange<'_> {
     /// token, the body, the route's URL.
     fn upstream_request(
         &self,
-        sending: &Sending<'_, '_>,
+        sending: &mut Sending<'_, '_>,
         inbound: &mut Inbound,
         token: &UpstreamToken,
         span: &ChildSpan,
     ) -> axum::http::Request<upstream::RequestBody> {
-        let mut headers = sending.base_headers.clone();
+        let mut headers = std::mem::take(&mut sending.headers);
         headers.insert(header::AUTHORIZATION, token.header().clone());
         span.propagate(&mut headers);
         let limit = self.state.config.server.max_body_bytes;
@@ -554,46 +578,46 @@ impl Exchange<'_> {
         request
     }
 
-    /// Sorts Azure's answer for the retry policy. A 401 for a cached token is read (it is
-    /// small) when a fresh token could still be tried: only a refused token is worth a new
-    /// one; PermissionDenied, key errors and a wrong audience are not.
-    async fn response_filter<'r>(
-        &self,
-        mut attempted: Attempted<'r>,
-        may_refresh: bool,
-    ) -> AttemptOutcome<'r> {
+    /// Sorts Azure's answer for the retry policy; hands back a 401 for a cached token when a
+    /// fresh token could still be tried, for [`Exchange::read_refusal`].
+    fn response_filter<'r>(&self, attempted: Attempted<'r>, may_refresh: bool) -> Sorted<'r> {
         let status = attempted.response.status().as_u16();
-        if status == 401
-            && may_refresh
-            && let UpstreamToken::Cached { token: cached, .. } = &attempted.token
-        {
-            let backend = &self.state.routes.backends()[attempted.route.backend];
-            let (head, body) = attempted.response.into_parts();
-            let body = http_body_util::Limited::new(body, UNAUTHORIZED_BODY_LIMIT)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let refresh_may_help = diagnose::refresh_may_help(
-                status,
-                &body,
-                backend.config.scope.audience(),
-                cached.claims.as_ref(),
-            );
-            attempted.response = upstream::with_read_body(head, body);
-            return Outcome::Refused {
-                answer: attempted,
-                refresh_may_help,
-            };
+        if status == 401 && may_refresh && matches!(attempted.token, UpstreamToken::Cached { .. }) {
+            return Sorted::ReadRefusal(attempted);
         }
         if matches!(status, 429 | 500 | 502 | 503 | 504) {
             let retry_after = crate::backends::retry_after(attempted.response.headers());
-            return Outcome::Overloaded {
+            return Sorted::Outcome(Outcome::Overloaded {
                 answer: attempted,
                 retry_after,
-            };
+            });
         }
-        Outcome::Answered(attempted)
+        Sorted::Outcome(Outcome::Answered(attempted))
+    }
+
+    /// A 401 for a cached token, read (it is small) to decide whether a fresh token could
+    /// help: only a refused token is worth a new one; PermissionDenied, key errors and a wrong
+    /// audience are not.
+    async fn read_refusal<'r>(&self, mut attempted: Attempted<'r>) -> AttemptOutcome<'r> {
+        let status = attempted.response.status().as_u16();
+        let backend = &self.state.routes.backends()[attempted.route.backend];
+        let (head, body) = attempted.response.into_parts();
+        let body = http_body_util::Limited::new(body, UNAUTHORIZED_BODY_LIMIT)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let claims = match &attempted.token {
+            UpstreamToken::Cached { token, .. } => token.claims.as_ref(),
+            UpstreamToken::Passthrough(_) => None,
+        };
+        let refresh_may_help =
+            diagnose::refresh_may_help(status, &body, backend.config.scope.audience(), claims);
+        attempted.response = upstream::with_read_body(head, body);
+        Outcome::Refused {
+            answer: attempted,
+            refresh_may_help,
+        }
     }
 
     /// Azure refused a cached token (revoked, rotated keys): drops it, so the replay gets a

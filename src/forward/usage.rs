@@ -115,8 +115,12 @@ pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
     })
 }
 
-/// The usage of a whole JSON answer.
+/// The usage of a whole JSON answer: read in one pass without building the document
+/// ([`super::usage_scan`]), or as a `Value` when that reader hands it back.
 pub fn json_usage(body: &[u8]) -> Result<Usage, Fallback> {
+    if let Some(usage) = super::usage_scan::json_usage(body) {
+        return usage;
+    }
     let value: Value = serde_json::from_slice(body).map_err(|_| Fallback::NotJson)?;
     match value.get("usage") {
         None | Some(Value::Null) => Err(Fallback::NoUsage),
@@ -165,6 +169,47 @@ pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
         }
     }
     Some((bytes as u64).div_ceil(4) + overhead)
+}
+
+/// The prompt estimate of a request ([`estimate_prompt`]; 0 without a body read whole): made
+/// before sending when a key's tokens are limited, else only if the answer's usage cannot be
+/// read — most answers carry theirs, and the estimate parses the whole request body.
+#[derive(Debug, Clone)]
+pub(super) enum Estimate {
+    Made(u64),
+    Later(Option<Bytes>),
+}
+
+impl Estimate {
+    pub(super) fn now(body: Option<&Bytes>) -> Estimate {
+        Estimate::Made(body.and_then(|b| estimate_prompt(b)).unwrap_or(0))
+    }
+
+    /// Kept for later: a small body as a copy of its own, so that the connection's read
+    /// buffer it was read into is free for the next request while the answer streams.
+    pub(super) fn later(body: Option<&Bytes>) -> Estimate {
+        const COPIED_UP_TO: usize = 16 * 1024;
+        Estimate::Later(body.map(|b| match b.len() <= COPIED_UP_TO {
+            true => Bytes::copy_from_slice(b),
+            false => b.clone(),
+        }))
+    }
+
+    /// The estimate if it was made (0 when it waits).
+    pub(super) fn made(&self) -> u64 {
+        match self {
+            Estimate::Made(n) => *n,
+            Estimate::Later(_) => 0,
+        }
+    }
+
+    /// The estimate, made now if it waited.
+    pub(super) fn tokens(&self) -> u64 {
+        match self {
+            Estimate::Made(n) => *n,
+            Estimate::Later(body) => Estimate::now(body.as_ref()).made(),
+        }
+    }
 }
 
 /// Bytes of text in a string, an array of strings or text parts, or messages with `content`.
@@ -604,19 +649,17 @@ impl Meter {
 pub(super) struct Settle {
     pub(super) limits: Limits,
     pub(super) key: Option<(Arc<str>, KeyBudget)>,
-    pub(super) estimate: u64,
+    pub(super) estimate: Estimate,
     pub(super) labels: TokenLabels,
     pub(super) log: AccessLog,
     /// The request's server span: gets the usage, and ends with the answer.
     pub(super) trace: crate::telemetry::trace::RequestSpan,
 }
 
-/// The labels of `entra_proxy_tokens_total`, bounded by the config.
+/// The `entra_proxy_tokens_total` counters (prompt, completion, total) of one label set, bounded
+/// by the config.
 pub(super) struct TokenLabels {
-    pub(super) key: String,
-    pub(super) model: String,
-    pub(super) deployment: String,
-    pub(super) backend: String,
+    counters: Arc<[metrics::Counter; 3]>,
 }
 
 /// The fields of the "proxied" access-log line.
@@ -626,6 +669,7 @@ pub(super) struct AccessLog {
     /// The query with credential values masked (`api-key=***`), if there was one.
     pub(super) query: Option<String>,
     pub(super) caller: String,
+    pub(super) backend: String,
     pub(super) model: String,
     pub(super) deployment: String,
     pub(super) status: u16,
@@ -635,50 +679,88 @@ pub(super) struct AccessLog {
 type Charging = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl TokenLabels {
-    /// The labels of an answer on `route`: the key's name (or the kind of caller), and the
-    /// model and deployment when the config names them (else `unconfigured`), so the label
-    /// sets stay bounded by the config.
+    /// The counters of an answer on `route`: labelled with the key's name (or the kind of
+    /// caller), and the model and deployment when the config names them (else
+    /// `unconfigured`), so the label sets stay bounded by the config. Registered once per
+    /// label set and thread, then looked up without allocating.
     pub(super) fn for_route(
         state: &crate::state::Snapshot,
         caller: &crate::inbound::Caller,
         route: &crate::routing::Route,
     ) -> TokenLabels {
+        use crate::inbound::Caller;
+        use std::cell::RefCell;
+        use std::collections::HashMap;
+        use std::hash::{BuildHasher as _, RandomState};
+        type Cached = (Box<[String; 4]>, Arc<[metrics::Counter; 3]>);
+        thread_local! {
+            static COUNTERS: RefCell<(RandomState, HashMap<u64, Cached>)> =
+                RefCell::new((RandomState::new(), HashMap::new()));
+        }
         let backend = &state.routes.backends()[route.backend];
         let model = match route.model.as_deref() {
-            Some(m) if state.routes.model_names().iter().any(|n| n == m) => m.to_string(),
-            Some(_) => "unconfigured".to_string(),
-            None => String::new(),
+            Some(m) if state.routes.model_names().iter().any(|n| n == m) => m,
+            Some(_) => "unconfigured",
+            None => "",
         };
         let deployment = match route.deployment.as_deref() {
-            Some(d) if backend.config.deployments.iter().any(|k| k == d) => d.to_string(),
-            Some(_) => "unconfigured".to_string(),
-            None => String::new(),
+            Some(d) if backend.config.deployments.iter().any(|k| k == d) => d,
+            Some(_) => "unconfigured",
+            None => "",
         };
-        TokenLabels {
-            key: crate::telemetry::key_label(caller).into_owned(),
-            model,
-            deployment,
-            backend: backend.name().to_string(),
-        }
+        // The `key` label in two parts, so that a key's is not formatted to be looked up.
+        let (prefix, name) = match caller {
+            Caller::VirtualKey { name, .. } => ("key:", &**name),
+            Caller::LegacyKey { name, .. } => ("legacy-key:", &**name),
+            Caller::Entra { .. } => ("", "entra"),
+            Caller::App(_) => ("", "app"),
+            Caller::Anonymous => ("", "anonymous"),
+        };
+        let labels = [prefix, name, model, deployment, backend.name()];
+        let same = |kept: &[String; 4]| {
+            kept[0].strip_prefix(prefix) == Some(name)
+                && kept[1] == model
+                && kept[2] == deployment
+                && kept[3] == backend.name()
+        };
+        let register = || {
+            let kept = [
+                format!("{prefix}{name}"),
+                model.to_string(),
+                deployment.to_string(),
+                backend.name().to_string(),
+            ];
+            let counters = ["prompt", "completion", "total"].map(|kind| {
+                metrics::counter!(
+                    "entra_proxy_tokens_total",
+                    "key" => kept[0].clone(),
+                    "model" => kept[1].clone(),
+                    "deployment" => kept[2].clone(),
+                    "backend" => kept[3].clone(),
+                    "kind" => kind
+                )
+            });
+            (Box::new(kept), Arc::new(counters))
+        };
+        let counters = COUNTERS.with(|cell| {
+            let (hasher, cache) = &mut *cell.borrow_mut();
+            let hash = hasher.hash_one(labels);
+            match cache.get(&hash) {
+                Some((kept, counters)) if same(kept) => counters.clone(),
+                // Another label set with the same hash: registered, not cached.
+                Some(_) => register().1,
+                None => cache.entry(hash).or_insert_with(register).1.clone(),
+            }
+        });
+        TokenLabels { counters }
     }
 
     /// Adds `usage` to `entra_proxy_tokens_total`.
     fn count(&self, usage: &Usage) {
-        for (kind, n) in [
-            ("prompt", usage.prompt),
-            ("completion", usage.completion),
-            ("total", usage.total),
-        ] {
-            metrics::counter!(
-                "entra_proxy_tokens_total",
-                "key" => self.key.clone(),
-                "model" => self.model.clone(),
-                "deployment" => self.deployment.clone(),
-                "backend" => self.backend.clone(),
-                "kind" => kind
-            )
-            .increment(n);
-        }
+        let [prompt, completion, total] = &*self.counters;
+        prompt.increment(usage.prompt);
+        completion.increment(usage.completion);
+        total.increment(usage.total);
     }
 }
 
@@ -749,10 +831,11 @@ impl Settle {
             Err(reason) => {
                 metrics::counter!("entra_proxy_usage_estimated_total", "reason" => reason.name())
                     .increment(1);
+                let prompt = self.estimate.tokens();
                 Usage {
-                    prompt: self.estimate,
+                    prompt,
                     completion: seen_completion,
-                    total: self.estimate + seen_completion,
+                    total: prompt.saturating_add(seen_completion),
                     cached: None,
                     reasoning: None,
                 }
@@ -772,7 +855,7 @@ impl Settle {
             path = %log.path,
             query = log.query.as_deref(),
             caller = %log.caller,
-            backend = %self.labels.backend,
+            backend = %log.backend,
             model = %log.model,
             deployment = %log.deployment,
             status = log.status,

@@ -215,7 +215,10 @@ impl TokenCache {
             }
             return Ok((t, Lookup::Cached));
         }
-        self.acquire_now(&slot).await.map(|t| (t, Lookup::Acquired))
+        // Boxed: an acquisition's state is large, and a cached token needs none of it.
+        Box::pin(self.acquire_now(&slot))
+            .await
+            .map(|t| (t, Lookup::Acquired))
     }
 
     /// Forgets `token` for `scope` if it is still the cached one (Azure rejected it).

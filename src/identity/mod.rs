@@ -148,7 +148,7 @@ pub async fn token_lookup(
             let Some(apps) = apps else {
                 return Err(AuthError::MissingTenant.into());
             };
-            match apps.get(app, &backend.scope).await {
+            match Box::pin(apps.get(app, &backend.scope)).await {
                 Ok((token, lookup)) => Ok((
                     UpstreamToken::Cached {
                         token,

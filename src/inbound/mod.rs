@@ -188,10 +188,14 @@ impl Authenticator {
                         enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
                     });
                 };
-                let (claims, use_) = validator.validate(token).await.map_err(|e| match e {
-                    EntraError::Rejected(r) => AuthError::TokenRejected(r),
-                    EntraError::KeysUnavailable(k) => AuthError::SigningKeysUnavailable(k),
-                })?;
+                // Boxed: it may fetch signing keys, and key callers should not carry that state.
+                let (claims, use_) =
+                    Box::pin(validator.validate(token))
+                        .await
+                        .map_err(|e| match e {
+                            EntraError::Rejected(r) => AuthError::TokenRejected(r),
+                            EntraError::KeysUnavailable(k) => AuthError::SigningKeysUnavailable(k),
+                        })?;
                 Ok(Caller::Entra {
                     claims: Arc::new(claims),
                     use_,

@@ -187,7 +187,8 @@ impl Limits {
         let now = now();
         let verdict = match &self.inner.redis {
             None => self.inner.memory.admit(name, budget, now),
-            Some((store, on_error)) => match store.admit(name, budget, now).await {
+            // Boxed: a Redis call's state is large, and the memory store needs none.
+            Some((store, on_error)) => match Box::pin(store.admit(name, budget, now)).await {
                 Ok(v) => v,
                 Err(_) if *on_error == OnRedisError::Allow => {
                     self.inner.memory.admit(name, budget, now)
@@ -210,7 +211,7 @@ impl Limits {
         let now = now();
         let quota_used = match &self.inner.redis {
             None => self.inner.memory.charge(name, budget, now, tokens),
-            Some((store, _)) => match store.charge(name, budget, now, tokens).await {
+            Some((store, _)) => match Box::pin(store.charge(name, budget, now, tokens)).await {
                 Ok(q) => q,
                 // Counted here until Redis is back; `deny` refuses new requests meanwhile.
                 Err(_) => self.inner.memory.charge(name, budget, now, tokens),

@@ -121,7 +121,9 @@ impl Pool {
         loop {
             let (conn, reused) = match idle.take() {
                 Some(conn) => (conn, true),
-                None => (self.connect(host, &uri).await?, false),
+                // Boxed: a connect (and TLS handshake) is rare next to requests on open
+                // connections, and its state would size every request's future.
+                None => (Box::pin(self.connect(host, &uri)).await?, false),
             };
             let sent = match conn {
                 Conn::H1(mut sender) => {
