@@ -161,6 +161,12 @@ fn benches(c: &mut Criterion) {
     c.bench_function("sse_usage_parser_per_chunk", |b| {
         b.iter(|| black_box(meter.feed(black_box(&chunk))))
     });
+
+    // The usage of a whole JSON answer (a chat completion), read at its end.
+    let answer = br#"{"id":"chatcmpl-static","object":"chat.completion","created":1733000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, nice to meet."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":7,"total_tokens":21}}"#;
+    c.bench_function("json_usage_of_answer", |b| {
+        b.iter(|| black_box(entra_proxy::forward::usage::json_usage(black_box(answer))))
+    });
     drop(emu);
     upstream_round_trip(c);
 }
