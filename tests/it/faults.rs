@@ -309,7 +309,8 @@ async fn an_identity_outage_is_ridden_out_on_the_cached_token_then_reported() {
         "{token_calls} token requests in ~19 s of outage"
     );
     h.emulator.set_identity_fault(None);
-    wait_ready(&h).await;
+    // The keeper retries on its backoff, which has grown during the outage (at most 30 s).
+    wait_ready_within(&h, Duration::from_secs(35)).await;
     assert_eq!(
         post(&h, "/v1/chat/completions", &chat_body("gpt-4o"))
             .await

@@ -210,7 +210,13 @@ pub fn chat_body(model: &str) -> serde_json::Value {
 
 /// Waits until `/readyz` says ready (the token keeper has a token).
 pub async fn wait_ready(h: &Harness) {
-    for _ in 0..100 {
+    wait_ready_within(h, Duration::from_secs(5)).await;
+}
+
+/// Waits up to `limit` until `/readyz` says ready.
+pub async fn wait_ready_within(h: &Harness, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if let Ok(r) = client().get(h.url("/readyz")).send().await
             && r.status() == 200
         {
@@ -218,7 +224,7 @@ pub async fn wait_ready(h: &Harness) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("proxy never became ready");
+    panic!("proxy not ready within {limit:?}");
 }
 
 /// The proxy binary built by cargo for integration tests.
