@@ -68,51 +68,7 @@ impl Fallback {
 /// Reads a `usage` object: chat, completions and embeddings (`prompt_tokens`, …) or the
 /// Responses API (`input_tokens`, …).
 pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
-    let Value::Object(map) = usage else {
-        return Err(Fallback::MalformedUsage);
-    };
-    let field = |names: &[&str]| -> Result<Option<u64>, Fallback> {
-        for name in names {
-            match map.get(*name) {
-                None | Some(Value::Null) => {}
-                Some(v) => return v.as_u64().map(Some).ok_or(Fallback::MalformedUsage),
-            }
-        }
-        Ok(None)
-    };
-    let detail = |outer: &[&str], inner: &str| -> Result<Option<u64>, Fallback> {
-        for name in outer {
-            match map.get(*name).map(|d| d.get(inner)) {
-                None | Some(None) | Some(Some(Value::Null)) => {}
-                Some(Some(v)) => return v.as_u64().map(Some).ok_or(Fallback::MalformedUsage),
-            }
-        }
-        Ok(None)
-    };
-    let prompt = field(&["prompt_tokens", "input_tokens"])?;
-    let completion = field(&["completion_tokens", "output_tokens"])?;
-    let total = field(&["total_tokens"])?;
-    if prompt.is_none() && total.is_none() {
-        return Err(Fallback::MalformedUsage);
-    }
-    let (prompt, completion) = (prompt.unwrap_or(0), completion.unwrap_or(0));
-    Ok(Usage {
-        prompt,
-        completion,
-        total: total.unwrap_or(prompt.saturating_add(completion)),
-        cached: detail(
-            &[
-                "prompt_tokens_details",
-                "input_tokens_details",
-                "input_token_details",
-            ],
-            "cached_tokens",
-        )?,
-        reasoning: detail(
-            &["completion_tokens_details", "output_tokens_details"],
-            "reasoning_tokens",
-        )?,
-    })
+    super::usage_scan::Counts::of_value(usage)?.usage()
 }
 
 /// The usage of a whole JSON answer: read in one pass without building the document

@@ -3,14 +3,49 @@
 //! parser meets it. Nothing is allocated for an answer whose keys have no escapes.
 //!
 //! The answer is the same as reading the document into a `serde_json::Value` and taking its
-//! `usage` (see `usage::usage_of`): the last of a repeated member wins, a count is read only when
+//! `usage` ([`Counts::of_value`]): the last of a repeated member wins, a count is read only when
 //! it is a non-negative integer, `null` is absent. Whatever this reader does not take on (a
 //! document that is not an object, a key it cannot borrow, invalid JSON) returns `None`, and
 //! the caller reads the document the general way.
 
 use super::usage::{Fallback, Usage};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use std::fmt;
+
+/// The visitor methods of the scalars (and `null`), each giving the value `$scalar`
+/// (`$null` for `null`): how each reader below sees a value that is not what it looks for.
+macro_rules! scalars {
+    ($value:ty, null => $null:expr, other => $scalar:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<$value, E> {
+            Ok($null)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+            Ok($scalar)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+            Ok($scalar)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+            Ok($scalar)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$value, E> {
+            Ok($scalar)
+        }
+    };
+}
+
+/// A `DeserializeSeed` that reads any value with the type's own visitor.
+macro_rules! seeded_by_any {
+    ($seed:ty => $value:ty) => {
+        impl<'de> DeserializeSeed<'de> for $seed {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
 
 /// The usage of `body`, or `None` when it must be read the general way.
 pub(super) fn json_usage(body: &[u8]) -> Option<Result<Usage, Fallback>> {
@@ -49,7 +84,7 @@ enum Slot {
 
 /// The counts `usage` names, each under every name it goes by.
 #[derive(Debug, Default)]
-struct Counts {
+pub(super) struct Counts {
     prompt_tokens: Count,
     input_tokens: Count,
     completion_tokens: Count,
@@ -62,8 +97,37 @@ struct Counts {
 }
 
 impl Counts {
-    /// As `usage::usage_of` reads the same object.
-    fn usage(&self) -> Result<Usage, Fallback> {
+    /// The counts of a `usage` already read as a `Value` (realtime events, the general path).
+    pub(super) fn of_value(usage: &Value) -> Result<Counts, Fallback> {
+        let Value::Object(map) = usage else {
+            return Err(Fallback::MalformedUsage);
+        };
+        let count = |v: Option<&Value>| match v {
+            None | Some(Value::Null) => Count::Absent,
+            Some(v) => v.as_u64().map_or(Count::Other, Count::Number),
+        };
+        let detail = |outer: &str, inner: &str| count(map.get(outer).and_then(|d| d.get(inner)));
+        Ok(Counts {
+            prompt_tokens: count(map.get("prompt_tokens")),
+            input_tokens: count(map.get("input_tokens")),
+            completion_tokens: count(map.get("completion_tokens")),
+            output_tokens: count(map.get("output_tokens")),
+            total_tokens: count(map.get("total_tokens")),
+            cached: [
+                detail("prompt_tokens_details", "cached_tokens"),
+                detail("input_tokens_details", "cached_tokens"),
+                detail("input_token_details", "cached_tokens"),
+            ],
+            reasoning: [
+                detail("completion_tokens_details", "reasoning_tokens"),
+                detail("output_tokens_details", "reasoning_tokens"),
+            ],
+        })
+    }
+
+    /// The usage these counts make: under each name, the first count that is there; a count
+    /// that is not a non-negative integer is malformed; prompt or total must be there.
+    pub(super) fn usage(&self) -> Result<Usage, Fallback> {
         let prompt = first(&[self.prompt_tokens, self.input_tokens])?;
         let completion = first(&[self.completion_tokens, self.output_tokens])?;
         let total = first(&[self.total_tokens])?;
@@ -138,34 +202,15 @@ impl<'de> Visitor<'de> for TopLevel {
 /// The value of `usage`.
 struct UsageSlot;
 
-impl<'de> DeserializeSeed<'de> for UsageSlot {
-    type Value = Slot;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seeded_by_any!(UsageSlot => Slot);
 
 impl<'de> Visitor<'de> for UsageSlot {
     type Value = Slot;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a usage object")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Slot, E> {
-        Ok(Slot::Absent)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Slot, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Slot, E> {
-        Ok(Slot::NotObject)
-    }
+    scalars!(Slot, null => Slot::Absent, other => Slot::NotObject);
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Slot, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Slot, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Slot, E> {
         Ok(Slot::NotObject)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Slot, A::Error> {
@@ -210,35 +255,16 @@ impl<'de> Visitor<'de> for UsageSlot {
 /// One count.
 struct CountOf;
 
-impl<'de> DeserializeSeed<'de> for CountOf {
-    type Value = Count;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Count, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seeded_by_any!(CountOf => Count);
 
 impl<'de> Visitor<'de> for CountOf {
     type Value = Count;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a count")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
-        Ok(Count::Absent)
-    }
+    scalars!(Count, null => Count::Absent, other => Count::Other);
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
         Ok(Count::Number(n))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
-        Ok(Count::Other)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Count, E> {
-        Ok(Count::Other)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Count, E> {
-        Ok(Count::Other)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
-        Ok(Count::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Count, A::Error> {
         drain_seq(seq).map(|()| Count::Other)
@@ -251,34 +277,15 @@ impl<'de> Visitor<'de> for CountOf {
 /// A `*_details` object: its one count named `.0`; anything but an object has none.
 struct Detail(&'static str);
 
-impl<'de> DeserializeSeed<'de> for Detail {
-    type Value = Count;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Count, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seeded_by_any!(Detail => Count);
 
 impl<'de> Visitor<'de> for Detail {
     type Value = Count;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a details object")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
-        Ok(Count::Absent)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
-        Ok(Count::Absent)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Count, E> {
-        Ok(Count::Absent)
-    }
+    scalars!(Count, null => Count::Absent, other => Count::Absent);
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Count, E> {
-        Ok(Count::Absent)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Count, E> {
-        Ok(Count::Absent)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
         Ok(Count::Absent)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Count, A::Error> {
@@ -317,34 +324,15 @@ fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
 /// `IgnoredAny` skips without those checks), and nothing is kept.
 struct Skip;
 
-impl<'de> DeserializeSeed<'de> for Skip {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seeded_by_any!(Skip => ());
 
 impl<'de> Visitor<'de> for Skip {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any value")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
+    scalars!((), null => (), other => ());
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
@@ -358,7 +346,6 @@ impl<'de> Visitor<'de> for Skip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     /// The general reader: the document as a `Value`, then its `usage`.
     fn general(body: &[u8]) -> Result<Usage, Fallback> {
