@@ -72,7 +72,7 @@ pub fn usage_of(usage: &Value) -> Result<Usage, Fallback> {
 }
 
 /// The usage of a whole JSON answer: read in one pass without building the document
-/// ([`super::usage_scan`]), or as a `Value` when that reader hands it back.
+/// (`forward/usage_scan.rs`), or as a `Value` when that reader hands it back.
 pub fn json_usage(body: &[u8]) -> Result<Usage, Fallback> {
     if let Some(usage) = super::usage_scan::json_usage(body) {
         return usage;
