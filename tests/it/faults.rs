@@ -80,14 +80,7 @@ async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
         deployments_seen(&h),
         vec!["gpt-4o", "gpt-4o-west", "gpt-4o-west"]
     );
-    let metrics = client()
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(h.addr).await;
     assert!(
         metrics.contains("entra_proxy_cooldowns_total{backend=\"east\"}"),
         "{metrics}"
@@ -482,14 +475,7 @@ async fn metrics_cover_requests_tokens_and_streams() {
     )
     .await;
     assert!(r.status().is_client_error(), "{}", r.status());
-    let text = client()
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(h.addr).await;
     for name in [
         "entra_proxy_requests_total",
         "entra_proxy_upstream_seconds_bucket",

@@ -27,31 +27,6 @@ async fn chat(addr: std::net::SocketAddr, key: &str, body: &Value) -> reqwest::R
         .unwrap()
 }
 
-/// The value of the metric `name` whose labels include every `labels` pair.
-pub(crate) async fn metric(
-    addr: std::net::SocketAddr,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
-    let text = client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn prompt(text: &str) -> Value {
     json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
 }

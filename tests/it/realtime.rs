@@ -484,7 +484,7 @@ async fn realtime_usage_is_counted_and_charged_to_the_key_as_responses_complete(
         // Counted as the frame passed, before the socket closes.
         let labels = [("key", "key:voice"), ("model", "gpt-4o"), ("kind", "total")];
         assert_eq!(
-            crate::limits::metric(h.addr, "entra_proxy_tokens_total", &labels).await,
+            metric(h.addr, "entra_proxy_tokens_total", &labels).await,
             Some(totals as f64)
         );
     }
@@ -503,7 +503,7 @@ async fn realtime_usage_is_counted_and_charged_to_the_key_as_responses_complete(
         serde_json::from_slice(refused.body().as_deref().unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "insufficient_quota");
     assert_eq!(
-        crate::limits::metric(
+        metric(
             h.addr,
             "entra_proxy_token_quota_remaining",
             &[("key", "key:voice")]

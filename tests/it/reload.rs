@@ -67,31 +67,13 @@ impl Proxy {
         error_of(r).await
     }
 
-    /// The value of a metric line that starts with `name` (labels included), if present.
+    /// The value of the first metric line named `name` (any labels), if present.
     async fn metric(&self, name: &str) -> Option<f64> {
-        let text = client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric(self.addr, name, &[]).await
     }
 
     async fn metrics_text(&self) -> String {
-        client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_text(self.addr).await
     }
 
     /// Waits (a few seconds at most) until `key` on `model` answers `status`.

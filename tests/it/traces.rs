@@ -541,16 +541,7 @@ async fn a_collector_that_is_down_costs_dropped_spans_not_request_time() {
     // A port nothing listens on.
     let port = free_port();
     let h = traced(&format!("http://127.0.0.1:{port}"), TelemetryEnv::default()).await;
-    let metrics = || async {
-        client()
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || metrics_text(h.addr);
     let before = dropped(&metrics().await);
     for _ in 0..20 {
         let started = Instant::now();

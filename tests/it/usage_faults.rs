@@ -4,7 +4,6 @@
 //! names why. Each test runs the proxy as its own process, so its counters are its own.
 
 use crate::common::*;
-use crate::limits::metric;
 use azure_emulator::{Emulator, EmulatorConfig, Fault, Garble, MintSpec};
 use entra_proxy::config::KeyDigest;
 use serde_json::{Value, json};

@@ -208,6 +208,38 @@ pub fn chat_body(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// The `/metrics` text of the proxy listening on `addr`.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the metric `name` whose labels include every `labels` pair (any labels when
+/// `labels` is empty), in the `/metrics` text `text`.
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The value of the metric `name` whose labels include every `labels` pair, read now from
+/// the proxy listening on `addr`.
+pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metric_in(&metrics_text(addr).await, name, labels)
+}
+
 /// Waits until `/readyz` says ready (the token keeper has a token).
 pub async fn wait_ready(h: &Harness) {
     wait_ready_within(h, Duration::from_secs(5)).await;
