@@ -412,11 +412,16 @@ fn without_null_usage(bytes: &[u8]) -> Vec<u8> {
             out.push_str(&rest[..i]);
             let t = out[head..].trim_end().len() + head;
             if out[..t].ends_with(',') {
+                // After another member: the comma before it goes, with the blanks between.
                 out.truncate(t - 1);
                 rest = tail;
             } else {
-                out.truncate(t);
-                rest = tail.trim_start().strip_prefix(',').unwrap_or(tail);
+                // The first member: blanks before it stay; a comma after it goes, with the
+                // blanks that follow that comma (as the proxy removes it).
+                rest = match tail.trim_start().strip_prefix(',') {
+                    Some(after) => after.trim_start(),
+                    None => tail,
+                };
             }
         } else {
             out.push_str(&rest[..i + 7]);
