@@ -67,7 +67,7 @@ impl Exchange<'_> {
         let settle = Settle {
             limits: self.state.limits.clone(),
             key: self.metering.key.clone(),
-            estimate: self.metering.estimate.clone(),
+            estimate: self.metering.estimate.kept(),
             labels: TokenLabels::for_route(self.state, self.caller, a.route),
             log: AccessLog {
                 request_id: self.request_id.to_string(),

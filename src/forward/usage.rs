@@ -141,14 +141,21 @@ impl Estimate {
         Estimate::Made(body.and_then(|b| estimate_prompt(b)).unwrap_or(0))
     }
 
-    /// Kept for later: a small body as a copy of its own, so that the connection's read
-    /// buffer it was read into is free for the next request while the answer streams.
     pub(super) fn later(body: Option<&Bytes>) -> Estimate {
+        Estimate::Later(body.cloned())
+    }
+
+    /// This estimate, to keep while an answer streams: a small body waiting for it as a copy
+    /// of its own, so that the connection's read buffer it was read into is free for the next
+    /// request.
+    pub(super) fn kept(&self) -> Estimate {
         const COPIED_UP_TO: usize = 16 * 1024;
-        Estimate::Later(body.map(|b| match b.len() <= COPIED_UP_TO {
-            true => Bytes::copy_from_slice(b),
-            false => b.clone(),
-        }))
+        match self {
+            Estimate::Later(Some(b)) if b.len() <= COPIED_UP_TO => {
+                Estimate::Later(Some(Bytes::copy_from_slice(b)))
+            }
+            other => other.clone(),
+        }
     }
 
     /// The estimate if it was made (0 when it waits).
