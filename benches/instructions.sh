@@ -9,7 +9,8 @@
 # Runs the proxy (one worker) under callgrind twice — SMALL then LARGE keep-alive requests with
 # an api-key, through /v1/chat/completions to the emulator on 127.0.0.1 — and prints
 # (instructions(LARGE) - instructions(SMALL)) / (LARGE - SMALL): start-up, token acquisition and
-# shutdown cancel out. Loopback only; needs valgrind (apt-get install valgrind).
+# shutdown cancel out. The proxy logs at RUST_LOG (default info: one access line per request,
+# as shipped). Loopback only; needs valgrind (apt-get install valgrind).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROXY="${1:-$ROOT/target/release/entra-proxy}"
@@ -78,7 +79,7 @@ deployment = "gpt-4o"
 name = "bench"
 sha256 = "$SHA"
 EOF
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+  RUST_LOG="${RUST_LOG:-info}" valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$PROXY" serve --config "$WORK/proxy-$n.toml" >"$WORK/proxy-$n.log" 2>&1 &
   local pid=$!
   wait_http "http://127.0.0.1:$port/readyz"

@@ -152,39 +152,10 @@ pub enum ConfigCommand {
     Check(ConfigArg),
 }
 
-/// Sets up `tracing` on stderr: `RUST_LOG` filters, `ENTRA_PROXY_LOG_FORMAT=json` for JSON.
-/// Lines are buffered per thread and written by a background thread (see `crate::log_sink`),
-/// so logging never stalls a request; keep the returned guard alive until exit so the last
-/// lines are written.
-pub fn init_logging() -> Option<crate::log_sink::FlushGuard> {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
-    let (writer, guard) = match crate::log_sink::LogSink::new(std::io::stderr()) {
-        Ok((sink, guard)) => (BoxMakeWriter::new(sink), Some(guard)),
-        Err(e) => {
-            eprintln!(
-                "entra-proxy: cannot start the log writer thread ({e}); logging to stderr directly"
-            );
-            (BoxMakeWriter::new(std::io::stderr), None)
-        }
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
-    use std::io::IsTerminal as _;
-    let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    let json = std::env::var("ENTRA_PROXY_LOG_FORMAT").is_ok_and(|v| v == "json");
-    if json {
-        let _ = builder.json().flatten_event(true).try_init();
-    } else {
-        let _ = builder
-            .event_format(crate::log_format::TextFormat::new(ansi))
-            .try_init();
-    }
-    guard
+/// Sets up logging on stderr (see [`crate::logging::init`]); keep the returned guard alive
+/// until exit so the last lines are written.
+pub fn init_logging() -> Option<crate::logging::FlushGuard> {
+    crate::logging::init()
 }
 
 /// Parses the command line and runs the subcommand.

@@ -3,13 +3,14 @@
 
 use super::body::Watched;
 use super::headers::downstream_headers;
-use super::usage::{AccessLog, Meter, Metered, Settle, TokenLabels};
+use super::usage::{Meter, Metered, Settle, TokenLabels};
 use super::{Attempted, CALLER_HEADER, Exchange};
 use crate::backends::Backends;
 use crate::diagnose;
 use crate::error::ProxyError;
 use crate::inbound::query::Masked;
 use crate::limits::Admitted;
+use crate::logging::access;
 use crate::routing::Route;
 use crate::state::Snapshot;
 use crate::upstream;
@@ -61,7 +62,6 @@ impl Exchange<'_> {
 
     /// A successful answer whose usage is read as it passes, counted and charged at its end.
     fn metered(&self, a: Attempted<'_>, meter: Meter) -> Response {
-        let backend = &self.state.routes.backends()[a.route.backend];
         let status = a.response.status();
         let rewrites = meter.rewrites();
         let settle = Settle {
@@ -69,17 +69,8 @@ impl Exchange<'_> {
             key: self.metering.key.clone(),
             estimate: self.metering.estimate.kept(),
             labels: TokenLabels::for_route(self.state, self.caller, a.route),
-            log: AccessLog {
-                request_id: self.request_id.to_string(),
-                path: self.path.to_string(),
-                query: self.query.map(|q| Masked(q).to_string()),
-                caller: self.caller.label().to_string(),
-                backend: backend.name().to_string(),
-                model: a.route.model.clone().unwrap_or_else(|| "-".into()),
-                deployment: a.route.deployment.clone().unwrap_or_else(|| "-".into()),
-                status: status.as_u16(),
-                started: self.started,
-            },
+            log: self.access_fields(&a),
+            started: self.started,
             trace: self.trace.clone(),
         };
         let (head, body) = a.response.into_parts();
@@ -100,20 +91,28 @@ impl Exchange<'_> {
 
     /// The access-log line of an answer that is not metered.
     fn log_proxied(&self, a: &Attempted<'_>) {
+        if let Some(mut line) = self.access_fields(a) {
+            line.number("took_ms", self.started.elapsed().as_millis() as u64)
+                .write("proxied");
+        }
+    }
+
+    /// The access line's fields known from the answer's head (a metered answer's line is
+    /// written at its end, with the usage), or `None` when access lines are not logged.
+    fn access_fields(&self, a: &Attempted<'_>) -> Option<access::Fields> {
+        let mut line = access::Fields::start()?;
         let backend = &self.state.routes.backends()[a.route.backend];
-        let status = a.response.status().as_u16();
-        tracing::info!(
-            request_id = %self.request_id,
-            path = %self.path,
-            query = self.query.map(|q| tracing::field::display(Masked(q))),
-            caller = %self.caller.label(),
-            backend = %backend.name(),
-            model = a.route.model.as_deref().unwrap_or("-"),
-            deployment = a.route.deployment.as_deref().unwrap_or("-"),
-            status,
-            took_ms = self.started.elapsed().as_millis() as u64,
-            "proxied"
-        );
+        line.text("request_id", self.request_id)
+            .text("path", self.path);
+        if let Some(query) = self.query {
+            line.display("query", Masked(query));
+        }
+        line.display("caller", self.caller.label())
+            .text("backend", backend.name())
+            .quoted("model", a.route.model.as_deref().unwrap_or("-"))
+            .quoted("deployment", a.route.deployment.as_deref().unwrap_or("-"))
+            .number("status", a.response.status().as_u16().into());
+        Some(line)
     }
 
     /// Azure's answer for the client: errors the proxy explains are read (bounded) and get a
@@ -208,16 +207,18 @@ pub(super) fn fail_to_proxy(
     uri: &axum::http::Uri,
     caller_label: Option<&str>,
 ) -> Response {
-    tracing::info!(
-        request_id = %request_id,
-        method = %method,
-        path = %uri.path(),
-        query = uri.query().map(|q| tracing::field::display(Masked(q))),
-        caller = caller_label.unwrap_or("-"),
-        status = e.status().as_u16(),
-        error = %e,
-        "rejected"
-    );
+    if let Some(mut line) = access::Fields::start() {
+        line.text("request_id", request_id)
+            .text("method", method.as_str())
+            .text("path", uri.path());
+        if let Some(query) = uri.query() {
+            line.display("query", Masked(query));
+        }
+        line.quoted("caller", caller_label.unwrap_or("-"))
+            .number("status", e.status().as_u16().into())
+            .display("error", &e)
+            .write("rejected");
+    }
     let mut r = e.into_response();
     if let Some(label) = caller_label.and_then(|l| HeaderValue::from_str(l).ok()) {
         r.headers_mut().insert(CALLER_HEADER, label);

@@ -614,7 +614,9 @@ pub(super) struct Settle {
     pub(super) key: Option<(Arc<str>, KeyBudget)>,
     pub(super) estimate: Estimate,
     pub(super) labels: TokenLabels,
-    pub(super) log: AccessLog,
+    /// The access line's fields from the answer's head (`None` when access lines are off).
+    pub(super) log: Option<crate::logging::access::Fields>,
+    pub(super) started: std::time::Instant,
     /// The request's server span: gets the usage, and ends with the answer.
     pub(super) trace: crate::telemetry::trace::RequestSpan,
 }
@@ -623,20 +625,6 @@ pub(super) struct Settle {
 /// by the config.
 pub(super) struct TokenLabels {
     counters: Arc<[metrics::Counter; 3]>,
-}
-
-/// The fields of the "proxied" access-log line.
-pub(super) struct AccessLog {
-    pub(super) request_id: String,
-    pub(super) path: String,
-    /// The query with credential values masked (`api-key=***`), if there was one.
-    pub(super) query: Option<String>,
-    pub(super) caller: String,
-    pub(super) backend: String,
-    pub(super) model: String,
-    pub(super) deployment: String,
-    pub(super) status: u16,
-    pub(super) started: std::time::Instant,
 }
 
 type Charging = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -812,26 +800,21 @@ impl Settle {
             self.trace.response_model(&model);
         }
         self.labels.count(&usage);
-        let log = &self.log;
-        tracing::info!(
-            request_id = %log.request_id,
-            path = %log.path,
-            query = log.query.as_deref(),
-            caller = %log.caller,
-            backend = %log.backend,
-            model = %log.model,
-            deployment = %log.deployment,
-            status = log.status,
-            took_ms = log.started.elapsed().as_millis() as u64,
-            prompt_tokens = usage.prompt,
-            completion_tokens = usage.completion,
-            total_tokens = usage.total,
-            cached_tokens = usage.cached,
-            reasoning_tokens = usage.reasoning,
-            usage_estimated = estimated,
-            ended,
-            "proxied"
-        );
+        if let Some(mut line) = self.log {
+            line.number("took_ms", self.started.elapsed().as_millis() as u64)
+                .number("prompt_tokens", usage.prompt)
+                .number("completion_tokens", usage.completion)
+                .number("total_tokens", usage.total);
+            if let Some(cached) = usage.cached {
+                line.number("cached_tokens", cached);
+            }
+            if let Some(reasoning) = usage.reasoning {
+                line.number("reasoning_tokens", reasoning);
+            }
+            line.flag("usage_estimated", estimated)
+                .flag("ended", ended)
+                .write("proxied");
+        }
         let (name, budget) = self.key?;
         let limits = self.limits;
         Some(Box::pin(async move {

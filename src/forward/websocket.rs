@@ -26,6 +26,7 @@ use super::usage::{SocketMeter, TokenLabels};
 use super::{Attempted, Exchange};
 use crate::error::ProxyError;
 use crate::inbound::{Caller, query, subprotocol};
+use crate::logging::access;
 use crate::routing::{self, BACKEND_HEADER};
 use crate::state::Snapshot;
 use crate::telemetry::trace::RequestSpan;
@@ -222,17 +223,18 @@ pub(super) async fn open(
     if let Some(p) = chosen {
         headers.insert(SEC_WEBSOCKET_PROTOCOL, p);
     }
-    tracing::info!(
-        request_id = %request_id,
-        path = %path,
-        query = uri.query().map(|q| tracing::field::display(query::Masked(q))),
-        caller = %caller.label(),
-        backend = %backend.name(),
-        model = route.model.as_deref().unwrap_or("-"),
-        deployment = route.deployment.as_deref().unwrap_or("-"),
-        took_ms = started.elapsed().as_millis() as u64,
-        "websocket opened"
-    );
+    if let Some(mut line) = access::Fields::start() {
+        line.text("request_id", request_id).text("path", path);
+        if let Some(query) = uri.query() {
+            line.display("query", query::Masked(query));
+        }
+        line.display("caller", caller.label())
+            .text("backend", backend.name())
+            .quoted("model", route.model.as_deref().unwrap_or("-"))
+            .quoted("deployment", route.deployment.as_deref().unwrap_or("-"))
+            .number("took_ms", started.elapsed().as_millis() as u64)
+            .write("websocket opened");
+    }
     let from_client = hyper::upgrade::on(&mut request);
     let from_azure = hyper::upgrade::on(answer);
     let relay = Relay {
@@ -451,18 +453,18 @@ impl Relay {
         if responses > 0 {
             self.trace.usage(used.prompt, used.completion, false);
         }
-        tracing::info!(
-            request_id = %self.request_id,
-            end = ?end,
-            frames_from_client = up,
-            frames_from_azure = down,
-            open_secs = started.elapsed().as_secs_f64(),
-            responses,
-            prompt_tokens = used.prompt,
-            completion_tokens = used.completion,
-            total_tokens = used.total,
-            "websocket closed"
-        );
+        if let Some(mut line) = access::Fields::start() {
+            line.text("request_id", &self.request_id)
+                .display("end", format_args!("{end:?}"))
+                .number("frames_from_client", up)
+                .number("frames_from_azure", down)
+                .decimal("open_secs", started.elapsed().as_secs_f64())
+                .number("responses", responses)
+                .number("prompt_tokens", used.prompt)
+                .number("completion_tokens", used.completion)
+                .number("total_tokens", used.total)
+                .write("websocket closed");
+        }
         drop(self.slot);
         // The server span ends here, with the socket.
         drop(self.trace);

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod access_log;
 mod audience_tables;
 mod binary;
 mod callers;

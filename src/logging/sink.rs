@@ -25,8 +25,8 @@ const SHARD_CAPACITY: usize = 256 * 1024;
 /// A buffer this full wakes the flusher early.
 const WAKE_AT: usize = SHARD_CAPACITY / 4;
 
-/// A `MakeWriter` for `tracing_subscriber`: cheap to clone, every clone feeds the same
-/// flusher. Keep the [`FlushGuard`] alive until exit.
+/// A `MakeWriter` for `tracing_subscriber`, and where the access lines go: cheap to clone,
+/// every clone feeds the same flusher. Keep the [`FlushGuard`] alive until exit.
 #[derive(Clone)]
 pub(crate) struct LogSink {
     shared: Arc<Shared>,
@@ -75,7 +75,7 @@ impl LogSink {
     }
 
     /// Appends one whole line (or drops it when this thread's buffer is full).
-    fn push(&self, line: &[u8]) {
+    pub(super) fn push(&self, line: &[u8]) {
         let shard = &self.shared.shards[shard_of_this_thread()];
         let len = {
             let mut buf = shard.lock().unwrap_or_else(PoisonError::into_inner);

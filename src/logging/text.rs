@@ -5,7 +5,8 @@
 //! client or Azure sends (a path, an error text) can start a forged log line or drive a
 //! terminal.
 //!
-//! One access line is written per proxied request; this is on the hot path.
+//! The access lines (see [`super::access`]) are written in the same shape by the proxy's own
+//! formatter, with the pieces here.
 
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
@@ -76,7 +77,7 @@ where
     }
 }
 
-fn write_level(w: &mut Writer<'_>, level: Level, ansi: bool) -> fmt::Result {
+pub(super) fn write_level(w: &mut impl fmt::Write, level: Level, ansi: bool) -> fmt::Result {
     let (text, colour) = match level {
         Level::TRACE => ("TRACE", "35"),
         Level::DEBUG => ("DEBUG", "34"),
@@ -92,7 +93,7 @@ fn write_level(w: &mut Writer<'_>, level: Level, ansi: bool) -> fmt::Result {
 }
 
 /// RFC 3339 UTC with microseconds; the part up to the seconds is cached per thread.
-fn write_now(w: &mut Writer<'_>) -> fmt::Result {
+pub(super) fn write_now(w: &mut impl fmt::Write) -> fmt::Result {
     use std::cell::RefCell;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -107,8 +108,20 @@ fn write_now(w: &mut Writer<'_>) -> fmt::Result {
             cached.1 = date_time(secs);
             cached.0 = secs;
         }
-        write!(w, "{}.{:06}Z", cached.1, now.subsec_micros())
+        w.write_str(&cached.1)?;
+        let fraction = fraction(now.subsec_micros());
+        w.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
     })
+}
+
+/// `.123456Z` for 123456 microseconds (`.{:06}Z`, without the formatting machinery).
+fn fraction(mut micros: u32) -> [u8; 8] {
+    let mut out = *b".000000Z";
+    for digit in out[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` for seconds since the Unix epoch.
@@ -192,7 +205,7 @@ impl Visit for Fields<'_, '_> {
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         let name = field.name();
         self.field(field, |w| {
-            write!(Escaped(w), "{value}")?;
+            write!(Escaped(&mut *w), "{value}")?;
             let mut source = value.source();
             if source.is_some() {
                 write!(w, " {name}.sources=[")?;
@@ -202,7 +215,7 @@ impl Visit for Fields<'_, '_> {
                         w.write_str(", ")?;
                     }
                     first = false;
-                    write!(Escaped(w), "{s}")?;
+                    write!(Escaped(&mut *w), "{s}")?;
                     source = s.source();
                 }
                 w.write_char(']')?;
@@ -213,10 +226,15 @@ impl Visit for Fields<'_, '_> {
 }
 
 /// Passes text through, writing control characters as escapes (`\n`, `\r`, `\t`, `\u{1b}`).
-struct Escaped<'a, 'w>(&'a mut Writer<'w>);
+pub(super) struct Escaped<W: fmt::Write>(pub(super) W);
 
-impl fmt::Write for Escaped<'_, '_> {
+impl<W: fmt::Write> fmt::Write for Escaped<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Control characters are C0 and DEL (one byte each) and C1 (U+0080 to U+009F: 0xC2
+        // then 0x80 to 0x9F in UTF-8); text without those bytes is written as is.
+        if !s.bytes().any(|b| b < b' ' || b == 0x7f || b == 0xc2) {
+            return self.0.write_str(s);
+        }
         let mut plain_from = 0;
         for (i, c) in s.char_indices() {
             if !c.is_control() {
@@ -239,7 +257,7 @@ impl fmt::Write for Escaped<'_, '_> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::log_sink::tests::Captured;
+    use crate::logging::sink::tests::Captured;
 
     /// What `format` writes for the events `emit` sends.
     fn render(format: Option<TextFormat>, emit: impl FnOnce()) -> String {
@@ -293,7 +311,7 @@ mod tests {
     fn lines_look_like_the_default_format() {
         let default = render(None, emit);
         assert_eq!(ours(false), default);
-        assert!(default.contains(" INFO entra_proxy::log_format::tests: proxied request_id=abc-1 path=/openai/deployments/gpt-4o/chat/completions model=\"gpt-4o\" status=200"), "{default}");
+        assert!(default.contains(" INFO entra_proxy::logging::text::tests: proxied request_id=abc-1 path=/openai/deployments/gpt-4o/chat/completions model=\"gpt-4o\" status=200"), "{default}");
     }
 
     #[test]
@@ -312,13 +330,16 @@ mod tests {
             );
         }
         assert_eq!(date_time(0), "1970-01-01T00:00:00");
+        for micros in [0, 5, 120_000, 123_456, 999_999] {
+            assert_eq!(fraction(micros), *format!(".{micros:06}Z").as_bytes());
+        }
         assert_eq!(date_time(1_767_323_045), "2026-01-02T03:04:05");
     }
 
     #[test]
     fn control_characters_cannot_forge_lines_or_reach_the_terminal() {
         let text = render(Some(TextFormat::new(false)), || {
-            let evil = "x\n2026-01-01T00:00:00.000000Z  INFO forged\r\t\u{1b}[31mred\u{9b}";
+            let evil = "x\n2026-01-01T00:00:00.000000Z  INFO forged\r\t\u{1b}[31mred\u{9b}£\u{a0}";
             tracing::info!(path = %evil, quoted = evil, "msg {evil}");
             tracing::warn!(
                 error = &std::io::Error::other(evil) as &(dyn std::error::Error + 'static),
@@ -332,6 +353,8 @@ mod tests {
             text.contains(r"x\n2026-01-01T00:00:00.000000Z  INFO forged\r\t\u{1b}[31mred\u{9b}"),
             "{text}"
         );
+        // Printable characters that share the first byte of C1's UTF-8 pass unchanged.
+        assert!(text.contains("red\\u{9b}£\u{a0}"), "{text}");
     }
 
     #[test]
