@@ -405,3 +405,50 @@ async fn oversized_bodies_get_413() {
     }
     h.stop().await;
 }
+
+/// A client that opens its keep-alive connections in one burst gets them spread over the
+/// serving threads, not all on whichever thread woke first; a closed one leaves its count.
+#[tokio::test]
+async fn a_burst_of_connections_is_spread_over_the_serving_threads() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let emu = emulator().await;
+    let config = base_config(&emu.url()).replace("[server]\n", "[server]\nworkers = 2\n");
+    let (child, _cfg) = spawn_binary(&config, &[]).await;
+    let addr = child.addr;
+    let opened = (0..8).map(|_| async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let n = c.read(&mut answer).await.unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..n]
+        );
+        c
+    });
+    let mut open = futures_util::future::join_all(opened).await;
+    let per_thread = |text: &str| {
+        ["0", "1"].map(|w| {
+            metric_in(text, "entra_proxy_open_connections", &[("worker", w)]).unwrap_or(0.0)
+        })
+    };
+    // The 8 kept open and the one reading /metrics.
+    let [a, b] = per_thread(&metrics_text(addr).await);
+    assert_eq!(a + b, 9.0, "{a} + {b}");
+    assert!((a - b).abs() <= 2.0, "uneven: {a} and {b}");
+    open.truncate(2);
+    let mut left = [a, b];
+    for _ in 0..100 {
+        left = per_thread(&metrics_text(addr).await);
+        if left[0] + left[1] == 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(left[0] + left[1], 3.0, "{left:?}");
+    drop(open);
+    let _ = stop_and_collect(child).await;
+}

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+mod balance;
+
 /// What one serving thread's requests see: the shared state, and the thread's own upstream
 /// client. A connection pool per thread keeps a request and the upstream connection carrying it
 /// on the same thread: no hand-off between threads on the hot path.
@@ -215,7 +217,8 @@ async fn status_json(
 /// background token keeper for every backend scope on the caller's runtime.
 ///
 /// Requests are served by `server.workers` threads, each running its own single-threaded event
-/// loop that accepts from the shared listening socket and owns an upstream connection pool.
+/// loop that accepts from the shared listening socket and owns an upstream connection pool;
+/// connections are spread evenly over the threads (see `balance`).
 /// Tokens, keys, routes and backend health are shared by all.
 pub async fn serve(
     listener: TcpListener,
@@ -231,7 +234,8 @@ pub async fn serve(
     // Every worker counts its WebSockets here, so `server.max_websockets` is per proxy.
     let websockets = crate::upstream::WebSockets::new();
     let mut finished = tokio::task::JoinSet::new();
-    for index in 0..server_config.server.workers.get() {
+    let (balance, inboxes) = balance::Balance::new(server_config.server.workers.get());
+    for (index, inbox) in inboxes.into_iter().enumerate() {
         let socket = listener.try_clone()?;
         let client = crate::upstream::Client::new(server_config.upstream.connect_timeout)
             .map_err(std::io::Error::other)?
@@ -242,13 +246,18 @@ pub async fn serve(
         };
         let (done, exited) = tokio::sync::oneshot::channel();
         let stopped = stopped.clone();
+        let seat = Seat {
+            index,
+            balance: balance.clone(),
+            inbox,
+        };
         std::thread::Builder::new()
             .name(format!("entra-proxy-{index}"))
             .spawn(move || {
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .and_then(|rt| rt.block_on(work(socket, worker, stopped)));
+                    .and_then(|rt| rt.block_on(work(socket, worker, seat, stopped)));
                 let _ = done.send(result);
             })?;
         finished.spawn(async move {
@@ -305,11 +314,21 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One worker: accepts connections and serves them on this thread until `stopped` turns true
-/// (or its sender is gone), then drains for the grace period.
+/// A serving thread's place among the others: its index, the shared balance, and its inbox of
+/// connections other threads accepted for it.
+struct Seat {
+    index: usize,
+    balance: Arc<balance::Balance>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<balance::Handoff>,
+}
+
+/// One worker: accepts connections (keeping each unless another thread serves fewer) and
+/// serves its own until `stopped` turns true (or its sender is gone), then drains for the
+/// grace period.
 async fn work(
     socket: std::net::TcpListener,
     worker: Worker,
+    mut seat: Seat,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use futures_util::FutureExt as _;
@@ -334,13 +353,23 @@ async fn work(
     let app = router(worker.state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, counted) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok((stream, peer)) => match keep_or_hand_off(&seat, stream, peer) {
+                    Some(kept) => kept,
+                    None => continue,
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(handed) = seat.inbox.recv() => match tokio::net::TcpStream::from_std(handed.stream) {
+                Ok(stream) => (stream, handed.peer, handed.counted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take over a connection from another serving thread");
                     continue;
                 }
             },
@@ -374,9 +403,12 @@ async fn work(
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(counted);
         });
     }
     drop(listener);
+    // Connections still on their way here are closed; new ones stay with their acceptor.
+    drop(seat.inbox);
     // The grace period as configured now: it follows reloads.
     let grace = worker.state.snapshot().config.server.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
@@ -390,6 +422,51 @@ async fn work(
     // drain period are closed with 1001.
     worker.client.websockets().drain(deadline).await;
     Ok(())
+}
+
+/// A connection this thread accepted: kept (with its place in this thread's count) when no
+/// other thread serves fewer, else handed to the one that does (`None`).
+fn keep_or_hand_off(
+    seat: &Seat,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<(
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    balance::Counted,
+)> {
+    let (to, counted) = seat.balance.place(seat.index);
+    if to == seat.index {
+        return Some((stream, peer, counted));
+    }
+    // Out of this thread's event loop, into the other's (where `from_std` registers it).
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "could not hand a connection to another serving thread; closing it");
+            return None;
+        }
+    };
+    let handoff = balance::Handoff {
+        stream,
+        peer,
+        counted,
+    };
+    match seat.balance.hand_off(to, handoff) {
+        Ok(()) => None,
+        // That thread has stopped serving: serve it here.
+        Err(back) => {
+            drop(back.counted);
+            let (_, counted) = seat.balance.count(seat.index);
+            match tokio::net::TcpStream::from_std(back.stream) {
+                Ok(stream) => Some((stream, back.peer, counted)),
+                Err(e) => {
+                    tracing::warn!(error = %e, %peer, "could not take a connection back; closing it");
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C. The handlers are installed when this is
