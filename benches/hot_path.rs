@@ -167,6 +167,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("json_usage_of_answer", |b| {
         b.iter(|| black_box(entra_proxy::forward::usage::json_usage(black_box(answer))))
     });
+    // The access line of a metered answer, rendered as text and as JSON (not written out).
+    c.bench_function("access_line_text", |b| {
+        b.iter(|| black_box(entra_proxy::render_access_line(black_box(false))))
+    });
+    c.bench_function("access_line_json", |b| {
+        b.iter(|| black_box(entra_proxy::render_access_line(black_box(true))))
+    });
     drop(emu);
     upstream_round_trip(c);
 }

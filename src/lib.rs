@@ -48,3 +48,7 @@ mod upstream;
 
 /// The per-thread upstream client (its hot-path benchmark drives it directly).
 pub use upstream::Client as UpstreamClient;
+
+/// One access line rendered, for its hot-path benchmark.
+#[doc(hidden)]
+pub use logging::access::render_typical as render_access_line;

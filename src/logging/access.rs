@@ -234,6 +234,35 @@ fn push_decimal(out: &mut String, mut value: u64) {
     }
 }
 
+/// Renders a typical access line (a metered chat answer) in text or JSON and returns its
+/// length, without writing it anywhere: what a line costs, for the hot-path benchmark.
+pub fn render_typical(json: bool) -> usize {
+    let format = if json {
+        Format::Json
+    } else {
+        Format::Text { ansi: false }
+    };
+    let mut fields = Fields::new(format);
+    fields
+        .text("request_id", "3f2a9c1e7b40-12")
+        .text("path", "/openai/deployments/gpt-4o/chat/completions")
+        .display("query", format_args!("api-version={}", "2024-10-21"))
+        .display("caller", format_args!("key:{}", "team-a"))
+        .text("backend", "primary")
+        .quoted("model", "gpt-4o")
+        .quoted("deployment", "gpt-4o")
+        .number("status", 200)
+        .number("took_ms", 3)
+        .number("prompt_tokens", 14)
+        .number("completion_tokens", 7)
+        .number("total_tokens", 21)
+        .flag("usage_estimated", false)
+        .flag("ended", true);
+    let mut line = String::with_capacity(512);
+    let _ = fields.render(&mut line, "proxied");
+    line.len()
+}
+
 /// Writes text as the inside of a JSON string: `"`, `\` and control characters escaped.
 struct JsonEscaped<'a>(&'a mut String);
 
