@@ -152,8 +152,10 @@ pub enum ConfigCommand {
     Check(ConfigArg),
 }
 
-/// Sets up logging on stderr (see [`crate::logging::init`]); keep the returned guard alive
-/// until exit so the last lines are written.
+/// Sets up logging on stderr: `RUST_LOG` filters (the access lines under the target
+/// `entra_proxy::access`), `ENTRA_PROXY_LOG_FORMAT=json` for JSON. Lines are buffered per
+/// thread and written by a background thread; keep the returned guard alive until exit so the
+/// last lines are written.
 pub fn init_logging() -> Option<crate::logging::FlushGuard> {
     crate::logging::init()
 }

@@ -59,13 +59,16 @@ impl Balance {
     /// Which thread serves a connection that `worker` accepted, counted in that thread's
     /// connections from now on.
     pub(super) fn place(self: &Arc<Self>, worker: usize) -> (usize, Counted) {
-        let open: Vec<usize> = self
-            .open
+        let to = least_loaded(&self.counts(), worker);
+        self.count(to)
+    }
+
+    /// Every thread's open connections, now.
+    fn counts(&self) -> Vec<usize> {
+        self.open
             .iter()
             .map(|o| o.load(Ordering::Relaxed))
-            .collect();
-        let to = least_loaded(&open, worker);
-        self.count(to)
+            .collect()
     }
 
     /// Counts one more connection on `worker`.
@@ -121,19 +124,9 @@ mod tests {
         for _ in 0..32 {
             open.push(balance.place(0));
         }
-        let per_thread: Vec<usize> = balance
-            .open
-            .iter()
-            .map(|o| o.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(per_thread, [8, 8, 8, 8]);
+        assert_eq!(balance.counts(), [8, 8, 8, 8]);
         assert_eq!(open.iter().filter(|(to, _)| *to == 3).count(), 8);
         open.clear();
-        let per_thread: Vec<usize> = balance
-            .open
-            .iter()
-            .map(|o| o.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(per_thread, [0, 0, 0, 0]);
+        assert_eq!(balance.counts(), [0, 0, 0, 0]);
     }
 }
