@@ -91,15 +91,17 @@ impl Fields {
     /// field), a JSON string.
     pub(crate) fn text(&mut self, name: &str, value: &str) -> &mut Fields {
         self.name(name);
-        let _ = match self.format {
-            Format::Text { .. } => Escaped(&mut self.text).write_str(value),
+        // Writing into a `String` cannot fail.
+        match self.format {
+            Format::Text { .. } => {
+                let _ = Escaped(&mut self.text).write_str(value);
+            }
             Format::Json => {
                 self.text.push('"');
                 let _ = JsonEscaped(&mut self.text).write_str(value);
                 self.text.push('"');
-                Ok(())
             }
-        };
+        }
         self
     }
 
@@ -172,12 +174,9 @@ impl Fields {
             static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
         }
         let Some(out) = OUT.get() else { return };
-        LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                return;
-            };
+        let emit = |line: &mut String| {
             line.clear();
-            let _ = self.render(&mut line, message);
+            let _ = self.render(line, message);
             match &out.sink {
                 Some(sink) => sink.push(line.as_bytes()),
                 // Nowhere else to report a failing stderr.
@@ -185,6 +184,11 @@ impl Fields {
                     let _ = std::io::stderr().write_all(line.as_bytes());
                 }
             }
+        };
+        // The thread's buffer, or a new one if it is somehow in use already.
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => emit(&mut line),
+            Err(_) => emit(&mut String::new()),
         });
     }
 
@@ -359,10 +363,7 @@ mod tests {
 
     fn theirs(json: bool, path: &str, model: &str) -> String {
         let out = Captured::default();
-        let w = out.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || w.clone());
+        let builder = out.subscriber();
         if json {
             let subscriber = builder.json().flatten_event(true).finish();
             tracing::subscriber::with_default(subscriber, || as_event(path, model));

@@ -218,6 +218,21 @@ pub(crate) mod tests {
         pub(crate) fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
+
+        /// A `tracing_subscriber` builder writing into this capture, without colour.
+        pub(crate) fn subscriber(
+            &self,
+        ) -> tracing_subscriber::fmt::SubscriberBuilder<
+            tracing_subscriber::fmt::format::DefaultFields,
+            tracing_subscriber::fmt::format::Format,
+            tracing_subscriber::filter::LevelFilter,
+            impl Fn() -> Captured + Send + Sync + 'static,
+        > {
+            let w = self.clone();
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || w.clone())
+        }
     }
 
     #[test]

@@ -262,10 +262,7 @@ mod tests {
     /// What `format` writes for the events `emit` sends.
     fn render(format: Option<TextFormat>, emit: impl FnOnce()) -> String {
         let out = Captured::default();
-        let w = out.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || w.clone());
+        let builder = out.subscriber();
         match format {
             Some(format) => {
                 tracing::subscriber::with_default(builder.event_format(format).finish(), emit)

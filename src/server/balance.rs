@@ -33,6 +33,13 @@ pub(super) struct Counted {
     worker: usize,
 }
 
+impl Counted {
+    /// The thread the connection is counted on, which serves it.
+    pub(super) fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.balance.open[self.worker].fetch_sub(1, Ordering::Relaxed);
@@ -58,7 +65,7 @@ impl Balance {
 
     /// Which thread serves a connection that `worker` accepted, counted in that thread's
     /// connections from now on.
-    pub(super) fn place(self: &Arc<Self>, worker: usize) -> (usize, Counted) {
+    pub(super) fn place(self: &Arc<Self>, worker: usize) -> Counted {
         let to = least_loaded(&self.counts(), worker);
         self.count(to)
     }
@@ -72,19 +79,21 @@ impl Balance {
     }
 
     /// Counts one more connection on `worker`.
-    pub(super) fn count(self: &Arc<Self>, worker: usize) -> (usize, Counted) {
+    pub(super) fn count(self: &Arc<Self>, worker: usize) -> Counted {
         self.open[worker].fetch_add(1, Ordering::Relaxed);
         self.gauges[worker].increment(1.0);
-        let counted = Counted {
+        Counted {
             balance: self.clone(),
             worker,
-        };
-        (worker, counted)
+        }
     }
 
-    /// Sends a connection to `to`'s inbox; gives it back when that thread no longer serves.
-    pub(super) fn hand_off(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
-        self.inboxes[to].send(handoff).map_err(|e| e.0)
+    /// Sends a connection to the inbox of the thread it is counted on; gives it back when that
+    /// thread no longer serves.
+    pub(super) fn hand_off(&self, handoff: Handoff) -> Result<(), Handoff> {
+        self.inboxes[handoff.counted.worker]
+            .send(handoff)
+            .map_err(|e| e.0)
     }
 }
 
@@ -125,7 +134,7 @@ mod tests {
             open.push(balance.place(0));
         }
         assert_eq!(balance.counts(), [8, 8, 8, 8]);
-        assert_eq!(open.iter().filter(|(to, _)| *to == 3).count(), 8);
+        assert_eq!(open.iter().filter(|c| c.worker() == 3).count(), 8);
         open.clear();
         assert_eq!(balance.counts(), [0, 0, 0, 0]);
     }

@@ -435,8 +435,8 @@ fn keep_or_hand_off(
     std::net::SocketAddr,
     balance::Counted,
 )> {
-    let (to, counted) = seat.balance.place(seat.index);
-    if to == seat.index {
+    let counted = seat.balance.place(seat.index);
+    if counted.worker() == seat.index {
         return Some((stream, peer, counted));
     }
     // Out of this thread's event loop, into the other's (where `from_std` registers it).
@@ -452,19 +452,15 @@ fn keep_or_hand_off(
         peer,
         counted,
     };
-    match seat.balance.hand_off(to, handoff) {
-        Ok(()) => None,
-        // That thread has stopped serving: serve it here.
-        Err(back) => {
-            drop(back.counted);
-            let (_, counted) = seat.balance.count(seat.index);
-            match tokio::net::TcpStream::from_std(back.stream) {
-                Ok(stream) => Some((stream, back.peer, counted)),
-                Err(e) => {
-                    tracing::warn!(error = %e, %peer, "could not take a connection back; closing it");
-                    None
-                }
-            }
+    // That thread has stopped serving: serve it here.
+    let back = seat.balance.hand_off(handoff).err()?;
+    drop(back.counted);
+    let counted = seat.balance.count(seat.index);
+    match tokio::net::TcpStream::from_std(back.stream) {
+        Ok(stream) => Some((stream, back.peer, counted)),
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "could not take a connection back; closing it");
+            None
         }
     }
 }
