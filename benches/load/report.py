@@ -199,8 +199,8 @@ def markdown(results):
            f"{s.get('ttfb_concurrency')} at a time. RSS: peak (VmHWM) of the process tree; "
            "CPU: utime+stime of the process tree (nginx: master and workers) during the "
            "throughput run, per request (upstream CPU: the emulator's or the static nginx's, "
-           "same run). Syscalls: raw_syscalls:sys_enter of the process tree over one more "
-           "saturation run (full mode only).",
+           "same run). Syscalls and context switches (cs): raw_syscalls:sys_enter and "
+           "context-switches of the process tree over one more saturation run (full mode only).",
            ""]
     if s.get("skipped"):
         out += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in s["skipped"].items()), ""]
@@ -219,7 +219,7 @@ def markdown(results):
                      "upstream CPU s/10k", "token calls", "errors"]]
         else:
             rows = [["target", "req/s", "CPU µs/req", "p50 ms", "p90 ms", "p99 ms", "+p50 ms",
-                     "+p99 ms", "syscalls/req", "peak RSS MB", "upstream CPU µs/req",
+                     "+p99 ms", "syscalls/req", "cs/req", "peak RSS MB", "upstream CPU µs/req",
                      "token calls", "errors"]]
         direct = v.get("targets", {}).get("direct", {}).get("median", {})
         for name, rec in v.get("targets", {}).items():
@@ -243,7 +243,8 @@ def markdown(results):
                 rows.append([name, _num(md.get("rps")), _num(md.get("cpu_us_per_req")),
                              _ms(md.get("p50_us")), _ms(md.get("p90_us")), _ms(md.get("p99_us")),
                              _signed_ms(a50), _signed_ms(a99), _num(md.get("syscalls_per_req")),
-                             _mb(md.get("peak_rss_kb")), _num(None if up is None else up * 100),
+                             _num(md.get("switches_per_req"), 2), _mb(md.get("peak_rss_kb")),
+                             _num(None if up is None else up * 100),
                              md.get("token_calls"), md.get("errors")])
         out += [_table(rows), ""]
 

@@ -523,15 +523,16 @@ def perf_reports(ctx):
 
 
 def count_syscalls(ctx, target, body, variant):
-    """System calls per request of the target's process tree over one saturation run: perf stat
-    of raw_syscalls:sys_enter (attached to every thread), else strace -c -f (which slows the
-    target down, but counts the same calls)."""
+    """System calls (and, with perf, context switches) per request of the target's process tree
+    over one saturation run: perf stat of raw_syscalls:sys_enter and context-switches (attached
+    to every thread), else strace -c -f (which slows the target down, but counts the same
+    calls)."""
     pids = procs.tree(target.pid)
     secs = ctx.mode["syscall_secs"]
     out = os.path.join(ctx.out, f"syscalls-{variant}-{target.name}.txt")
     if ctx.perf_stat:
-        argv = [ctx.perf_stat, "stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o", out,
-                "-p", ",".join(map(str, pids))]
+        argv = [ctx.perf_stat, "stat", "-e", "raw_syscalls:sys_enter,context-switches", "-x", ",",
+                "-o", out, "-p", ",".join(map(str, pids))]
         tool = "perf stat"
     else:
         argv = [ctx.strace, "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", str(p))]
@@ -547,15 +548,18 @@ def count_syscalls(ctx, target, body, variant):
         except subprocess.TimeoutExpired:
             pass
         ctx.procs.stop(p)
-    calls = None
+    calls = switches = None
     try:
         with open(out) as f:
             text = f.read()
         if ctx.perf_stat:
             for ln in text.splitlines():
                 cells = ln.split(",")
-                if len(cells) > 2 and cells[2] == "raw_syscalls:sys_enter" and cells[0].isdigit():
-                    calls = int(cells[0])
+                if len(cells) > 2 and cells[0].isdigit():
+                    if cells[2] == "raw_syscalls:sys_enter":
+                        calls = int(cells[0])
+                    elif cells[2] == "context-switches":
+                        switches = int(cells[0])
         else:
             for ln in text.splitlines():
                 words = ln.split()
@@ -565,9 +569,10 @@ def count_syscalls(ctx, target, body, variant):
         pass
     n = max(1, res["requests"])
     r = {"tool": tool, "requests": res["requests"], "calls": calls,
-         "per_request": round(calls / n, 2) if calls is not None else None}
-    log(f"{variant:9s} {target.name:11s} syscalls: {r['per_request']} per request ({tool}, "
-        f"{res['requests']} requests)")
+         "per_request": round(calls / n, 2) if calls is not None else None,
+         "switches_per_request": round(switches / n, 2) if switches is not None else None}
+    log(f"{variant:9s} {target.name:11s} syscalls: {r['per_request']} per request, context "
+        f"switches: {r['switches_per_request']} ({tool}, {res['requests']} requests)")
     return r
 
 
@@ -583,6 +588,7 @@ def summarize_variant(rec, stream):
         "cpu_us_per_req": median([r["cpu_s_per_10k"] * 100 if r.get("cpu_s_per_10k") is not None
                                   else None for r in reps]),
         "syscalls_per_req": rec.get("syscalls", {}).get("per_request"),
+        "switches_per_req": rec.get("syscalls", {}).get("switches_per_request"),
         "upstream_cpu_s_per_10k": median([r["upstream_cpu_s_per_10k"] for r in reps]),
         "token_calls": rec["token_calls_start"] + sum(r["token_calls"] for r in reps),
         "peak_rss_kb": rec.get("peak_rss_kb"),
