@@ -29,6 +29,7 @@ pub mod claims;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+mod deadline;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnose;

@@ -485,7 +485,7 @@ impl Exchange<'_> {
         let sent_at = Instant::now();
         let (wait, which) =
             attempts::answer_timeout(sent_at, self.deadline, upstream_cfg.first_byte_timeout);
-        let sent = tokio::time::timeout(wait, self.client.send(request)).await;
+        let sent = self.client.send_by(request, sent_at + wait).await;
         let answered_at = Instant::now();
         let outcome = match sent {
             Err(_) => Outcome::TimedOut(ProxyError::UpstreamTimeout {

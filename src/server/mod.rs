@@ -338,13 +338,21 @@ async fn work(
     use tower::ServiceExt as _;
 
     let listener = TcpListener::from_std(socket)?;
+    // This thread's request timeouts (hyper's header read, the first byte from Azure) and
+    // their ticker (crate::deadline), which ends with the thread's runtime.
+    let deadlines = crate::deadline::Deadlines::default();
+    tokio::spawn(deadlines.clone().run());
+    let worker = Worker {
+        client: worker.client.with_deadlines(deadlines.clone()),
+        ..worker
+    };
     let snapshot = worker.state.snapshot();
     let server = &snapshot.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .max_buf_size(server.max_header_bytes)
-        .timer(TokioTimer::new())
+        .timer(crate::deadline::HyperTimer(deadlines))
         .header_read_timeout(Duration::from_secs(30));
     builder
         .http2()

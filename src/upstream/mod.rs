@@ -35,7 +35,13 @@ pub(crate) type Error = pool::Error;
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// The serving thread's deadlines, for the wait for an answer; tokio's timer without them.
+    deadlines: Option<crate::deadline::Deadlines>,
 }
+
+/// No answer head before the deadline given to [`Client::send_by`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
 
 #[derive(Debug)]
 struct Inner {
@@ -98,6 +104,7 @@ impl Client {
                 upgrades,
                 websockets: WebSockets::new(),
             }),
+            deadlines: None,
         })
     }
 
@@ -109,6 +116,15 @@ impl Client {
                 upgrades: self.inner.upgrades.clone(),
                 websockets,
             }),
+            deadlines: self.deadlines,
+        }
+    }
+
+    /// This client, timing its waits for an answer on a serving thread's `deadlines`.
+    pub(crate) fn with_deadlines(self, deadlines: crate::deadline::Deadlines) -> Client {
+        Client {
+            deadlines: Some(deadlines),
+            ..self
         }
     }
 
@@ -139,6 +155,22 @@ impl Client {
     pub async fn send(&self, request: http::Request<RequestBody>) -> Result<Response, Error> {
         let response = self.inner.pool.send(request).await?;
         Ok(response.map(Either::Left))
+    }
+
+    /// [`Client::send`], given up at `at` when the answer head has not arrived by then.
+    pub async fn send_by(
+        &self,
+        request: http::Request<RequestBody>,
+        at: std::time::Instant,
+    ) -> Result<Result<Response, Error>, TimedOut> {
+        match &self.deadlines {
+            Some(deadlines) => crate::deadline::timeout_at(deadlines, at, self.send(request))
+                .await
+                .map_err(|_| TimedOut),
+            None => tokio::time::timeout_at(at.into(), self.send(request))
+                .await
+                .map_err(|_| TimedOut),
+        }
     }
 }
 
