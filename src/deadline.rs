@@ -85,11 +85,12 @@ impl List {
     /// Fires what is due at `now` (their wakers appended to `due`); the earliest deadline left.
     fn fire(&mut self, now: Instant, due: &mut Vec<Waker>) -> Option<Instant> {
         let mut earliest: Option<Instant> = None;
-        for slot in self.slots.iter_mut().flatten() {
-            let Some(waker) = &slot.waker else { continue };
+        for slot in self.slots.iter_mut().filter_map(Option::as_mut) {
+            if slot.waker.is_none() {
+                continue; // fired already
+            }
             if slot.at <= now {
-                due.push(waker.clone());
-                slot.waker = None;
+                due.extend(slot.waker.take());
             } else {
                 earliest = Some(earliest.map_or(slot.at, |e| e.min(slot.at)));
             }

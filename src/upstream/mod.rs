@@ -39,10 +39,6 @@ pub struct Client {
     deadlines: Option<crate::deadline::Deadlines>,
 }
 
-/// No answer head before the deadline given to [`Client::send_by`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOut;
-
 #[derive(Debug)]
 struct Inner {
     pool: Arc<pool::Pool>,
@@ -158,18 +154,16 @@ impl Client {
     }
 
     /// [`Client::send`], given up at `at` when the answer head has not arrived by then.
-    pub async fn send_by(
+    pub(crate) async fn send_by(
         &self,
         request: http::Request<RequestBody>,
         at: std::time::Instant,
-    ) -> Result<Result<Response, Error>, TimedOut> {
+    ) -> Result<Result<Response, Error>, crate::deadline::Elapsed> {
         match &self.deadlines {
-            Some(deadlines) => crate::deadline::timeout_at(deadlines, at, self.send(request))
-                .await
-                .map_err(|_| TimedOut),
+            Some(deadlines) => crate::deadline::timeout_at(deadlines, at, self.send(request)).await,
             None => tokio::time::timeout_at(at.into(), self.send(request))
                 .await
-                .map_err(|_| TimedOut),
+                .map_err(|_| crate::deadline::Elapsed),
         }
     }
 }
