@@ -34,6 +34,7 @@ mod deadline;
 pub mod demo;
 pub mod diagnose;
 pub mod error;
+mod fast_hash;
 pub mod forward;
 pub mod identity;
 pub mod inbound;

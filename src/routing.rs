@@ -5,9 +5,9 @@
 use crate::backends::{BackendId, Backends};
 use crate::config::{ApiShape, Backend, Config};
 use crate::error::ProxyError;
+use crate::fast_hash::FastMap;
 use bytes::Bytes;
 use http::Uri;
-use std::collections::HashMap;
 
 /// Header a client may send to pick a backend for paths that do not name a deployment.
 pub const BACKEND_HEADER: http::HeaderName = http::HeaderName::from_static("x-entra-proxy-backend");
@@ -150,9 +150,9 @@ struct Candidate {
 #[derive(Debug)]
 pub struct RoutingTable {
     backends: Backends,
-    models: HashMap<String, Vec<Candidate>>,
+    models: FastMap<String, Vec<Candidate>>,
     /// deployment name → backends that have it.
-    deployments: HashMap<String, Vec<BackendId>>,
+    deployments: FastMap<String, Vec<BackendId>>,
     model_names: Vec<String>,
 }
 
@@ -161,7 +161,7 @@ impl RoutingTable {
     /// `crate::telemetry::Metrics::install`, so the backends' metric handles reach the recorder.
     pub fn new(config: &Config) -> RoutingTable {
         let backends = Backends::new(&config.backends);
-        let mut deployments: HashMap<String, Vec<BackendId>> = HashMap::new();
+        let mut deployments: FastMap<String, Vec<BackendId>> = FastMap::default();
         for id in backends.ids() {
             for d in &backends[id].config.deployments {
                 let v = deployments.entry(d.clone()).or_default();

@@ -639,14 +639,14 @@ impl TokenLabels {
         caller: &crate::inbound::Caller,
         route: &crate::routing::Route,
     ) -> TokenLabels {
+        use crate::fast_hash::{FastMap, FastState};
         use crate::inbound::Caller;
         use std::cell::RefCell;
-        use std::collections::HashMap;
-        use std::hash::{BuildHasher as _, RandomState};
+        use std::hash::BuildHasher as _;
         type Cached = (Box<[String; 4]>, Arc<[metrics::Counter; 3]>);
         thread_local! {
-            static COUNTERS: RefCell<(RandomState, HashMap<u64, Cached>)> =
-                RefCell::new((RandomState::new(), HashMap::new()));
+            static COUNTERS: RefCell<(FastState, FastMap<u64, Cached>)> =
+                RefCell::new((FastState::default(), FastMap::default()));
         }
         let backend = &state.routes.backends()[route.backend];
         let model = match route.model.as_deref() {

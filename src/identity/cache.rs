@@ -111,7 +111,7 @@ struct Inner {
     source: Arc<dyn TokenSource>,
     /// One slot per scope, read without a lock. Scopes come from the config (one per backend
     /// audience), so the map stays small; a new scope copies it once.
-    slots: arc_swap::ArcSwap<std::collections::HashMap<Scope, Arc<Slot>>>,
+    slots: arc_swap::ArcSwap<crate::fast_hash::FastMap<Scope, Arc<Slot>>>,
     /// Serializes the (rare) insertion of a new scope.
     adding: Mutex<()>,
     timeout: Duration,

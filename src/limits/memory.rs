@@ -5,13 +5,13 @@
 use super::window::{Window, period_bounds};
 use super::{Refusal, Standing, Verdict};
 use crate::config::KeyBudget;
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 use std::sync::Mutex;
 
 /// Counters per key name.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    keys: Mutex<HashMap<String, Counters>>,
+    keys: Mutex<FastMap<String, Counters>>,
 }
 
 /// One key's counters.

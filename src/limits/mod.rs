@@ -132,7 +132,7 @@ pub struct Limits {
 struct Inner {
     memory: memory::MemoryStore,
     redis: Option<(redis::RedisStore, OnRedisError)>,
-    quota_remaining: std::sync::Mutex<std::collections::HashMap<String, metrics::Gauge>>,
+    quota_remaining: std::sync::Mutex<crate::fast_hash::FastMap<String, metrics::Gauge>>,
 }
 
 /// Where usage is read from, for `entra-proxy usage`.

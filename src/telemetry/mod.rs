@@ -133,11 +133,11 @@ impl RequestMetrics {
 
     /// One answered request, from the backend at position `backend` named `backend_name`.
     pub fn request(&self, backend: usize, backend_name: &str, model: Option<&str>, status: u16) {
+        use crate::fast_hash::FastMap;
         use std::cell::RefCell;
-        use std::collections::HashMap;
         thread_local! {
-            static COUNTERS: RefCell<HashMap<(u64, usize, ModelLabel, u16), metrics::Counter>> =
-                RefCell::new(HashMap::new());
+            static COUNTERS: RefCell<FastMap<(u64, usize, ModelLabel, u16), metrics::Counter>> =
+                RefCell::new(FastMap::default());
         }
         let model = match model {
             None => ModelLabel::None,

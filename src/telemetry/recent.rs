@@ -1,6 +1,7 @@
 //! What the status page shows about recent traffic, kept in memory and bounded: the last
 //! diagnoses and each caller's requests in the current one-minute window. Outlives reloads.
 
+use crate::fast_hash::FastMap;
 use crate::inbound::Caller;
 use arc_swap::ArcSwap;
 use std::borrow::Cow;
@@ -100,7 +101,7 @@ pub struct Recent {
     diagnoses: Mutex<VecDeque<DiagnosisRecord>>,
     /// Configured keys by name, resolved when a config is installed: a key's request takes no
     /// lock and builds no string. Only grows (bounded by the keys ever configured).
-    keys: ArcSwap<HashMap<Arc<str>, Arc<KeyWindow>>>,
+    keys: ArcSwap<FastMap<Arc<str>, Arc<KeyWindow>>>,
     adding: Mutex<()>,
     window: Mutex<Window>,
 }
@@ -297,8 +298,8 @@ impl Recent {
 fn count_metric(id: Counted, status: u16, label: impl FnOnce() -> String) {
     use std::cell::RefCell;
     thread_local! {
-        static COUNTERS: RefCell<HashMap<(Counted, u16), metrics::Counter>> =
-            RefCell::new(HashMap::new());
+        static COUNTERS: RefCell<FastMap<(Counted, u16), metrics::Counter>> =
+            RefCell::new(FastMap::default());
     }
     COUNTERS.with(|c| {
         c.borrow_mut()
