@@ -282,5 +282,13 @@ for name, sel, splits, body in [
     ("html", 0, b"", "<html><body>502 Bad Gateway</body></html>"),
     ("cut", 0, bytes([5]), json.dumps(chat_json)[:50]),
     ("too_large", 0xf8, b"", json.dumps(chat_json)),
+    # The byte-level walk's edges: escapes, surrogate pairs, exponents, long numbers, nesting.
+    ("escapes", 0, b"", json.dumps(dict(chat_json, choices=[{"message": {"content": "caf\u00e9 \U0001f600\n\t\"q\" \\ /"}}]))),
+    ("raw_utf8", 0, b"", json.dumps(dict(chat_json, choices=[{"message": {"content": "caf\u00e9 \U0001f600"}}]), ensure_ascii=False)),
+    ("lone_surrogate", 0, b"", '{"a":"\\ud83d","usage":{"prompt_tokens":3}}'),
+    ("logprobs", 0, b"", json.dumps(dict(chat_json, logprobs={"content": [{"token": "Hi", "logprob": -0.000123456789012345678, "top": [1e-7, 2.5E+3]}]}))),
+    ("long_integer", 0, b"", '{"a":123456789012345678901234567890,"usage":{"prompt_tokens":3}}'),
+    ("nested", 0, b"", '{"a":' + "[" * 70 + "1" + "]" * 70 + ',"usage":{"prompt_tokens":3}}'),
+    ("repeated_usage", 0, b"", '{ "usage" : null , "usage" : { "total_tokens" : 2 } }'),
 ]:
     write("json_usage", name, bytes([sel]), splits, body)

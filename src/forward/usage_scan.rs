@@ -1,12 +1,14 @@
-//! The usage of a whole JSON answer, read in one pass without building the document: only the
-//! top-level `usage` member and its counts are looked at, everything else is skipped as the
-//! parser meets it. Nothing is allocated for an answer whose keys have no escapes.
+//! The usage of a whole JSON answer, read without building the document. A byte-level walk
+//! checks the document and finds the top-level `usage` member; only that member's value goes
+//! through serde, which reads its counts and skips the rest of it. Nothing is allocated for an
+//! answer whose usage keys have no escapes.
 //!
 //! The answer is the same as reading the document into a `serde_json::Value` and taking its
 //! `usage` ([`Counts::of_value`]): the last of a repeated member wins, a count is read only when
-//! it is a non-negative integer, `null` is absent. Whatever this reader does not take on (a
-//! document that is not an object, a key it cannot borrow, invalid JSON) returns `None`, and
-//! the caller reads the document the general way.
+//! it is a non-negative integer, `null` is absent. The walk accepts only what serde_json
+//! accepts; whatever it does not take on (a document that is not an object, an escaped
+//! top-level key, a surrogate escape other than a valid pair, an exponent, a long integer, deep
+//! nesting, invalid JSON) returns `None`, and the caller reads the document the general way.
 
 use super::usage::{Fallback, Usage};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -49,16 +51,222 @@ macro_rules! seeded_by_any {
 
 /// The usage of `body`, or `None` when it must be read the general way.
 pub(super) fn json_usage(body: &[u8]) -> Option<Result<Usage, Fallback>> {
-    // Checked first, as `Value` would: skipped strings are not checked for UTF-8.
+    // Checked first, as `Value` would: the walk below looks at bytes, not characters.
     let text = std::str::from_utf8(body).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let usage = de.deserialize_map(TopLevel).ok()?;
-    de.end().ok()?;
+    let usage = match Walk::new(body).usage_member()? {
+        None => Slot::Absent,
+        Some(value) => {
+            let mut de = serde_json::Deserializer::from_str(&text[value]);
+            let usage = de.deserialize_any(UsageSlot).ok()?;
+            de.end().ok()?;
+            usage
+        }
+    };
     Some(match usage {
         Slot::Absent => Err(Fallback::NoUsage),
         Slot::NotObject => Err(Fallback::MalformedUsage),
         Slot::Object(counts) => counts.usage(),
     })
+}
+
+/// Nesting the walk takes on; serde_json refuses beyond 128, and deeper documents are rare
+/// enough to be read the general way.
+const MAX_DEPTH: usize = 64;
+
+/// Digits an integer part may have: up to 18 it fits a `u64`, so serde_json can never find it
+/// out of range whatever follows it.
+const MAX_INTEGER_DIGITS: usize = 18;
+
+/// A byte-level walk through a JSON document that accepts a subset of what serde_json accepts.
+/// Every method returns `None` on anything outside that subset, valid JSON or not.
+struct Walk<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(bytes: &'a [u8]) -> Walk<'a> {
+        Walk { bytes, at: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        (self.next()? == b).then_some(())
+    }
+
+    fn blanks(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The whole document, an object: where the value of its last `usage` member is, if any.
+    fn usage_member(mut self) -> Option<Option<std::ops::Range<usize>>> {
+        let mut usage = None;
+        self.blanks();
+        self.expect(b'{')?;
+        self.blanks();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                self.expect(b'"')?;
+                let key = self.at;
+                if self.string()? {
+                    return None; // an escaped key: `"us\u0061ge"` is `usage`
+                }
+                let key = &self.bytes[key..self.at - 1];
+                self.blanks();
+                self.expect(b':')?;
+                self.blanks();
+                let start = self.at;
+                self.value(1)?;
+                if key == b"usage" {
+                    usage = Some(start..self.at);
+                }
+                self.blanks();
+                match self.next()? {
+                    b',' => self.blanks(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.blanks();
+        (self.at == self.bytes.len()).then_some(usage)
+    }
+
+    /// One value inside `depth` containers.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.next()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.container(depth + 1, b'}', true),
+            b'[' => self.container(depth + 1, b']', false),
+            b't' => self.word(b"rue"),
+            b'f' => self.word(b"alse"),
+            b'n' => self.word(b"ull"),
+            b'-' => self.number(),
+            b'0'..=b'9' => {
+                self.at -= 1;
+                self.number()
+            }
+            _ => None,
+        }
+    }
+
+    /// The members of an object or the elements of an array, after its opening bracket.
+    fn container(&mut self, depth: usize, close: u8, object: bool) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.blanks();
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            if object {
+                self.expect(b'"')?;
+                self.string()?;
+                self.blanks();
+                self.expect(b':')?;
+                self.blanks();
+            }
+            self.value(depth)?;
+            self.blanks();
+            match self.next()? {
+                b',' => self.blanks(),
+                b if b == close => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    fn word(&mut self, rest: &[u8]) -> Option<()> {
+        let end = self.at + rest.len();
+        (self.bytes.get(self.at..end)? == rest).then(|| self.at = end)
+    }
+
+    /// A number after its sign: an integer part of at most [`MAX_INTEGER_DIGITS`] without a
+    /// leading zero, then an optional fraction; no exponent.
+    fn number(&mut self) -> Option<()> {
+        let start = self.at;
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => {
+                while matches!(self.peek(), Some(b'0'..=b'9')) {
+                    self.at += 1;
+                }
+            }
+            _ => return None,
+        }
+        if self.at - start > MAX_INTEGER_DIGITS {
+            return None;
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            let fraction = self.at;
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.at += 1;
+            }
+            if self.at == fraction {
+                return None;
+            }
+        }
+        match self.peek() {
+            Some(b'e' | b'E' | b'0'..=b'9') => None,
+            _ => Some(()),
+        }
+    }
+
+    /// A string after its opening quote, up to and including its closing one: whether it had
+    /// an escape.
+    fn string(&mut self) -> Option<bool> {
+        let mut escaped = false;
+        loop {
+            self.at += plain_run(&self.bytes[self.at..]);
+            match self.next()? {
+                b'"' => return Some(escaped),
+                b'\\' => {
+                    escaped = true;
+                    match self.next()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => match self.hex4()? {
+                            0xD800..=0xDBFF => {
+                                self.word(b"\\u")?;
+                                if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                    return None;
+                                }
+                            }
+                            0xDC00..=0xDFFF => return None,
+                            _ => {}
+                        },
+                        _ => return None,
+                    }
+                }
+                0..0x20 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u16> {
+        let digits = self.bytes.get(self.at..self.at + 4)?;
+        self.at += 4;
+        digits.iter().try_fold(0u16, |n, &d| {
+            let v = (d as char).to_digit(16)?;
+            Some(n << 4 | v as u16)
+        })
+    }
 }
 
 /// One count as the document has it.
@@ -174,28 +382,6 @@ impl Visitor<'_> for KeyIn {
     }
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
         Ok(self.0.iter().position(|n| *n == key))
-    }
-}
-
-/// The answer object: only `usage` is read.
-struct TopLevel;
-
-impl<'de> Visitor<'de> for TopLevel {
-    type Value = Slot;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot, A::Error> {
-        let mut usage = Slot::Absent;
-        while let Some(key) = map.next_key_seed(KeyIn(&["usage"]))? {
-            match key {
-                Some(_) => usage = map.next_value_seed(UsageSlot)?,
-                None => {
-                    map.next_value_seed(Skip)?;
-                }
-            }
-        }
-        Ok(usage)
     }
 }
 
@@ -343,6 +529,32 @@ impl<'de> Visitor<'de> for Skip {
     }
 }
 
+/// How many bytes at the start of `rest` a string holds as they are: up to the first quote,
+/// backslash or control byte. Eight bytes at a time, the way serde_json skips a string.
+fn plain_run(rest: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let mut run = 0;
+    for chunk in rest.chunks_exact(8) {
+        let chars = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let control = chars.wrapping_sub(ONES * 0x20) & !chars;
+        let quote = chars ^ (ONES * u64::from(b'"'));
+        let quote = quote.wrapping_sub(ONES) & !quote;
+        let backslash = chars ^ (ONES * u64::from(b'\\'));
+        let backslash = backslash.wrapping_sub(ONES) & !backslash;
+        // Only bytes above the first special one can be flagged wrongly (by a borrow).
+        let special = (control | quote | backslash) & HIGH;
+        if special != 0 {
+            return run + special.trailing_zeros() as usize / 8;
+        }
+        run += 8;
+    }
+    run + rest[run..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(rest.len() - run)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +565,32 @@ mod tests {
         match value.get("usage") {
             None | Some(Value::Null) => Err(Fallback::NoUsage),
             Some(u) => super::super::usage::usage_of(u),
+        }
+    }
+
+    #[test]
+    fn a_plain_run_ends_at_the_first_quote_backslash_or_control_byte() {
+        let naive = |rest: &[u8]| {
+            rest.iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len())
+        };
+        let fillers: [&[u8]; 3] = [b"a", "\u{e9}".as_bytes(), b"\x7f"];
+        for filler in fillers {
+            for len in 0..40 {
+                let plain: Vec<u8> = filler.iter().copied().cycle().take(len).collect();
+                assert_eq!(plain_run(&plain), len);
+                for special in [b'"', b'\\', 0, b'\n', 0x1f] {
+                    for at in 0..len {
+                        let mut text = plain.clone();
+                        text[at] = special;
+                        // A second special byte after the first must not move the answer.
+                        text.push(b'"');
+                        assert_eq!(plain_run(&text), naive(&text), "{text:?}");
+                        assert_eq!(plain_run(&text), at, "{text:?}");
+                    }
+                }
+            }
         }
     }
 
@@ -391,6 +629,37 @@ mod tests {
             r#"{"a":01,"usage":{"prompt_tokens":3}}"#,
             "<html>",
             "",
+            // The walk's edges: each is read here or handed back, never answered otherwise.
+            r#"{"a":1e5,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":1E+5,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":12345678901234567890,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":-0.000123456789012345678901,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":-,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":-01,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":1.,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":.5,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\ude00","usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\ud83d\u0041","usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\ud83d","usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\u00e9\n\t\"\\\/\b\f\r","usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\x","usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\u12g4","usage":{"prompt_tokens":3}}"#,
+            "{\"a\":\"\t\",\"usage\":{\"prompt_tokens\":3}}",
+            r#"{"a":[1,],"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":{"b":1,},"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":[1 2],"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":{"b"},"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":tru,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":nul}"#,
+            r#"{"usage":{"prompt_tokens":3},}"#,
+            r#"{"usage" : { "prompt_tokens" : 3 } , "b" : [ true , false , null , { } , [ ] ] }"#,
+            "\u{feff}{\"usage\":{\"prompt_tokens\":3}}",
+            " \r\n\t{\"usage\":{\"prompt_tokens\":3}}\n",
+            "{\"usage\":{\"prompt_tokens\":3}}\u{c}",
+            r#"{"usage":{"prompt_tokens":3}"#,
+            r#"{"usage""#,
+            r#"{"usage":"#,
+            r#"{"#,
         ];
         for case in cases {
             let fast = json_usage(case.as_bytes());
@@ -400,9 +669,19 @@ mod tests {
                 general(case.as_bytes())
             );
         }
-        // The common shapes are read here, not handed back.
-        assert!(json_usage(cases[0].as_bytes()).is_some());
-        assert!(json_usage(cases[1].as_bytes()).is_some());
+        // The common shapes are read here, not handed back: escapes, fractions, blanks.
+        for common in [
+            cases[0],
+            cases[1],
+            r#"{"a":-0.000123456789012345678901,"usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\ud83d\ude00","usage":{"prompt_tokens":3}}"#,
+            r#"{"a":"\u00e9\n\t\"\\\/\b\f\r","usage":{"prompt_tokens":3}}"#,
+            r#"{"usage" : { "prompt_tokens" : 3 } , "b" : [ true , false , null , { } , [ ] ] }"#,
+            " \r\n\t{\"usage\":{\"prompt_tokens\":3}}\n",
+            "{\"a\":\"caf\u{e9} \u{1f600}\",\"usage\":{\"prompt_tokens\":3}}",
+        ] {
+            assert!(json_usage(common.as_bytes()).is_some(), "{common}");
+        }
         // Invalid UTF-8 inside a skipped string is not JSON.
         assert_eq!(json_usage(b"{\"a\":\"\xff\",\"usage\":null}"), None);
         // Nor is nesting deeper than the general reader takes, in a skipped value.
@@ -413,5 +692,12 @@ mod tests {
         );
         assert_eq!(general(deep.as_bytes()), Err(Fallback::NotJson));
         assert_eq!(json_usage(deep.as_bytes()), None);
+        // Nesting up to the walk's limit is read here.
+        let nested = format!(
+            r#"{{"a":{}1{},"usage":{{"prompt_tokens":3}}}}"#,
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(json_usage(nested.as_bytes()).is_some());
     }
 }
