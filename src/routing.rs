@@ -908,20 +908,28 @@ fn upstream_uri(
 /// `"#%/<>?\`{}`).
 fn push_encoded_segment(out: &mut String, segment: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in segment.as_bytes() {
-        let plain = byte.is_ascii_graphic()
+    let plain = |byte: u8| {
+        byte.is_ascii_graphic()
             && !matches!(
                 byte,
                 b'"' | b'#' | b'%' | b'/' | b'<' | b'>' | b'?' | b'\\' | b'`' | b'{' | b'}'
-            );
-        if plain {
-            out.push(char::from(byte));
-        } else {
+            )
+    };
+    let mut rest = segment;
+    // Runs of plain bytes are copied whole: most segments are one run.
+    while let Some(at) = rest.bytes().position(|b| !plain(b)) {
+        out.push_str(&rest[..at]);
+        // Every byte of a non-ASCII character is encoded, so the cut below stays on a
+        // character boundary.
+        let end = at + rest[at..].chars().next().map_or(1, char::len_utf8);
+        for &byte in &rest.as_bytes()[at..end] {
             out.push('%');
             out.push(char::from(HEX[usize::from(byte >> 4)]));
             out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
+        rest = &rest[end..];
     }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
@@ -1404,6 +1412,7 @@ mod tests {
             "sub-delims!$&'()*+,;=:@",
             "odd[]|^",
             "control\u{1}del\u{7f}",
+            "runs \u{1f600}of\u{e9}%plain",
         ];
         for segment in tricky {
             let ours = upstream_uri(b, &["openai", "deployments", segment], None, false)
@@ -1429,6 +1438,8 @@ mod tests {
         // The URL parser drops tabs and newlines; a proxy must not change the name it was given.
         let tab = upstream_uri(b, &["a\tb\nc"], None, false).unwrap();
         assert_eq!(tab.path(), "/a%09b%0Ac");
+        let mixed = upstream_uri(b, &["x \u{e9}\u{1f600}y%"], None, false).unwrap();
+        assert_eq!(mixed.path(), "/x%20%C3%A9%F0%9F%98%80y%25");
     }
 
     #[test]

@@ -40,7 +40,21 @@ fn new_request_id() -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
-    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    let mut id = String::with_capacity(prefix.len() + 17);
+    id.push_str(prefix);
+    id.push('-');
+    push_hex(&mut id, COUNTER.fetch_add(1, Ordering::Relaxed));
+    id
+}
+
+/// Appends `n` in lower-case hex without leading zeros, as `{:x}` would, without the
+/// formatting machinery (this runs for every request without an id).
+fn push_hex(out: &mut String, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (u64::BITS - (n | 1).leading_zeros()).div_ceil(4);
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((n >> (4 * i)) & 0xf) as usize]));
+    }
 }
 
 /// Copies the client's headers minus credentials, hop-by-hop headers and proxy controls.
@@ -159,5 +173,32 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
         assert_ne!(request_id(&h), "has space");
+    }
+
+    #[test]
+    fn new_request_ids_count_in_hex() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            0xdead_beef,
+            u64::MAX >> 4,
+            u64::MAX,
+        ] {
+            let mut out = String::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("{n:x}"));
+        }
+        let (a, b) = (new_request_id(), new_request_id());
+        let (prefix, count) = a.split_once('-').expect("prefix-counter");
+        assert_eq!(prefix.len(), 12);
+        let (same_prefix, later) = b.split_once('-').expect("prefix-counter");
+        assert_eq!(same_prefix, prefix);
+        assert!(u64::from_str_radix(later, 16).unwrap() > u64::from_str_radix(count, 16).unwrap());
     }
 }
