@@ -87,6 +87,19 @@ def cpu_seconds(pid):
     return total / CLK_TCK
 
 
+def host_ticks():
+    """(steal, total) clock ticks of all CPUs since boot (/proc/stat). Steal is time the
+    hypervisor gave this VM's CPUs to someone else: a run with steal was measured on a busy
+    host, and its throughput and CPU per request are not comparable with a quiet run's."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal (guest time is inside user and nice)
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 def cpu_ns(pid):
     """Time on CPU of the process tree's live threads, in nanoseconds (schedstat: precise where
     utime/stime count in clock ticks, which a few hundred light requests barely move)."""

@@ -402,7 +402,9 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
         perf = start_perf(ctx, target, variant)
     cpu0 = procs.cpu_seconds(target.pid) if target.pid else None
     ecpu0 = procs.cpu_seconds(up.proc.pid)
+    host0 = procs.host_ticks()
     res = load(ctx, target, body, m["throughput_conns"], m["throughput_secs"])
+    host1 = procs.host_ticks()
     cpu1 = procs.cpu_seconds(target.pid) if target.pid else None
     ecpu1 = procs.cpu_seconds(up.proc.pid)
     if perf:
@@ -413,6 +415,8 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
     if target.pid:
         rep["cpu_s_per_10k"] = round((cpu1 - cpu0) / n * 10000, 4)
     rep["upstream_cpu_s_per_10k"] = round((ecpu1 - ecpu0) / n * 10000, 4)
+    ticks = host1[1] - host0[1]
+    rep["steal_pct"] = round(100 * (host1[0] - host0[0]) / ticks, 1) if ticks > 0 else None
 
     if not vconf["stream"]:
         rep["fixed_rate"] = paced(ctx, target, up, body, m["rate"], f"{variant} fixed-rate")
@@ -438,6 +442,8 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
         line += f"  ttfb p50 {rep['ttfb']['ttfb_us']['p50']:.0f}us"
     if "cpu_s_per_10k" in rep:
         line += f"  cpu {rep['cpu_s_per_10k'] * 100:.1f}us/req"
+    if rep.get("steal_pct"):
+        line += f"  steal {rep['steal_pct']}%"
     for rate, c in rep.get("curve", {}).items():
         if "latency_us" in c:
             line += f"  p50 {c['latency_us']['p50']:.0f}us @{c['rps']:.0f}/s"
@@ -590,6 +596,8 @@ def summarize_variant(rec, stream):
         "syscalls_per_req": rec.get("syscalls", {}).get("per_request"),
         "switches_per_req": rec.get("syscalls", {}).get("switches_per_request"),
         "upstream_cpu_s_per_10k": median([r["upstream_cpu_s_per_10k"] for r in reps]),
+        "steal_pct_max": max((r["steal_pct"] for r in reps if r.get("steal_pct") is not None),
+                             default=None),
         "token_calls": rec["token_calls_start"] + sum(r["token_calls"] for r in reps),
         "peak_rss_kb": rec.get("peak_rss_kb"),
     }
