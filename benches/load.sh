@@ -17,6 +17,8 @@
 #   Redis, against the fast upstream), --skip-extras (none of them), --perf (perf profile of
 #   entra-proxy at saturation), --no-install, --no-netns,
 #   --no-build (use target/dist/entra-proxy and target/dist/azure-emulator as they are),
+#   --max-steal PCT (full mode: measure a repetition again when the hypervisor took more than
+#   PCT% of the CPUs during its throughput run, default 3; 0 never),
 #   --out DIR (instead of target/bench; LiteLLM's venv stays in target/bench/venv).
 #
 # Binaries: ENTRA_PROXY_BIN=PATH and AZURE_EMULATOR_BIN=PATH use those as they are (no build);
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0 ;;
     --no-netns) NETNS=0 ;;
     --no-build) BUILD=0 ;;
-    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env)
+    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env|--max-steal)
       [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
       PASS+=("$1" "$2"); shift ;;
     --skip-extras|--perf) PASS+=("$1") ;;

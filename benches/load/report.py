@@ -202,8 +202,11 @@ def markdown(results):
            "same run). Syscalls and context switches (cs): raw_syscalls:sys_enter and "
            "context-switches of the process tree over one more saturation run (full mode only). "
            "Steal: the share of all CPUs' time the hypervisor gave to others during a "
-           "throughput run, the largest over the repetitions; above a few percent the host was "
-           "busy and the run is noisy.",
+           "throughput run, the largest over the repetitions kept"
+           + (f"; a repetition with more than {s['max_steal_pct']:g}% was measured again "
+              "(at most as many times as there are repetitions), and the table says how many "
+              "were" if s.get("max_steal_pct") else "")
+           + ".",
            ""]
     if s.get("skipped"):
         out += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in s["skipped"].items()), ""]
@@ -223,7 +226,7 @@ def markdown(results):
         else:
             rows = [["target", "req/s", "CPU µs/req", "p50 ms", "p90 ms", "p99 ms", "+p50 ms",
                      "+p99 ms", "syscalls/req", "cs/req", "peak RSS MB", "upstream CPU µs/req",
-                     "steal % (max)", "token calls", "errors"]]
+                     "steal % (max)", "measured again", "token calls", "errors"]]
         direct = v.get("targets", {}).get("direct", {}).get("median", {})
         for name, rec in v.get("targets", {}).items():
             if "failed" in rec:
@@ -248,7 +251,7 @@ def markdown(results):
                              _signed_ms(a50), _signed_ms(a99), _num(md.get("syscalls_per_req")),
                              _num(md.get("switches_per_req"), 2), _mb(md.get("peak_rss_kb")),
                              _num(None if up is None else up * 100),
-                             _num(md.get("steal_pct_max"), 1),
+                             _num(md.get("steal_pct_max"), 1), md.get("discarded_reps", 0),
                              md.get("token_calls"), md.get("errors")])
         out += [_table(rows), ""]
 
