@@ -56,7 +56,7 @@ pub(super) fn json_usage(body: &[u8]) -> Option<Result<Usage, Fallback>> {
     let usage = match Walk::new(body).usage_member()? {
         None => Slot::Absent,
         Some(value) => {
-            let mut de = serde_json::Deserializer::from_str(&text[value]);
+            let mut de = serde_json::Deserializer::from_str(text.get(value)?);
             let usage = de.deserialize_any(UsageSlot).ok()?;
             de.end().ok()?;
             usage
