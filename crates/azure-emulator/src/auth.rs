@@ -15,10 +15,23 @@ pub(crate) struct Accepted {
     pub(crate) audience: Option<String>,
 }
 
-/// Checks the caller's credential; the error is the sample Azure would answer with.
+/// Checks the caller's credential against the emulator's resource key; the error is the sample
+/// Azure would answer with.
+#[cfg(test)]
 pub(crate) fn authenticate(
     shared: &Shared,
     kind: ResourceKind,
+    headers: &HeaderMap,
+) -> Result<Accepted, AzureSample> {
+    authenticate_with_key(shared, kind, shared.config.resource_key.as_deref(), headers)
+}
+
+/// Checks the caller's credential against `key` (`None`: key auth is off); the error is the
+/// sample Azure would answer with.
+pub(crate) fn authenticate_with_key(
+    shared: &Shared,
+    kind: ResourceKind,
+    key: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Accepted, AzureSample> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -29,7 +42,7 @@ pub(crate) fn authenticate(
         return check_token(shared, kind, token);
     }
     if let Some(given) = header("api-key").or(header("ocp-apim-subscription-key")) {
-        return match &shared.config.resource_key {
+        return match key {
             None => Err(AzureSample::KeyAuthDisabled401),
             Some(key) if key_matches(key, given.trim()) => Ok(Accepted::default()),
             Some(_) => Err(AzureSample::InvalidKey401),

@@ -41,6 +41,9 @@ struct Facts {
     cognitive_audience: &'static str,
     /// The audience of AI Foundry resources.
     foundry_audience: &'static str,
+    /// The audience of Azure AI Search services (`{service}.search.windows.net` and its
+    /// sovereign equivalents).
+    search_audience: &'static str,
     /// DNS suffixes of the cloud's Azure AI hosts (a resource name comes before each).
     hosts: [(&'static str, HostKind); 4],
 }
@@ -56,6 +59,7 @@ const PUBLIC: Facts = Facts {
     v1_issuer: "https://sts.windows.net",
     cognitive_audience: "https://cognitiveservices.azure.com",
     foundry_audience: "https://ai.azure.com",
+    search_audience: "https://search.azure.com",
     hosts: [
         (".openai.azure.com", HostKind::OpenAi),
         (".cognitiveservices.azure.com", HostKind::CognitiveServices),
@@ -71,6 +75,7 @@ const USGOV: Facts = Facts {
     v1_issuer: "https://sts.windows.net",
     cognitive_audience: "https://cognitiveservices.azure.us",
     foundry_audience: "https://ai.azure.us",
+    search_audience: "https://search.azure.us",
     hosts: [
         (".openai.azure.us", HostKind::OpenAi),
         (".cognitiveservices.azure.us", HostKind::CognitiveServices),
@@ -85,6 +90,7 @@ const CHINA: Facts = Facts {
     v1_issuer: "https://sts.chinacloudapi.cn",
     cognitive_audience: "https://cognitiveservices.azure.cn",
     foundry_audience: "https://ai.azure.cn",
+    search_audience: "https://search.azure.cn",
     hosts: [
         (".openai.azure.cn", HostKind::OpenAi),
         (".cognitiveservices.azure.cn", HostKind::CognitiveServices),
@@ -133,6 +139,14 @@ impl Cloud {
     /// The audience of Azure AI Foundry resources.
     pub fn foundry_audience(self) -> &'static str {
         self.facts().foundry_audience
+    }
+
+    /// The audience of Azure AI Search. Source: "Connect your app to Azure AI Search using
+    /// identities" (Microsoft Learn) and the Search SDKs' `SearchAudience`
+    /// (`AzurePublicCloud`, `AzureGovernment`, `AzureChina`): `https://search.azure.com`,
+    /// `https://search.azure.us`, `https://search.azure.cn`.
+    pub fn search_audience(self) -> &'static str {
+        self.facts().search_audience
     }
 
     /// The kind of a host of this cloud; `None` for anything else (another cloud's hosts,
@@ -280,5 +294,8 @@ mod tests {
             "https://ai.azure.com",
             "https://ai.azure.us"
         ));
+        assert_eq!(Cloud::Public.search_audience(), "https://search.azure.com");
+        assert_eq!(Cloud::Usgov.search_audience(), "https://search.azure.us");
+        assert_eq!(Cloud::China.search_audience(), "https://search.azure.cn");
     }
 }

@@ -49,6 +49,14 @@ struct UserAssignedRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ServiceRequest {
+    kind: crate::ResourceKind,
+    #[serde(default)]
+    options: crate::ServiceOptions,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LifetimeRequest {
     lifetime_secs: u64,
 }
@@ -56,7 +64,9 @@ struct LifetimeRequest {
 /// `GET /emulator/stats`, `GET|DELETE /emulator/requests`, `POST /emulator/mint`,
 /// `POST /emulator/script`, `POST /emulator/identity-fault`, `POST /emulator/rotate-key`,
 /// `POST /emulator/revoke`, `POST /emulator/token-lifetime`, `POST /emulator/apps`,
-/// `POST /emulator/apps/{client_id}/expire-secret`, `POST /emulator/user-assigned`.
+/// `POST /emulator/apps/{client_id}/expire-secret`, `POST /emulator/user-assigned`,
+/// `POST /emulator/services` (`{"kind":"search","options":{…}}` → `{"url":…}`: another
+/// listener playing that resource, see [`crate::Emulator::add_service`]).
 pub(crate) fn routes() -> Router<Ctx> {
     Router::new()
         .route("/emulator/stats", get(stats))
@@ -73,6 +83,27 @@ pub(crate) fn routes() -> Router<Ctx> {
             post(expire_secret),
         )
         .route("/emulator/user-assigned", post(user_assigned))
+        .route("/emulator/services", post(add_service))
+}
+
+async fn add_service(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req = match parse::<ServiceRequest>(&body, "/emulator/services") {
+        Ok(req) => req,
+        Err(bad) => return bad.into_response(),
+    };
+    let ip = ctx
+        .shared
+        .listen_ip
+        .get()
+        .copied()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    match crate::spawn_resource(&ctx.shared, ip, req.kind, req.options).await {
+        Ok(url) => json_of(&serde_json::json!({ "url": url.as_str() })),
+        Err(e) => respond::json(
+            500,
+            error_body("500", &format!("cannot open a listener: {e}")),
+        ),
+    }
 }
 
 async fn stats(State(ctx): State<Ctx>) -> Response {

@@ -102,7 +102,12 @@ fn checked(
         .any(|(k, _)| k == "api-version");
     let response = if !v1 && !has_version {
         respond::sample(AzureSample::ResourceNotFound404, &sc)
-    } else if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    } else if let Err(sample) = auth::authenticate_with_key(
+        shared,
+        ctx.kind,
+        ctx.service.options.key.as_deref(),
+        headers,
+    ) {
         respond::sample(sample, &sc)
     } else if deployment_known == Some(false) {
         respond::sample(AzureSample::DeploymentNotFound404, &sc)

@@ -24,6 +24,8 @@ pub(crate) struct Claims {
     pub(crate) sub: Option<String>,
     #[serde(default)]
     pub(crate) oid: Option<String>,
+    #[serde(default)]
+    pub(crate) iss: Option<String>,
 }
 
 /// Not a compact JWS with a JSON-object header and payload.

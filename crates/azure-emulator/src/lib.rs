@@ -11,8 +11,14 @@
 //! - a control API under `/emulator/` for out-of-process use.
 //!
 //! [`Emulator::add_resource`] opens more listeners that share the state and serve only the data
-//! plane, as a resource of another kind (Foundry, regional endpoint). Nothing here ever binds
-//! anything but loopback or calls out to the network.
+//! plane, as a resource of another kind (Foundry, regional endpoint). [`Emulator::add_service`]
+//! does the same for the other Azure AI services, each with its own [`ServiceOptions`]
+//! (resource id, region, key, page size, switches): a multi-service resource's custom domain
+//! ([`ResourceKind::AiServices`]: Speech, Translator, Document Intelligence, Language, Content
+//! Safety, Vision and OpenAI), Speech's regional hosts ([`ResourceKind::SpeechRegional`]),
+//! Translator's global host ([`ResourceKind::TranslatorGlobal`]) and Azure AI Search
+//! ([`ResourceKind::Search`]). Nothing here ever binds anything but loopback or calls out to the
+//! network.
 //!
 //! Azure's rules — which audience each kind of resource accepts in each [`Cloud`], login hosts,
 //! issuers, error bodies — are stated in this crate on its own, so a product tested against the
@@ -37,6 +43,7 @@ mod realtime;
 mod replies;
 mod respond;
 mod samples;
+mod services;
 mod speech;
 mod state;
 mod stream;
@@ -45,7 +52,11 @@ pub use cloud::{Cloud, HostKind};
 pub use faults::{Fault, Garble, IdentityFault};
 pub use keys::{MintSpec, TokenVersion};
 pub use samples::{AzureSample, SampleContext};
-pub use state::{SeenRequest, Stats};
+pub use services::{
+    DEFAULT_PAGE_SIZE, DEFAULT_REGION, FOREIGN_BLOB_HOST, FOREIGN_HOST, SearchAuthFailure,
+    ServiceOptions,
+};
+pub use state::{AuthForm, SeenRequest, Stats};
 
 use std::fmt;
 use std::io;
@@ -104,7 +115,8 @@ pub struct EmulatorConfig {
     pub stable_ids: bool,
 }
 
-/// The kind of Azure AI resource a listener plays; it decides the audience it accepts.
+/// The kind of Azure AI resource (or host) a listener plays; it decides the paths it serves
+/// and the credentials and audience it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceKind {
@@ -114,6 +126,20 @@ pub enum ResourceKind {
     Foundry,
     /// A shared regional endpoint: keys only; bearer tokens get 400.
     Regional,
+    /// A multi-service Azure AI services resource on its custom domain
+    /// (`{name}.cognitiveservices.azure.com`): Speech under `/tts`, `/stt`, `/speechtotext`,
+    /// `/sts`; Translator under `/translator/text/v3.0`; Document Intelligence, Language,
+    /// Content Safety, Vision; every other path is the OpenAI data plane.
+    AiServices,
+    /// Speech's regional hosts played together: `{region}.tts.speech.microsoft.com`,
+    /// `{region}.stt.speech.microsoft.com` and `{region}.api.cognitive.microsoft.com`
+    /// (`issueToken`, `/speechtotext`).
+    SpeechRegional,
+    /// Translator's global host `api.cognitive.microsofttranslator.com` (plus
+    /// `/sts/v1.0/issueToken` for the resource, as its regional token host serves it).
+    TranslatorGlobal,
+    /// An Azure AI Search service (`{service}.search.windows.net`): the search audience.
+    Search,
 }
 
 /// A running emulator. Dropping it stops its listeners.
@@ -124,11 +150,13 @@ pub struct Emulator {
     servers: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// What every handler gets: the shared state and the kind of resource its listener plays.
+/// What every handler gets: the shared state, the kind of resource its listener plays and that
+/// resource's own options and state.
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) kind: ResourceKind,
+    pub(crate) service: Arc<services::Service>,
 }
 
 impl Default for EmulatorConfig {
@@ -154,8 +182,38 @@ impl ResourceKind {
     /// The audience a bearer token must have for this kind of resource.
     pub(crate) fn audience(self, cloud: Cloud) -> &'static str {
         match self {
-            ResourceKind::OpenAi | ResourceKind::Regional => cloud.cognitive_audience(),
+            ResourceKind::OpenAi
+            | ResourceKind::Regional
+            | ResourceKind::AiServices
+            | ResourceKind::SpeechRegional
+            | ResourceKind::TranslatorGlobal => cloud.cognitive_audience(),
             ResourceKind::Foundry => cloud.foundry_audience(),
+            ResourceKind::Search => cloud.search_audience(),
+        }
+    }
+
+    /// The kebab-case name, as in JSON.
+    pub(crate) fn slug(self) -> &'static str {
+        match self {
+            ResourceKind::OpenAi => "open-ai",
+            ResourceKind::Foundry => "foundry",
+            ResourceKind::Regional => "regional",
+            ResourceKind::AiServices => "ai-services",
+            ResourceKind::SpeechRegional => "speech-regional",
+            ResourceKind::TranslatorGlobal => "translator-global",
+            ResourceKind::Search => "search",
+        }
+    }
+
+    /// Whether the listener is one of the services of [`services`] rather than the OpenAI
+    /// data plane.
+    fn is_service(self) -> bool {
+        match self {
+            ResourceKind::OpenAi | ResourceKind::Foundry | ResourceKind::Regional => false,
+            ResourceKind::AiServices
+            | ResourceKind::SpeechRegional
+            | ResourceKind::TranslatorGlobal
+            | ResourceKind::Search => true,
         }
     }
 }
@@ -211,6 +269,12 @@ impl Emulator {
         let shared = Arc::new(Shared::new(config, key));
         let listener = bind_loopback(addr).await?;
         let addr = listener.local_addr()?;
+        let _ = shared.listen_ip.set(addr.ip());
+        let options = ServiceOptions {
+            key: shared.config.resource_key.clone(),
+            ..ServiceOptions::default()
+        }
+        .resolved(ResourceKind::OpenAi);
         let url = url::Url::parse(&format!("http://{addr}/")).map_err(io::Error::other)?;
         let router = Router::new()
             .merge(entra::routes())
@@ -222,6 +286,7 @@ impl Emulator {
             .with_state(Ctx {
                 shared: Arc::clone(&shared),
                 kind: ResourceKind::OpenAi,
+                service: Arc::new(services::Service::new(options)),
             });
         let server = serve(listener, router, &shared);
         Ok(Emulator {
@@ -248,22 +313,26 @@ impl Emulator {
     }
 
     /// Another listener on loopback, sharing this emulator's state, that serves only the data
-    /// plane, as a resource of `kind`. Returns its base URL.
+    /// plane, as a resource of `kind` with the emulator's resource key and default
+    /// [`ServiceOptions`]. Returns its base URL.
     pub async fn add_resource(&self, kind: ResourceKind) -> io::Result<url::Url> {
-        let listener = bind_loopback(SocketAddr::new(self.addr.ip(), 0)).await?;
-        let addr = listener.local_addr()?;
-        let url = url::Url::parse(&format!("http://{addr}/")).map_err(io::Error::other)?;
-        let router = Router::new()
-            .merge(data_plane_routes())
-            .fallback(openai::handle)
-            .layer(DefaultBodyLimit::max(BODY_LIMIT))
-            .with_state(Ctx {
-                shared: Arc::clone(&self.shared),
-                kind,
-            });
-        let server = serve(listener, router, &self.shared);
-        lock(&self.servers).push(server);
-        Ok(url)
+        let options = ServiceOptions {
+            key: self.shared.config.resource_key.clone(),
+            ..ServiceOptions::default()
+        };
+        self.add_service(kind, options).await
+    }
+
+    /// Another listener on loopback, sharing this emulator's state (tokens, request log,
+    /// counters), that plays one resource of `kind` with `options`: its own key (`None`: key
+    /// auth off), ARM resource id, region, page size, and its own stored state (search
+    /// indexes, long-running operations). Returns its base URL.
+    pub async fn add_service(
+        &self,
+        kind: ResourceKind,
+        options: ServiceOptions,
+    ) -> io::Result<url::Url> {
+        spawn_resource(&self.shared, self.addr.ip(), kind, options).await
     }
 
     /// Signs a token with the current key.
@@ -335,7 +404,8 @@ impl Emulator {
     /// for every listener to finish.
     pub async fn shutdown(self) {
         self.shared.stop();
-        let servers = std::mem::take(&mut *lock(&self.servers));
+        let mut servers = std::mem::take(&mut *lock(&self.servers));
+        servers.append(&mut lock(&self.shared.extra_servers));
         for mut server in servers {
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
                 .await
@@ -353,7 +423,40 @@ impl Drop for Emulator {
         for server in lock(&self.servers).drain(..) {
             server.abort();
         }
+        for server in lock(&self.shared.extra_servers).drain(..) {
+            server.abort();
+        }
     }
+}
+
+/// Opens a listener for one resource of `kind` on `ip` and serves it until the emulator stops.
+pub(crate) async fn spawn_resource(
+    shared: &Arc<Shared>,
+    ip: std::net::IpAddr,
+    kind: ResourceKind,
+    options: ServiceOptions,
+) -> io::Result<url::Url> {
+    let listener = bind_loopback(SocketAddr::new(ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    let url = url::Url::parse(&format!("http://{addr}/")).map_err(io::Error::other)?;
+    let ctx = Ctx {
+        shared: Arc::clone(shared),
+        kind,
+        service: Arc::new(services::Service::new(options.resolved(kind))),
+    };
+    let router = if kind.is_service() {
+        Router::new().fallback(services::handle)
+    } else {
+        Router::new()
+            .merge(data_plane_routes())
+            .fallback(openai::handle)
+    };
+    let router = router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(ctx);
+    let server = serve(listener, router, shared);
+    lock(&shared.extra_servers).push(server);
+    Ok(url)
 }
 
 /// The data plane's routes beside the fallback: realtime WebSockets and their ephemeral keys,

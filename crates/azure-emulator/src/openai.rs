@@ -149,7 +149,12 @@ async fn answer(
             garble,
         },
     };
-    let accepted = match auth::authenticate(shared, ctx.kind, headers) {
+    let accepted = match auth::authenticate_with_key(
+        shared,
+        ctx.kind,
+        ctx.service.options.key.as_deref(),
+        headers,
+    ) {
         Ok(accepted) => accepted,
         Err(sample) => return (respond::sample(sample, &sample_ctx), None),
     };

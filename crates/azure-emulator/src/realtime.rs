@@ -62,7 +62,12 @@ fn answer(
     if !v1 && param("api-version").is_none() {
         return respond::sample(AzureSample::ResourceNotFound404, &sc);
     }
-    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    if let Err(sample) = auth::authenticate_with_key(
+        shared,
+        ctx.kind,
+        ctx.service.options.key.as_deref(),
+        headers,
+    ) {
         return respond::sample(sample, &sc);
     }
     let deployment = if v1 {
@@ -219,7 +224,12 @@ fn ephemeral_answer(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: 
     if !ga && !has_version {
         return respond::sample(AzureSample::ResourceNotFound404, &sc);
     }
-    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    if let Err(sample) = auth::authenticate_with_key(
+        shared,
+        ctx.kind,
+        ctx.service.options.key.as_deref(),
+        headers,
+    ) {
         return respond::sample(sample, &sc);
     }
     let Ok(request) = serde_json::from_slice::<Value>(body) else {

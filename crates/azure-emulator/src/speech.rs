@@ -38,7 +38,12 @@ fn answer(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let shared = &ctx.shared;
-    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    if let Err(sample) = auth::authenticate_with_key(
+        shared,
+        ctx.kind,
+        ctx.service.options.key.as_deref(),
+        headers,
+    ) {
         let sc =
             SampleContext::for_operation(ctx.kind.audience(shared.config.cloud), Operation::Chat);
         return respond::sample(sample, &sc);
@@ -53,7 +58,7 @@ fn answer(
 }
 
 /// Echoes every message until the client closes (the protocol layer echoes its close).
-async fn echo(mut socket: WebSocket) {
+pub(crate) async fn echo(mut socket: WebSocket) {
     while let Some(Ok(message)) = socket.recv().await {
         let reply = match message {
             Message::Text(_) | Message::Binary(_) => message,

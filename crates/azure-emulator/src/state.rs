@@ -36,20 +36,61 @@ pub struct Stats {
     pub cancelled_streams: u64,
 }
 
-/// One data-plane request as the emulator received it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One data-plane request as the emulator received it. `Debug` shows credential headers and
+/// credential query parameters as `<redacted>`; the fields keep them for assertions.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenRequest {
     pub method: String,
     pub path_and_query: String,
     /// Lower-case names, values as received (credentials included: this is test infrastructure).
     pub headers: Vec<(String, String)>,
-    /// The `aud` of the bearer token sent, read without verification.
+    /// The `aud` of the bearer token sent (for Speech's `aad#…#token` form, of the token inside),
+    /// read without verification.
     pub bearer_audience: Option<String>,
     pub body_len: usize,
     /// The `model` of a JSON body, as received (the v1 API names the deployment there).
     pub body_model: Option<String>,
     /// The status answered; 0 while no answer has been sent (a `Hang` fault, or still running).
     pub status: u16,
+    /// Which credential the request carried, classified without verifying it.
+    #[serde(default)]
+    pub auth: AuthForm,
+    /// `Ocp-Apim-ResourceId`, as received (Translator's global endpoint with Entra).
+    #[serde(default)]
+    pub resource_id_header: Option<String>,
+    /// `Ocp-Apim-Subscription-Region`, as received (Translator).
+    #[serde(default)]
+    pub region_header: Option<String>,
+    /// Names (as received) of query parameters that carry a credential: `api-key`,
+    /// `subscription-key`, `Subscription-Key`, `Ocp-Apim-Subscription-Key`, `apikey`,
+    /// matched case-insensitively. Empty when none reached the emulator.
+    #[serde(default)]
+    pub query_credentials: Vec<String>,
+}
+
+/// The credential a request carried, as the emulator classified it. Never holds the secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "form")]
+pub enum AuthForm {
+    /// No `Authorization`, `api-key` or `Ocp-Apim-Subscription-Key` header.
+    #[default]
+    None,
+    /// An `api-key` header.
+    ApiKey,
+    /// An `Ocp-Apim-Subscription-Key` header.
+    SubscriptionKey,
+    /// `Authorization: Bearer <JWT>` that is not one of the emulator's `issueToken` tokens
+    /// (an Entra token, or a forged one); the audience is read without verification.
+    Bearer { audience: Option<String> },
+    /// `Authorization: Bearer <token from issueToken>` (Speech, Translator).
+    IssuedToken,
+    /// Speech's `Authorization: Bearer aad#{resource id}#{Entra token}`.
+    SpeechAad {
+        resource_id: String,
+        audience: Option<String>,
+    },
+    /// Any other `Authorization` value (another scheme, or a bearer that is no JWT).
+    Other,
 }
 
 /// An application registered for the client-credentials grant.
@@ -98,6 +139,12 @@ pub(crate) struct Shared {
     counters: Counters,
     log: Mutex<RequestLog>,
     shutdown: watch::Sender<bool>,
+    /// Signs the tokens Speech's and Translator's `issueToken` hand out (HS256).
+    sts_secret: [u8; 32],
+    /// Listeners opened after start (`add_service`, the control API), stopped with the rest.
+    pub(crate) extra_servers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The loopback address the first listener bound, for listeners opened later.
+    pub(crate) listen_ip: std::sync::OnceLock<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for App {
@@ -114,6 +161,37 @@ impl App {
     /// Compares in constant time.
     pub(crate) fn secret_matches(&self, given: &str) -> bool {
         self.secret.as_bytes().ct_eq(given.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for SeenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown = if is_credential_header(n) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), shown)
+            })
+            .collect();
+        let path = redact_query_credentials(&self.path_and_query);
+        f.debug_struct("SeenRequest")
+            .field("method", &self.method)
+            .field("path_and_query", &path)
+            .field("headers", &headers)
+            .field("bearer_audience", &self.bearer_audience)
+            .field("body_len", &self.body_len)
+            .field("body_model", &self.body_model)
+            .field("status", &self.status)
+            .field("auth", &self.auth)
+            .field("resource_id_header", &self.resource_id_header)
+            .field("region_header", &self.region_header)
+            .field("query_credentials", &self.query_credentials)
+            .finish()
     }
 }
 
@@ -136,12 +214,38 @@ impl SeenRequest {
                 )
             })
             .collect();
-        let bearer_audience = headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .and_then(|(_, v)| bearer_token(v))
-            .and_then(|t| crate::jwt::claims_unverified(t).ok())
-            .and_then(|claims| claims.audience().map(str::to_owned));
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let auth = classify_auth(
+            find("authorization"),
+            find("api-key").is_some(),
+            find("ocp-apim-subscription-key").is_some(),
+        );
+        let bearer_audience = match &auth {
+            AuthForm::Bearer { audience } | AuthForm::SpeechAad { audience, .. } => {
+                audience.clone()
+            }
+            AuthForm::None
+            | AuthForm::ApiKey
+            | AuthForm::SubscriptionKey
+            | AuthForm::IssuedToken
+            | AuthForm::Other => None,
+        };
+        let resource_id_header = find("ocp-apim-resourceid").map(str::to_owned);
+        let region_header = find("ocp-apim-subscription-region").map(str::to_owned);
+        let query_credentials = uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .map(|(name, _)| name.into_owned())
+                    .filter(|name| is_credential_query(name))
+                    .collect()
+            })
+            .unwrap_or_default();
         let path_and_query = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
@@ -156,7 +260,83 @@ impl SeenRequest {
             body_len: body.len(),
             body_model,
             status: 0,
+            auth,
+            resource_id_header,
+            region_header,
+            query_credentials,
         }
+    }
+}
+
+/// Headers whose values are credentials.
+fn is_credential_header(name: &str) -> bool {
+    ["authorization", "api-key", "ocp-apim-subscription-key"]
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// Query parameters Azure services read a key from.
+pub(crate) fn is_credential_query(name: &str) -> bool {
+    [
+        "api-key",
+        "subscription-key",
+        "ocp-apim-subscription-key",
+        "apikey",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// A path and query with the values of credential parameters replaced.
+fn redact_query_credentials(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_owned();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            if is_credential_query(name) {
+                format!("{name}=<redacted>")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+/// Classifies the credential headers without verifying anything.
+fn classify_auth(authorization: Option<&str>, api_key: bool, subscription_key: bool) -> AuthForm {
+    if let Some(value) = authorization {
+        let Some(token) = bearer_token(value) else {
+            return AuthForm::Other;
+        };
+        if let Some(rest) = token.strip_prefix("aad#") {
+            let (resource_id, inner) = rest.rsplit_once('#').unwrap_or((rest, ""));
+            return AuthForm::SpeechAad {
+                resource_id: resource_id.to_owned(),
+                audience: crate::jwt::claims_unverified(inner)
+                    .ok()
+                    .and_then(|c| c.audience().map(str::to_owned)),
+            };
+        }
+        return match crate::jwt::claims_unverified(token) {
+            Ok(claims) if claims.iss.as_deref() == Some(crate::services::sts::ISSUER) => {
+                AuthForm::IssuedToken
+            }
+            Ok(claims) => AuthForm::Bearer {
+                audience: claims.audience().map(str::to_owned),
+            },
+            Err(_) => AuthForm::Other,
+        };
+    }
+    if subscription_key {
+        AuthForm::SubscriptionKey
+    } else if api_key {
+        AuthForm::ApiKey
+    } else {
+        AuthForm::None
     }
 }
 
@@ -176,6 +356,9 @@ impl Shared {
             counters: Counters::default(),
             log: Mutex::default(),
             shutdown,
+            sts_secret: random_secret(),
+            extra_servers: Mutex::default(),
+            listen_ip: std::sync::OnceLock::new(),
         }
     }
 
@@ -409,6 +592,20 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// 32 random bytes (two v4 uuids).
+fn random_secret() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    out[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    out
+}
+
+impl Shared {
+    pub(crate) fn sts_secret(&self) -> &[u8] {
+        &self.sts_secret
+    }
+}
+
 /// Locks, ignoring poisoning: every critical section here leaves the data consistent.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -444,6 +641,10 @@ mod tests {
             body_len: n,
             body_model: None,
             status: 0,
+            auth: AuthForm::ApiKey,
+            resource_id_header: None,
+            region_header: None,
+            query_credentials: Vec::new(),
         };
         let first = s.record(req(0));
         for n in 1..=REQUEST_LOG_CAPACITY {
