@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use azure_emulator::{Emulator, EmulatorConfig};
+use azure_emulator::{Emulator, EmulatorConfig, ResourceKind, ServiceOptions};
 use clap::Parser;
 
 /// `EX_USAGE`: bad command line, or the address cannot be bound.
@@ -33,6 +33,20 @@ struct Args {
     /// Accept this resource key in `api-key` (default: keys refused, as with disableLocalAuth).
     #[arg(long, env = "AZURE_EMULATOR_RESOURCE_KEY", hide_env_values = true)]
     resource_key: Option<String>,
+    /// Also serve a resource of this kind on its own port (repeatable): `ai-services`,
+    /// `speech-regional`, `translator-global`, `search`, `open-ai`, `foundry`, `regional`. It
+    /// takes the resource key above; more options through `POST /emulator/services`.
+    #[arg(long = "service", value_parser = parse_kind)]
+    services: Vec<ResourceKind>,
+    /// Items per page for the resources of `--service` (Search results, Document
+    /// Intelligence model lists).
+    #[arg(long, default_value_t = azure_emulator::DEFAULT_PAGE_SIZE)]
+    page_size: usize,
+}
+
+fn parse_kind(s: &str) -> Result<ResourceKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown resource kind '{s}'"))
 }
 
 fn main() -> ExitCode {
@@ -65,12 +79,32 @@ async fn run(args: Args) -> ExitCode {
         latency: Duration::from_millis(args.latency_ms),
         stream_events: args.stream_events,
         stream_interval: Duration::from_millis(args.stream_interval_ms),
-        resource_key: args.resource_key,
+        resource_key: args.resource_key.clone(),
         ..EmulatorConfig::default()
     };
     match Emulator::start_on(args.listen, config).await {
         Ok(emulator) => {
             println!("emulator listening on {}", emulator.url());
+            for kind in &args.services {
+                let options = ServiceOptions {
+                    key: args.resource_key.clone(),
+                    page_size: args.page_size,
+                    ..ServiceOptions::default()
+                };
+                match emulator.add_service(*kind, options).await {
+                    Ok(url) => {
+                        let name = serde_json::to_value(kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        println!("service {name} listening on {url}");
+                    }
+                    Err(e) => {
+                        eprintln!("azure-emulator: cannot open a listener: {e}");
+                        return ExitCode::from(EXIT_RUNTIME);
+                    }
+                }
+            }
             shutdown_signal().await;
             // Dropping it stops the listeners and ends open streams at once.
             drop(emulator);

@@ -141,7 +141,9 @@ fn authenticate(ctx: &Ctx, req: &Req<'_>, host: Host, op: Op) -> Result<Granted,
     match (&granted, host, presented) {
         // The global host learns the resource from the key; a regional or multi-service
         // resource's key also needs its region.
-        (Granted::Key, Host::Global, _) if !region_ok(regional) => Err(Denied::BadKey),
+        (Granted::Key, Host::Global, _) if op != Op::IssueToken && !region_ok(regional) => {
+            Err(Denied::BadKey)
+        }
         // An Entra token on the global host names its resource and region in headers.
         (Granted::Entra { .. }, Host::Global, Presented::Entra(_)) => {
             let named = req.header("ocp-apim-resourceid").unwrap_or_default();
