@@ -151,10 +151,16 @@ impl fmt::Debug for ServiceOptions {
 }
 
 impl ServiceOptions {
+    /// The ARM resource id a resource of `kind` has when `resource_id` is left empty:
+    /// `/subscriptions/00000000-0000-4000-8000-0000000000e1/resourceGroups/emulator-rg/providers/Microsoft.CognitiveServices/accounts/emulator-{kind}`.
+    pub fn default_resource_id(kind: ResourceKind) -> String {
+        format!("{DEFAULT_RESOURCE_ID_PREFIX}emulator-{}", kind.slug())
+    }
+
     /// The options with the defaults a kind of resource needs filled in.
     pub(crate) fn resolved(mut self, kind: ResourceKind) -> ServiceOptions {
         if self.resource_id.trim().is_empty() {
-            self.resource_id = format!("{DEFAULT_RESOURCE_ID_PREFIX}emulator-{}", kind.slug());
+            self.resource_id = ServiceOptions::default_resource_id(kind);
         }
         self.page_size = self.page_size.max(1);
         self
@@ -363,6 +369,10 @@ mod tests {
         }
         .resolved(ResourceKind::Search);
         assert!(o.resource_id.ends_with("/accounts/emulator-search"));
+        assert_eq!(
+            o.resource_id,
+            ServiceOptions::default_resource_id(ResourceKind::Search)
+        );
         assert!(o.resource_id.starts_with("/subscriptions/"));
         assert_eq!(o.page_size, 1);
         assert!(!format!("{o:?}").contains("sekret-key"));
