@@ -7,6 +7,7 @@ mod common;
 mod access_log;
 mod audience_tables;
 mod binary;
+mod book;
 mod book_config;
 mod callers;
 mod cli_explain_doctor;
