@@ -1,6 +1,7 @@
 //! The user guide (`docs/`) and the README stay in step with the code: the troubleshooting
 //! chapter has an entry for every diagnosis code and every error code the proxy can emit, the
-//! README's relative links lead somewhere, and no example carries the digest of a guessable key.
+//! README's relative links lead somewhere, and the example configs parse and carry no digest of a
+//! guessable key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use entra_proxy::config::KeyDigest;
@@ -285,4 +286,29 @@ fn no_example_or_doc_carries_the_digest_of_a_guessable_key() {
         "digests of guessable keys (paste one from `entra-proxy keys new` instead):\n{}",
         bad.join("\n")
     );
+}
+
+#[test]
+fn every_example_config_is_accepted() {
+    // The files the guide points at as starting points must pass `config check` as shipped.
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) =
+            entra_proxy::config::Config::parse(&text, &path.display().to_string(), &|_| {
+                Some("x".into())
+            })
+        {
+            panic!("{e}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1);
 }
