@@ -155,7 +155,9 @@ impl FederatedCredential {
     /// A user-assigned managed identity as the credential: issuer
     /// `{authority}/{tenant}/v2.0`, subject the identity's object (principal) id, audience
     /// `api://AzureADTokenExchange` (or the cloud's equivalent). Source: Microsoft Learn,
-    /// "Configure an application to trust a managed identity".
+    /// "Configure an application to trust a managed identity". The same form trusts another
+    /// app's app-only tokens for that audience, with its service principal's object id
+    /// ([`super::Emulator::service_principal_oid`]) as the subject.
     pub fn managed_identity(cloud: Cloud, tenant_id: &str, object_id: &str) -> Self {
         FederatedCredential {
             name: None,

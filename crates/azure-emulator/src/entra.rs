@@ -21,6 +21,7 @@ use time::macros::format_description;
 
 use super::Ctx;
 use super::client_auth::{self, GrantKind};
+use super::cloud::same_audience;
 use super::faults;
 use super::keys::{self, Grant, TokenVersion};
 use super::obo;
@@ -690,6 +691,12 @@ pub(crate) fn v2_token_response(
     response
 }
 
+/// The object id of an app's service principal in a tenant: the `oid` (and `sub`) of its
+/// app-only tokens.
+pub(crate) fn service_principal_oid(tenant: &str, client_id: &str) -> String {
+    keys::derived_uuid(&format!("sp:{}:{client_id}", tenant.to_ascii_lowercase()))
+}
+
 /// Tenant ids are GUIDs compared ignoring case; the configured one is written as configured.
 pub(crate) fn canonical_tenant<'a>(shared: &'a Shared, tenant: &'a str) -> &'a str {
     if tenant.eq_ignore_ascii_case(&shared.config.tenant_id) {
@@ -741,13 +748,28 @@ fn client_credentials(
         GrantKind::ClientCredentials,
     )?;
     let lifetime = shared.token_lifetime_secs();
+    let cloud = shared.config.cloud;
+    // A token for the federated-credential audience is v2.0 (issuer `{authority}/{tenant}/v2.0`,
+    // `sub` the service principal's object id): an app-only token another app can trust as a
+    // federated credential. Source: Microsoft Learn, "Microsoft Entra authentication and
+    // authorization error codes" (AADSTS700229: only app-only tokens for an Entra issuer).
+    let exchange = same_audience(&aud, cloud.token_exchange_audience());
+    let aud = if exchange {
+        cloud.token_exchange_audience().to_owned()
+    } else {
+        aud
+    };
     let grant = Grant {
-        version: TokenVersion::V1,
-        cloud: shared.config.cloud,
+        version: if exchange {
+            TokenVersion::V2
+        } else {
+            TokenVersion::V1
+        },
+        cloud,
         tenant_id: tenant.to_owned(),
         aud: aud.clone(),
         lifetime_secs: lifetime,
-        oid: keys::derived_uuid(&format!("sp:{tenant}:{}", client.client_id)),
+        oid: service_principal_oid(tenant, &client.client_id),
         app_acr: client.acr(),
         roles: client.app.map(|app| app.roles).unwrap_or_default(),
         appid: client.client_id,

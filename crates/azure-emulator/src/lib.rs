@@ -298,6 +298,13 @@ impl Emulator {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
 
+    /// The object id of an app's service principal in a tenant: the `oid` and `sub` of the
+    /// app-only tokens the client-credentials grant issues it (what a federated identity
+    /// credential trusting that app names as its subject).
+    pub fn service_principal_oid(&self, tenant_id: &str, client_id: &str) -> String {
+        entra::service_principal_oid(tenant_id, client_id)
+    }
+
     /// Replaces the app roles assigned to a registered app (the `roles` of its
     /// client-credentials tokens); `false` if no such app is registered.
     pub fn set_app_roles(&self, client_id: &str, roles: Vec<String>) -> bool {

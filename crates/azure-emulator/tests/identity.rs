@@ -708,6 +708,49 @@ async fn workload_identity_tokens_are_matched_to_federated_credentials() {
     assert_eq!(token(&emu, &form).await.0, 200);
 }
 
+#[tokio::test]
+async fn a_workload_identitys_exchange_token_is_a_federated_credential_of_another_app() {
+    let emu = start().await;
+    let tid = tenant(&emu);
+    let issuer = "https://oidc.prod-aks.example/22222222-bbbb/";
+    let workload_app = "0f0e0d0c-0000-4000-8000-00000000a0a0";
+    let k8s = emu.mint_external(&ExternalTokenSpec::kubernetes(issuer, "ai", "proxy"));
+    // The pod's workload identity (unregistered: let in as before) asks for a token to present
+    // as a federated credential.
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", workload_app),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", k8s.as_str()),
+        ("scope", "api://AzureADTokenExchange/.default"),
+    ];
+    let (status, body) = token(&emu, &form).await;
+    assert_eq!(status, 200, "{body}");
+    let exchange = body["access_token"].as_str().unwrap().to_owned();
+    let claims = claims_of(&exchange);
+    let sp_oid = emu.service_principal_oid(&tid, workload_app);
+    assert_eq!(claims["aud"], "api://AzureADTokenExchange");
+    assert_eq!(
+        claims["iss"],
+        format!("https://login.microsoftonline.com/{tid}/v2.0")
+    );
+    assert_eq!(claims["sub"], sp_oid.as_str());
+    assert_eq!(claims["azp"], workload_app);
+    assert_eq!(claims["idtyp"], "app");
+
+    emu.register(AppRegistration::new(&tid, APP).with_federated_credential(
+        FederatedCredential::managed_identity(Cloud::Public, &tid, &sp_oid),
+    ))
+    .unwrap();
+    let assertion = user_token(&emu);
+    let (status, body) = token(&emu, &obo_assertion(&assertion, &exchange)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        emu.obo_requests()[0].client_auth,
+        Some(ClientAuthKind::FederatedCredential)
+    );
+}
+
 // --- on-behalf-of: refusals ---
 
 #[tokio::test]
