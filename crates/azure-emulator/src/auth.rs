@@ -5,7 +5,7 @@ use http::HeaderMap;
 use super::ResourceKind;
 use super::keys;
 use super::samples::AzureSample;
-use super::state::{Shared, bearer_token, key_matches};
+use super::state::{BearerFacts, Shared, bearer_token, key_matches};
 use crate::cloud::same_audience;
 
 /// A caller the data plane let in.
@@ -15,18 +15,21 @@ pub(crate) struct Accepted {
     pub(crate) audience: Option<String>,
 }
 
-/// Checks the caller's credential; the error is the sample Azure would answer with.
+/// Checks the caller's credential; the error is the sample Azure would answer with. A bearer
+/// token whose signature and lifetime verify has its caller noted on logged request `seq`
+/// (whatever its audience).
 pub(crate) fn authenticate(
     shared: &Shared,
     kind: ResourceKind,
     headers: &HeaderMap,
+    seq: u64,
 ) -> Result<Accepted, AzureSample> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(token) = header("authorization").and_then(bearer_token) {
         if kind == ResourceKind::Regional {
             return Err(AzureSample::RegionalEndpoint400);
         }
-        return check_token(shared, kind, token);
+        return check_token(shared, kind, token, seq);
     }
     if let Some(given) = header("api-key").or(header("ocp-apim-subscription-key")) {
         return match &shared.config.resource_key {
@@ -38,9 +41,24 @@ pub(crate) fn authenticate(
     Err(AzureSample::AudienceIncorrect401)
 }
 
-fn check_token(shared: &Shared, kind: ResourceKind, token: &str) -> Result<Accepted, AzureSample> {
+fn check_token(
+    shared: &Shared,
+    kind: ResourceKind,
+    token: &str,
+    seq: u64,
+) -> Result<Accepted, AzureSample> {
     let rejected = AzureSample::AudienceIncorrect401;
     let claims = shared.signing_key().verify(token).map_err(|_| rejected)?;
+    let text =
+        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
+    shared.set_bearer(
+        seq,
+        BearerFacts {
+            oid: text(&claims.oid),
+            app_id: text(&claims.azp).or_else(|| text(&claims.appid)),
+            scp: text(&claims.scp),
+        },
+    );
     let epoch = claims.uti.as_deref().and_then(keys::uti_epoch).unwrap_or(0);
     if epoch < shared.revocation_epoch() {
         return Err(rejected);
@@ -80,27 +98,27 @@ mod tests {
         let s = shared(None);
         let cog = s.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
         let ai = s.mint(&MintSpec::new("https://ai.azure.com/"));
-        let ok = authenticate(&s, ResourceKind::OpenAi, &bearer(&cog)).unwrap();
+        let ok = authenticate(&s, ResourceKind::OpenAi, &bearer(&cog), 0).unwrap();
         assert_eq!(
             ok.audience.as_deref(),
             Some("https://cognitiveservices.azure.com")
         );
         assert_eq!(
-            authenticate(&s, ResourceKind::OpenAi, &bearer(&ai)),
+            authenticate(&s, ResourceKind::OpenAi, &bearer(&ai), 0),
             Err(AzureSample::AudienceIncorrect401)
         );
-        assert!(authenticate(&s, ResourceKind::Foundry, &bearer(&ai)).is_ok());
+        assert!(authenticate(&s, ResourceKind::Foundry, &bearer(&ai), 0).is_ok());
         assert_eq!(
-            authenticate(&s, ResourceKind::Regional, &bearer(&cog)),
+            authenticate(&s, ResourceKind::Regional, &bearer(&cog), 0),
             Err(AzureSample::RegionalEndpoint400)
         );
         s.revoke_issued_tokens();
         assert_eq!(
-            authenticate(&s, ResourceKind::OpenAi, &bearer(&cog)),
+            authenticate(&s, ResourceKind::OpenAi, &bearer(&cog), 0),
             Err(AzureSample::AudienceIncorrect401)
         );
         let fresh = s.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
-        assert!(authenticate(&s, ResourceKind::OpenAi, &bearer(&fresh)).is_ok());
+        assert!(authenticate(&s, ResourceKind::OpenAi, &bearer(&fresh), 0).is_ok());
     }
 
     #[test]
@@ -108,16 +126,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("api-key", "k1".parse().unwrap());
         assert_eq!(
-            authenticate(&shared(None), ResourceKind::OpenAi, &h),
+            authenticate(&shared(None), ResourceKind::OpenAi, &h, 0),
             Err(AzureSample::KeyAuthDisabled401)
         );
         assert_eq!(
-            authenticate(&shared(Some("k2")), ResourceKind::OpenAi, &h),
+            authenticate(&shared(Some("k2")), ResourceKind::OpenAi, &h, 0),
             Err(AzureSample::InvalidKey401)
         );
-        assert!(authenticate(&shared(Some("k1")), ResourceKind::Regional, &h).is_ok());
+        assert!(authenticate(&shared(Some("k1")), ResourceKind::Regional, &h, 0).is_ok());
         assert_eq!(
-            authenticate(&shared(Some("k1")), ResourceKind::OpenAi, &HeaderMap::new()),
+            authenticate(
+                &shared(Some("k1")),
+                ResourceKind::OpenAi,
+                &HeaderMap::new(),
+                0
+            ),
             Err(AzureSample::AudienceIncorrect401)
         );
     }
@@ -133,9 +156,9 @@ mod tests {
         );
         let us = s.mint(&MintSpec::new("https://cognitiveservices.azure.us"));
         let public = s.mint(&MintSpec::new("https://cognitiveservices.azure.com"));
-        assert!(authenticate(&s, ResourceKind::OpenAi, &bearer(&us)).is_ok());
+        assert!(authenticate(&s, ResourceKind::OpenAi, &bearer(&us), 0).is_ok());
         assert_eq!(
-            authenticate(&s, ResourceKind::OpenAi, &bearer(&public)),
+            authenticate(&s, ResourceKind::OpenAi, &bearer(&public), 0),
             Err(AzureSample::AudienceIncorrect401)
         );
     }

@@ -41,6 +41,10 @@ struct Facts {
     cognitive_audience: &'static str,
     /// The audience of AI Foundry resources.
     foundry_audience: &'static str,
+    /// The audience of a token presented as a federated identity credential (a managed identity's
+    /// or a workload's token exchanged for an app's). Source: Microsoft Learn, "Configure an
+    /// application to trust a managed identity" (audiences per cloud).
+    token_exchange_audience: &'static str,
     /// DNS suffixes of the cloud's Azure AI hosts (a resource name comes before each).
     hosts: [(&'static str, HostKind); 4],
 }
@@ -56,6 +60,7 @@ const PUBLIC: Facts = Facts {
     v1_issuer: "https://sts.windows.net",
     cognitive_audience: "https://cognitiveservices.azure.com",
     foundry_audience: "https://ai.azure.com",
+    token_exchange_audience: "api://AzureADTokenExchange",
     hosts: [
         (".openai.azure.com", HostKind::OpenAi),
         (".cognitiveservices.azure.com", HostKind::CognitiveServices),
@@ -71,6 +76,7 @@ const USGOV: Facts = Facts {
     v1_issuer: "https://sts.windows.net",
     cognitive_audience: "https://cognitiveservices.azure.us",
     foundry_audience: "https://ai.azure.us",
+    token_exchange_audience: "api://AzureADTokenExchangeUSGov",
     hosts: [
         (".openai.azure.us", HostKind::OpenAi),
         (".cognitiveservices.azure.us", HostKind::CognitiveServices),
@@ -85,6 +91,7 @@ const CHINA: Facts = Facts {
     v1_issuer: "https://sts.chinacloudapi.cn",
     cognitive_audience: "https://cognitiveservices.azure.cn",
     foundry_audience: "https://ai.azure.cn",
+    token_exchange_audience: "api://AzureADTokenExchangeChina",
     hosts: [
         (".openai.azure.cn", HostKind::OpenAi),
         (".cognitiveservices.azure.cn", HostKind::CognitiveServices),
@@ -133,6 +140,12 @@ impl Cloud {
     /// The audience of Azure AI Foundry resources.
     pub fn foundry_audience(self) -> &'static str {
         self.facts().foundry_audience
+    }
+
+    /// `api://AzureADTokenExchange` and its equivalents: the audience of a managed identity's or a
+    /// workload's token presented as a federated identity credential.
+    pub fn token_exchange_audience(self) -> &'static str {
+        self.facts().token_exchange_audience
     }
 
     /// The kind of a host of this cloud; `None` for anything else (another cloud's hosts,
@@ -271,6 +284,10 @@ mod tests {
         assert_eq!(
             Cloud::China.v1_issuer_host(),
             "https://sts.chinacloudapi.cn"
+        );
+        assert_eq!(
+            Cloud::Usgov.token_exchange_audience(),
+            "api://AzureADTokenExchangeUSGov"
         );
         assert!(same_audience(
             "https://AI.azure.com/",

@@ -102,7 +102,7 @@ fn checked(
         .any(|(k, _)| k == "api-version");
     let response = if !v1 && !has_version {
         respond::sample(AzureSample::ResourceNotFound404, &sc)
-    } else if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    } else if let Err(sample) = auth::authenticate(shared, ctx.kind, headers, seq) {
         respond::sample(sample, &sc)
     } else if deployment_known == Some(false) {
         respond::sample(AzureSample::DeploymentNotFound404, &sc)

@@ -107,7 +107,7 @@ pub(crate) async fn handle(
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&method, &uri, &headers, &body));
-    let (response, accepted) = answer(&ctx, &method, &uri, &headers, &body).await;
+    let (response, accepted) = answer(&ctx, &method, &uri, &headers, &body, seq).await;
     let response = finish(response, accepted.as_ref());
     shared.set_status(seq, response.status().as_u16());
     response
@@ -119,6 +119,7 @@ async fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
+    seq: u64,
 ) -> (Response, Option<Accepted>) {
     let shared = &ctx.shared;
     let route = Route::parse(method, uri.path());
@@ -149,7 +150,7 @@ async fn answer(
             garble,
         },
     };
-    let accepted = match auth::authenticate(shared, ctx.kind, headers) {
+    let accepted = match auth::authenticate(shared, ctx.kind, headers, seq) {
         Ok(accepted) => accepted,
         Err(sample) => return (respond::sample(sample, &sample_ctx), None),
     };

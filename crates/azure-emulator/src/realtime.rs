@@ -39,7 +39,7 @@ pub(crate) async fn handle(
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&Method::GET, &uri, &headers, &[]));
-    let response = answer(&ctx, &uri, &headers, upgrade);
+    let response = answer(&ctx, &uri, &headers, upgrade, seq);
     shared.set_status(seq, response.status().as_u16());
     response
 }
@@ -49,6 +49,7 @@ fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    seq: u64,
 ) -> Response {
     let shared = &ctx.shared;
     let sc =
@@ -62,7 +63,7 @@ fn answer(
     if !v1 && param("api-version").is_none() {
         return respond::sample(AzureSample::ResourceNotFound404, &sc);
     }
-    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers, seq) {
         return respond::sample(sample, &sc);
     }
     let deployment = if v1 {
@@ -205,12 +206,19 @@ fn ephemeral(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: bool) -
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&Method::POST, uri, headers, body));
-    let response = ephemeral_answer(ctx, uri, headers, body, ga);
+    let response = ephemeral_answer(ctx, uri, headers, body, ga, seq);
     shared.set_status(seq, response.status().as_u16());
     response
 }
 
-fn ephemeral_answer(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: bool) -> Response {
+fn ephemeral_answer(
+    ctx: &Ctx,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    ga: bool,
+    seq: u64,
+) -> Response {
     let shared = &ctx.shared;
     let sc =
         SampleContext::for_operation(ctx.kind.audience(shared.config.cloud), Operation::Responses);
@@ -219,7 +227,7 @@ fn ephemeral_answer(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: 
     if !ga && !has_version {
         return respond::sample(AzureSample::ResourceNotFound404, &sc);
     }
-    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers) {
+    if let Err(sample) = auth::authenticate(shared, ctx.kind, headers, seq) {
         return respond::sample(sample, &sc);
     }
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
