@@ -99,6 +99,54 @@ pub enum ProxyError {
     },
 }
 
+/// Every value [`ProxyError::code`] can return, in the order the troubleshooting chapter of the
+/// user guide lists them. The unit test `every_code_is_listed` builds one error of each kind
+/// (its exhaustive match stops the build when a variant is added) and checks both ways.
+pub const CODES: &[&str] = &[
+    // The caller's credential (401, or 503 when it cannot be checked right now).
+    "missing_credential",
+    "invalid_api_key",
+    "malformed_authorization",
+    "credential_mode_disabled",
+    "key_expired",
+    "token_malformed",
+    "token_bad_algorithm",
+    "token_no_tenant",
+    "token_wrong_tenant",
+    "token_bad_issuer",
+    "token_unknown_kid",
+    "token_bad_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_wrong_audience",
+    "signing_keys_unavailable",
+    "missing_tenant",
+    "invalid_client_credentials",
+    // What the caller may do.
+    "model_not_allowed",
+    "forbidden",
+    "rate_limited",
+    "tokens_rate_limited",
+    "insufficient_quota",
+    "limits_unavailable",
+    // The request itself.
+    "model_not_found",
+    "missing_model",
+    "invalid_json",
+    "no_route",
+    "deployment_not_configured",
+    "body_too_large",
+    "body_read_error",
+    "invalid_websocket_handshake",
+    // The proxy's identity and the backends.
+    "identity_unavailable",
+    "upstream_unreachable",
+    "upstream_timeout",
+    "backends_cooling_down",
+    "backend_busy",
+    "too_many_websockets",
+];
+
 /// The status of a request refused by its key's budget: 429, or 503 when the store is away
 /// under `on_redis_error = "deny"`.
 fn limit_status(e: &LimitError) -> StatusCode {
@@ -313,5 +361,218 @@ mod tests {
             e.to_string()
                 .ends_with("(failing since 1970-01-01T00:00:00Z)")
         );
+    }
+
+    /// One error of every kind. The exhaustive match in `kind_of` has no `_` arm: a new variant
+    /// (here, in `AuthError`, `TokenRejection` or `LimitError`) stops the build there until it
+    /// has a sample here and its code is in [`CODES`].
+    fn one_of_each() -> Vec<ProxyError> {
+        use crate::inbound::{CredentialSource, KeysUnavailable, TokenRejection};
+        let s = String::new;
+        let rejections = [
+            TokenRejection::Malformed(s()),
+            TokenRejection::UnsupportedAlgorithm(s()),
+            TokenRejection::NoTenant,
+            TokenRejection::WrongTenant {
+                has: s(),
+                allowed: s(),
+            },
+            TokenRejection::BadIssuer {
+                iss: s(),
+                tid: s(),
+                v1: s(),
+                v2: s(),
+            },
+            TokenRejection::UnknownKey {
+                kid: s(),
+                tid: s(),
+                fetched_secs_ago: 0,
+            },
+            TokenRejection::BadSignature,
+            TokenRejection::Expired { at: s(), ago: s() },
+            TokenRejection::NotYetValid { at: s(), in_: s() },
+            TokenRejection::WrongAudience {
+                has: s(),
+                accepted: s(),
+                scope: s(),
+            },
+        ];
+        let mut all: Vec<ProxyError> = rejections
+            .into_iter()
+            .map(|r| ProxyError::Auth(AuthError::TokenRejected(r)))
+            .collect();
+        all.extend(
+            [
+                AuthError::MissingCredential,
+                AuthError::UnknownKey(CredentialSource::ApiKeyHeader),
+                AuthError::MalformedAuthorization(""),
+                AuthError::ModeDisabled {
+                    mode: "",
+                    enabled: vec![],
+                },
+                AuthError::SigningKeysUnavailable(KeysUnavailable {
+                    tenant: s(),
+                    reason: s(),
+                }),
+                AuthError::KeyExpired { name: s(), at: s() },
+                AuthError::MissingTenant,
+            ]
+            .map(ProxyError::Auth),
+        );
+        all.extend(
+            [
+                LimitError::Requests {
+                    key: s(),
+                    limit: 1,
+                    retry_after_secs: 1,
+                },
+                LimitError::Tokens {
+                    key: s(),
+                    limit: 1,
+                    retry_after_secs: 1,
+                },
+                LimitError::Quota {
+                    key: s(),
+                    limit: 1,
+                    period: "month",
+                    resets_at: s(),
+                    retry_after_secs: 1,
+                },
+                LimitError::StoreUnavailable,
+            ]
+            .map(ProxyError::Limit),
+        );
+        all.extend([
+            ProxyError::AdminOnly {
+                endpoint: "/status",
+            },
+            ProxyError::ModelNotAllowed {
+                caller: s(),
+                wanted: s(),
+                allowed: vec![],
+            },
+            ProxyError::ClientCredentialsRejected { code: 0, fix: s() },
+            ProxyError::PassthroughAudience {
+                has: s(),
+                needs: s(),
+                backend: s(),
+                scope: s(),
+            },
+            ProxyError::UnknownModel {
+                model: s(),
+                known: vec![],
+            },
+            ProxyError::MissingModel { known: vec![] },
+            ProxyError::BodyNotJson {
+                path: s(),
+                reason: s(),
+            },
+            ProxyError::NoRoute {
+                path: s(),
+                hint: s(),
+            },
+            ProxyError::AmbiguousDeployment {
+                deployment: s(),
+                known: vec![],
+            },
+            ProxyError::BodyTooLarge { limit: 1 },
+            ProxyError::BodyRead(s()),
+            ProxyError::IdentityUnavailable {
+                credential: s(),
+                scope: s(),
+                reason: s(),
+                since: None,
+            },
+            ProxyError::CoolingDown {
+                retry_after_secs: 1,
+                backends: vec![],
+            },
+            ProxyError::BackendBusy {
+                backend: s(),
+                max_concurrent: 1,
+                waited_ms: 1,
+            },
+            ProxyError::TooManyWebSockets { max: 1 },
+            ProxyError::WebSocketHandshake { reason: "" },
+            ProxyError::MissingQueryModel {
+                param: "model",
+                known: vec![],
+            },
+            ProxyError::UpstreamUnreachable {
+                backend: s(),
+                reason: s(),
+            },
+            ProxyError::UpstreamTimeout {
+                backend: s(),
+                limit: "",
+                limit_secs: 1.0,
+            },
+        ]);
+        for e in &all {
+            kind_of(e);
+        }
+        all
+    }
+
+    /// No `_` arms: see [`one_of_each`].
+    fn kind_of(e: &ProxyError) {
+        use crate::inbound::TokenRejection as R;
+        match e {
+            ProxyError::Auth(a) => match a {
+                AuthError::TokenRejected(r) => match r {
+                    R::Malformed(_)
+                    | R::UnsupportedAlgorithm(_)
+                    | R::NoTenant
+                    | R::WrongTenant { .. }
+                    | R::BadIssuer { .. }
+                    | R::UnknownKey { .. }
+                    | R::BadSignature
+                    | R::Expired { .. }
+                    | R::NotYetValid { .. }
+                    | R::WrongAudience { .. } => {}
+                },
+                AuthError::MissingCredential
+                | AuthError::UnknownKey(_)
+                | AuthError::MalformedAuthorization(_)
+                | AuthError::ModeDisabled { .. }
+                | AuthError::SigningKeysUnavailable(_)
+                | AuthError::KeyExpired { .. }
+                | AuthError::MissingTenant => {}
+            },
+            ProxyError::Limit(l) => match l {
+                LimitError::Requests { .. }
+                | LimitError::Tokens { .. }
+                | LimitError::Quota { .. }
+                | LimitError::StoreUnavailable => {}
+            },
+            ProxyError::AdminOnly { .. }
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::ClientCredentialsRejected { .. }
+            | ProxyError::PassthroughAudience { .. }
+            | ProxyError::UnknownModel { .. }
+            | ProxyError::MissingModel { .. }
+            | ProxyError::BodyNotJson { .. }
+            | ProxyError::NoRoute { .. }
+            | ProxyError::AmbiguousDeployment { .. }
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyRead(_)
+            | ProxyError::IdentityUnavailable { .. }
+            | ProxyError::CoolingDown { .. }
+            | ProxyError::BackendBusy { .. }
+            | ProxyError::TooManyWebSockets { .. }
+            | ProxyError::WebSocketHandshake { .. }
+            | ProxyError::MissingQueryModel { .. }
+            | ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamTimeout { .. } => {}
+        }
+    }
+
+    #[test]
+    fn every_code_is_listed() {
+        let produced: std::collections::BTreeSet<&str> =
+            one_of_each().iter().map(ProxyError::code).collect();
+        let listed: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(listed.len(), CODES.len(), "a code is listed twice");
+        assert_eq!(produced, listed);
     }
 }

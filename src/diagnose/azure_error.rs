@@ -138,26 +138,42 @@ const MAX_LISTED_DEPLOYMENTS: usize = 20;
 /// A GA Azure OpenAI data-plane API version to suggest.
 const SUGGESTED_API_VERSION: &str = "2024-10-21";
 
-impl DiagnosisCode {
-    pub const ALL: [DiagnosisCode; 16] = [
-        DiagnosisCode::AudienceMismatch,
-        DiagnosisCode::TokenExpired,
-        DiagnosisCode::TokenNotYetValid,
-        DiagnosisCode::WrongTenant,
-        DiagnosisCode::WrongIssuer,
-        DiagnosisCode::TokenRejected,
-        DiagnosisCode::MissingRole,
-        DiagnosisCode::InvalidKey,
-        DiagnosisCode::KeyAuthDisabled,
-        DiagnosisCode::DeploymentNotFound,
-        DiagnosisCode::ResourceNotFound,
-        DiagnosisCode::ApiVersion,
-        DiagnosisCode::PublicAccessDisabled,
-        DiagnosisCode::NotPrivateEndpoint,
-        DiagnosisCode::Throttled,
-        DiagnosisCode::RegionalEndpoint,
-    ];
+/// Defines [`DiagnosisCode::ALL`] and an exhaustive match from one list, so a variant added to
+/// the enum but not to the list stops the build (the match has no `_` arm).
+macro_rules! every_diagnosis_code {
+    ($($variant:ident),* $(,)?) => {
+        impl DiagnosisCode {
+            /// Every code a diagnosis can carry, in declaration order. The troubleshooting
+            /// chapter of the user guide has an entry for each; a test keeps them in step.
+            pub const ALL: &[DiagnosisCode] = &[$(DiagnosisCode::$variant),*];
+        }
 
+        const _: fn(DiagnosisCode) = |code| match code {
+            $(DiagnosisCode::$variant)|* => {}
+        };
+    };
+}
+
+every_diagnosis_code!(
+    AudienceMismatch,
+    TokenExpired,
+    TokenNotYetValid,
+    WrongTenant,
+    WrongIssuer,
+    TokenRejected,
+    MissingRole,
+    InvalidKey,
+    KeyAuthDisabled,
+    DeploymentNotFound,
+    ResourceNotFound,
+    ApiVersion,
+    PublicAccessDisabled,
+    NotPrivateEndpoint,
+    Throttled,
+    RegionalEndpoint,
+);
+
+impl DiagnosisCode {
     /// The kebab-case code, e.g. `audience-mismatch`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -2,6 +2,7 @@
 //! memory of recent traffic behind `GET /status` ([`recent`]), and OpenTelemetry traces
 //! ([`trace`]).
 
+pub(crate) mod histogram;
 pub(crate) mod recent;
 pub(crate) mod trace;
 
@@ -39,50 +40,67 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Installs the recorder once per process (later calls share it).
+    /// Installs the recorder once per process (later calls share it), with its upkeep on a
+    /// timer: whatever the recorder keeps between scrapes is folded away every
+    /// [`UPKEEP_EVERY`], so a proxy nobody scrapes holds no more than a scraped one.
     pub fn install() -> Metrics {
         let handle = HANDLE.get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                    &[
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    ],
-                )
-                .ok()?;
-            match builder.install_recorder() {
-                Ok(h) => Some(h),
+            let handle = match PrometheusBuilder::new().install_recorder() {
+                Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed");
-                    None
+                    return None;
                 }
+            };
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "metrics upkeep thread not started");
             }
+            Some(handle)
         });
         Metrics {
             handle: handle.clone(),
         }
     }
 
+    /// The Prometheus text: the recorder's counters and gauges, then the histograms.
     pub fn render(&self) -> String {
-        self.handle
+        let mut out = self
+            .handle
             .as_ref()
             .map(PrometheusHandle::render)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        histogram::render(&mut out);
+        out
     }
 }
+
+/// How often the recorder's upkeep runs.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One backend's metric handles, registered up front so the hot path neither builds label sets
 /// nor looks up the registry.
 #[derive(Debug)]
 pub struct BackendMetrics {
-    upstream_seconds: metrics::Histogram,
+    upstream_seconds: std::sync::Arc<histogram::Histogram>,
 }
 
 impl BackendMetrics {
     /// Call after [`Metrics::install`], so the handles reach the recorder.
     pub fn new(backend: &str) -> BackendMetrics {
         BackendMetrics {
-            upstream_seconds: metrics::histogram!("entra_proxy_upstream_seconds", "backend" => backend.to_string()),
+            upstream_seconds: histogram::Histogram::register(
+                "entra_proxy_upstream_seconds",
+                &[("backend", backend)],
+            ),
         }
     }
 

@@ -44,6 +44,10 @@ struct Facts {
     /// The audience of Azure AI Search services (`{service}.search.windows.net` and its
     /// sovereign equivalents).
     search_audience: &'static str,
+    /// The audience of a token presented as a federated identity credential (a managed identity's
+    /// or a workload's token exchanged for an app's). Source: Microsoft Learn, "Configure an
+    /// application to trust a managed identity" (audiences per cloud).
+    token_exchange_audience: &'static str,
     /// DNS suffixes of the cloud's Azure AI hosts (a resource name comes before each).
     hosts: [(&'static str, HostKind); 4],
 }
@@ -60,6 +64,7 @@ const PUBLIC: Facts = Facts {
     cognitive_audience: "https://cognitiveservices.azure.com",
     foundry_audience: "https://ai.azure.com",
     search_audience: "https://search.azure.com",
+    token_exchange_audience: "api://AzureADTokenExchange",
     hosts: [
         (".openai.azure.com", HostKind::OpenAi),
         (".cognitiveservices.azure.com", HostKind::CognitiveServices),
@@ -76,6 +81,7 @@ const USGOV: Facts = Facts {
     cognitive_audience: "https://cognitiveservices.azure.us",
     foundry_audience: "https://ai.azure.us",
     search_audience: "https://search.azure.us",
+    token_exchange_audience: "api://AzureADTokenExchangeUSGov",
     hosts: [
         (".openai.azure.us", HostKind::OpenAi),
         (".cognitiveservices.azure.us", HostKind::CognitiveServices),
@@ -91,6 +97,7 @@ const CHINA: Facts = Facts {
     cognitive_audience: "https://cognitiveservices.azure.cn",
     foundry_audience: "https://ai.azure.cn",
     search_audience: "https://search.azure.cn",
+    token_exchange_audience: "api://AzureADTokenExchangeChina",
     hosts: [
         (".openai.azure.cn", HostKind::OpenAi),
         (".cognitiveservices.azure.cn", HostKind::CognitiveServices),
@@ -147,6 +154,12 @@ impl Cloud {
     /// `https://search.azure.us`, `https://search.azure.cn`.
     pub fn search_audience(self) -> &'static str {
         self.facts().search_audience
+    }
+
+    /// `api://AzureADTokenExchange` and its equivalents: the audience of a managed identity's or a
+    /// workload's token presented as a federated identity credential.
+    pub fn token_exchange_audience(self) -> &'static str {
+        self.facts().token_exchange_audience
     }
 
     /// The kind of a host of this cloud; `None` for anything else (another cloud's hosts,
@@ -285,6 +298,10 @@ mod tests {
         assert_eq!(
             Cloud::China.v1_issuer_host(),
             "https://sts.chinacloudapi.cn"
+        );
+        assert_eq!(
+            Cloud::Usgov.token_exchange_audience(),
+            "api://AzureADTokenExchangeUSGov"
         );
         assert!(same_audience(
             "https://AI.azure.com/",

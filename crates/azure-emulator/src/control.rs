@@ -12,8 +12,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::Ctx;
-use super::faults::{Fault, IdentityFault};
-use super::keys::MintSpec;
+use super::apps::{AppRegistration, FederatedCredential};
+use super::certs::TestCertificate;
+use super::faults::{Fault, IdentityFault, OboFaultRule};
+use super::keys::{ExternalTokenSpec, MintSpec};
 use super::respond;
 use super::samples::error_body;
 
@@ -33,12 +35,41 @@ struct IdentityFaultRequest {
     fault: Option<IdentityFault>,
 }
 
+/// An [`AppRegistration`], plus `secret` (one secret, the older form).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppRequest {
     tenant_id: String,
     client_id: String,
-    secret: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    certificates: Vec<String>,
+    #[serde(default)]
+    federated_credentials: Vec<FederatedCredential>,
+    #[serde(default)]
+    identifier_uris: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    delegated_scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesRequest {
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateRequest {
+    #[serde(default)]
+    common_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -62,9 +93,12 @@ struct LifetimeRequest {
 }
 
 /// `GET /emulator/stats`, `GET|DELETE /emulator/requests`, `POST /emulator/mint`,
-/// `POST /emulator/script`, `POST /emulator/identity-fault`, `POST /emulator/rotate-key`,
-/// `POST /emulator/revoke`, `POST /emulator/token-lifetime`, `POST /emulator/apps`,
-/// `POST /emulator/apps/{client_id}/expire-secret`, `POST /emulator/user-assigned`,
+/// `POST /emulator/mint-external`, `POST /emulator/script`, `POST /emulator/identity-fault`,
+/// `POST /emulator/rotate-key`, `POST /emulator/revoke`, `POST /emulator/token-lifetime`,
+/// `POST /emulator/apps`, `POST /emulator/apps/{client_id}/expire-secret`,
+/// `POST /emulator/apps/{client_id}/roles`, `POST /emulator/user-assigned`,
+/// `POST|DELETE /emulator/obo-faults`, `GET|DELETE /emulator/obo`,
+/// `POST /emulator/test-certificate`,
 /// `POST /emulator/services` (`{"kind":"search","options":{…}}` → `{"url":…}`: another
 /// listener playing that resource, see [`crate::Emulator::add_service`]).
 pub(crate) fn routes() -> Router<Ctx> {
@@ -72,6 +106,14 @@ pub(crate) fn routes() -> Router<Ctx> {
         .route("/emulator/stats", get(stats))
         .route("/emulator/requests", get(requests).delete(clear_requests))
         .route("/emulator/mint", post(mint))
+        .route("/emulator/mint-external", post(mint_external))
+        .route("/emulator/apps/{client_id}/roles", post(app_roles))
+        .route(
+            "/emulator/obo-faults",
+            post(add_obo_fault).delete(clear_obo_faults),
+        )
+        .route("/emulator/obo", get(obo_log).delete(clear_obo_log))
+        .route("/emulator/test-certificate", post(test_certificate))
         .route("/emulator/script", post(script))
         .route("/emulator/identity-fault", post(identity_fault))
         .route("/emulator/rotate-key", post(rotate_key))
@@ -172,13 +214,103 @@ async fn token_lifetime(State(ctx): State<Ctx>, body: Bytes) -> Response {
 }
 
 async fn register_app(State(ctx): State<Ctx>, body: Bytes) -> Response {
-    match parse::<AppRequest>(&body, "/emulator/apps") {
-        Ok(req) => {
-            ctx.shared
-                .register_app(&req.tenant_id, &req.client_id, &req.secret);
+    let req = match parse::<AppRequest>(&body, "/emulator/apps") {
+        Ok(req) => req,
+        Err(bad) => return bad.into_response(),
+    };
+    let registration = AppRegistration {
+        tenant_id: req.tenant_id,
+        client_id: req.client_id,
+        display_name: req.display_name,
+        secrets: req.secret.into_iter().chain(req.secrets).collect(),
+        certificates: req.certificates,
+        federated_credentials: req.federated_credentials,
+        identifier_uris: req.identifier_uris,
+        roles: req.roles,
+        delegated_scopes: req.delegated_scopes,
+    };
+    match ctx.shared.register(registration) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(reason) => BadBody(format!("/emulator/apps: {reason}")).into_response(),
+    }
+}
+
+async fn app_roles(State(ctx): State<Ctx>, Path(client_id): Path<String>, body: Bytes) -> Response {
+    let req = match parse::<RolesRequest>(&body, "/emulator/apps/{client_id}/roles") {
+        Ok(req) => req,
+        Err(bad) => return bad.into_response(),
+    };
+    if ctx.shared.set_app_roles(&client_id, req.roles) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        respond::json(
+            404,
+            error_body("404", &format!("no app '{client_id}' is registered")),
+        )
+    }
+}
+
+async fn mint_external(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    match parse::<ExternalTokenSpec>(&body, "/emulator/mint-external") {
+        Ok(spec) => {
+            json_of(&serde_json::json!({ "access_token": ctx.shared.mint_external(&spec) }))
+        }
+        Err(bad) => bad.into_response(),
+    }
+}
+
+async fn add_obo_fault(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    match parse::<OboFaultRule>(&body, "/emulator/obo-faults") {
+        Ok(rule) => {
+            ctx.shared.add_obo_fault(rule);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(bad) => bad.into_response(),
+    }
+}
+
+async fn clear_obo_faults(State(ctx): State<Ctx>) -> Response {
+    ctx.shared.clear_obo_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `{"requests":[OboRequest…],"exchanges":[{"client_id","user_oid","count"}…]}`.
+async fn obo_log(State(ctx): State<Ctx>) -> Response {
+    json_of(&serde_json::json!({
+        "requests": ctx.shared.obo_requests(),
+        "exchanges": ctx.shared.obo_exchange_counts(),
+    }))
+}
+
+async fn clear_obo_log(State(ctx): State<Ctx>) -> Response {
+    ctx.shared.clear_obo_log();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A fresh self-signed certificate and its key, for out-of-process tests:
+/// `{"certificate_pem","private_key_pem","thumbprint","x5t","x5t_s256"}`.
+async fn test_certificate(body: Bytes) -> Response {
+    let body = if body.is_empty() {
+        &b"{}"[..]
+    } else {
+        &body[..]
+    };
+    let req = match parse::<CertificateRequest>(body, "/emulator/test-certificate") {
+        Ok(req) => req,
+        Err(bad) => return bad.into_response(),
+    };
+    let name = req
+        .common_name
+        .unwrap_or_else(|| "azure-emulator-test".to_owned());
+    match tokio::task::spawn_blocking(move || TestCertificate::generate(&name)).await {
+        Ok(Ok(cert)) => json_of(&serde_json::json!({
+            "certificate_pem": cert.pem(),
+            "private_key_pem": cert.private_key_pem(),
+            "thumbprint": cert.thumbprint_sha1_hex(),
+            "x5t": cert.x5t(),
+            "x5t_s256": cert.x5t_s256(),
+        })),
+        _ => respond::json(500, error_body("500", "certificate generation failed")),
     }
 }
 

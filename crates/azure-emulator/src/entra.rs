@@ -1,4 +1,11 @@
-//! Entra ID: the client-credentials token endpoints, OIDC metadata, instance discovery and JWKS.
+//! Entra ID: the token endpoints (client credentials, on-behalf-of), OIDC metadata, instance
+//! discovery and JWKS.
+//!
+//! Error bodies follow Microsoft Learn, "Microsoft Entra authentication and authorization error
+//! codes" (`error`, `error_description` = `AADSTS<code>: <text> Trace ID: … Correlation ID: …
+//! Timestamp: …`, `error_codes`, `timestamp`, `trace_id`, `correlation_id`, `error_uri`), plus
+//! `suberror` and `claims` where Entra sends them. Entra's current answers separate the trace
+//! suffix with spaces (older ones, and the docs' samples, with `\r\n`).
 
 use std::collections::HashMap;
 
@@ -6,8 +13,6 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
 use serde::Serialize;
@@ -15,13 +20,18 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use super::Ctx;
+use super::client_auth::{self, GrantKind};
+use super::cloud::same_audience;
 use super::faults;
 use super::keys::{self, Grant, TokenVersion};
+use super::obo;
 use super::respond;
 use super::samples::{AzureSample, SampleContext};
 use super::state::{Shared, TokenEndpoint};
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The on-behalf-of grant type. Source: Microsoft Learn, "Microsoft identity platform and OAuth
+/// 2.0 On-Behalf-Of flow".
+pub(crate) const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Tenants that are not a directory: metadata for them has the `{tenantid}` placeholder.
 const MULTI_TENANT: [&str; 3] = ["common", "organizations", "consumers"];
@@ -64,6 +74,92 @@ pub(crate) enum EntraError {
         client_id: String,
         tenant: String,
     },
+    // --- client authentication by assertion, and the on-behalf-of grant ---
+    /// On-behalf-of without `client_secret` or `client_assertion`.
+    NoClientCredential,
+    /// A parameter with a value Entra does not take.
+    InvalidParameter(&'static str),
+    /// No registered certificate has the assertion's thumbprint (`x5t#S256` or `x5t`).
+    CertificateNotFound {
+        client_id: String,
+        thumbprint: String,
+    },
+    /// The certificate is registered but the signature (or its `alg`) is wrong.
+    ClientAssertionBadSignature {
+        thumbprint: String,
+    },
+    /// The client assertion's `aud` is not this token endpoint.
+    ClientAssertionAudience,
+    /// The client assertion's `sub` is not its `iss`.
+    ClientAssertionSubject,
+    ClientAssertionClaimMissing(&'static str),
+    /// Expired or not yet valid (times as Entra prints them).
+    ClientAssertionTimeRange {
+        now: String,
+        nbf: String,
+        exp: String,
+    },
+    FederatedIssuer {
+        issuer: String,
+    },
+    FederatedSubject {
+        subject: String,
+    },
+    FederatedAudience {
+        audience: String,
+    },
+    /// The federated token's signing key is not in its issuer's keys.
+    FederatedKeyNotFound {
+        kid: String,
+        issuer: String,
+    },
+    FederatedBadSignature,
+    /// A user's token from an Entra issuer presented as a federated credential.
+    FederatedUserToken,
+    /// The user assertion is not a JWT.
+    UserAssertionMalformed,
+    UserAssertionKeyNotFound {
+        kid: String,
+    },
+    UserAssertionBadSignature {
+        kid: String,
+    },
+    UserAssertionIssuer {
+        issuer: String,
+        tenant: String,
+    },
+    UserAssertionTimeRange {
+        now: String,
+        exp: String,
+    },
+    UserAssertionAudience {
+        audience: String,
+        client_id: String,
+        app_name: String,
+    },
+    /// An app-only token as the user assertion.
+    AppOnlyAssertion {
+        client_id: String,
+    },
+    OboInvalidScope {
+        scope: String,
+    },
+    MultipleResources {
+        scope: String,
+    },
+    ConsentRequired {
+        client_id: String,
+        app_name: String,
+    },
+    /// `claims` is the Conditional Access challenge (a JSON text).
+    MfaRequired {
+        resource: String,
+        claims: String,
+    },
+    MfaEnrollmentRequired {
+        resource: String,
+        claims: String,
+    },
 }
 
 /// Whether a token request came to the v1 (`resource`) or the v2 (`scope`) endpoint.
@@ -83,11 +179,17 @@ struct ErrorBody<'a> {
     trace_id: &'a str,
     correlation_id: &'a str,
     error_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suberror: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct V2TokenBody {
     token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     expires_in: i64,
     ext_expires_in: i64,
     access_token: String,
@@ -113,10 +215,36 @@ impl EntraError {
             | EntraError::MalformedAssertion
             | EntraError::MissingParameter(_)
             | EntraError::InvalidScope { .. }
-            | EntraError::UnsupportedGrant { .. } => 400,
+            | EntraError::UnsupportedGrant { .. }
+            | EntraError::InvalidParameter(_)
+            | EntraError::ClientAssertionClaimMissing(_)
+            | EntraError::UserAssertionMalformed
+            | EntraError::UserAssertionKeyNotFound { .. }
+            | EntraError::UserAssertionBadSignature { .. }
+            | EntraError::UserAssertionIssuer { .. }
+            | EntraError::UserAssertionTimeRange { .. }
+            | EntraError::UserAssertionAudience { .. }
+            | EntraError::AppOnlyAssertion { .. }
+            | EntraError::OboInvalidScope { .. }
+            | EntraError::MultipleResources { .. }
+            | EntraError::ConsentRequired { .. }
+            | EntraError::MfaRequired { .. }
+            | EntraError::MfaEnrollmentRequired { .. } => 400,
             EntraError::InvalidSecret { .. }
             | EntraError::SecretExpired { .. }
-            | EntraError::NoCredential => 401,
+            | EntraError::NoCredential
+            | EntraError::NoClientCredential
+            | EntraError::CertificateNotFound { .. }
+            | EntraError::ClientAssertionBadSignature { .. }
+            | EntraError::ClientAssertionAudience
+            | EntraError::ClientAssertionSubject
+            | EntraError::ClientAssertionTimeRange { .. }
+            | EntraError::FederatedIssuer { .. }
+            | EntraError::FederatedSubject { .. }
+            | EntraError::FederatedAudience { .. }
+            | EntraError::FederatedKeyNotFound { .. }
+            | EntraError::FederatedBadSignature
+            | EntraError::FederatedUserToken => 401,
             EntraError::Unavailable => 503,
             EntraError::Scripted { status, .. } => *status,
         }
@@ -135,6 +263,48 @@ impl EntraError {
             EntraError::NoCredential => 7000216,
             EntraError::Unavailable => 90033,
             EntraError::Scripted { code, .. } => *code,
+            EntraError::NoClientCredential => 7000218,
+            EntraError::InvalidParameter(_) => 90100,
+            EntraError::CertificateNotFound { .. }
+            | EntraError::ClientAssertionBadSignature { .. }
+            | EntraError::FederatedBadSignature => 700027,
+            EntraError::ClientAssertionAudience => 50012,
+            EntraError::ClientAssertionSubject => 50048,
+            EntraError::ClientAssertionClaimMissing(_) => 90014,
+            EntraError::ClientAssertionTimeRange { .. } => 700024,
+            EntraError::FederatedIssuer { .. } => 700211,
+            EntraError::FederatedAudience { .. } => 700212,
+            EntraError::FederatedSubject { .. } => 700213,
+            EntraError::FederatedKeyNotFound { .. } => 7000272,
+            EntraError::FederatedUserToken => 700229,
+            EntraError::UserAssertionMalformed => 50027,
+            EntraError::UserAssertionKeyNotFound { .. }
+            | EntraError::UserAssertionBadSignature { .. }
+            | EntraError::UserAssertionIssuer { .. } => 50013,
+            EntraError::UserAssertionTimeRange { .. } => 500133,
+            EntraError::UserAssertionAudience { .. } => 500131,
+            EntraError::AppOnlyAssertion { .. } => 7000114,
+            EntraError::OboInvalidScope { .. } => 70011,
+            EntraError::MultipleResources { .. } => 700022,
+            EntraError::ConsentRequired { .. } => 65001,
+            EntraError::MfaRequired { .. } => 50076,
+            EntraError::MfaEnrollmentRequired { .. } => 50079,
+        }
+    }
+
+    /// `suberror`, where Entra sends one. Source: an AADSTS65001 answer quoted in
+    /// MicrosoftDocs/azure-docs issue 39189 (`"suberror": "consent_required"`).
+    fn suberror(&self) -> Option<&'static str> {
+        matches!(self, EntraError::ConsentRequired { .. }).then_some("consent_required")
+    }
+
+    /// The Conditional Access claims challenge, where Entra sends one. Source: Microsoft Learn,
+    /// "Microsoft identity platform and OAuth 2.0 On-Behalf-Of flow" (error response example).
+    fn claims(&self) -> Option<&str> {
+        match self {
+            EntraError::MfaRequired { claims, .. }
+            | EntraError::MfaEnrollmentRequired { claims, .. } => Some(claims),
+            _ => None,
         }
     }
 
@@ -143,13 +313,41 @@ impl EntraError {
         match self {
             EntraError::TenantNotFound { .. }
             | EntraError::MalformedAssertion
-            | EntraError::MissingParameter(_) => "invalid_request",
+            | EntraError::MissingParameter(_)
+            | EntraError::InvalidParameter(_)
+            | EntraError::ClientAssertionClaimMissing(_) => "invalid_request",
             EntraError::MetadataTenantNotFound { .. } => "invalid_tenant",
-            EntraError::AppNotFound { .. } => "unauthorized_client",
+            EntraError::AppNotFound { .. } | EntraError::AppOnlyAssertion { .. } => {
+                "unauthorized_client"
+            }
             EntraError::InvalidSecret { .. }
             | EntraError::SecretExpired { .. }
-            | EntraError::NoCredential => "invalid_client",
-            EntraError::InvalidScope { .. } => "invalid_scope",
+            | EntraError::NoCredential
+            | EntraError::NoClientCredential
+            | EntraError::CertificateNotFound { .. }
+            | EntraError::ClientAssertionBadSignature { .. }
+            | EntraError::ClientAssertionAudience
+            | EntraError::ClientAssertionSubject
+            | EntraError::ClientAssertionTimeRange { .. }
+            | EntraError::FederatedIssuer { .. }
+            | EntraError::FederatedSubject { .. }
+            | EntraError::FederatedAudience { .. }
+            | EntraError::FederatedKeyNotFound { .. }
+            | EntraError::FederatedBadSignature
+            | EntraError::FederatedUserToken => "invalid_client",
+            EntraError::UserAssertionMalformed
+            | EntraError::UserAssertionKeyNotFound { .. }
+            | EntraError::UserAssertionBadSignature { .. }
+            | EntraError::UserAssertionIssuer { .. }
+            | EntraError::UserAssertionTimeRange { .. }
+            | EntraError::UserAssertionAudience { .. }
+            | EntraError::ConsentRequired { .. } => "invalid_grant",
+            EntraError::MfaRequired { .. } | EntraError::MfaEnrollmentRequired { .. } => {
+                "interaction_required"
+            }
+            EntraError::InvalidScope { .. }
+            | EntraError::OboInvalidScope { .. }
+            | EntraError::MultipleResources { .. } => "invalid_scope",
             EntraError::UnsupportedGrant { .. } => "unsupported_grant_type",
             EntraError::Unavailable => "temporarily_unavailable",
             EntraError::Scripted { status, .. } => match status {
@@ -196,8 +394,123 @@ impl EntraError {
                 tenant,
                 ..
             } => scripted_text(*code, client_id, tenant),
+            other => assertion_text(other),
         };
         format!("AADSTS{}: {text}", self.code())
+    }
+}
+
+/// The texts of the client-assertion and on-behalf-of errors. Where a text is quoted from
+/// Entra's answers, the source says where; the rest state the documented meaning of the code
+/// (Microsoft Learn, "Microsoft Entra authentication and authorization error codes") in the
+/// emulator's words.
+fn assertion_text(error: &EntraError) -> String {
+    const FIC_DOCS: &str =
+        "https://learn.microsoft.com/entra/workload-id/workload-identity-federation";
+    match error {
+        // Reference page, AADSTS7000218.
+        EntraError::NoClientCredential => {
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".to_owned()
+        }
+        EntraError::InvalidParameter(name) => {
+            format!("{name} parameter is empty or not valid.")
+        }
+        // Quoted from an answer in Azure/azure-sdk-for-net issue 27646.
+        EntraError::CertificateNotFound {
+            client_id,
+            thumbprint,
+        } => format!(
+            "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client: '{thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
+        ),
+        // Quoted from answers in AzureAD/microsoft-authentication-library-for-dotnet issue 1317.
+        EntraError::ClientAssertionBadSignature { thumbprint } => format!(
+            "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{thumbprint}']"
+        ),
+        EntraError::FederatedBadSignature => {
+            "Client assertion failed signature validation.".to_owned()
+        }
+        // Quoted from AzureAD/azure-activedirectory-library-for-python issue 79.
+        EntraError::ClientAssertionAudience => {
+            "Client assertion audience claim does not match Realm issuer.".to_owned()
+        }
+        // Reference page, AADSTS50048.
+        EntraError::ClientAssertionSubject => {
+            "Subject mismatches Issuer claim in the client assertion.".to_owned()
+        }
+        EntraError::ClientAssertionClaimMissing(name) => format!(
+            "The required field '{name}' is missing from the credential. Ensure that you have all the necessary parameters for the login request."
+        ),
+        // Quoted from AzureAD/microsoft-authentication-library-for-dotnet issue 4951.
+        EntraError::ClientAssertionTimeRange { now, nbf, exp } => format!(
+            "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {nbf}, expiry time of assertion {exp}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."
+        ),
+        // Quoted from Azure/azure-workload-identity issue 1200.
+        EntraError::FederatedIssuer { issuer } => format!(
+            "No matching federated identity record found for presented assertion issuer '{issuer}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. {FIC_DOCS}"
+        ),
+        EntraError::FederatedSubject { subject } => format!(
+            "No matching federated identity record found for presented assertion subject '{subject}'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. {FIC_DOCS}"
+        ),
+        EntraError::FederatedAudience { audience } => format!(
+            "No matching federated identity record found for presented assertion audience '{audience}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. {FIC_DOCS}"
+        ),
+        // Quoted from Azure/azure-workload-identity issue 1232.
+        EntraError::FederatedKeyNotFound { kid, issuer } => format!(
+            "The certificate with identifier {kid} used to sign the federated credential could not be found in the metadata of identity provider {issuer}. Please validate that your Identity Provider's metadata exposes the key used to sign the incoming token."
+        ),
+        // Reference page, AADSTS700229.
+        EntraError::FederatedUserToken => "Only app-only tokens can be used as Federated Identity Credentials for Microsoft Entra issuer. Use an app-only access token (generated during a client credentials flow) instead of a user-delegated access token (representing a request coming from a user context).".to_owned(),
+        EntraError::UserAssertionMalformed => "JWT token is invalid or malformed.".to_owned(),
+        // Quoted from AzureAD/microsoft-authentication-library-for-dotnet issues 1317 and 2426.
+        EntraError::UserAssertionKeyNotFound { kid } => format!(
+            "Assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{kid}']"
+        ),
+        EntraError::UserAssertionBadSignature { kid } => format!(
+            "Assertion failed signature validation. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{kid}']"
+        ),
+        EntraError::UserAssertionIssuer { issuer, tenant } => format!(
+            "Assertion is invalid: the token issuer '{issuer}' is not an issuer of tenant '{tenant}'."
+        ),
+        // Quoted from microsoftgraph/msgraph-sdk-dotnet issue 2551.
+        EntraError::UserAssertionTimeRange { now, exp } => format!(
+            "Assertion is not within its valid time range. Ensure that the access token is not expired before using it for user assertion, or request a new token. Current time: {now}, expiry time of assertion {exp}."
+        ),
+        // Quoted from OfficeDev/microsoft-teams-apps-company-communicator issue 214.
+        EntraError::UserAssertionAudience {
+            audience,
+            client_id,
+            app_name,
+        } => format!(
+            "Assertion audience does not match the Client app presenting the assertion. The audience in the assertion was '{audience}' and the expected audience is '{client_id}' or one of the Application Uris of this application with App ID '{client_id}'({app_name}). The downstream client must request a token for the expected audience (the application that made the OBO request) and this application should use that token as the assertion."
+        ),
+        // Quoted from AzureAD/microsoft-authentication-library-for-dotnet issue 2130.
+        EntraError::AppOnlyAssertion { client_id } => format!(
+            "Application '{client_id}' is not allowed to make application on-behalf-of calls."
+        ),
+        // Reference page, the sample error response (AADSTS70011).
+        EntraError::OboInvalidScope { scope } => format!(
+            "The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."
+        ),
+        // Reference page, AADSTS700022.
+        EntraError::MultipleResources { scope } => format!(
+            "The provided value for the input parameter scope isn't valid because it contains more than one resource. The scope {scope} isn't valid."
+        ),
+        // Quoted from Azure-Samples/ms-identity-dotnet-advanced-token-cache issue 5.
+        EntraError::ConsentRequired {
+            client_id,
+            app_name,
+        } => format!(
+            "The user or administrator has not consented to use the application with ID '{client_id}' named '{app_name}'. Send an interactive authorization request for this user and resource."
+        ),
+        // Quoted from AzureAD/microsoft-authentication-library-for-objc issue 57.
+        EntraError::MfaRequired { resource, .. } => format!(
+            "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'."
+        ),
+        // The On-Behalf-Of flow page's error response example.
+        EntraError::MfaEnrollmentRequired { resource, .. } => format!(
+            "Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multifactor authentication to access '{resource}'."
+        ),
+        _ => "The request is not valid.".to_owned(),
     }
 }
 
@@ -266,6 +579,8 @@ pub(crate) fn error_response(error: &EntraError, correlation_id: Option<&str>) -
             "https://login.microsoftonline.com/error?code={}",
             error.code()
         ),
+        suberror: error.suberror(),
+        claims: error.claims(),
     };
     let mut response = respond::json(error.status(), to_json(&body));
     respond::set_header(&mut response, "x-ms-request-id", &trace_id);
@@ -300,6 +615,11 @@ async fn token(
 ) -> Response {
     shared.count_token_request(TokenEndpoint::Entra);
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let on_behalf_of = form.get("grant_type").map(String::as_str) == Some(JWT_BEARER_GRANT)
+        && flavor == Flavor::V2;
+    if on_behalf_of {
+        shared.count_obo_request();
+    }
     let correlation = headers
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
@@ -316,9 +636,73 @@ async fn token(
     {
         return response;
     }
-    match client_credentials(shared, tenant, &form, headers, flavor) {
+    let endpoints = token_endpoints(shared, tenant, headers);
+    if on_behalf_of {
+        return obo::on_behalf_of(shared, tenant, &form, headers, &endpoints, correlation);
+    }
+    match client_credentials(shared, tenant, &form, headers, flavor, &endpoints) {
         Ok(response) => response,
         Err(error) => error_response(&error, correlation),
+    }
+}
+
+/// The URLs of this token endpoint a client assertion's `aud` may name: the cloud's (what Entra
+/// documents: `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`, and the v1 form)
+/// and the emulator's own, as the request reached it. Source: Microsoft Learn, "Microsoft
+/// identity platform application authentication certificate credentials" (`aud`).
+fn token_endpoints(shared: &Shared, tenant: &str, headers: &HeaderMap) -> Vec<String> {
+    let mut bases = vec![shared.config.cloud.authority_host().to_owned()];
+    if let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        bases.push(format!("http://{host}"));
+    }
+    bases
+        .iter()
+        .flat_map(|base| {
+            [
+                format!("{base}/{tenant}/oauth2/v2.0/token"),
+                format!("{base}/{tenant}/oauth2/token"),
+            ]
+        })
+        .collect()
+}
+
+/// A token answer of the v2 endpoint, not cached.
+pub(crate) fn v2_token_response(
+    access_token: String,
+    lifetime: i64,
+    scope: Option<String>,
+) -> Response {
+    let expires_in = if lifetime > 1 { lifetime - 1 } else { lifetime };
+    let mut response = respond::json(
+        200,
+        to_json(&V2TokenBody {
+            token_type: "Bearer",
+            scope,
+            expires_in,
+            ext_expires_in: expires_in,
+            access_token,
+        }),
+    );
+    respond::set_header(&mut response, "cache-control", "no-store, no-cache");
+    respond::set_header(&mut response, "pragma", "no-cache");
+    response
+}
+
+/// The object id of an app's service principal in a tenant: the `oid` (and `sub`) of its
+/// app-only tokens.
+pub(crate) fn service_principal_oid(tenant: &str, client_id: &str) -> String {
+    keys::derived_uuid(&format!("sp:{}:{client_id}", tenant.to_ascii_lowercase()))
+}
+
+/// Tenant ids are GUIDs compared ignoring case; the configured one is written as configured.
+pub(crate) fn canonical_tenant<'a>(shared: &'a Shared, tenant: &'a str) -> &'a str {
+    if tenant.eq_ignore_ascii_case(&shared.config.tenant_id) {
+        shared.config.tenant_id.as_str()
+    } else {
+        tenant
     }
 }
 
@@ -328,17 +712,14 @@ fn client_credentials(
     form: &HashMap<String, String>,
     headers: &HeaderMap,
     flavor: Flavor,
+    endpoints: &[String],
 ) -> Result<Response, EntraError> {
     if !shared.tenant_exists(tenant) {
         return Err(EntraError::TenantNotFound {
             tenant: tenant.to_owned(),
         });
     }
-    let tenant = if tenant.eq_ignore_ascii_case(&shared.config.tenant_id) {
-        shared.config.tenant_id.as_str()
-    } else {
-        tenant
-    };
+    let tenant = canonical_tenant(shared, tenant);
     let grant_type = form
         .get("grant_type")
         .ok_or(EntraError::MissingParameter("grant_type"))?;
@@ -358,35 +739,48 @@ fn client_credentials(
             resource.to_owned()
         }
     };
-    let (client_id, acr) = authenticate_client(shared, tenant, form, headers)?;
+    let client = client_auth::authenticate(
+        shared,
+        tenant,
+        form,
+        headers,
+        endpoints,
+        GrantKind::ClientCredentials,
+    )?;
     let lifetime = shared.token_lifetime_secs();
+    let cloud = shared.config.cloud;
+    // A token for the federated-credential audience is v2.0 (issuer `{authority}/{tenant}/v2.0`,
+    // `sub` the service principal's object id): an app-only token another app can trust as a
+    // federated credential. Source: Microsoft Learn, "Microsoft Entra authentication and
+    // authorization error codes" (AADSTS700229: only app-only tokens for an Entra issuer).
+    let exchange = same_audience(&aud, cloud.token_exchange_audience());
+    let aud = if exchange {
+        cloud.token_exchange_audience().to_owned()
+    } else {
+        aud
+    };
     let grant = Grant {
-        version: TokenVersion::V1,
-        cloud: shared.config.cloud,
+        version: if exchange {
+            TokenVersion::V2
+        } else {
+            TokenVersion::V1
+        },
+        cloud,
         tenant_id: tenant.to_owned(),
         aud: aud.clone(),
         lifetime_secs: lifetime,
-        not_before_secs: 0,
-        oid: keys::derived_uuid(&format!("sp:{tenant}:{client_id}")),
-        appid: client_id,
-        app_acr: acr,
-        roles: Vec::new(),
-        scp: None,
-        mirid: None,
+        oid: service_principal_oid(tenant, &client.client_id),
+        app_acr: client.acr(),
+        roles: client.app.map(|app| app.roles).unwrap_or_default(),
+        appid: client.client_id,
         epoch: shared.revocation_epoch(),
-        kid: None,
-        bad_signature: false,
+        ..Grant::default()
     };
     let now = keys::now_unix();
     let access_token = shared.issue(&grant);
     let expires_in = if lifetime > 1 { lifetime - 1 } else { lifetime };
     let body = match flavor {
-        Flavor::V2 => to_json(&V2TokenBody {
-            token_type: "Bearer",
-            expires_in,
-            ext_expires_in: expires_in,
-            access_token,
-        }),
+        Flavor::V2 => return Ok(v2_token_response(access_token, lifetime, None)),
         Flavor::V1 => to_json(&V1TokenBody {
             token_type: "Bearer",
             expires_in: expires_in.to_string(),
@@ -421,70 +815,6 @@ fn audience_of_scope(scope: Option<&str>) -> Result<String, EntraError> {
         .filter(|aud| !aud.is_empty())
         .map(str::to_owned)
         .ok_or_else(invalid)
-}
-
-/// Checks the client's credential; returns its client id and `appidacr`.
-fn authenticate_client(
-    shared: &Shared,
-    tenant: &str,
-    form: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Result<(String, &'static str), EntraError> {
-    let basic = basic_credentials(headers);
-    let form_client = form.get("client_id").filter(|c| !c.is_empty()).cloned();
-    if let Some(assertion) = form.get("client_assertion") {
-        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            return Err(EntraError::MissingParameter("client_assertion_type"));
-        }
-        let claims =
-            crate::jwt::claims_unverified(assertion).map_err(|_| EntraError::MalformedAssertion)?;
-        // Workload identity: any well-formed assertion is accepted for any client.
-        let client_id = form_client
-            .or(claims.sub)
-            .ok_or(EntraError::MissingParameter("client_id"))?;
-        return Ok((client_id, "2"));
-    }
-    let secret = form
-        .get("client_secret")
-        .cloned()
-        .or_else(|| basic.as_ref().map(|(_, s)| s.clone()));
-    let client_id = form_client
-        .or_else(|| basic.map(|(c, _)| c))
-        .ok_or(EntraError::MissingParameter("client_id"))?;
-    let Some(secret) = secret else {
-        return Err(EntraError::NoCredential);
-    };
-    let app = shared
-        .app(&client_id)
-        .filter(|app| app.tenant_id.eq_ignore_ascii_case(tenant))
-        .ok_or_else(|| EntraError::AppNotFound {
-            client_id: client_id.clone(),
-            tenant: tenant.to_owned(),
-        })?;
-    if app.expired {
-        return Err(EntraError::SecretExpired { client_id });
-    }
-    if !app.secret_matches(&secret) {
-        return Err(EntraError::InvalidSecret { client_id });
-    }
-    Ok((client_id, "1"))
-}
-
-/// `client_secret_basic`: `Authorization: Basic base64(client_id:secret)`, both form-encoded.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
-    Some((unescape(id)?, unescape(secret)?))
 }
 
 async fn metadata_v2(State(ctx): State<Ctx>, Path(tenant): Path<String>) -> Response {
@@ -613,6 +943,19 @@ fn instance_discovery(shared: &Shared, query: &str) -> Response {
     )
 }
 
+/// An instant as Entra prints it in AADSTS texts: `2024-05-28T06:01:42.0000000Z`.
+pub(crate) fn entra_instant(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].0000000Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Entra's timestamp format: `2024-05-13 10:49:38Z`.
 fn entra_timestamp(at: OffsetDateTime) -> String {
     at.format(format_description!(
@@ -681,21 +1024,9 @@ mod tests {
     }
 
     #[test]
-    fn basic_credentials_are_decoded() {
-        let mut h = HeaderMap::new();
-        let v = format!("Basic {}", STANDARD.encode("my%20app:s%3Acret"));
-        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
-        assert_eq!(
-            basic_credentials(&h),
-            Some(("my app".to_owned(), "s:cret".to_owned()))
-        );
-        h.insert(http::header::AUTHORIZATION, "Basic !!!".parse().unwrap());
-        assert_eq!(basic_credentials(&h), None);
-    }
-
-    #[test]
     fn timestamps_look_like_entras() {
         let t = OffsetDateTime::from_unix_timestamp(1_715_597_378).unwrap();
         assert_eq!(entra_timestamp(t), "2024-05-13 10:49:38Z");
+        assert_eq!(entra_instant(1_715_597_378), "2024-05-13T10:49:38.0000000Z");
     }
 }

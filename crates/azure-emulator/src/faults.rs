@@ -64,6 +64,45 @@ pub enum IdentityFault {
     Error { status: u16, aadsts: u32 },
 }
 
+/// An on-behalf-of refusal Entra makes for reasons the emulator does not model (consent,
+/// Conditional Access), switched on per app, per user or for everyone by an [`OboFaultRule`].
+/// It applies once the client and the user assertion are valid. In JSON: `"consent-required"`,
+/// `{"mfa-required":{"capolids":["…"]}}`, `{"mfa-enrollment-required":{}}`, `"invalid-client"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OboFault {
+    /// 400 `invalid_grant`, AADSTS65001, `suberror: consent_required`.
+    ConsentRequired,
+    /// 400 `interaction_required`, AADSTS50076, with a `claims` challenge naming these
+    /// Conditional Access policy ids (one made-up id when empty).
+    MfaRequired {
+        #[serde(default)]
+        capolids: Vec<String>,
+    },
+    /// 400 `interaction_required`, AADSTS50079 (enroll in MFA), with a `claims` challenge.
+    MfaEnrollmentRequired {
+        #[serde(default)]
+        capolids: Vec<String>,
+    },
+    /// The app's own credential is refused though it is right (a rotated secret, a removed
+    /// certificate): 401 `invalid_client`, AADSTS7000215 for a secret, AADSTS700027 for an
+    /// assertion.
+    InvalidClient,
+}
+
+/// Where an [`OboFault`] applies: to requests of this app (`client_id`) for this user
+/// (`user_oid`, the assertion's `oid`); an absent field matches any. The most specific rule
+/// wins. In JSON: `{"client_id":"…","user_oid":"…","fault":"consent-required"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OboFaultRule {
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub user_oid: Option<String>,
+    pub fault: OboFault,
+}
+
 /// What a data-plane fault leaves to do.
 pub(crate) enum Applied {
     /// Answer this, skip everything else.
@@ -155,6 +194,50 @@ pub(crate) async fn apply_identity(
             )
         }
     })
+}
+
+impl OboFaultRule {
+    /// A rule for every on-behalf-of request.
+    pub fn everyone(fault: OboFault) -> Self {
+        OboFaultRule {
+            client_id: None,
+            user_oid: None,
+            fault,
+        }
+    }
+
+    /// A rule for one user's requests.
+    pub fn for_user(user_oid: impl Into<String>, fault: OboFault) -> Self {
+        OboFaultRule {
+            client_id: None,
+            user_oid: Some(user_oid.into()),
+            fault,
+        }
+    }
+
+    /// A rule for one app's requests.
+    pub fn for_app(client_id: impl Into<String>, fault: OboFault) -> Self {
+        OboFaultRule {
+            client_id: Some(client_id.into()),
+            user_oid: None,
+            fault,
+        }
+    }
+
+    pub(crate) fn matches(&self, client_id: &str, user_oid: Option<&str>) -> bool {
+        self.client_id
+            .as_deref()
+            .is_none_or(|c| c.eq_ignore_ascii_case(client_id))
+            && self
+                .user_oid
+                .as_deref()
+                .is_none_or(|u| user_oid.is_some_and(|o| o.eq_ignore_ascii_case(u)))
+    }
+
+    /// Both fields beat the user alone, which beats the app alone, which beats neither.
+    pub(crate) fn specificity(&self) -> u8 {
+        u8::from(self.user_oid.is_some()) * 2 + u8::from(self.client_id.is_some())
+    }
 }
 
 /// What a page that is not JSON looks like (a gateway's error page).
@@ -290,6 +373,38 @@ mod tests {
         );
         let f: IdentityFault = serde_json::from_str(r#"{"slow":20}"#).unwrap();
         assert_eq!(f, IdentityFault::Slow(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn obo_faults_read_as_json_and_the_most_specific_rule_matches() {
+        let rules: Vec<OboFaultRule> = serde_json::from_str(
+            r#"[{"fault":"consent-required"},{"client_id":"app","fault":{"mfa-required":{}}},
+                {"user_oid":"u1","fault":{"mfa-enrollment-required":{"capolids":["p"]}}},
+                {"client_id":"APP","user_oid":"u2","fault":"invalid-client"}]"#,
+        )
+        .unwrap();
+        assert_eq!(rules[0], OboFaultRule::everyone(OboFault::ConsentRequired));
+        let pick = |client: &str, user: Option<&str>| {
+            rules
+                .iter()
+                .rev()
+                .filter(|r| r.matches(client, user))
+                .max_by_key(|r| r.specificity())
+                .map(|r| r.fault.clone())
+        };
+        assert_eq!(pick("other", None), Some(OboFault::ConsentRequired));
+        assert_eq!(
+            pick("app", Some("u9")),
+            Some(OboFault::MfaRequired { capolids: vec![] })
+        );
+        assert_eq!(
+            pick("app", Some("u1")),
+            Some(OboFault::MfaEnrollmentRequired {
+                capolids: vec!["p".into()]
+            })
+        );
+        assert_eq!(pick("app", Some("u2")), Some(OboFault::InvalidClient));
+        assert_eq!(pick("other", Some("u2")), Some(OboFault::ConsentRequired));
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn checked(
         ctx.kind,
         ctx.service.options.key.as_deref(),
         headers,
+        seq,
     ) {
         respond::sample(sample, &sc)
     } else if deployment_known == Some(false) {

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::EmulatorConfig;
@@ -33,8 +34,16 @@ pub enum TokenVersion {
     V2,
 }
 
+/// Entra writes no `groups` claim into a JWT for a user in more than this many groups, but the
+/// overage form instead. Source: Microsoft Learn, "Access token claims reference" (`groups`,
+/// `groups:src1`) and "How to get the signed-in user group list when a group overage claim is
+/// displayed in access tokens" (200 for JWTs).
+pub const GROUPS_OVERAGE_LIMIT: usize = 200;
+
 /// What to put in a token minted with [`super::Emulator::mint`]. `MintSpec::new(aud)` gives a
 /// valid app-only v1 token for `aud`, living an hour, for the configured managed identity.
+/// A `scp` makes it a user (delegated) token; `extra_claims` are written last, over every other
+/// claim, for tokens no Entra would issue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MintSpec {
     pub aud: String,
@@ -50,11 +59,23 @@ pub struct MintSpec {
     /// Defaults to the configured managed identity's object id.
     #[serde(default)]
     pub oid: Option<String>,
-    /// Defaults to the configured managed identity's client id.
-    #[serde(default)]
+    /// The client application: written as `appid` in v1 tokens and `azp` in v2 tokens (JSON
+    /// accepts either name). Defaults to the configured managed identity's client id.
+    #[serde(default, alias = "azp")]
     pub appid: Option<String>,
+    /// App roles (`roles`); empty means no claim.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Group object ids (`groups`); empty means no claim.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The groups overage form Entra writes for a user in more than [`GROUPS_OVERAGE_LIMIT`]
+    /// groups: no `groups` claim, but `_claim_names: {"groups":"src1"}` and `_claim_sources:
+    /// {"src1":{"endpoint":"https://graph.microsoft.com/v1.0/users/{oid}/getMemberObjects"}}`.
+    /// Source: Microsoft Learn, "Access token claims reference" (`groups:src1`, `hasgroups`;
+    /// `hasgroups: true` is the implicit flow's form, which `extra_claims` can write).
+    #[serde(default)]
+    pub groups_overage: bool,
     /// A delegated scope: makes it a user-style token (no `idtyp: app`).
     #[serde(default)]
     pub scp: Option<String>,
@@ -66,10 +87,44 @@ pub struct MintSpec {
     /// Signs something else, so the signature does not verify.
     #[serde(default)]
     pub bad_signature: bool,
+    /// Claims written last, over everything above: `groups` as a string, `roles` as an object,
+    /// 10,000 groups, an `oid` that is not a GUID, another `iss`…
+    #[serde(default)]
+    pub extra_claims: Map<String, Value>,
+}
+
+/// A token from an issuer outside Entra, of the kind a workload presents as a federated identity
+/// credential (a Kubernetes service account token, a CI system's OIDC token). The emulator plays
+/// every such issuer: it signs these with its own current key, and trusts that key for any issuer
+/// a federated identity credential names (real Entra fetches the issuer's OIDC metadata and
+/// JWKS; nothing here leaves loopback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalTokenSpec {
+    pub issuer: String,
+    pub subject: String,
+    /// `api://AzureADTokenExchange` by default (written as a one-element array, as Kubernetes
+    /// does).
+    #[serde(default = "default_exchange_audience")]
+    pub audience: String,
+    /// Seconds from now to `exp`; negative means already expired.
+    #[serde(default = "default_lifetime_secs")]
+    pub lifetime_secs: i64,
+    /// Offset of `nbf` from now; positive means not valid yet.
+    #[serde(default)]
+    pub not_before_secs: i64,
+    /// Overrides the header's `kid`, e.g. with one the issuer does not publish.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// Signs something else, so the signature does not verify.
+    #[serde(default)]
+    pub bad_signature: bool,
+    /// Claims written last, over the others.
+    #[serde(default)]
+    pub extra_claims: Map<String, Value>,
 }
 
 /// A fully resolved token to sign: what the token endpoints and `mint` produce.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Grant {
     pub(crate) version: TokenVersion,
     pub(crate) cloud: Cloud,
@@ -82,11 +137,17 @@ pub(crate) struct Grant {
     /// `appidacr`/`azpacr`: "0" public client, "1" secret, "2" certificate or assertion.
     pub(crate) app_acr: &'static str,
     pub(crate) roles: Vec<String>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) groups_overage: bool,
     pub(crate) scp: Option<String>,
+    /// `sub` when it is not the object id (a user's token: a pairwise id per application).
+    pub(crate) sub: Option<String>,
     pub(crate) mirid: Option<String>,
     pub(crate) epoch: u32,
     pub(crate) kid: Option<String>,
     pub(crate) bad_signature: bool,
+    /// Written last, over the claims above.
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// An RSA-2048 key with its published form.
@@ -98,12 +159,21 @@ pub(crate) struct SigningKey {
     decoding: DecodingKey,
 }
 
-/// The claims the data plane checks after the signature.
+/// The claims the data plane checks after the signature, and those it records of the caller
+/// (any JSON type: a minted token may carry a claim of the wrong type).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct CheckedClaims {
     pub(crate) aud: Audience,
     #[serde(default)]
     pub(crate) uti: Option<String>,
+    #[serde(default)]
+    pub(crate) oid: Option<Value>,
+    #[serde(default)]
+    pub(crate) appid: Option<Value>,
+    #[serde(default)]
+    pub(crate) azp: Option<Value>,
+    #[serde(default)]
+    pub(crate) scp: Option<Value>,
 }
 
 /// Why a bearer token did not verify.
@@ -132,6 +202,10 @@ struct TokenClaims<'a> {
     nbf: i64,
     exp: i64,
     aio: String,
+    #[serde(rename = "_claim_names", skip_serializing_if = "Option::is_none")]
+    claim_names: Option<Value>,
+    #[serde(rename = "_claim_sources", skip_serializing_if = "Option::is_none")]
+    claim_sources: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     appid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +214,8 @@ struct TokenClaims<'a> {
     azp: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     azpacr: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    groups: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     idp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,10 +253,13 @@ impl MintSpec {
             oid: None,
             appid: None,
             roles: Vec::new(),
+            groups: Vec::new(),
+            groups_overage: false,
             scp: None,
             version: TokenVersion::V1,
             kid: None,
             bad_signature: false,
+            extra_claims: Map::new(),
         }
     }
 
@@ -205,12 +284,73 @@ impl MintSpec {
                 .unwrap_or_else(|| config.managed_identity_client_id.clone()),
             app_acr: "2",
             roles: self.roles.clone(),
+            groups: self.groups.clone(),
+            groups_overage: self.groups_overage,
             scp: self.scp.clone(),
+            sub: None,
             mirid: None,
             epoch,
             kid: self.kid.clone(),
             bad_signature: self.bad_signature,
+            extra: self.extra_claims.clone(),
         }
+    }
+}
+
+impl ExternalTokenSpec {
+    /// A valid token from `issuer` about `subject` for `api://AzureADTokenExchange`, living an
+    /// hour.
+    pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> Self {
+        ExternalTokenSpec {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            audience: default_exchange_audience(),
+            lifetime_secs: default_lifetime_secs(),
+            not_before_secs: 0,
+            kid: None,
+            bad_signature: false,
+            extra_claims: Map::new(),
+        }
+    }
+
+    /// A Kubernetes service account token as the workload identity webhook projects it into a
+    /// pod: subject `system:serviceaccount:{namespace}:{service_account}`, audience
+    /// `api://AzureADTokenExchange`. Source: Microsoft Learn, "Use Microsoft Entra Workload ID
+    /// with Azure Kubernetes Service" (federated credential subject format).
+    pub fn kubernetes(issuer: impl Into<String>, namespace: &str, service_account: &str) -> Self {
+        let mut spec = ExternalTokenSpec::new(
+            issuer,
+            format!("system:serviceaccount:{namespace}:{service_account}"),
+        );
+        spec.extra_claims.insert(
+            "kubernetes.io".to_owned(),
+            serde_json::json!({
+                "namespace": namespace,
+                "serviceaccount": { "name": service_account, "uid": derived_uuid(&format!("sa:{namespace}:{service_account}")) },
+            }),
+        );
+        spec
+    }
+
+    /// The claims, at `now`.
+    pub(crate) fn claims(&self, now: i64) -> Map<String, Value> {
+        let mut claims = Map::new();
+        claims.insert("aud".to_owned(), Value::from(vec![self.audience.clone()]));
+        claims.insert(
+            "exp".to_owned(),
+            Value::from(now.saturating_add(self.lifetime_secs)),
+        );
+        claims.insert("iat".to_owned(), Value::from(now));
+        claims.insert("iss".to_owned(), Value::from(self.issuer.clone()));
+        claims.insert(
+            "nbf".to_owned(),
+            Value::from(now.saturating_add(self.not_before_secs)),
+        );
+        claims.insert("sub".to_owned(), Value::from(self.subject.clone()));
+        for (name, value) in &self.extra_claims {
+            claims.insert(name.clone(), value.clone());
+        }
+        claims
     }
 }
 
@@ -257,17 +397,45 @@ impl SigningKey {
     /// Signs a grant into a compact JWS. Never fails in practice; if the signer does, the
     /// token has an empty signature, which no verifier accepts.
     pub(crate) fn sign(&self, grant: &Grant) -> String {
-        let now = now_unix();
-        let kid = grant.kid.as_deref().unwrap_or(&self.kid);
+        let claims = grant.claims(now_unix());
+        if grant.extra.is_empty() {
+            return self.sign_claims(&claims, grant.kid.as_deref(), grant.bad_signature);
+        }
+        let mut merged = match serde_json::to_value(&claims) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        for (name, value) in &grant.extra {
+            merged.insert(name.clone(), value.clone());
+        }
+        self.sign_claims(&merged, grant.kid.as_deref(), grant.bad_signature)
+    }
+
+    /// Signs a token from an issuer outside Entra.
+    pub(crate) fn sign_external(&self, spec: &ExternalTokenSpec) -> String {
+        self.sign_claims(
+            &spec.claims(now_unix()),
+            spec.kid.as_deref(),
+            spec.bad_signature,
+        )
+    }
+
+    /// Signs any claims with this key (RS256), the header naming `kid` (this key's by default).
+    pub(crate) fn sign_claims<T: Serialize>(
+        &self,
+        claims: &T,
+        kid: Option<&str>,
+        bad_signature: bool,
+    ) -> String {
+        let kid = kid.unwrap_or(&self.kid);
         let header = JwtHeader {
             typ: "JWT",
             alg: "RS256",
             x5t: kid,
             kid,
         };
-        let claims = grant.claims(now);
-        let signing_input = format!("{}.{}", b64_json(&header), b64_json(&claims));
-        let signed = if grant.bad_signature {
+        let signing_input = format!("{}.{}", b64_json(&header), b64_json(claims));
+        let signed = if bad_signature {
             format!("{signing_input}.tampered")
         } else {
             signing_input.clone()
@@ -290,6 +458,20 @@ impl SigningKey {
     /// Checks kid, RS256 signature, `exp` and `nbf` (no leeway). Audience and revocation are
     /// the caller's business.
     pub(crate) fn verify(&self, token: &str) -> Result<CheckedClaims, Rejected> {
+        self.verify_as(token, &["exp", "aud"])
+    }
+
+    /// Like [`SigningKey::verify`], for any token this key signed (an assertion, a federated
+    /// credential): only `exp` is required; returns every claim.
+    pub(crate) fn verify_claims(&self, token: &str) -> Result<Map<String, Value>, Rejected> {
+        self.verify_as(token, &["exp"])
+    }
+
+    fn verify_as<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<T, Rejected> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| Rejected::Invalid(e.to_string()))?;
         if header.kid.as_deref() != Some(self.kid.as_str()) {
@@ -299,8 +481,8 @@ impl SigningKey {
         validation.leeway = 0;
         validation.validate_nbf = true;
         validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "aud"]);
-        jsonwebtoken::decode::<CheckedClaims>(token, &self.decoding, &validation)
+        validation.set_required_spec_claims(required);
+        jsonwebtoken::decode::<T>(token, &self.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => Rejected::Expired,
@@ -319,8 +501,28 @@ impl Grant {
             format!("{}/{}/v2.0", self.cloud.authority_host(), self.tenant_id)
         };
         let app_only = self.scp.is_none();
+        // Source: Microsoft Learn, "Access token claims reference" (`groups:src1`).
+        let (claim_names, claim_sources) = if self.groups_overage {
+            (
+                Some(serde_json::json!({ "groups": "src1" })),
+                Some(serde_json::json!({ "src1": { "endpoint": format!(
+                    "https://graph.microsoft.com/v1.0/users/{}/getMemberObjects",
+                    self.oid
+                ) } })),
+            )
+        } else {
+            (None, None)
+        };
+        let groups: &[String] = if self.groups_overage {
+            &[]
+        } else {
+            &self.groups
+        };
         TokenClaims {
             aud: &self.aud,
+            claim_names,
+            claim_sources,
+            groups,
             idp: v1.then(|| iss.clone()),
             iss,
             iat: now,
@@ -339,7 +541,7 @@ impl Grant {
             ),
             roles: &self.roles,
             scp: self.scp.as_deref(),
-            sub: &self.oid,
+            sub: self.sub.as_deref().unwrap_or(&self.oid),
             tid: &self.tenant_id,
             uti: uti(self.epoch),
             ver: if v1 { "1.0" } else { "2.0" },
@@ -404,6 +606,10 @@ fn b64_json<T: Serialize>(value: &T) -> String {
 
 fn default_lifetime_secs() -> i64 {
     3600
+}
+
+fn default_exchange_audience() -> String {
+    crate::Cloud::Public.token_exchange_audience().to_owned()
 }
 
 /// Seconds since the Unix epoch.

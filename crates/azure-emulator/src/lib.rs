@@ -1,8 +1,10 @@
 //! A local stand-in for Azure on loopback: Entra ID, managed identity and the Azure OpenAI data plane.
 //!
 //! [`Emulator::start`] binds `127.0.0.1:0` and serves, on one listener:
-//! - Entra: `POST /{tenant}/oauth2/v2.0/token` (and v1 `/oauth2/token`), OIDC metadata, JWKS and
-//!   instance discovery, with real AADSTS error bodies;
+//! - Entra: `POST /{tenant}/oauth2/v2.0/token` (and v1 `/oauth2/token`) with the
+//!   client-credentials grant and the on-behalf-of grant (`obo`), clients proven by secret,
+//!   certificate or federated credential (`client_auth`, registered as [`AppRegistration`]s),
+//!   OIDC metadata, JWKS and instance discovery, with real AADSTS error bodies;
 //! - managed identity: App Service `GET /msi/token` and IMDS
 //!   `GET /metadata/identity/oauth2/token`;
 //! - the Azure OpenAI data plane (`/openai/...`), which verifies bearer tokens against the
@@ -29,7 +31,10 @@
 //! waits (briefly) for the listeners to finish; dropping an [`Emulator`] does the same without
 //! waiting.
 
+mod apps;
 mod auth;
+mod certs;
+mod client_auth;
 mod cloud;
 mod control;
 mod entra;
@@ -38,6 +43,7 @@ mod files;
 mod jwt;
 mod keys;
 mod msi;
+mod obo;
 mod openai;
 mod realtime;
 mod replies;
@@ -48,15 +54,17 @@ mod speech;
 mod state;
 mod stream;
 
+pub use apps::{AppRegistration, DEFAULT_DELEGATED_SCOPE, FederatedCredential};
+pub use certs::{AssertionAlg, TestCertificate};
 pub use cloud::{Cloud, HostKind};
-pub use faults::{Fault, Garble, IdentityFault};
-pub use keys::{MintSpec, TokenVersion};
+pub use faults::{Fault, Garble, IdentityFault, OboFault, OboFaultRule};
+pub use keys::{ExternalTokenSpec, GROUPS_OVERAGE_LIMIT, MintSpec, TokenVersion};
 pub use samples::{AzureSample, SampleContext};
 pub use services::{
     DEFAULT_PAGE_SIZE, DEFAULT_REGION, FOREIGN_BLOB_HOST, FOREIGN_HOST, SearchAuthFailure,
     ServiceOptions,
 };
-pub use state::{AuthForm, SeenRequest, Stats};
+pub use state::{AuthForm, ClientAuthKind, OboExchangeCount, OboRequest, SeenRequest, Stats};
 
 use std::fmt;
 use std::io;
@@ -340,9 +348,68 @@ impl Emulator {
         self.shared.mint(spec)
     }
 
+    /// Signs a token of an issuer outside Entra (a Kubernetes service account token, say) with
+    /// the current key: what a workload presents as a federated credential.
+    pub fn mint_external(&self, spec: &ExternalTokenSpec) -> String {
+        self.shared.mint_external(spec)
+    }
+
     /// Registers an app for the client-credentials grant (its tenant then exists too).
     pub fn register_app(&self, tenant_id: &str, client_id: &str, secret: &str) {
         self.shared.register_app(tenant_id, client_id, secret);
+    }
+
+    /// Registers (or replaces) an app with any of its credentials; its tenant then exists. An
+    /// unreadable certificate refuses the registration (`InvalidInput`, naming it).
+    pub fn register(&self, registration: AppRegistration) -> io::Result<()> {
+        self.shared
+            .register(registration)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
+    /// The object id of an app's service principal in a tenant: the `oid` and `sub` of the
+    /// app-only tokens the client-credentials grant issues it (what a federated identity
+    /// credential trusting that app names as its subject).
+    pub fn service_principal_oid(&self, tenant_id: &str, client_id: &str) -> String {
+        entra::service_principal_oid(tenant_id, client_id)
+    }
+
+    /// Replaces the app roles assigned to a registered app (the `roles` of its
+    /// client-credentials tokens); `false` if no such app is registered.
+    pub fn set_app_roles(&self, client_id: &str, roles: Vec<String>) -> bool {
+        self.shared.set_app_roles(client_id, roles)
+    }
+
+    /// Switches an on-behalf-of fault on until [`Emulator::clear_obo_faults`].
+    pub fn add_obo_fault(&self, rule: OboFaultRule) {
+        self.shared.add_obo_fault(rule);
+    }
+
+    pub fn clear_obo_faults(&self) {
+        self.shared.clear_obo_faults();
+    }
+
+    /// The last 100 on-behalf-of requests' non-secret facts, oldest first.
+    pub fn obo_requests(&self) -> Vec<OboRequest> {
+        self.shared.obo_requests()
+    }
+
+    /// On-behalf-of exchanges that issued a token, per app and user, sorted.
+    pub fn obo_exchange_counts(&self) -> Vec<OboExchangeCount> {
+        self.shared.obo_exchange_counts()
+    }
+
+    /// Exchanges that issued a token for this user to this app.
+    pub fn obo_exchanges(&self, client_id: &str, user_oid: &str) -> u64 {
+        self.obo_exchange_counts()
+            .into_iter()
+            .find(|c| c.client_id == client_id && c.user_oid == user_oid)
+            .map_or(0, |c| c.count)
+    }
+
+    /// Forgets the on-behalf-of log and per-user counts (not the [`Stats`] totals).
+    pub fn clear_obo_log(&self) {
+        self.shared.clear_obo_log();
     }
 
     /// The app's secret grant then fails with AADSTS7000222.

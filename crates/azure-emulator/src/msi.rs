@@ -14,6 +14,7 @@ use super::faults;
 use super::keys::{self, Grant, TokenVersion};
 use super::respond;
 use super::state::{Shared, TokenEndpoint, key_matches};
+use crate::cloud::same_audience;
 
 /// Subscription and resource group the emulator's identities live in.
 const SUBSCRIPTION: &str = "00000000-0000-4000-8000-000000000e1e";
@@ -222,25 +223,35 @@ fn resource_id(name: &str) -> String {
     )
 }
 
-/// Signs a v1 token for the identity; returns it with issue and expiry times.
+/// Signs a token for the identity; returns it with issue and expiry times. Tokens for Azure
+/// resources are v1.0; a token for `api://AzureADTokenExchange` (the cloud's federated
+/// credential audience) is v2.0, issued by `{authority}/{tenant}/v2.0` with the identity's object
+/// id as `sub` — the issuer and subject a federated identity credential names for a managed
+/// identity. Source: Microsoft Learn, "Configure an application to trust a managed identity".
 fn issue(shared: &Shared, identity: &Identity, resource: &str) -> (String, i64, i64) {
     let lifetime = shared.token_lifetime_secs();
+    let cloud = shared.config.cloud;
+    let exchange = same_audience(resource, cloud.token_exchange_audience());
     let grant = Grant {
-        version: TokenVersion::V1,
-        cloud: shared.config.cloud,
+        version: if exchange {
+            TokenVersion::V2
+        } else {
+            TokenVersion::V1
+        },
+        cloud,
         tenant_id: shared.config.tenant_id.clone(),
-        aud: resource.trim_end_matches('/').to_owned(),
+        aud: if exchange {
+            cloud.token_exchange_audience().to_owned()
+        } else {
+            resource.trim_end_matches('/').to_owned()
+        },
         lifetime_secs: lifetime,
-        not_before_secs: 0,
         oid: identity.object_id.clone(),
         appid: identity.client_id.clone(),
         app_acr: "2",
-        roles: Vec::new(),
-        scp: None,
         mirid: Some(identity.resource_id.clone()),
         epoch: shared.revocation_epoch(),
-        kid: None,
-        bad_signature: false,
+        ..Grant::default()
     };
     let now = keys::now_unix();
     (shared.issue(&grant), now, now.saturating_add(lifetime))

@@ -107,7 +107,7 @@ pub(crate) async fn handle(
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&method, &uri, &headers, &body));
-    let (response, accepted) = answer(&ctx, &method, &uri, &headers, &body).await;
+    let (response, accepted) = answer(&ctx, &method, &uri, &headers, &body, seq).await;
     let response = finish(response, accepted.as_ref());
     shared.set_status(seq, response.status().as_u16());
     response
@@ -119,6 +119,7 @@ async fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
+    seq: u64,
 ) -> (Response, Option<Accepted>) {
     let shared = &ctx.shared;
     let route = Route::parse(method, uri.path());
@@ -154,6 +155,7 @@ async fn answer(
         ctx.kind,
         ctx.service.options.key.as_deref(),
         headers,
+        seq,
     ) {
         Ok(accepted) => accepted,
         Err(sample) => return (respond::sample(sample, &sample_ctx), None),

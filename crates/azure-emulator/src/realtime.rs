@@ -39,7 +39,7 @@ pub(crate) async fn handle(
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&Method::GET, &uri, &headers, &[]));
-    let response = answer(&ctx, &uri, &headers, upgrade);
+    let response = answer(&ctx, &uri, &headers, upgrade, seq);
     shared.set_status(seq, response.status().as_u16());
     response
 }
@@ -49,6 +49,7 @@ fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    seq: u64,
 ) -> Response {
     let shared = &ctx.shared;
     let sc =
@@ -67,6 +68,7 @@ fn answer(
         ctx.kind,
         ctx.service.options.key.as_deref(),
         headers,
+        seq,
     ) {
         return respond::sample(sample, &sc);
     }
@@ -210,12 +212,19 @@ fn ephemeral(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: bool) -
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&Method::POST, uri, headers, body));
-    let response = ephemeral_answer(ctx, uri, headers, body, ga);
+    let response = ephemeral_answer(ctx, uri, headers, body, ga, seq);
     shared.set_status(seq, response.status().as_u16());
     response
 }
 
-fn ephemeral_answer(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: bool) -> Response {
+fn ephemeral_answer(
+    ctx: &Ctx,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    ga: bool,
+    seq: u64,
+) -> Response {
     let shared = &ctx.shared;
     let sc =
         SampleContext::for_operation(ctx.kind.audience(shared.config.cloud), Operation::Responses);
@@ -229,6 +238,7 @@ fn ephemeral_answer(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8], ga: 
         ctx.kind,
         ctx.service.options.key.as_deref(),
         headers,
+        seq,
     ) {
         return respond::sample(sample, &sc);
     }

@@ -27,7 +27,7 @@ pub(crate) async fn handle(
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&Method::GET, &uri, &headers, &[]));
-    let response = answer(&ctx, &headers, upgrade);
+    let response = answer(&ctx, &headers, upgrade, seq);
     shared.set_status(seq, response.status().as_u16());
     response
 }
@@ -36,6 +36,7 @@ fn answer(
     ctx: &Ctx,
     headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    seq: u64,
 ) -> Response {
     let shared = &ctx.shared;
     if let Err(sample) = auth::authenticate_with_key(
@@ -43,6 +44,7 @@ fn answer(
         ctx.kind,
         ctx.service.options.key.as_deref(),
         headers,
+        seq,
     ) {
         let sc =
             SampleContext::for_operation(ctx.kind.audience(shared.config.cloud), Operation::Chat);

@@ -11,11 +11,14 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
 use super::EmulatorConfig;
-use super::faults::{Fault, IdentityFault};
-use super::keys::{Grant, MintSpec, SigningKey};
+use super::apps::{App, AppRegistration};
+use super::faults::{Fault, IdentityFault, OboFault, OboFaultRule};
+use super::keys::{ExternalTokenSpec, Grant, MintSpec, SigningKey};
 
 /// How many data-plane requests [`Shared::requests`] keeps.
 const REQUEST_LOG_CAPACITY: usize = 1000;
+/// How many on-behalf-of requests [`Shared::obo_requests`] keeps.
+const OBO_LOG_CAPACITY: usize = 100;
 
 /// A snapshot of the emulator's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +37,12 @@ pub struct Stats {
     pub open_streams: u64,
     /// SSE responses whose client went away before the end.
     pub cancelled_streams: u64,
+    /// Requests to the Entra token endpoint with the on-behalf-of grant, failed ones included.
+    #[serde(default)]
+    pub obo_requests: u64,
+    /// On-behalf-of exchanges that issued a token.
+    #[serde(default)]
+    pub obo_exchanges: u64,
 }
 
 /// One data-plane request as the emulator received it. `Debug` shows credential headers and
@@ -47,6 +56,18 @@ pub struct SeenRequest {
     /// The `aud` of the bearer token sent (for Speech's `aad#…#token` form, of the token inside),
     /// read without verification.
     pub bearer_audience: Option<String>,
+    /// The `oid` of the bearer token, when the data plane verified its signature and lifetime
+    /// (whatever its audience; for Speech's `aad#…#token` form, the token inside); `None` for
+    /// keys, tokens from `issueToken`, requests a fault answered first, and claims that are not
+    /// strings.
+    #[serde(default)]
+    pub bearer_oid: Option<String>,
+    /// The bearer's client application: `azp` (v2 tokens) or `appid` (v1), on the same terms.
+    #[serde(default)]
+    pub bearer_app_id: Option<String>,
+    /// The bearer's delegated scopes (`scp`, user tokens only), on the same terms.
+    #[serde(default)]
+    pub bearer_scp: Option<String>,
     pub body_len: usize,
     /// The `model` of a JSON body, as received (the v1 API names the deployment there).
     pub body_model: Option<String>,
@@ -93,12 +114,52 @@ pub enum AuthForm {
     Other,
 }
 
-/// An application registered for the client-credentials grant.
-#[derive(Clone)]
-pub(crate) struct App {
-    pub(crate) tenant_id: String,
-    secret: String,
-    pub(crate) expired: bool,
+/// How the client of an on-behalf-of request proved it is the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthKind {
+    /// `client_secret` (or HTTP Basic).
+    Secret,
+    /// A `client_assertion` signed by a registered certificate (`iss` = the client id).
+    Certificate,
+    /// A `client_assertion` from another issuer, matched to a federated identity credential
+    /// (a managed identity's or a workload's token).
+    FederatedCredential,
+}
+
+/// One on-behalf-of request's non-secret facts (never the secret, the assertions or the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OboRequest {
+    /// The tenant in the token endpoint's path.
+    pub tenant: String,
+    pub client_id: Option<String>,
+    /// How the client authenticated; `None` when it did not get that far.
+    pub client_auth: Option<ClientAuthKind>,
+    pub grant_type: String,
+    pub requested_token_use: Option<String>,
+    pub scope: Option<String>,
+    /// The user assertion's `oid`, once the assertion verified.
+    pub user_oid: Option<String>,
+    /// The status answered.
+    pub status: u16,
+    /// The AADSTS code of a refusal.
+    pub error_code: Option<u32>,
+}
+
+/// How many exchanges issued a token for one user to one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OboExchangeCount {
+    pub client_id: String,
+    pub user_oid: String,
+    pub count: u64,
+}
+
+/// What the data plane learned of a bearer token it verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BearerFacts {
+    pub(crate) oid: Option<String>,
+    pub(crate) app_id: Option<String>,
+    pub(crate) scp: Option<String>,
 }
 
 /// Which token endpoint a request reached.
@@ -118,6 +179,17 @@ struct Counters {
     data_requests: AtomicU64,
     open_streams: AtomicU64,
     cancelled_streams: AtomicU64,
+    obo_requests: AtomicU64,
+    obo_exchanges: AtomicU64,
+}
+
+#[derive(Default)]
+struct OboLog {
+    requests: VecDeque<OboRequest>,
+    /// Exchanges that issued a token, per (client id, user oid).
+    exchanges: HashMap<(String, String), u64>,
+    /// Checked most specific first; among equals, the latest added.
+    faults: Vec<OboFaultRule>,
 }
 
 #[derive(Default)]
@@ -134,6 +206,7 @@ pub(crate) struct Shared {
     user_assigned: Mutex<BTreeSet<String>>,
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
     identity_fault: Mutex<Option<IdentityFault>>,
+    obo: Mutex<OboLog>,
     token_lifetime_ms: AtomicU64,
     revocation_epoch: AtomicU32,
     counters: Counters,
@@ -147,20 +220,14 @@ pub(crate) struct Shared {
     pub(crate) listen_ip: std::sync::OnceLock<std::net::IpAddr>,
 }
 
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("tenant_id", &self.tenant_id)
-            .field("secret", &"<redacted>")
-            .field("expired", &self.expired)
-            .finish()
-    }
-}
-
-impl App {
-    /// Compares in constant time.
-    pub(crate) fn secret_matches(&self, given: &str) -> bool {
-        self.secret.as_bytes().ct_eq(given.as_bytes()).into()
+impl ClientAuthKind {
+    /// `appidacr`/`azpacr`: "1" for a secret, "2" for a certificate or another assertion.
+    /// Source: Microsoft Learn, "Access token claims reference".
+    pub(crate) fn acr(self) -> &'static str {
+        match self {
+            ClientAuthKind::Secret => "1",
+            ClientAuthKind::Certificate | ClientAuthKind::FederatedCredential => "2",
+        }
     }
 }
 
@@ -184,6 +251,9 @@ impl std::fmt::Debug for SeenRequest {
             .field("path_and_query", &path)
             .field("headers", &headers)
             .field("bearer_audience", &self.bearer_audience)
+            .field("bearer_oid", &self.bearer_oid)
+            .field("bearer_app_id", &self.bearer_app_id)
+            .field("bearer_scp", &self.bearer_scp)
             .field("body_len", &self.body_len)
             .field("body_model", &self.body_model)
             .field("status", &self.status)
@@ -257,6 +327,9 @@ impl SeenRequest {
             path_and_query,
             headers,
             bearer_audience,
+            bearer_oid: None,
+            bearer_app_id: None,
+            bearer_scp: None,
             body_len: body.len(),
             body_model,
             status: 0,
@@ -351,6 +424,7 @@ impl Shared {
             user_assigned: Mutex::default(),
             faults: Mutex::default(),
             identity_fault: Mutex::default(),
+            obo: Mutex::default(),
             token_lifetime_ms: AtomicU64::new(lifetime),
             revocation_epoch: AtomicU32::new(0),
             counters: Counters::default(),
@@ -389,6 +463,10 @@ impl Shared {
         self.signing_key().sign(&grant)
     }
 
+    pub(crate) fn mint_external(&self, spec: &ExternalTokenSpec) -> String {
+        self.signing_key().sign_external(spec)
+    }
+
     /// Signs a token the emulator issues from one of its token endpoints.
     pub(crate) fn issue(&self, grant: &Grant) -> String {
         self.signing_key().sign(grant)
@@ -421,14 +499,26 @@ impl Shared {
     // --- identities ---
 
     pub(crate) fn register_app(&self, tenant_id: &str, client_id: &str, secret: &str) {
-        lock(&self.apps).insert(
-            client_id.to_owned(),
-            App {
-                tenant_id: tenant_id.to_owned(),
-                secret: secret.to_owned(),
-                expired: false,
-            },
-        );
+        // A registration without certificates cannot fail.
+        let _ = self.register(AppRegistration::new(tenant_id, client_id).with_secret(secret));
+    }
+
+    /// Registers (or replaces) an app; an unreadable certificate refuses it with the reason.
+    pub(crate) fn register(&self, registration: AppRegistration) -> Result<(), String> {
+        let app = App::from_registration(registration)?;
+        lock(&self.apps).insert(app.client_id.clone(), app);
+        Ok(())
+    }
+
+    /// Replaces the app roles of a registered app; `false` if there is no such app.
+    pub(crate) fn set_app_roles(&self, client_id: &str, roles: Vec<String>) -> bool {
+        match lock(&self.apps).get_mut(client_id) {
+            Some(app) => {
+                app.roles = roles;
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn expire_app_secret(&self, client_id: &str) {
@@ -480,6 +570,26 @@ impl Shared {
         *lock(&self.identity_fault) = fault;
     }
 
+    pub(crate) fn add_obo_fault(&self, rule: OboFaultRule) {
+        lock(&self.obo).faults.push(rule);
+    }
+
+    pub(crate) fn clear_obo_faults(&self) {
+        lock(&self.obo).faults.clear();
+    }
+
+    /// The fault for this app and user: the rule naming both, else the user, else the app,
+    /// else a global one; among equals the latest added.
+    pub(crate) fn obo_fault(&self, client_id: &str, user_oid: Option<&str>) -> Option<OboFault> {
+        let obo = lock(&self.obo);
+        obo.faults
+            .iter()
+            .rev()
+            .filter(|r| r.matches(client_id, user_oid))
+            .max_by_key(|r| r.specificity())
+            .map(|r| r.fault.clone())
+    }
+
     // --- counters ---
 
     pub(crate) fn count_token_request(&self, endpoint: TokenEndpoint) {
@@ -491,6 +601,51 @@ impl Shared {
             TokenEndpoint::Imds => &c.imds_token_requests,
         };
         specific.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_obo_request(&self) {
+        self.counters.obo_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs an on-behalf-of request; one that issued a token is counted for its app and user.
+    pub(crate) fn record_obo(&self, request: OboRequest) {
+        let mut obo = lock(&self.obo);
+        if request.status == 200 {
+            self.counters.obo_exchanges.fetch_add(1, Ordering::Relaxed);
+            if let (Some(client), Some(oid)) = (&request.client_id, &request.user_oid) {
+                *obo.exchanges
+                    .entry((client.clone(), oid.clone()))
+                    .or_default() += 1;
+            }
+        }
+        if obo.requests.len() >= OBO_LOG_CAPACITY {
+            obo.requests.pop_front();
+        }
+        obo.requests.push_back(request);
+    }
+
+    pub(crate) fn obo_requests(&self) -> Vec<OboRequest> {
+        lock(&self.obo).requests.iter().cloned().collect()
+    }
+
+    pub(crate) fn obo_exchange_counts(&self) -> Vec<OboExchangeCount> {
+        let mut counts: Vec<OboExchangeCount> = lock(&self.obo)
+            .exchanges
+            .iter()
+            .map(|((client_id, user_oid), count)| OboExchangeCount {
+                client_id: client_id.clone(),
+                user_oid: user_oid.clone(),
+                count: *count,
+            })
+            .collect();
+        counts.sort_by(|a, b| (&a.client_id, &a.user_oid).cmp(&(&b.client_id, &b.user_oid)));
+        counts
+    }
+
+    pub(crate) fn clear_obo_log(&self) {
+        let mut obo = lock(&self.obo);
+        obo.requests.clear();
+        obo.exchanges.clear();
     }
 
     pub(crate) fn count_data_request(&self) {
@@ -520,6 +675,8 @@ impl Shared {
             data_requests: c.data_requests.load(Ordering::Relaxed),
             open_streams: c.open_streams.load(Ordering::SeqCst),
             cancelled_streams: c.cancelled_streams.load(Ordering::SeqCst),
+            obo_requests: c.obo_requests.load(Ordering::Relaxed),
+            obo_exchanges: c.obo_exchanges.load(Ordering::Relaxed),
         }
     }
 
@@ -541,6 +698,16 @@ impl Shared {
         let mut log = lock(&self.log);
         if let Some((_, r)) = log.entries.iter_mut().rev().find(|(s, _)| *s == seq) {
             r.status = status;
+        }
+    }
+
+    /// Notes whose token a logged request carried.
+    pub(crate) fn set_bearer(&self, seq: u64, facts: BearerFacts) {
+        let mut log = lock(&self.log);
+        if let Some((_, r)) = log.entries.iter_mut().rev().find(|(s, _)| *s == seq) {
+            r.bearer_oid = facts.oid;
+            r.bearer_app_id = facts.app_id;
+            r.bearer_scp = facts.scp;
         }
     }
 
@@ -638,6 +805,9 @@ mod tests {
             path_and_query: format!("/r/{n}"),
             headers: vec![("api-key".into(), "k".into())],
             bearer_audience: None,
+            bearer_oid: None,
+            bearer_app_id: None,
+            bearer_scp: None,
             body_len: n,
             body_model: None,
             status: 0,

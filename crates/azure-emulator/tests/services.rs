@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use azure_emulator::{
     AuthForm, Cloud, Emulator, EmulatorConfig, FOREIGN_HOST, MintSpec, ResourceKind,
-    SearchAuthFailure, ServiceOptions,
+    SearchAuthFailure, ServiceOptions, TokenVersion,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::header::HeaderMap;
@@ -1391,5 +1391,109 @@ async fn the_request_log_names_credential_query_parameters_and_the_control_api_o
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_services_note_whose_verified_entra_token_reached_them() {
+    const USER: &str = "11111111-2222-4333-8444-555555555555";
+    const SPA: &str = "99999999-0000-4000-8000-000000000001";
+    let emu = emulator().await;
+    let user = |aud: &str| {
+        emu.mint(&MintSpec {
+            oid: Some(USER.into()),
+            appid: Some(SPA.into()),
+            scp: Some("user_impersonation".into()),
+            version: TokenVersion::V2,
+            ..MintSpec::new(aud)
+        })
+    };
+    let forged = emu.mint(&MintSpec {
+        oid: Some("forged".into()),
+        bad_signature: true,
+        ..MintSpec::new(COG)
+    });
+    let search = search_service(&emu, ServiceOptions::default()).await;
+    let res = emu
+        .add_service(ResourceKind::AiServices, options(Some(KEY)))
+        .await
+        .unwrap();
+    let speech = emu
+        .add_service(ResourceKind::SpeechRegional, options(Some(KEY)))
+        .await
+        .unwrap();
+    let global = emu
+        .add_service(ResourceKind::TranslatorGlobal, options(Some(KEY)))
+        .await
+        .unwrap();
+    let indexes = at(&search, &format!("/indexes?{SV}"));
+    let language = at(&res, "/language/:analyze-text?api-version=2023-04-01");
+    let analyze = || {
+        client().post(&language).json(&json!({"kind": "SentimentAnalysis", "analysisInput": {"documents": [{"id": "1", "text": "hi", "language": "en"}]}}))
+    };
+    let translation = "/translate?api-version=3.0&to=de";
+
+    let calls = [
+        // Search with its own audience, then with a token for another audience (still noted, as
+        // the OpenAI data plane notes it), then a forged one (not noted).
+        client()
+            .get(&indexes)
+            .header("authorization", bearer(&user(SEARCH))),
+        client()
+            .get(&indexes)
+            .header("authorization", bearer(&user(COG))),
+        client()
+            .get(&indexes)
+            .header("authorization", bearer(&forged)),
+        // The multi-service resource: Language, and the OpenAI data plane behind it.
+        analyze().header("authorization", bearer(&user(COG))),
+        analyze().header("ocp-apim-subscription-key", KEY),
+        client()
+            .post(at(
+                &res,
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            ))
+            .header("authorization", bearer(&user(COG)))
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]})),
+        // Speech's aad# form on a regional host.
+        tts(&speech, "/cognitiveservices/v1")
+            .header("authorization", bearer(&format!("aad#{RID}#{}", user(COG)))),
+        // Translator's global host with an Entra token.
+        translate(&global, translation)
+            .header("authorization", bearer(&user(COG)))
+            .header("ocp-apim-resourceid", RID)
+            .header("ocp-apim-subscription-region", "westeurope"),
+    ];
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(send(call).await.0);
+    }
+    assert_eq!(statuses, vec![200, 401, 401, 200, 200, 200, 200, 200]);
+
+    let noted = (Some(USER), Some(SPA), Some("user_impersonation"));
+    let seen = emu.requests();
+    let facts: Vec<_> = seen
+        .iter()
+        .map(|r| {
+            (
+                r.bearer_oid.as_deref(),
+                r.bearer_app_id.as_deref(),
+                r.bearer_scp.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        vec![
+            noted,
+            noted,
+            (None, None, None),
+            noted,
+            (None, None, None),
+            noted,
+            noted,
+            noted,
+        ]
+    );
     emu.shutdown().await;
 }

@@ -97,6 +97,7 @@ fn gated(ctx: &Ctx, req: &Req<'_>, serve: impl FnOnce(&Service, &Req<'_>) -> Res
         accepts,
         options.key.as_deref(),
         &options.resource_id,
+        req.seq,
     ) {
         Ok(granted) => {
             let mut response = serve(&ctx.service, req);

@@ -6,6 +6,7 @@
 use http::HeaderMap;
 
 use super::sts;
+use crate::auth;
 use crate::cloud::same_audience;
 use crate::keys;
 use crate::state::{Shared, bearer_token, key_matches};
@@ -116,13 +117,15 @@ pub(crate) fn presented<'a>(
 }
 
 /// Checks `presented` against what the endpoint `accepts` on a resource with `key` and
-/// `resource_id`.
+/// `resource_id`. An Entra token (plain or inside the `aad#` form) whose signature and lifetime
+/// verify has its caller noted on logged request `seq`, as the OpenAI data plane does.
 pub(crate) fn check(
     shared: &Shared,
     presented: Presented<'_>,
     accepts: Accepts<'_>,
     key: Option<&str>,
     resource_id: &str,
+    seq: u64,
 ) -> Result<Granted, Denied> {
     match presented {
         Presented::None => Err(Denied::Missing),
@@ -149,14 +152,14 @@ pub(crate) fn check(
         }
         Presented::Entra(token) => {
             let audience = accepts.entra.ok_or(Denied::FormRefused)?;
-            entra_token(shared, token, audience).map(|audience| Granted::Entra { audience })
+            entra_token(shared, token, audience, seq).map(|audience| Granted::Entra { audience })
         }
         Presented::Aad {
             resource_id: named,
             token,
         } => {
             let audience = accepts.aad.ok_or(Denied::FormRefused)?;
-            let audience = entra_token(shared, token, audience)?;
+            let audience = entra_token(shared, token, audience, seq)?;
             if sts::same_resource(named, resource_id) {
                 Ok(Granted::Aad { audience })
             } else {
@@ -167,11 +170,19 @@ pub(crate) fn check(
 }
 
 /// Verifies an Entra token against the emulator's JWKS, its revocation epoch and `audience`.
-pub(crate) fn entra_token(shared: &Shared, token: &str, audience: &str) -> Result<String, Denied> {
+/// Once signature and lifetime verify, its caller is noted on logged request `seq` (whatever
+/// its audience).
+pub(crate) fn entra_token(
+    shared: &Shared,
+    token: &str,
+    audience: &str,
+    seq: u64,
+) -> Result<String, Denied> {
     let claims = shared
         .signing_key()
         .verify(token)
         .map_err(|_| Denied::BadToken)?;
+    auth::note_bearer(shared, seq, &claims);
     let epoch = claims.uti.as_deref().and_then(keys::uti_epoch).unwrap_or(0);
     if epoch < shared.revocation_epoch() {
         return Err(Denied::BadToken);
@@ -230,6 +241,7 @@ mod tests {
                 accepts,
                 Some("k"),
                 RID,
+                0,
             )
         };
         assert_eq!(
@@ -282,9 +294,9 @@ mod tests {
         h.insert("ocp-apim-subscription-key", " k ".parse().unwrap());
         let p = presented(&h, &["ocp-apim-subscription-key"], None);
         assert_eq!(p, Presented::Key("k"));
-        assert_eq!(check(&s, p, ALL, Some("k"), RID), Ok(Granted::Key));
-        assert_eq!(check(&s, p, ALL, Some("j"), RID), Err(Denied::BadKey));
-        assert_eq!(check(&s, p, ALL, None, RID), Err(Denied::KeysDisabled));
+        assert_eq!(check(&s, p, ALL, Some("k"), RID, 0), Ok(Granted::Key));
+        assert_eq!(check(&s, p, ALL, Some("j"), RID, 0), Err(Denied::BadKey));
+        assert_eq!(check(&s, p, ALL, None, RID, 0), Err(Denied::KeysDisabled));
         assert_eq!(presented(&h, &["api-key"], None), Presented::None);
         assert_eq!(
             presented(&HeaderMap::new(), &["api-key"], Some("q")),
@@ -292,11 +304,11 @@ mod tests {
         );
         let no_keys = Accepts { key: false, ..ALL };
         assert_eq!(
-            check(&s, p, no_keys, Some("k"), RID),
+            check(&s, p, no_keys, Some("k"), RID, 0),
             Err(Denied::FormRefused)
         );
         assert_eq!(
-            check(&s, Presented::None, ALL, Some("k"), RID),
+            check(&s, Presented::None, ALL, Some("k"), RID, 0),
             Err(Denied::Missing)
         );
     }

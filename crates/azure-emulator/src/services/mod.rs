@@ -116,6 +116,8 @@ pub(crate) struct Req<'a> {
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) body: &'a [u8],
+    /// The request's entry in the request log (for what verifying its credential learns).
+    pub(crate) seq: u64,
 }
 
 impl Default for ServiceOptions {
@@ -286,6 +288,7 @@ pub(crate) async fn handle(
             uri: &uri,
             headers: &headers,
             body: &body,
+            seq,
         };
         match ctx.kind {
             ResourceKind::AiServices => cognitive::answer(&ctx, &req, upgrade),

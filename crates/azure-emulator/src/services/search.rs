@@ -172,6 +172,7 @@ fn authenticate(ctx: &Ctx, req: &Req<'_>, writes: bool) -> Result<Granted, Denie
         accepts,
         options.key.as_deref(),
         &options.resource_id,
+        req.seq,
     )
 }
 

@@ -126,6 +126,7 @@ pub(crate) fn serve(
         accepts,
         options.key.as_deref(),
         &options.resource_id,
+        req.seq,
     ) {
         Ok(granted) => granted,
         Err(denied) => return refuse(host, op, denied, audience),

@@ -128,6 +128,7 @@ fn authenticate(ctx: &Ctx, req: &Req<'_>, host: Host, op: Op) -> Result<Granted,
         accepts,
         options.key.as_deref(),
         &options.resource_id,
+        req.seq,
     )?;
     let region = req
         .header("ocp-apim-subscription-region")
