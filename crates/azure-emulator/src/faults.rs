@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use super::conn::Connection;
 use super::entra::{self, EntraError};
 use super::respond;
 use super::samples::{AzureSample, SampleContext};
@@ -14,7 +15,7 @@ use super::state::{Shared, TokenEndpoint};
 /// externally tagged in kebab-case, durations in milliseconds: `{"status":503}`,
 /// `{"rate-limited":{"retry_after_ms":1500}}`, `{"delay":250}`,
 /// `{"reset-mid-stream":{"after_events":2}}`, `"hang"`, `{"sample":"permission-denied403"}`,
-/// `{"garbled":"truncated-json"}`.
+/// `{"garbled":"truncated-json"}`, `"reset-after-request"`, `"stale-connection"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
@@ -33,6 +34,14 @@ pub enum Fault {
     Sample(AzureSample),
     /// Answer 200 as usual, with the part that carries the usage garbled.
     Garbled(Garble),
+    /// Read the whole request, then reset the connection (TCP RST) without a byte of an
+    /// answer: a front end that failed after the request arrived. Azure may have processed it.
+    ResetAfterRequest,
+    /// The keep-alive race: Azure closed an idle connection just as a request was sent on it,
+    /// so the request is not processed and the connection is reset. Applies to the first
+    /// request to the deployment that arrives on a kept-alive connection (one that carried a
+    /// request before); requests on new connections pass meanwhile.
+    StaleConnection,
 }
 
 /// How a [`Fault::Garbled`] answer is broken. A JSON answer is garbled whole; in a stream,
@@ -112,6 +121,11 @@ pub(crate) enum Applied {
         reset_after: Option<usize>,
         garble: Option<Garble>,
     },
+    /// Reset the connection without answering.
+    Cut,
+    /// Reset the connection without answering if it is a kept-alive one; otherwise go on
+    /// normally and keep the fault for the next request.
+    CutIfReused,
 }
 
 /// Applies a popped data-plane fault.
@@ -150,6 +164,50 @@ pub(crate) async fn apply(shared: &Shared, fault: Option<Fault>, ctx: &SampleCon
             Applied::Answer(respond::shutting_down())
         }
         Fault::Sample(sample) => Applied::Answer(respond::sample(sample, ctx)),
+        Fault::ResetAfterRequest => Applied::Cut,
+        Fault::StaleConnection => Applied::CutIfReused,
+    }
+}
+
+/// The fault scripted for `name` when the request came on `conn`: a [`Fault::StaleConnection`]
+/// waits (stays queued) while requests arrive on new connections.
+pub(crate) fn pop_for(shared: &Shared, name: &str, conn: Option<&Connection>) -> Option<Fault> {
+    let fault = shared.pop_fault(name)?;
+    if fault == Fault::StaleConnection && !conn.is_some_and(Connection::reused) {
+        shared.unpop_fault(name, fault);
+        return None;
+    }
+    Some(fault)
+}
+
+/// Resets the request's connection without answering; the handler is dropped with it (until
+/// the emulator stops).
+pub(crate) async fn cut(shared: &Shared, conn: Option<&Connection>) -> Response {
+    match conn {
+        Some(conn) => {
+            conn.cut();
+            shared.stopped().await;
+            respond::shutting_down()
+        }
+        None => respond::json_value(
+            500,
+            &serde_json::json!({"error": {"code": "emulator", "message": "no connection to reset"}}),
+        ),
+    }
+}
+
+/// A popped fault applied to a request answered whole (an upload): its answer, or the
+/// connection cut; `None` to answer normally.
+pub(crate) async fn apply_whole(
+    shared: &Shared,
+    fault: Fault,
+    conn: Option<&Connection>,
+    ctx: &SampleContext,
+) -> Option<Response> {
+    match apply(shared, Some(fault), ctx).await {
+        Applied::Answer(response) => Some(response),
+        Applied::Cut | Applied::CutIfReused => Some(cut(shared, conn).await),
+        Applied::Proceed { .. } => None,
     }
 }
 
@@ -354,11 +412,13 @@ mod tests {
             Fault::Hang,
             Fault::Sample(AzureSample::PermissionDenied403),
             Fault::Garbled(Garble::TruncatedJson),
+            Fault::ResetAfterRequest,
+            Fault::StaleConnection,
         ];
         let json = serde_json::to_string(&faults).unwrap();
         assert_eq!(
             json,
-            r#"[{"status":503},{"rate-limited":{"retry_after_ms":1500}},{"delay":250},{"reset-mid-stream":{"after_events":2}},"hang",{"sample":"permission-denied403"},{"garbled":"truncated-json"}]"#
+            r#"[{"status":503},{"rate-limited":{"retry_after_ms":1500}},{"delay":250},{"reset-mid-stream":{"after_events":2}},"hang",{"sample":"permission-denied403"},{"garbled":"truncated-json"},"reset-after-request","stale-connection"]"#
         );
         let back: Vec<Fault> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, faults);

@@ -3,6 +3,7 @@
 //! the caller like the data plane and reports what it received — the body's size, the
 //! boundary, the `purpose` or `model` field — so tests see that the form arrived intact.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -12,6 +13,7 @@ use serde_json::json;
 
 use super::Ctx;
 use super::auth;
+use super::conn::Connection;
 use super::respond;
 use super::samples::{AzureSample, Operation, SampleContext};
 use super::state::SeenRequest;
@@ -19,13 +21,37 @@ use super::state::SeenRequest;
 /// A multipart form's fields: (name, filename, value).
 type Fields = Vec<(String, Option<String>, Bytes)>;
 
-/// `POST /openai/files`: the file is kept nowhere; its size comes back.
+/// Faults for file uploads are scripted under this name (`Emulator::script`).
+pub(crate) const UPLOAD_FAULTS: &str = "files";
+
+/// `POST /openai/files`: the file is kept nowhere; its size comes back. Pops a fault scripted
+/// for [`UPLOAD_FAULTS`] first.
 pub(crate) async fn upload(
     State(ctx): State<Ctx>,
+    conn: Option<Extension<Connection>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let conn = conn.map(|Extension(c)| c);
+    let shared = &ctx.shared;
+    if let Some(fault) = super::faults::pop_for(shared, UPLOAD_FAULTS, conn.as_ref()) {
+        shared.count_data_request();
+        shared.record(SeenRequest::from_parts(
+            &Method::POST,
+            &uri,
+            &headers,
+            &body,
+        ));
+        let sc = SampleContext::for_operation(
+            ctx.kind.audience(shared.config.cloud),
+            Operation::Responses,
+        );
+        if let Some(response) = super::faults::apply_whole(shared, fault, conn.as_ref(), &sc).await
+        {
+            return response;
+        }
+    }
     checked(&ctx, &uri, &headers, &body, None, |boundary, fields| {
         let field = |n: &str| fields.iter().find(|(name, _, _)| name == n);
         let Some((_, filename, file)) = field("file") else {

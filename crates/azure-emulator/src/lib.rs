@@ -36,6 +36,7 @@ mod auth;
 mod certs;
 mod client_auth;
 mod cloud;
+mod conn;
 mod control;
 mod entra;
 mod faults;
@@ -446,7 +447,8 @@ impl Emulator {
         self.shared.clear_requests();
     }
 
-    /// Queues faults for a deployment (case-sensitive); each data-plane request to it pops one.
+    /// Queues faults for a deployment (case-sensitive), or for file uploads under `"files"`;
+    /// each data-plane request to it pops one.
     pub fn script(&self, deployment: &str, faults: Vec<Fault>) {
         self.shared.script(deployment, faults);
     }
@@ -565,18 +567,11 @@ async fn bind_loopback(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Serves a router until the emulator stops.
 fn serve(listener: TcpListener, router: Router, shared: &Arc<Shared>) -> JoinHandle<()> {
     let mut stop = shared.shutdown_signal();
-    tokio::spawn(async move {
-        let signal = async move {
-            // An error means the state is gone, which also means stop.
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await
-        {
-            tracing::warn!(error = %e, "emulator listener failed");
-        }
-    })
+    let signal = async move {
+        // An error means the state is gone, which also means stop.
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    tokio::spawn(conn::serve(listener, router, signal))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use super::Ctx;
 use super::auth::{self, Accepted};
+use super::conn::Connection;
 use super::faults::{self, Applied, Garble};
 use super::replies::{self, Reply};
 use super::respond;
@@ -99,6 +101,7 @@ fn deployment_op(rest: &[&str]) -> Option<Operation> {
 /// The data plane: the fallback handler of every listener.
 pub(crate) async fn handle(
     State(ctx): State<Ctx>,
+    conn: Option<Extension<Connection>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -107,20 +110,41 @@ pub(crate) async fn handle(
     let shared = &ctx.shared;
     shared.count_data_request();
     let seq = shared.record(SeenRequest::from_parts(&method, &uri, &headers, &body));
-    let (response, accepted) = answer(&ctx, &method, &uri, &headers, &body, seq).await;
+    let conn = conn.map(|Extension(c)| c);
+    let request = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+        seq,
+        conn: conn.as_ref(),
+    };
+    let (response, accepted) = answer(&ctx, request).await;
     let response = finish(response, accepted.as_ref());
     shared.set_status(seq, response.status().as_u16());
     response
 }
 
-async fn answer(
-    ctx: &Ctx,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
+/// One data-plane request as [`answer`] reads it.
+struct Incoming<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    /// Its number in the request log.
     seq: u64,
-) -> (Response, Option<Accepted>) {
+    conn: Option<&'a Connection>,
+}
+
+async fn answer(ctx: &Ctx, request: Incoming<'_>) -> (Response, Option<Accepted>) {
+    let Incoming {
+        method,
+        uri,
+        headers,
+        body,
+        seq,
+        conn,
+    } = request;
     let shared = &ctx.shared;
     let route = Route::parse(method, uri.path());
     let api_version = query_param(uri, "api-version");
@@ -136,12 +160,15 @@ async fn answer(
     };
     let sample_ctx = sample_context(ctx, &route, headers, api_version.as_deref());
 
-    let fault = deployment.as_deref().and_then(|d| shared.pop_fault(d));
+    let fault = deployment
+        .as_deref()
+        .and_then(|d| faults::pop_for(shared, d, conn));
     if !shared.sleep(shared.config.latency).await {
         return (respond::shutting_down(), None);
     }
     let shaping = match faults::apply(shared, fault, &sample_ctx).await {
         Applied::Answer(response) => return (response, None),
+        Applied::Cut | Applied::CutIfReused => return (faults::cut(shared, conn).await, None),
         Applied::Proceed {
             reset_after,
             garble,

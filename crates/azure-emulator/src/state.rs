@@ -556,6 +556,14 @@ impl Shared {
             .extend(faults);
     }
 
+    /// Puts a popped fault back at the head of its deployment's queue.
+    pub(crate) fn unpop_fault(&self, deployment: &str, fault: Fault) {
+        lock(&self.faults)
+            .entry(deployment.to_owned())
+            .or_default()
+            .push_front(fault);
+    }
+
     pub(crate) fn pop_fault(&self, deployment: &str) -> Option<Fault> {
         lock(&self.faults)
             .get_mut(deployment)

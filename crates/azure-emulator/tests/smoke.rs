@@ -607,6 +607,71 @@ async fn foundry_takes_only_its_audience_and_regional_endpoints_refuse_tokens() 
     assert_eq!(emu.stats().data_requests, 4);
 }
 
+/// Sends a chat completion on `client` (its kept-alive connections reused): the status, or the
+/// transport error's text.
+async fn chat_on(client: &reqwest::Client, emu: &Emulator, token: &str) -> Result<u16, String> {
+    client
+        .post(url(&emu.url(), CHAT))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(hello().to_string())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test]
+async fn a_reset_after_the_request_reaches_the_client_as_a_reset_with_no_answer() {
+    let emu = start(EmulatorConfig::default()).await;
+    let token = emu.mint(&MintSpec::new(COG));
+    emu.script("gpt-4o", vec![Fault::ResetAfterRequest]);
+    let c = client();
+    let err = chat_on(&c, &emu, &token).await.unwrap_err();
+    assert!(
+        err.contains("reset") || err.contains("IncompleteMessage") || err.contains("closed"),
+        "{err}"
+    );
+    // The request arrived whole before the reset.
+    assert_eq!(emu.stats().data_requests, 1);
+    assert_eq!(chat_on(&c, &emu, &token).await, Ok(200));
+}
+
+#[tokio::test]
+async fn a_stale_connection_fault_waits_for_a_request_on_a_kept_alive_connection() {
+    let emu = start(EmulatorConfig::default()).await;
+    let token = emu.mint(&MintSpec::new(COG));
+    emu.script("gpt-4o", vec![Fault::StaleConnection]);
+    // New connections pass (each client has its own), and the fault stays queued.
+    for _ in 0..2 {
+        assert_eq!(chat_on(&client(), &emu, &token).await, Ok(200));
+    }
+    let c = client();
+    assert_eq!(chat_on(&c, &emu, &token).await, Ok(200));
+    // The second request on that client's connection finds it closed under it.
+    assert!(chat_on(&c, &emu, &token).await.is_err());
+    assert_eq!(chat_on(&c, &emu, &token).await, Ok(200));
+    assert_eq!(chat_on(&c, &emu, &token).await, Ok(200));
+}
+
+#[tokio::test]
+async fn file_uploads_pop_the_faults_scripted_for_files() {
+    let emu = start(EmulatorConfig::default()).await;
+    let token = emu.mint(&MintSpec::new(COG));
+    emu.script("files", vec![Fault::Status(503), Fault::ResetAfterRequest]);
+    let form = "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\r\n--b--\r\n";
+    let upload = |c: reqwest::Client| {
+        c.post(url(&emu.url(), "openai/files?api-version=2024-10-21"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(form)
+            .send()
+    };
+    assert_eq!(upload(client()).await.unwrap().status(), 503);
+    assert!(upload(client()).await.is_err());
+    assert_eq!(upload(client()).await.unwrap().status(), 200);
+}
+
 #[tokio::test]
 async fn scripted_faults_pop_one_per_request() {
     let emu = start(EmulatorConfig::default()).await;

@@ -269,6 +269,7 @@ impl Req<'_> {
 /// The handler of every listener of a service kind.
 pub(crate) async fn handle(
     State(ctx): State<Ctx>,
+    conn: Option<axum::Extension<crate::conn::Connection>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -277,7 +278,7 @@ pub(crate) async fn handle(
 ) -> Response {
     if ctx.kind == ResourceKind::AiServices && !cognitive::is_own_path(uri.path()) {
         // A multi-service resource's custom domain serves the OpenAI data plane too.
-        return crate::openai::handle(State(ctx), method, uri, headers, body).await;
+        return crate::openai::handle(State(ctx), conn, method, uri, headers, body).await;
     }
     let shared = &ctx.shared;
     shared.count_data_request();
