@@ -97,6 +97,13 @@ pub enum ProxyError {
         limit: &'static str,
         limit_secs: f64,
     },
+    #[error(
+        "backend {backend} closed the connection after the request was sent, before any answer: {detail}"
+    )]
+    UpstreamReset {
+        backend: String,
+        detail: &'static str,
+    },
 }
 
 /// Every value [`ProxyError::code`] can return, in the order the troubleshooting chapter of the
@@ -142,6 +149,7 @@ pub const CODES: &[&str] = &[
     "identity_unavailable",
     "upstream_unreachable",
     "upstream_timeout",
+    "upstream_reset",
     "backends_cooling_down",
     "backend_busy",
     "too_many_websockets",
@@ -250,6 +258,7 @@ impl ProxyError {
             ProxyError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -274,6 +283,7 @@ impl ProxyError {
             ProxyError::CoolingDown { .. } => "backends_cooling_down",
             ProxyError::BackendBusy { .. } => "backend_busy",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::UpstreamReset { .. } => "upstream_reset",
             ProxyError::TooManyWebSockets { .. } => "too_many_websockets",
             ProxyError::WebSocketHandshake { .. } => "invalid_websocket_handshake",
             ProxyError::MissingQueryModel { .. } => "missing_model",
@@ -507,6 +517,10 @@ mod tests {
                 limit: "",
                 limit_secs: 1.0,
             },
+            ProxyError::UpstreamReset {
+                backend: s(),
+                detail: "",
+            },
         ]);
         for e in &all {
             kind_of(e);
@@ -563,7 +577,8 @@ mod tests {
             | ProxyError::WebSocketHandshake { .. }
             | ProxyError::MissingQueryModel { .. }
             | ProxyError::UpstreamUnreachable { .. }
-            | ProxyError::UpstreamTimeout { .. } => {}
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamReset { .. } => {}
         }
     }
 

@@ -241,8 +241,42 @@ pub(super) fn cooling_down(backends: &Backends, routes: &[Route]) -> ProxyError 
     }
 }
 
+/// The outcome of an attempt that got no answer from Azure: by what Azure may have done with
+/// the request, with the error the client gets if nothing better comes.
+pub(super) fn failed_attempt<'r>(
+    e: upstream::Error,
+    backend: &str,
+    limit: usize,
+    replayable: bool,
+    safe_to_repeat: bool,
+) -> super::AttemptOutcome<'r> {
+    use super::attempts::Outcome;
+    use upstream::Failure;
+    let reset = |detail| ProxyError::UpstreamReset {
+        backend: backend.to_string(),
+        detail,
+    };
+    match e.failure() {
+        Failure::Stale if replayable => Outcome::Stale(reset(STALE_AGAIN)),
+        Failure::Stale => Outcome::Stale(reset(STALE_STREAMED)),
+        Failure::Reset if !safe_to_repeat => Outcome::Reset(reset(RESET_CHANGES_STATE)),
+        Failure::Reset if !replayable => Outcome::Reset(reset(RESET_STREAMED)),
+        Failure::Reset => Outcome::Reset(reset(RESET_EVERY_TARGET)),
+        Failure::Connect => Outcome::ConnectFailed(upstream_error(e, backend, limit)),
+        Failure::Other => Outcome::Failed(upstream_error(e, backend, limit)),
+    }
+}
+
+/// [`ProxyError::UpstreamReset`] details.
+const STALE_AGAIN: &str = "Azure had closed the kept-alive connection, so it did not process the request, and closed the next ones too; retry shortly";
+const STALE_STREAMED: &str = "Azure had closed the kept-alive connection, so it did not process the request, but its body was streamed through and cannot be sent again; retry the request";
+const RESET_CHANGES_STATE: &str = "Azure may have processed the request. It was not sent again, because it creates or changes state (files, uploads, batches, fine-tuning, assistants, threads, vector stores, stored responses) and sending it twice could do that twice: check whether it took effect before retrying";
+const RESET_STREAMED: &str =
+    "Azure may have processed the request. Its body was streamed through and cannot be sent again";
+const RESET_EVERY_TARGET: &str = "Azure may have processed the request. It was sent to every target allowed (upstream.max_attempts, upstream.request_timeout_secs); retry later";
+
 /// The error for an attempt that got no answer from Azure.
-pub(super) fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
+fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
     if upstream::body_too_large(&e) {
         return ProxyError::BodyTooLarge { limit };
     }

@@ -19,7 +19,13 @@ pub(super) struct Limits {
     pub replayable: bool,
     /// Whether a request that timed out may be sent again (`upstream.replay_after_timeout`).
     pub replay_after_timeout: bool,
+    /// Whether sending the request twice costs at most a second answer (inference calls), so
+    /// that a request Azure may have processed can go to the next target.
+    pub safe_to_replay: bool,
 }
+
+/// Resends after a kept-alive connection closed under a request, per request.
+const MAX_STALE_RESENDS: u32 = 2;
 
 /// The attempts of one request over its routes (numbered in the order routing gave them).
 #[derive(Debug)]
@@ -31,10 +37,13 @@ pub(super) struct Attempts<A, E> {
     made: u32,
     /// The route being tried.
     current: Option<usize>,
-    /// The route to send again with a fresh token, before any other.
+    /// The route to send the request to again, before any other, as part of the same attempt:
+    /// with a fresh token, or on another connection after a kept-alive one closed under it.
     replay: Option<usize>,
     /// A fresh token was already tried: there is no second one.
     refreshed: bool,
+    /// Resends after a kept-alive connection closed under the request.
+    stale_resends: u32,
     /// The last answer that was retried (route, answer): what the client gets if nothing
     /// better comes.
     kept_answer: Option<(usize, A)>,
@@ -57,17 +66,11 @@ pub(super) struct Try {
     pub route: usize,
     /// Which attempt this is, from 1; a replay with a fresh token keeps its attempt's number.
     pub attempt: u32,
-    /// The same request, sent again with a fresh token after Azure refused the last one.
+    /// The same request, sent again on the same route as part of the same attempt: with a
+    /// fresh token after Azure refused the last one, or after a kept-alive connection closed.
     pub replay: bool,
     /// The route whose answer was retried last, if one was (to tell a failover).
     pub after_answer_from: Option<usize>,
-}
-
-impl Try {
-    /// Whether this is not the request's first attempt.
-    pub(super) fn is_retry(&self) -> bool {
-        self.attempt > 1
-    }
 }
 
 /// How a request ends when nothing is left to try.
@@ -88,7 +91,13 @@ pub(super) enum Outcome<A, E> {
     TimedOut(E),
     /// The connection failed: nothing reached Azure.
     ConnectFailed(E),
-    /// Any other failure to get an answer (the connection closed, the body failed).
+    /// Azure closed a kept-alive connection as the request was sent on it, before answering:
+    /// it did not process the request.
+    Stale(E),
+    /// A new connection was reset after the request was sent, before any answer: Azure may
+    /// have processed the request.
+    Reset(E),
+    /// Any other failure to get an answer (a protocol error, the request body failed).
     Failed(E),
     /// A 401 for a cached token; `refresh_may_help` when Azure refused the token itself.
     Refused { answer: A, refresh_may_help: bool },
@@ -136,6 +145,7 @@ impl<A, E> Attempts<A, E> {
             current: None,
             replay: None,
             refreshed: false,
+            stale_resends: 0,
             kept_answer: None,
             kept_error: None,
         }
@@ -220,9 +230,29 @@ impl<A, E> Attempts<A, E> {
                     pause: Some(pause_after(self.made)),
                 }
             }
-            Outcome::TimedOut(e) | Outcome::ConnectFailed(e) | Outcome::Failed(e) => {
-                Decision::Fail(e)
+            // Nothing was processed: the same route again, on another connection.
+            Outcome::Stale(e)
+                if self.limits.replayable
+                    && self.stale_resends < MAX_STALE_RESENDS
+                    && now < self.limits.deadline =>
+            {
+                self.stale_resends += 1;
+                self.replay = self.current;
+                self.kept_error = Some(e);
+                Decision::Retry { pause: None }
             }
+            // Azure may have processed it: only a request that is safe to repeat goes on, to
+            // the next route first.
+            Outcome::Reset(e) if more && self.limits.replayable && self.limits.safe_to_replay => {
+                self.requeue();
+                self.kept_error = Some(e);
+                Decision::Retry { pause: None }
+            }
+            Outcome::TimedOut(e)
+            | Outcome::ConnectFailed(e)
+            | Outcome::Stale(e)
+            | Outcome::Reset(e)
+            | Outcome::Failed(e) => Decision::Fail(e),
             Outcome::Refused {
                 answer,
                 refresh_may_help: true,
@@ -302,6 +332,7 @@ mod tests {
             deadline: Instant::now() + SOON,
             replayable: true,
             replay_after_timeout: false,
+            safe_to_replay: true,
         }
     }
 
@@ -360,7 +391,7 @@ mod tests {
     fn a_success_is_answered_at_once() {
         let mut a = Plain::new(2, limits(3));
         let t = try_(&mut a);
-        assert!(!t.is_retry());
+        assert_eq!(t.attempt, 1);
         assert_eq!(
             a.on(Outcome::Answered("200"), Instant::now()),
             Decision::Answer("200")
@@ -380,7 +411,6 @@ mod tests {
         ));
         let t = try_(&mut a);
         assert_eq!((t.route, t.attempt, t.after_answer_from), (1, 2, Some(0)));
-        assert!(t.is_retry());
         assert!(matches!(
             a.on(overloaded("503", None), Instant::now()),
             Decision::Retry { .. }
@@ -671,6 +701,93 @@ mod tests {
         assert_eq!(
             answer_timeout(now + Duration::from_secs(5), now, fb),
             (Duration::ZERO, "upstream.request_timeout_secs")
+        );
+    }
+
+    #[test]
+    fn a_stale_connection_is_resent_on_the_same_route_without_using_an_attempt() {
+        // max_attempts = 1 (no retries), and not safe to repeat: still resent, as nothing was
+        // processed.
+        let mut a = Plain::new(
+            2,
+            Limits {
+                safe_to_replay: false,
+                ..limits(1)
+            },
+        );
+        let first = try_(&mut a);
+        assert_eq!(
+            a.on(Outcome::Stale("closed"), Instant::now()),
+            Decision::Retry { pause: None }
+        );
+        let again = try_(&mut a);
+        assert_eq!(
+            (again.route, again.attempt, again.replay),
+            (first.route, 1, true)
+        );
+        assert_eq!(
+            a.on(Outcome::Stale("closed"), Instant::now()),
+            Decision::Retry { pause: None }
+        );
+        try_(&mut a);
+        // Bounded: a third stale connection in a row is the client's error.
+        assert_eq!(
+            a.on(Outcome::Stale("closed"), Instant::now()),
+            Decision::Fail("closed")
+        );
+    }
+
+    #[test]
+    fn a_stale_connection_with_a_streamed_body_fails() {
+        let mut a = Plain::new(
+            2,
+            Limits {
+                replayable: false,
+                ..limits(3)
+            },
+        );
+        try_(&mut a);
+        assert_eq!(
+            a.on(Outcome::Stale("closed"), Instant::now()),
+            Decision::Fail("closed")
+        );
+    }
+
+    #[test]
+    fn a_reset_goes_to_the_next_route_only_when_the_request_is_safe_to_repeat() {
+        let mut a = Plain::new(2, limits(3));
+        assert_eq!(try_(&mut a).route, 0);
+        assert_eq!(
+            a.on(Outcome::Reset("reset"), Instant::now()),
+            Decision::Retry { pause: None }
+        );
+        let t = try_(&mut a);
+        assert_eq!((t.route, t.attempt), (1, 2));
+        assert_eq!(
+            a.on(Outcome::Answered("200"), Instant::now()),
+            Decision::Answer("200")
+        );
+
+        // A file upload, say: never sent twice.
+        let mut a = Plain::new(
+            2,
+            Limits {
+                safe_to_replay: false,
+                ..limits(3)
+            },
+        );
+        try_(&mut a);
+        assert_eq!(
+            a.on(Outcome::Reset("reset"), Instant::now()),
+            Decision::Fail("reset")
+        );
+
+        // Safe, but out of attempts: the reset is the answer.
+        let mut a = Plain::new(2, limits(1));
+        try_(&mut a);
+        assert_eq!(
+            a.on(Outcome::Reset("reset"), Instant::now()),
+            Decision::Fail("reset")
         );
     }
 

@@ -9,6 +9,7 @@ mod attempts;
 mod body;
 mod headers;
 mod multipart;
+mod replay;
 pub mod usage;
 mod usage_scan;
 mod websocket;
@@ -21,9 +22,10 @@ use crate::identity::{self, UpstreamToken};
 use crate::inbound::Caller;
 use crate::routing::{self, BACKEND_HEADER, Plan, Route};
 use crate::state::Snapshot;
+use crate::telemetry::RetryReason;
 use crate::telemetry::trace::{ChildSpan, RequestSpan};
 use crate::upstream;
-use attempts::{Attempts, Decision, Limits, Next, Outcome, Stop, Try};
+use attempts::{Attempts, Decision, Limits, Next, Outcome, Stop};
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, request};
@@ -153,7 +155,9 @@ async fn proxy(
     if plan == Plan::ListModels && parts.method == Method::GET {
         return Ok(answer::list_models(state));
     }
-    let replay_limit = (upstream_cfg.max_attempts > 1).then_some(upstream_cfg.retry_buffer_bytes);
+    // Kept even without retries: a request Azure's closed keep-alive connection never
+    // processed is always sent again.
+    let replay_limit = Some(upstream_cfg.retry_buffer_bytes);
     let limit = state.config.server.max_body_bytes;
     let key = key_of(caller);
     // A key with token limits needs the body: for the estimate and to ask for usage.
@@ -347,6 +351,11 @@ impl Exchange<'_> {
     ) -> Result<Response, ProxyError> {
         let upstream_cfg = &self.state.config.upstream;
         let backends = self.state.routes.backends();
+        let safe_to_repeat = replay::safe_to_repeat(
+            &parts.method,
+            routes[0].uri.path(),
+            inbound.bytes().map(|b| &b[..]),
+        );
         let mut attempts = Attempts::new(
             routes.len(),
             Limits {
@@ -354,8 +363,12 @@ impl Exchange<'_> {
                 deadline: self.deadline,
                 replayable: inbound.is_replayable(),
                 replay_after_timeout: upstream_cfg.replay_after_timeout,
+                safe_to_replay: safe_to_repeat,
             },
         );
+        // Why the next attempt is made, and where the last one went.
+        let mut retrying: Option<RetryReason> = None;
+        let mut last_backend = None;
         // The client's headers, cleaned: made once for the first attempt (most requests make
         // only one), again for each later one.
         let mut first_headers = Some(upstream_headers(&parts.headers, self.request_id));
@@ -370,7 +383,11 @@ impl Exchange<'_> {
                 }
             };
             let route = &routes[next.route];
-            count_retry(self.state, routes, &next);
+            if let Some(reason) = retrying.take() {
+                let failover = last_backend.is_some_and(|b| b != route.backend);
+                backends[route.backend].metrics.retry(reason, failover);
+            }
+            last_backend = Some(route.backend);
             let sending = Sending {
                 route,
                 headers: first_headers
@@ -378,6 +395,7 @@ impl Exchange<'_> {
                     .unwrap_or_else(|| upstream_headers(&parts.headers, self.request_id)),
                 parts,
                 may_refresh: attempts.may_refresh(),
+                safe_to_repeat,
             };
             let mut span = self.trace.attempt(
                 next.attempt,
@@ -405,11 +423,13 @@ impl Exchange<'_> {
                 Decision::Answer(a) => return Ok(self.finish(a).await),
                 Decision::Fail(e) => return Err(e),
                 Decision::Refresh(refused) => {
-                    span.retry("token_refused");
+                    span.retry(RetryReason::TokenRefused.name());
+                    retrying = Some(RetryReason::TokenRefused);
                     Box::pin(self.refresh(refused)).await;
                 }
                 Decision::Retry { pause } => {
-                    span.retry(reason);
+                    span.retry(reason.map_or("failed", RetryReason::name));
+                    retrying = reason;
                     drop(span);
                     if let Some((status, wait)) = overloaded {
                         tracing::info!(backend = %backends[route.backend].name(), status, attempt = next.attempt, retry_after_ms = wait.map(|w| w.as_millis() as u64), "retrying on the next target");
@@ -423,31 +443,17 @@ impl Exchange<'_> {
     }
 }
 
-/// Why an outcome that is retried was not the answer (`entra_proxy.retry.reason`).
-fn retry_reason(outcome: &AttemptOutcome<'_>) -> &'static str {
+/// Why an outcome that is retried was not the answer (`entra_proxy.retry.reason`, and the
+/// `reason` of `entra_proxy_retries_total`); `None` for outcomes never retried.
+fn retry_reason(outcome: &AttemptOutcome<'_>) -> Option<RetryReason> {
     match outcome {
-        Outcome::TimedOut(_) => "timeout",
-        Outcome::ConnectFailed(_) => "connect_failed",
-        Outcome::Failed(_) => "failed",
-        Outcome::Refused { .. } => "token_refused",
-        Outcome::Overloaded { .. } => "overloaded",
-        Outcome::Answered(_) => "answered",
-    }
-}
-
-/// Counts a retry, and a failover when the answer retried last came from another backend.
-fn count_retry(state: &Snapshot, routes: &[Route], next: &Try) {
-    if !next.is_retry() {
-        return;
-    }
-    let backend = routes[next.route].backend;
-    let name = state.routes.backends()[backend].name();
-    metrics::counter!("entra_proxy_retries_total", "backend" => name.to_string()).increment(1);
-    if next
-        .after_answer_from
-        .is_some_and(|earlier| routes[earlier].backend != backend)
-    {
-        metrics::counter!("entra_proxy_failovers_total", "to" => name.to_string()).increment(1);
+        Outcome::TimedOut(_) => Some(RetryReason::Timeout),
+        Outcome::ConnectFailed(_) => Some(RetryReason::ConnectFailed),
+        Outcome::Stale(_) => Some(RetryReason::StaleConnection),
+        Outcome::Reset(_) => Some(RetryReason::Reset),
+        Outcome::Refused { .. } => Some(RetryReason::TokenRefused),
+        Outcome::Overloaded { .. } => Some(RetryReason::Overloaded),
+        Outcome::Failed(_) | Outcome::Answered(_) => None,
     }
 }
 
@@ -459,6 +465,8 @@ struct Sending<'r, 'p> {
     parts: &'p request::Parts,
     /// Whether a 401 could still earn a fresh token (so its body is worth reading).
     may_refresh: bool,
+    /// Whether the request may be sent twice ([`replay::safe_to_repeat`]).
+    safe_to_repeat: bool,
 }
 
 impl Exchange<'_> {
@@ -494,14 +502,9 @@ impl Exchange<'_> {
                 limit_secs: wait.as_secs_f64(),
             }),
             Ok(Err(e)) => {
-                let connect = e.is_connect();
                 let limit = state.config.server.max_body_bytes;
-                let err = answer::upstream_error(e, backend.name(), limit);
-                if connect {
-                    Outcome::ConnectFailed(err)
-                } else {
-                    Outcome::Failed(err)
-                }
+                let replayable = inbound.is_replayable();
+                answer::failed_attempt(e, backend.name(), limit, replayable, sending.safe_to_repeat)
             }
             Ok(Ok(response)) => {
                 backend
@@ -521,7 +524,12 @@ impl Exchange<'_> {
                 }
             }
         };
-        if let Outcome::TimedOut(e) | Outcome::ConnectFailed(e) | Outcome::Failed(e) = &outcome {
+        if let Outcome::TimedOut(e)
+        | Outcome::ConnectFailed(e)
+        | Outcome::Stale(e)
+        | Outcome::Reset(e)
+        | Outcome::Failed(e) = &outcome
+        {
             span.failed(e.code());
         }
         Ok((outcome, answered_at))

@@ -91,6 +91,49 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug)]
 pub struct BackendMetrics {
     upstream_seconds: std::sync::Arc<histogram::Histogram>,
+    /// `entra_proxy_retries_total{backend, reason}`, by [`RetryReason`].
+    retries: [metrics::Counter; RetryReason::ALL.len()],
+    /// `entra_proxy_failovers_total{to}`.
+    failovers: metrics::Counter,
+}
+
+/// Why an attempt was followed by another: the `reason` of `entra_proxy_retries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// No answer head in time, with `upstream.replay_after_timeout`.
+    Timeout,
+    /// No connection could be made.
+    ConnectFailed,
+    /// Azure closed a kept-alive connection as the request was sent on it.
+    StaleConnection,
+    /// A new connection was reset before any answer; the request is safe to repeat.
+    Reset,
+    /// Azure refused the cached token; sent again with a fresh one.
+    TokenRefused,
+    /// A 429 or 5xx.
+    Overloaded,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::Timeout,
+        RetryReason::ConnectFailed,
+        RetryReason::StaleConnection,
+        RetryReason::Reset,
+        RetryReason::TokenRefused,
+        RetryReason::Overloaded,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryReason::Timeout => "timeout",
+            RetryReason::ConnectFailed => "connect_failed",
+            RetryReason::StaleConnection => "stale_connection",
+            RetryReason::Reset => "reset",
+            RetryReason::TokenRefused => "token_refused",
+            RetryReason::Overloaded => "overloaded",
+        }
+    }
 }
 
 impl BackendMetrics {
@@ -101,12 +144,29 @@ impl BackendMetrics {
                 "entra_proxy_upstream_seconds",
                 &[("backend", backend)],
             ),
+            retries: RetryReason::ALL.map(|r| {
+                metrics::counter!("entra_proxy_retries_total", "backend" => backend.to_string(), "reason" => r.name())
+            }),
+            failovers: metrics::counter!("entra_proxy_failovers_total", "to" => backend.to_string()),
         }
     }
 
     /// Seconds from sending to Azure's answer head.
     pub fn upstream_seconds(&self, seconds: f64) {
         self.upstream_seconds.record(seconds);
+    }
+
+    /// An attempt on this backend that follows an earlier one of the same request, for
+    /// `reason`; a failover too when the earlier one went to another backend.
+    pub fn retry(&self, reason: RetryReason, failover: bool) {
+        let i = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.retries[i].increment(1);
+        if failover {
+            self.failovers.increment(1);
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 mod pool;
 
-pub(crate) use pool::PooledBody;
+pub(crate) use pool::{Failure, PooledBody};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;

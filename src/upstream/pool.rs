@@ -70,8 +70,24 @@ struct GiveBack {
 /// A failure to get an answer: connecting (TCP, TLS, handshake) or sending.
 #[derive(Debug)]
 pub struct Error {
-    connect: bool,
+    kind: Failure,
     source: BoxError,
+}
+
+/// When a request failed, as far as it tells what Azure may have done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made: nothing reached Azure.
+    Connect,
+    /// A kept-alive connection was closed (or reset) by Azure with no byte of an answer: the
+    /// race between Azure closing an idle connection and a request taking it. Azure did not
+    /// process the request.
+    Stale,
+    /// A new connection was reset or closed after the request was sent, before any byte of
+    /// an answer: Azure may have processed it.
+    Reset,
+    /// Anything else (a request body that failed, a protocol error).
+    Other,
 }
 
 impl Host {
@@ -165,7 +181,7 @@ impl Pool {
                     request = unsent;
                     idle = self.checkout(host);
                 }
-                _ => return Err(Error::send(failed.into_error())),
+                _ => return Err(Error::send(failed.into_error(), reused)),
             }
         }
     }
@@ -370,29 +386,73 @@ impl std::fmt::Debug for PooledBody {
 impl Error {
     fn connect(source: BoxError) -> Error {
         Error {
-            connect: true,
+            kind: Failure::Connect,
             source,
         }
     }
 
-    fn send(source: hyper::Error) -> Error {
+    /// A failure once the request had left on a connection (`reused`: one kept alive from an
+    /// earlier request).
+    fn send(source: hyper::Error, reused: bool) -> Error {
+        let kind = match (closed_before_answer(&source), reused) {
+            (true, true) => Failure::Stale,
+            (true, false) => Failure::Reset,
+            (false, _) => Failure::Other,
+        };
         Error {
-            connect: false,
+            kind,
             source: Box::new(source),
         }
     }
 
     /// Whether no connection could be made (nothing was sent).
     pub fn is_connect(&self) -> bool {
-        self.connect
+        self.kind == Failure::Connect
     }
+
+    /// What the failure says about whether Azure may have processed the request.
+    pub fn failure(&self) -> Failure {
+        self.kind
+    }
+}
+
+/// Whether Azure closed or reset the connection before any answer came: hyper's "connection
+/// closed before message completed", or a reset, aborted or broken connection underneath.
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.connect {
-            true => write!(f, "cannot connect: {}", self.source),
-            false => write!(f, "request failed: {}", self.source),
+        match self.kind {
+            Failure::Connect => write!(f, "cannot connect: {}", self.source),
+            Failure::Stale => write!(
+                f,
+                "Azure closed the kept-alive connection as the request was sent: {}",
+                self.source
+            ),
+            Failure::Reset => write!(
+                f,
+                "the connection was reset after the request was sent, before any answer: {}",
+                self.source
+            ),
+            Failure::Other => write!(f, "request failed: {}", self.source),
         }
     }
 }

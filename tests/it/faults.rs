@@ -586,3 +586,92 @@ async fn token_acquisitions_follow_token_lifetimes_not_load() {
     );
     h.stop().await;
 }
+
+/// `entra_proxy_retries_total` for a backend and reason, now (0 when never counted).
+async fn retries(h: &Harness, backend: &str, reason: &str) -> f64 {
+    metric(
+        h.addr,
+        "entra_proxy_retries_total",
+        &[("backend", backend), ("reason", reason)],
+    )
+    .await
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_chat_completion_reset_before_any_answer_fails_over_to_the_next_target() {
+    let h = two_regions("").await;
+    let before = retries(&h, "west", "reset").await;
+    // East resets every connection once the request has arrived.
+    h.emulator
+        .script("gpt-4o", vec![Fault::ResetAfterRequest; 5]);
+    for _ in 0..2 {
+        let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["choices"][0]["message"]["content"].is_string(),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        deployments_seen(&h),
+        vec!["gpt-4o", "gpt-4o-west", "gpt-4o", "gpt-4o-west"]
+    );
+    assert_eq!(retries(&h, "west", "reset").await - before, 2.0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_upload_reset_before_any_answer_is_not_sent_again_and_says_it_may_have_been_processed()
+ {
+    let h = start().await;
+    h.emulator.script("files", vec![Fault::ResetAfterRequest]);
+    let form = "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\r\n--b--\r\n";
+    let r = client()
+        .post(h.url("/v1/files"))
+        .header("api-key", KEY)
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_reset"));
+    assert_eq!(
+        message,
+        "backend primary closed the connection after the request was sent, before any answer: Azure may have processed the request. It was not sent again, because it creates or changes state (files, uploads, batches, fine-tuning, assistants, threads, vector stores, stored responses) and sending it twice could do that twice: check whether it took effect before retrying"
+    );
+    // Sent once, never replayed.
+    assert_eq!(h.emulator.requests().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_on_a_kept_alive_connection_azure_closed_is_sent_again() {
+    // One serving thread, so the second request takes the connection the first left idle;
+    // no retries at all.
+    let emu = emulator().await;
+    let text = base_config(&emu.url())
+        .replace("[server]\n", "[server]\nworkers = 1\n")
+        .replace("[azure]", "[upstream]\nmax_attempts = 1\n\n[azure]");
+    let h = proxy(emu, &text).await;
+    let before = retries(&h, "primary", "stale_connection").await;
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    h.emulator.script("gpt-4o", vec![Fault::StaleConnection]);
+    // Nothing was processed: it goes again, though retries are off.
+    let r = post(
+        &h,
+        "/openai/deployments/gpt-4o/chat/completions",
+        &chat_body("gpt-4o"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.emulator.requests().len(), 3);
+    assert_eq!(
+        retries(&h, "primary", "stale_connection").await - before,
+        1.0
+    );
+    h.stop().await;
+}
