@@ -4,7 +4,7 @@
 
 use entra_proxy::claims;
 use entra_proxy::config::{Config, KeyDigest};
-use entra_proxy::inbound::{AuthError, Authenticator, Caller, CredentialSource};
+use entra_proxy::inbound::{AuthError, Authenticator, Caller, CallerLabel, CredentialSource, Held};
 use http::{HeaderMap, HeaderValue};
 use std::sync::OnceLock;
 
@@ -339,22 +339,34 @@ pub fn check(data: &[u8]) {
         .runtime
         .block_on(setup.auth.authenticate_request(&headers, query));
     match &result {
-        Ok(Caller::VirtualKey { name, .. }) => {
+        Ok(Caller {
+            label: CallerLabel::Key(name),
+            ..
+        }) => {
             assert!(presents(VIRTUAL_KEY), "accepted an unknown key as {name}");
             assert_eq!(&**name, "team-a");
         }
-        Ok(Caller::LegacyKey { name, .. }) => {
+        Ok(Caller {
+            label: CallerLabel::LegacyKey(name),
+            ..
+        }) => {
             assert!(
                 presents(LEGACY_KEY),
                 "accepted an unknown legacy key as {name}"
             );
             assert_eq!(&**name, "old-resource-key");
         }
-        Ok(Caller::Anonymous) => assert!(
+        Ok(Caller {
+            held: Held::Nothing,
+            ..
+        }) => assert!(
             setup.anonymous_allowed,
             "anonymous caller without the sidecar rule"
         ),
-        Ok(Caller::App(app)) => {
+        Ok(Caller {
+            held: Held::App(app),
+            ..
+        }) => {
             assert!(
                 setup.client_credentials,
                 "client credentials accepted while disabled"
@@ -378,7 +390,11 @@ pub fn check(data: &[u8]) {
                 app.tenant
             );
         }
-        Ok(Caller::Entra { .. }) => panic!("an Entra token was accepted without its signing keys"),
+        Ok(Caller {
+            held: Held::Entra { .. },
+            ..
+        }) => panic!("an Entra token was accepted without its signing keys"),
+        Ok(other) => panic!("a caller of no known kind: {other:?}"),
         Err(e) => {
             let text = e.to_string();
             for secret in [VIRTUAL_KEY, LEGACY_KEY, EXPIRED_KEY] {

@@ -19,7 +19,7 @@ pub use headers::upstream_headers;
 use crate::diagnose;
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamToken};
-use crate::inbound::Caller;
+use crate::inbound::{Caller, Held};
 use crate::routing::{self, BACKEND_HEADER, Plan, Route};
 use crate::state::Snapshot;
 use crate::telemetry::RetryReason;
@@ -251,12 +251,7 @@ async fn form_upload(
 
 /// The key a caller used: its name and budget.
 fn key_of(caller: &Caller) -> Option<(&Arc<str>, crate::config::KeyBudget)> {
-    match caller {
-        Caller::VirtualKey { name, policy } | Caller::LegacyKey { name, policy } => {
-            Some((name, policy.budget))
-        }
-        _ => None,
-    }
+    Some((caller.label.name()?, caller.policy()?.budget))
 }
 
 /// The key's limits: counts the request (or refuses it before anything is sent), estimating
@@ -551,8 +546,8 @@ impl Exchange<'_> {
         .await;
         match found {
             Ok((token, lookup)) => {
-                span.token(lookup.name(), || match self.caller {
-                    Caller::App(_) => "client credentials".to_string(),
+                span.token(lookup.name(), || match self.caller.held {
+                    Held::App(_) => "client credentials".to_string(),
                     _ if lookup == identity::Lookup::Passthrough => "caller's token".to_string(),
                     _ => state.tokens.describe(),
                 });
@@ -638,7 +633,7 @@ impl Exchange<'_> {
         };
         self.state.tokens.invalidate(scope, token).await;
         if let Some(apps) = &self.state.apps
-            && let Caller::App(app) = self.caller
+            && let Held::App(app) = &self.caller.held
         {
             apps.invalidate(app, scope, token).await;
         }

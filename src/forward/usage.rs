@@ -640,7 +640,6 @@ impl TokenLabels {
         route: &crate::routing::Route,
     ) -> TokenLabels {
         use crate::fast_hash::{FastMap, FastState};
-        use crate::inbound::Caller;
         use std::cell::RefCell;
         use std::hash::BuildHasher as _;
         type Cached = (Box<[String; 4]>, Arc<[metrics::Counter; 3]>);
@@ -660,13 +659,7 @@ impl TokenLabels {
             None => "",
         };
         // The `key` label in two parts, so that a key's is not formatted to be looked up.
-        let (prefix, name) = match caller {
-            Caller::VirtualKey { name, .. } => ("key:", &**name),
-            Caller::LegacyKey { name, .. } => ("legacy-key:", &**name),
-            Caller::Entra { .. } => ("", "entra"),
-            Caller::App(_) => ("", "app"),
-            Caller::Anonymous => ("", "anonymous"),
-        };
+        let (prefix, name) = caller.label.parts();
         let labels = [prefix, name, model, deployment, backend.name()];
         let same = |kept: &[String; 4]| {
             kept[0].strip_prefix(prefix) == Some(name)

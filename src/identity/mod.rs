@@ -116,10 +116,10 @@ pub async fn token_lookup(
     backend: &crate::config::Backend,
 ) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
     use crate::error::ProxyError;
-    use crate::inbound::{AuthError, Caller, EntraUse};
+    use crate::inbound::{AuthError, EntraUse, Held};
     use secrecy::ExposeSecret as _;
-    match caller {
-        Caller::Entra {
+    match &caller.held {
+        Held::Entra {
             claims,
             use_: EntraUse::Passthrough,
             token,
@@ -144,7 +144,7 @@ pub async fn token_lookup(
             h.set_sensitive(true);
             Ok((UpstreamToken::Passthrough(h), Lookup::Passthrough))
         }
-        Caller::App(app) => {
+        Held::App(app) => {
             let Some(apps) = apps else {
                 return Err(AuthError::MissingTenant.into());
             };
@@ -170,10 +170,9 @@ pub async fn token_lookup(
                 },
             }
         }
-        Caller::VirtualKey { .. }
-        | Caller::LegacyKey { .. }
-        | Caller::Anonymous
-        | Caller::Entra {
+        Held::Key
+        | Held::Nothing
+        | Held::Entra {
             use_: EntraUse::Swap,
             ..
         } => match tokens.lookup(&backend.scope).await {

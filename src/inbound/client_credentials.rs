@@ -5,7 +5,11 @@
 use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::Digest as _;
+use super::{AuthError, Caller, CallerLabel, Held};
+use crate::config::ClientCredentialsInbound;
+use axum::http::HeaderMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Header a caller may use to name its tenant, when allowed.
 pub const TENANT_HEADER: &str = "x-ms-tenant-id";
@@ -62,8 +66,38 @@ pub fn parse_basic(value: &str) -> Result<(String, SecretString), &'static str> 
     Ok((id.to_string(), SecretString::from(secret.to_string())))
 }
 
+/// `Authorization: Basic` client credentials, with the tenant from the config or (when allowed)
+/// the `x-ms-tenant-id` header: the app caller, or why not.
+pub(super) fn authenticate(
+    settings: &ClientCredentialsInbound,
+    headers: &HeaderMap,
+    value: &str,
+) -> Result<Caller, AuthError> {
+    let (client_id, secret) = parse_basic(value).map_err(AuthError::MalformedAuthorization)?;
+    let header_tenant = headers
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let tenant = match (header_tenant, settings.allow_tenant_header, &settings.tenant_id) {
+        (Some(t), true, _) if !valid_tenant(t) => {
+            return Err(AuthError::MalformedAuthorization(
+                "x-ms-tenant-id is not a tenant id",
+            ));
+        }
+        (Some(t), true, _) => t.to_ascii_lowercase(),
+        (_, _, Some(t)) => t.clone(),
+        (_, _, None) => return Err(AuthError::MissingTenant),
+    };
+    Ok(Caller {
+        label: CallerLabel::App,
+        policy: None,
+        held: Held::App(Arc::new(AppCredential::new(&tenant, &client_id, secret))),
+    })
+}
+
 /// Whether a caller-supplied tenant is shaped like a tenant id or domain.
-pub(super) fn valid_tenant(t: &str) -> bool {
+fn valid_tenant(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && t.chars()

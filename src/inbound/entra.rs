@@ -399,6 +399,28 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// An Entra bearer token: validated (signature, issuer, audience, lifetime), the caller it
+/// names, or why not.
+pub(super) async fn authenticate(
+    validator: &EntraValidator,
+    token: &str,
+) -> Result<super::Caller, super::AuthError> {
+    use super::{AuthError, Caller, CallerLabel, Held};
+    let (claims, use_) = validator.validate(token).await.map_err(|e| match e {
+        EntraError::Rejected(r) => AuthError::TokenRejected(r),
+        EntraError::KeysUnavailable(k) => AuthError::SigningKeysUnavailable(k),
+    })?;
+    Ok(Caller {
+        label: CallerLabel::Entra,
+        policy: None,
+        held: Held::Entra {
+            claims: std::sync::Arc::new(claims),
+            use_,
+            token: secrecy::SecretString::from(token.to_string()),
+        },
+    })
+}
+
 /// "3 min", "2 h 5 min", "40 s".
 pub fn human_duration(secs: i64) -> String {
     let s = secs.unsigned_abs();

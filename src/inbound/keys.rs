@@ -1,6 +1,7 @@
 //! Proxy-issued virtual keys and legacy Azure resource keys, stored only as SHA-256 digests.
 
-use super::policy::KeyPolicy;
+use super::policy::{KeyPolicy, PolicyDenial};
+use super::{AuthError, Caller, CallerLabel, CredentialSource, Held};
 use crate::config::{KeyDigest, KeyEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +51,35 @@ impl KeyStore {
         let (stored, holder) = self.by_digest.get_key_value(&digest)?;
         bool::from(stored.0.ct_eq(&digest.0)).then_some(holder)
     }
+}
+
+/// A proxy key or an old Azure resource key: the caller it belongs to, or why not. An expired
+/// key is refused here, with the credential, whatever the request asks for.
+pub(super) fn authenticate(
+    store: &KeyStore,
+    presented: &str,
+    source: CredentialSource,
+) -> Result<Caller, AuthError> {
+    let holder = store
+        .lookup(presented)
+        .ok_or(AuthError::UnknownKey(source))?;
+    holder
+        .policy
+        .admit(time::OffsetDateTime::now_utc())
+        .map_err(|d| match d {
+            PolicyDenial::Expired { at } => AuthError::KeyExpired {
+                name: holder.name.to_string(),
+                at,
+            },
+        })?;
+    Ok(Caller {
+        label: match holder.legacy {
+            true => CallerLabel::LegacyKey(holder.name.clone()),
+            false => CallerLabel::Key(holder.name.clone()),
+        },
+        policy: Some(holder.policy.clone()),
+        held: Held::Key,
+    })
 }
 
 /// A fresh random key: `ep-` and 43 base64url characters (256 bits).

@@ -1,11 +1,16 @@
-//! Turns a request's credential headers into a [`Caller`]: who is calling and what the proxy
-//! will present upstream on their behalf. One file per kind of client credential.
+//! Turns a request's credential into a [`Caller`]: its label (the one name metrics, logs,
+//! traces and `/status` use), the policy that applies, and what it holds for the upstream step.
+//! One file per kind of credential, each with its own `authenticate`; [`presented`] finds which
+//! credential a request carries. Adding a kind: its file here, and in `identity` the bearer it
+//! gets upstream.
 
 mod client_credentials;
 mod entra;
 mod error;
 mod keys;
+mod label;
 mod policy;
+mod presented;
 pub mod query;
 pub mod subprotocol;
 
@@ -16,14 +21,14 @@ pub use entra::{
 };
 pub use error::{AuthError, CredentialSource};
 pub use keys::{KeyHolder, KeyStore, generate_key};
+pub use label::CallerLabel;
 pub use policy::{KeyPolicy, PolicyDenial};
 
-use crate::claims::{self, Claims};
+use crate::claims::Claims;
 use crate::config::{Config, InboundConfig, InboundMode};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName};
+use presented::Presented;
 use secrecy::SecretString;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The `api-key` header Azure SDKs send.
@@ -33,17 +38,20 @@ pub const SUBSCRIPTION_KEY: HeaderName = HeaderName::from_static("ocp-apim-subsc
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
-pub enum Caller {
-    /// A proxy-issued virtual key.
-    VirtualKey {
-        name: Arc<str>,
-        policy: Arc<KeyPolicy>,
-    },
-    /// An old Azure resource key, accepted so clients need not change; never forwarded.
-    LegacyKey {
-        name: Arc<str>,
-        policy: Arc<KeyPolicy>,
-    },
+pub struct Caller {
+    /// Its name in metrics, logs, traces and `/status`: never a credential.
+    pub label: CallerLabel,
+    /// The models, expiry and budgets that apply; `None` for callers without a policy.
+    pub policy: Option<Arc<KeyPolicy>>,
+    /// What the caller holds, as far as the upstream step needs it.
+    pub held: Held,
+}
+
+/// What a caller presented, as far as choosing its upstream bearer needs it.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// A proxy key or an old Azure resource key: never forwarded; the proxy's token goes up.
+    Key,
     /// A validated Entra token: forwarded as it is, or swapped for the proxy's token.
     Entra {
         claims: Arc<Claims>,
@@ -52,44 +60,37 @@ pub enum Caller {
     },
     /// A service principal's client credentials, exchanged for that app's own token.
     App(Arc<AppCredential>),
-    /// No credential, allowed because the proxy is a loopback sidecar (or explicitly configured).
-    Anonymous,
-}
-
-/// [`Caller::label`]: written straight into a log line, no string built per request.
-#[derive(Debug, Clone, Copy)]
-pub struct CallerLabel<'a>(&'a Caller);
-
-impl std::fmt::Display for CallerLabel<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Caller::VirtualKey { name, .. } => write!(f, "key:{name}"),
-            Caller::LegacyKey { name, .. } => write!(f, "legacy-key:{name}"),
-            Caller::Entra { claims, .. } => write!(
-                f,
-                "entra:{}",
-                claims
-                    .app_id()
-                    .or(claims.oid.as_deref())
-                    .unwrap_or("unknown")
-            ),
-            Caller::App(app) => write!(f, "app:{}", app.client_id),
-            Caller::Anonymous => f.write_str("anonymous"),
-        }
-    }
+    /// No credential, allowed because the proxy is a loopback sidecar (or so configured).
+    Nothing,
 }
 
 impl Caller {
-    /// A name safe to log and to return in headers: never a credential.
-    pub fn label(&self) -> CallerLabel<'_> {
-        CallerLabel(self)
+    /// The caller without a credential.
+    pub fn anonymous() -> Caller {
+        Caller {
+            label: CallerLabel::Anonymous,
+            policy: None,
+            held: Held::Nothing,
+        }
     }
 
-    /// The key policy that applies, if the caller used a key.
+    /// The caller's name, safe to log and to return in headers.
+    pub fn label(&self) -> &CallerLabel {
+        &self.label
+    }
+
+    /// The policy that applies, if any.
     pub fn policy(&self) -> Option<&KeyPolicy> {
-        match self {
-            Caller::VirtualKey { policy, .. } | Caller::LegacyKey { policy, .. } => Some(policy),
-            _ => None,
+        self.policy.as_deref()
+    }
+
+    /// Which app or principal an Entra or app caller is (its `azp`/`appid`, else its `oid`; the
+    /// client id of client credentials): ids, not secrets, for logs and `/status`.
+    pub fn principal(&self) -> Option<&str> {
+        match &self.held {
+            Held::Entra { claims, .. } => claims.app_id().or(claims.oid.as_deref()),
+            Held::App(app) => Some(&app.client_id),
+            Held::Key | Held::Nothing => None,
         }
     }
 }
@@ -101,13 +102,6 @@ pub struct Authenticator {
     allow_unauthenticated: bool,
     inbound: InboundConfig,
     entra: Option<EntraValidator>,
-}
-
-/// The credential a request carries, before it is checked.
-enum Presented<'a> {
-    Key(Cow<'a, str>, CredentialSource),
-    Jwt(&'a str),
-    Basic(&'a str),
 }
 
 impl Authenticator {
@@ -124,14 +118,18 @@ impl Authenticator {
         })
     }
 
+    /// Refuses a credential kind the config does not enable.
     fn require(&self, mode: InboundMode) -> Result<(), AuthError> {
-        if self.inbound.allows(mode) {
-            Ok(())
-        } else {
-            Err(AuthError::ModeDisabled {
-                mode: mode.name(),
-                enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
-            })
+        match self.inbound.allows(mode) {
+            true => Ok(()),
+            false => Err(self.disabled(mode)),
+        }
+    }
+
+    fn disabled(&self, mode: InboundMode) -> AuthError {
+        AuthError::ModeDisabled {
+            mode: mode.name(),
+            enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
         }
     }
 
@@ -141,179 +139,50 @@ impl Authenticator {
     }
 
     /// Authenticates by the credential headers, else an `api-key`/`subscription-key` query
-    /// parameter, else an `openai-insecure-api-key.<key>` WebSocket subprotocol.
+    /// parameter, else an `openai-insecure-api-key.<key>` WebSocket subprotocol. A key's models
+    /// are the policy step's to check, once the request is routed.
     pub async fn authenticate_request(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Caller, AuthError> {
-        let Some(presented) = presented_credential(headers, query, self.entra.is_some())? else {
-            return if self.allow_unauthenticated {
-                Ok(Caller::Anonymous)
-            } else {
-                Err(AuthError::MissingCredential)
+        let entra_enabled = self.entra.is_some();
+        let Some(presented) = presented::presented_credential(headers, query, entra_enabled)?
+        else {
+            return match self.allow_unauthenticated {
+                true => Ok(Caller::anonymous()),
+                false => Err(AuthError::MissingCredential),
             };
         };
         match presented {
+            // A sidecar without keys lets any key through: its clients need to send one.
+            Presented::Key(..) if self.allow_unauthenticated && self.keys.is_empty() => {
+                Ok(Caller::anonymous())
+            }
             Presented::Key(value, source) => {
-                if self.allow_unauthenticated && self.keys.is_empty() {
-                    return Ok(Caller::Anonymous);
-                }
                 self.require(InboundMode::Key)?;
-                let holder = self
-                    .keys
-                    .lookup(&value)
-                    .ok_or(AuthError::UnknownKey(source))?;
-                let policy = holder.policy.clone();
-                policy
-                    .admit(time::OffsetDateTime::now_utc())
-                    .map_err(|d| match d {
-                        PolicyDenial::Expired { at } => AuthError::KeyExpired {
-                            name: holder.name.to_string(),
-                            at,
-                        },
-                    })?;
-                let name = holder.name.clone();
-                Ok(if holder.legacy {
-                    Caller::LegacyKey { name, policy }
-                } else {
-                    Caller::VirtualKey { name, policy }
-                })
+                keys::authenticate(&self.keys, &value, source)
             }
             Presented::Jwt(token) => {
                 self.require(InboundMode::Entra)?;
-                let Some(validator) = &self.entra else {
-                    return Err(AuthError::ModeDisabled {
-                        mode: InboundMode::Entra.name(),
-                        enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
-                    });
-                };
+                let validator = self
+                    .entra
+                    .as_ref()
+                    .ok_or_else(|| self.disabled(InboundMode::Entra))?;
                 // Boxed: it may fetch signing keys, and key callers should not carry that state.
-                let (claims, use_) =
-                    Box::pin(validator.validate(token))
-                        .await
-                        .map_err(|e| match e {
-                            EntraError::Rejected(r) => AuthError::TokenRejected(r),
-                            EntraError::KeysUnavailable(k) => AuthError::SigningKeysUnavailable(k),
-                        })?;
-                Ok(Caller::Entra {
-                    claims: Arc::new(claims),
-                    use_,
-                    token: SecretString::from(token.to_string()),
-                })
+                Box::pin(entra::authenticate(validator, token)).await
             }
             Presented::Basic(value) => {
                 self.require(InboundMode::ClientCredentials)?;
-                let cc =
-                    self.inbound
-                        .client_credentials
-                        .as_ref()
-                        .ok_or(AuthError::ModeDisabled {
-                            mode: InboundMode::ClientCredentials.name(),
-                            enabled: self.inbound.modes.iter().map(|m| m.name()).collect(),
-                        })?;
-                let (client_id, secret) =
-                    parse_basic(value).map_err(AuthError::MalformedAuthorization)?;
-                let header_tenant = headers
-                    .get(TENANT_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty());
-                let tenant = match (header_tenant, cc.allow_tenant_header, &cc.tenant_id) {
-                    (Some(t), true, _) => {
-                        if !client_credentials::valid_tenant(t) {
-                            return Err(AuthError::MalformedAuthorization(
-                                "x-ms-tenant-id is not a tenant id",
-                            ));
-                        }
-                        t.to_ascii_lowercase()
-                    }
-                    (_, _, Some(t)) => t.clone(),
-                    (_, _, None) => return Err(AuthError::MissingTenant),
-                };
-                Ok(Caller::App(Arc::new(AppCredential::new(
-                    &tenant, &client_id, secret,
-                ))))
+                let settings = self
+                    .inbound
+                    .client_credentials
+                    .as_ref()
+                    .ok_or_else(|| self.disabled(InboundMode::ClientCredentials))?;
+                client_credentials::authenticate(settings, headers, value)
             }
         }
     }
-}
-
-/// The credential a request carries: `api-key` first (Azure SDKs), then
-/// `Ocp-Apim-Subscription-Key` (Cognitive Services clients), then `Authorization`:
-/// `Bearer <JWT>` (Entra), `Bearer <key>` (OpenAI SDKs), or `Basic` (client credentials); then
-/// a key in the query string, then one in a WebSocket subprotocol (browsers).
-fn presented_credential<'a>(
-    headers: &'a HeaderMap,
-    query: Option<&'a str>,
-    entra_enabled: bool,
-) -> Result<Option<Presented<'a>>, AuthError> {
-    for (name, source, not_ascii) in [
-        (
-            API_KEY,
-            CredentialSource::ApiKeyHeader,
-            "the api-key header is not ASCII",
-        ),
-        (
-            SUBSCRIPTION_KEY,
-            CredentialSource::SubscriptionKeyHeader,
-            "the Ocp-Apim-Subscription-Key header is not ASCII",
-        ),
-    ] {
-        if let Some(v) = headers.get(name) {
-            let v = v
-                .to_str()
-                .map_err(|_| AuthError::MalformedAuthorization(not_ascii))?
-                .trim();
-            if !v.is_empty() {
-                return Ok(Some(Presented::Key(Cow::Borrowed(v), source)));
-            }
-        }
-    }
-    let Some(auth) = headers.get(AUTHORIZATION) else {
-        if let Some(key) = query::credential(query) {
-            return Ok(Some(Presented::Key(key, CredentialSource::QueryParameter)));
-        }
-        if let Some(key) = subprotocol::key(headers) {
-            return Ok(Some(Presented::Key(
-                Cow::Borrowed(key),
-                CredentialSource::Subprotocol,
-            )));
-        }
-        return Ok(None);
-    };
-    let auth = auth
-        .to_str()
-        .map_err(|_| AuthError::MalformedAuthorization("the Authorization header is not ASCII"))?
-        .trim();
-    let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
-    let value = rest.trim();
-    if scheme.eq_ignore_ascii_case("basic") {
-        return Ok(Some(Presented::Basic(value)));
-    }
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::MalformedAuthorization(
-            "expected `Authorization: Bearer <key or token>` or `Authorization: Basic <client credentials>`",
-        ));
-    }
-    if value.is_empty() {
-        return Err(AuthError::MalformedAuthorization(
-            "`Authorization: Bearer` has no value",
-        ));
-    }
-    if claims::looks_like_jwt(value) && entra_enabled {
-        return Ok(Some(Presented::Jwt(value)));
-    }
-    if claims::looks_like_jwt(value) {
-        return Err(AuthError::ModeDisabled {
-            mode: InboundMode::Entra.name(),
-            enabled: vec![],
-        });
-    }
-    Ok(Some(Presented::Key(
-        Cow::Borrowed(value),
-        CredentialSource::BearerHeader,
-    )))
 }
 
 #[cfg(test)]
@@ -349,16 +218,16 @@ mod tests {
         let a = auth(&(key_block("a", "k1", false) + &key_block("old", "k2", true)));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "k1")])).await,
-            Ok(Caller::VirtualKey { .. })
+            Ok(Caller { label: CallerLabel::Key(_), .. })
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("authorization", "Bearer k1")]))
                 .await,
-            Ok(Caller::VirtualKey { .. })
+            Ok(Caller { label: CallerLabel::Key(_), .. })
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "k2")])).await,
-            Ok(Caller::LegacyKey { .. })
+            Ok(Caller { label: CallerLabel::LegacyKey(_), .. })
         ));
     }
 
@@ -407,11 +276,11 @@ mod tests {
         let a = auth("");
         assert!(matches!(
             a.authenticate(&headers(&[])).await,
-            Ok(Caller::Anonymous)
+            Ok(Caller { label: CallerLabel::Anonymous, .. })
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "whatever")])).await,
-            Ok(Caller::Anonymous)
+            Ok(Caller { label: CallerLabel::Anonymous, .. })
         ));
     }
 
@@ -422,12 +291,12 @@ mod tests {
                 + "[inbound.client_credentials]\ntenant_id='t1'\nallow_tenant_header=true\n"),
         );
         let basic = "Basic YXBwLTE6c2VjcmV0"; // app-1:secret
-        let Ok(Caller::App(app)) = a.authenticate(&headers(&[("authorization", basic)])).await
+        let Ok(Caller { held: Held::App(app), .. }) = a.authenticate(&headers(&[("authorization", basic)])).await
         else {
             panic!("expected an app caller")
         };
         assert_eq!(app.tenant, "t1");
-        let Ok(Caller::App(app)) = a
+        let Ok(Caller { held: Held::App(app), .. }) = a
             .authenticate(&headers(&[
                 ("authorization", basic),
                 ("x-ms-tenant-id", "T2"),

@@ -6,24 +6,8 @@ pub(crate) mod histogram;
 pub(crate) mod recent;
 pub(crate) mod trace;
 
-use crate::inbound::Caller;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::borrow::Cow;
 use std::sync::OnceLock;
-
-/// The `key` label of every per-caller metric, and the `entra_proxy.key` span attribute: one
-/// name for one caller everywhere. Keys by name (`key:team-a`, `legacy-key:old`: bounded by
-/// the config); Entra, app and anonymous callers by kind only (`entra`, `app`, `anonymous`), so
-/// clients cannot grow the label set. A key's label cannot be taken for another kind's.
-pub(crate) fn key_label(caller: &Caller) -> Cow<'static, str> {
-    match caller {
-        Caller::VirtualKey { name, .. } => Cow::Owned(crate::config::key_label(false, name)),
-        Caller::LegacyKey { name, .. } => Cow::Owned(crate::config::key_label(true, name)),
-        Caller::Entra { .. } => Cow::Borrowed("entra"),
-        Caller::App(_) => Cow::Borrowed("app"),
-        Caller::Anonymous => Cow::Borrowed("anonymous"),
-    }
-}
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

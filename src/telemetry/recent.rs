@@ -4,7 +4,6 @@
 use crate::fast_hash::FastMap;
 use crate::inbound::Caller;
 use arc_swap::ArcSwap;
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -128,7 +127,10 @@ impl Recent {
         let current = self.keys.load_full();
         let missing: Vec<_> = keys
             .iter()
-            .map(|k| (k, crate::config::key_label(k.legacy, &k.name)))
+            .map(|k| {
+                let label = crate::inbound::CallerLabel::key(&k.name, k.legacy).to_string();
+                (k, label)
+            })
             .filter(|(k, label)| {
                 current
                     .get(k.name.as_str())
@@ -161,10 +163,7 @@ impl Recent {
         let error = status >= 400;
         let index = now() / WINDOW_SECS;
         let keys = self.keys.load();
-        let key = match caller {
-            Caller::VirtualKey { name, .. } | Caller::LegacyKey { name, .. } => keys.get(&**name),
-            _ => None,
-        };
+        let key = caller.label.name().and_then(|name| keys.get(&**name));
         match key {
             Some(w) => {
                 w.count(index, error);
@@ -172,20 +171,17 @@ impl Recent {
                 count_metric(id, status, || w.label.clone());
             }
             None => {
-                let label = super::key_label(caller);
-                let kind = match label {
-                    Cow::Borrowed(kind) => kind,
-                    // A key this state does not know (a test's hand-built caller): counted by kind.
-                    Cow::Owned(_) => "unregistered-key",
-                };
+                // A key this state does not know (a test's hand-built caller): counted by kind.
+                let kind = caller.label.kind().unwrap_or("unregistered-key");
                 count_metric(Counted::Kind(kind), status, || kind.to_string());
                 self.count_other(caller, index, error);
             }
         }
     }
 
-    /// An Entra or app caller's request in the window, by caller label (written into a reused
-    /// per-thread buffer: a caller already seen this minute costs no allocation).
+    /// An Entra or app caller's request in the window, by caller label and principal
+    /// (`entra:<app id>`, written into a reused per-thread buffer: a caller already seen this
+    /// minute costs no allocation).
     fn count_other(&self, caller: &Caller, index: u64, error: bool) {
         use std::cell::RefCell;
         use std::fmt::Write as _;
@@ -195,7 +191,10 @@ impl Recent {
         LABEL.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            let _ = write!(buf, "{}", caller.label());
+            let _ = write!(buf, "{}", caller.label);
+            if let Some(principal) = caller.principal() {
+                let _ = write!(buf, ":{principal}");
+            }
             let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
             if w.index != index {
                 w.index = index;
@@ -356,13 +355,14 @@ mod tests {
     }
 
     fn virtual_key(name: &str) -> Caller {
-        Caller::VirtualKey {
-            name: name.into(),
-            policy: Arc::new(crate::inbound::KeyPolicy {
+        Caller {
+            label: crate::inbound::CallerLabel::Key(name.into()),
+            policy: Some(Arc::new(crate::inbound::KeyPolicy {
                 models: vec![],
                 expires: None,
                 budget: Default::default(),
-            }),
+            })),
+            held: crate::inbound::Held::Key,
         }
     }
 
@@ -373,7 +373,7 @@ mod tests {
         let before = now() / WINDOW_SECS;
         r.request(&virtual_key("a"), 200);
         r.request(&virtual_key("a"), 401);
-        r.request(&Caller::Anonymous, 200);
+        r.request(&Caller::anonymous(), 200);
         let (keys, others) = r.callers();
         // Unless the minute turned between the calls.
         if now() / WINDOW_SECS == before {
@@ -400,10 +400,11 @@ mod tests {
     }
 
     #[test]
-    fn metric_key_labels_are_bounded_by_the_config() {
-        use crate::telemetry::key_label;
-        assert_eq!(key_label(&virtual_key("team-a")), "key:team-a");
-        assert_eq!(crate::config::key_label(true, "old"), "legacy-key:old");
-        assert_eq!(key_label(&Caller::Anonymous), "anonymous");
+    fn a_key_the_state_does_not_know_is_counted_as_one_kind() {
+        let r = Recent::default();
+        r.request(&virtual_key("never-configured"), 200);
+        let (keys, others) = r.callers();
+        assert!(keys.is_empty());
+        assert_eq!(others.len(), 1);
     }
 }

@@ -221,13 +221,10 @@ impl RequestSpan {
         self.0.as_ref().is_some_and(|r| r.cx.span().is_recording())
     }
 
-    /// Who is calling: the caller's `key` label (never a credential).
+    /// Who is calling: the caller's label (never a credential).
     pub fn caller(&self, caller: &crate::inbound::Caller) {
         self.with(|s| {
-            s.set_attribute(KeyValue::new(
-                "entra_proxy.key",
-                super::key_label(caller).into_owned(),
-            ));
+            s.set_attribute(KeyValue::new("entra_proxy.key", caller.label.to_string()));
         });
     }
 

@@ -1,0 +1,94 @@
+//! Which credential a request carries, and where: the headers Azure and OpenAI clients use, a
+//! key in the query string, a key in a WebSocket subprotocol. Nothing is checked here.
+
+use super::{API_KEY, AuthError, CredentialSource, SUBSCRIPTION_KEY, query, subprotocol};
+use crate::claims;
+use crate::config::InboundMode;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use std::borrow::Cow;
+
+/// The credential a request carries, before it is checked.
+pub(super) enum Presented<'a> {
+    Key(Cow<'a, str>, CredentialSource),
+    Jwt(&'a str),
+    Basic(&'a str),
+}
+
+/// The credential a request carries: `api-key` first (Azure SDKs), then
+/// `Ocp-Apim-Subscription-Key` (Cognitive Services clients), then `Authorization`:
+/// `Bearer <JWT>` (Entra), `Bearer <key>` (OpenAI SDKs), or `Basic` (client credentials); then
+/// a key in the query string, then one in a WebSocket subprotocol (browsers).
+pub(super) fn presented_credential<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    entra_enabled: bool,
+) -> Result<Option<Presented<'a>>, AuthError> {
+    for (name, source, not_ascii) in [
+        (
+            API_KEY,
+            CredentialSource::ApiKeyHeader,
+            "the api-key header is not ASCII",
+        ),
+        (
+            SUBSCRIPTION_KEY,
+            CredentialSource::SubscriptionKeyHeader,
+            "the Ocp-Apim-Subscription-Key header is not ASCII",
+        ),
+    ] {
+        if let Some(v) = headers.get(name) {
+            let v = v
+                .to_str()
+                .map_err(|_| AuthError::MalformedAuthorization(not_ascii))?
+                .trim();
+            if !v.is_empty() {
+                return Ok(Some(Presented::Key(Cow::Borrowed(v), source)));
+            }
+        }
+    }
+    let Some(auth) = headers.get(AUTHORIZATION) else {
+        if let Some(key) = query::credential(query) {
+            return Ok(Some(Presented::Key(key, CredentialSource::QueryParameter)));
+        }
+        if let Some(key) = subprotocol::key(headers) {
+            return Ok(Some(Presented::Key(
+                Cow::Borrowed(key),
+                CredentialSource::Subprotocol,
+            )));
+        }
+        return Ok(None);
+    };
+    let auth = auth
+        .to_str()
+        .map_err(|_| AuthError::MalformedAuthorization("the Authorization header is not ASCII"))?
+        .trim();
+    let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+    let value = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(Some(Presented::Basic(value)));
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::MalformedAuthorization(
+            "expected `Authorization: Bearer <key or token>` or `Authorization: Basic <client credentials>`",
+        ));
+    }
+    if value.is_empty() {
+        return Err(AuthError::MalformedAuthorization(
+            "`Authorization: Bearer` has no value",
+        ));
+    }
+    if claims::looks_like_jwt(value) && entra_enabled {
+        return Ok(Some(Presented::Jwt(value)));
+    }
+    if claims::looks_like_jwt(value) {
+        return Err(AuthError::ModeDisabled {
+            mode: InboundMode::Entra.name(),
+            enabled: vec![],
+        });
+    }
+    Ok(Some(Presented::Key(
+        Cow::Borrowed(value),
+        CredentialSource::BearerHeader,
+    )))
+}
+
