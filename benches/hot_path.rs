@@ -157,7 +157,7 @@ fn benches(c: &mut Criterion) {
     let chunk = Bytes::from_static(
         b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"},\"finish_reason\":null}]}\n\n",
     );
-    let mut meter = entra_proxy::forward::usage::SseMeter::new(false);
+    let mut meter = entra_proxy::metering::SseMeter::new(false);
     c.bench_function("sse_usage_parser_per_chunk", |b| {
         b.iter(|| black_box(meter.feed(black_box(&chunk))))
     });
@@ -165,7 +165,7 @@ fn benches(c: &mut Criterion) {
     // The usage of a whole JSON answer (a chat completion), read at its end.
     let answer = br#"{"id":"chatcmpl-static","object":"chat.completion","created":1733000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, nice to meet."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":7,"total_tokens":21}}"#;
     c.bench_function("json_usage_of_answer", |b| {
-        b.iter(|| black_box(entra_proxy::forward::usage::json_usage(black_box(answer))))
+        b.iter(|| black_box(entra_proxy::metering::json_usage(black_box(answer))))
     });
     // The access line of a metered answer, rendered as text and as JSON (not written out).
     c.bench_function("access_line_text", |b| {

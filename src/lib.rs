@@ -40,6 +40,7 @@ pub mod identity;
 pub mod inbound;
 pub mod limits;
 mod logging;
+pub mod metering;
 mod reload;
 pub mod routing;
 pub mod server;

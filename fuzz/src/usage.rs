@@ -1,5 +1,5 @@
 //! Usage metering of Azure's answers (`sse_usage`, `json_usage`): the bytes go through
-//! `forward::usage::Meter` in arbitrary chunks, as the answer body does, and what the client
+//! `metering::Meter` in arbitrary chunks, as the answer body does, and what the client
 //! gets and the usage read are compared with a reference written here from the documented rules.
 //!
 //! The rules, for a stream metered with the usage-only chunk hidden (the proxy asked Azure for
@@ -23,7 +23,7 @@
 //! that of the last read line with usage, read as [`reference_usage`] says; with none, there is
 //! no usage (`NoUsage`, or `EndedEarly` when the stream broke off).
 
-use entra_proxy::forward::usage::{Fallback, JSON_TEE_LIMIT, Meter, Usage};
+use entra_proxy::metering::{Fallback, JSON_TEE_LIMIT, Meter, Usage};
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;

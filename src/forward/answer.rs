@@ -1,19 +1,22 @@
 //! What the client gets: Azure's answer with its headers cleaned (and a diagnosis on the errors
 //! the proxy explains), the proxy's own error when it could not proxy, and `GET /v1/models`.
 
+use super::CALLER_HEADER;
 use super::body::Watched;
+use super::exchange::Exchange;
 use super::headers::downstream_headers;
-use super::usage::{Meter, Metered, Settle, TokenLabels};
-use super::{Attempted, CALLER_HEADER, Exchange};
-use crate::backends::Backends;
+use super::http::Attempted;
 use crate::diagnose;
 use crate::error::ProxyError;
+use crate::inbound::Caller;
 use crate::inbound::query::Masked;
 use crate::limits::Admitted;
 use crate::logging::access;
+use crate::metering::Meter;
+use crate::metering::settle::{Metered, Settle};
+use crate::metering::tokens::{TokenCounters, TokenLabels};
 use crate::routing::Route;
 use crate::state::Snapshot;
-use crate::upstream;
 use axum::body::Body;
 use axum::http::Method;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -68,7 +71,7 @@ impl Exchange<'_> {
             limits: self.state.limits.clone(),
             key: self.metering.key.clone(),
             estimate: self.metering.estimate.kept(),
-            labels: TokenLabels::for_route(self.state, self.caller, a.route),
+            labels: token_counters(self.state, self.caller, a.route),
             log: self.access_fields(&a),
             started: self.started,
             trace: self.trace.clone(),
@@ -184,6 +187,29 @@ fn ratelimit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     }
 }
 
+/// The `entra_proxy_tokens_total` counters of an answer on `route`: labelled with the caller's
+/// label, and the model and deployment when the config names them (else `unconfigured`), so
+/// the label sets stay bounded by the config.
+pub(super) fn token_counters(state: &Snapshot, caller: &Caller, route: &Route) -> TokenCounters {
+    let backend = &state.routes.backends()[route.backend];
+    let model = match route.model.as_deref() {
+        Some(m) if state.routes.model_names().iter().any(|n| n == m) => m,
+        Some(_) => "unconfigured",
+        None => "",
+    };
+    let deployment = match route.deployment.as_deref() {
+        Some(d) if backend.config.deployments.iter().any(|k| k == d) => d,
+        Some(_) => "unconfigured",
+        None => "",
+    };
+    TokenCounters::of(TokenLabels {
+        caller: &caller.label,
+        model,
+        deployment,
+        backend: backend.name(),
+    })
+}
+
 /// What diagnosis needs to know about where the request went.
 fn upstream_facts<'a>(state: &'a Snapshot, route: &'a Route) -> diagnose::Upstream<'a> {
     let backend = &state.routes.backends()[route.backend].config;
@@ -224,81 +250,6 @@ pub(super) fn fail_to_proxy(
         r.headers_mut().insert(CALLER_HEADER, label);
     }
     r
-}
-
-/// The answer when every route is cooling down: retry after the soonest cooldown ends.
-pub(super) fn cooling_down(backends: &Backends, routes: &[Route]) -> ProxyError {
-    let soonest = routes
-        .iter()
-        .filter_map(|r| backends[r.backend].health.cooling())
-        .min();
-    ProxyError::CoolingDown {
-        retry_after_secs: super::attempts::cooling_retry_after_secs(soonest),
-        backends: routes
-            .iter()
-            .map(|r| backends[r.backend].name().to_string())
-            .collect(),
-    }
-}
-
-/// The outcome of an attempt that got no answer from Azure: by what Azure may have done with
-/// the request, with the error the client gets if nothing better comes.
-pub(super) fn failed_attempt<'r>(
-    e: upstream::Error,
-    backend: &str,
-    limit: usize,
-    replayable: bool,
-    safe_to_repeat: bool,
-) -> super::AttemptOutcome<'r> {
-    use super::attempts::Outcome;
-    use upstream::Failure;
-    let reset = |detail| ProxyError::UpstreamReset {
-        backend: backend.to_string(),
-        detail,
-    };
-    match e.failure() {
-        Failure::Stale if replayable => Outcome::Stale(reset(STALE_AGAIN)),
-        Failure::Stale => Outcome::Stale(reset(STALE_STREAMED)),
-        Failure::Reset if !safe_to_repeat => Outcome::Reset(reset(RESET_CHANGES_STATE)),
-        Failure::Reset if !replayable => Outcome::Reset(reset(RESET_STREAMED)),
-        Failure::Reset => Outcome::Reset(reset(RESET_EVERY_TARGET)),
-        Failure::Connect => Outcome::ConnectFailed(upstream_error(e, backend, limit)),
-        Failure::Other => Outcome::Failed(upstream_error(e, backend, limit)),
-    }
-}
-
-/// [`ProxyError::UpstreamReset`] details.
-const STALE_AGAIN: &str = "Azure had closed the kept-alive connection, so it did not process the request, and closed the next ones too; retry shortly";
-const STALE_STREAMED: &str = "Azure had closed the kept-alive connection, so it did not process the request, but its body was streamed through and cannot be sent again; retry the request";
-const RESET_CHANGES_STATE: &str = "Azure may have processed the request. It was not sent again, because it creates or changes state (files, uploads, batches, fine-tuning, assistants, threads, vector stores, stored responses) and sending it twice could do that twice: check whether it took effect before retrying";
-const RESET_STREAMED: &str =
-    "Azure may have processed the request. Its body was streamed through and cannot be sent again";
-const RESET_EVERY_TARGET: &str = "Azure may have processed the request. It was sent to every target allowed (upstream.max_attempts, upstream.request_timeout_secs); retry later";
-
-/// The error for an attempt that got no answer from Azure.
-fn upstream_error(e: upstream::Error, backend: &str, limit: usize) -> ProxyError {
-    if upstream::body_too_large(&e) {
-        return ProxyError::BodyTooLarge { limit };
-    }
-    let reason = if e.is_connect() {
-        format!("cannot connect ({})", root_cause(&e))
-    } else {
-        root_cause(&e)
-    };
-    ProxyError::UpstreamUnreachable {
-        backend: backend.to_string(),
-        reason,
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
 }
 
 /// `GET /v1/models`: the configured model names.

@@ -13,7 +13,7 @@
 //! nothing else is held.
 //!
 //! The key's budgets apply at the handshake. A realtime session's usage is read from each
-//! `response.done` Azure sends as the frame passes ([`super::usage::SocketMeter`]), counted in
+//! `response.done` Azure sends as the frame passes ([`SocketMeter`]), counted in
 //! the token metrics and charged to the key, so it counts against the key's next handshakes and
 //! requests; frames are never held or changed for it.
 //!
@@ -21,13 +21,14 @@
 //! lookup) under the request's server span, and carries that attempt's `traceparent`; the
 //! server span lasts as long as the socket and gets the usage of its responses when it closes.
 
+use super::exchange::{self, Asking, Exchange, Surface};
 use super::headers::{downstream_headers, upstream_headers};
-use super::usage::{SocketMeter, TokenLabels};
-use super::{Attempted, Exchange};
+use super::http::{Attempted, root_cause};
 use crate::error::ProxyError;
 use crate::inbound::{Caller, query, subprotocol};
 use crate::logging::access;
-use crate::routing::{self, BACKEND_HEADER};
+use crate::metering::realtime::SocketMeter;
+use crate::routing::Route;
 use crate::state::Snapshot;
 use crate::telemetry::trace::RequestSpan;
 use crate::upstream::{self, SocketSlot};
@@ -85,104 +86,195 @@ pub(super) fn is_upgrade(request: &Request) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Checks the client's handshake, admits the socket, routes it, connects to Azure with the
-/// proxy's token and, on Azure's 101, answers 101 and starts the relay.
-pub(super) async fn open(
+/// A client's WebSocket: its handshake checked, admitted by the same sequence as HTTP (route,
+/// policy, budgets), then one attempt — the handshake to Azure with the proxy's bearer — and,
+/// on Azure's 101, a 101 to the client and the relay.
+pub(super) async fn serve(
     state: &Snapshot,
     client: &upstream::Client,
-    mut request: Request,
+    request: Request,
     caller: &Caller,
     request_id: &str,
     trace: &RequestSpan,
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
     let client_key = client_handshake(request.headers())?;
-    let server_cfg = &state.config.server;
+    let (parts, body) = request.into_parts();
+    let asking = Asking {
+        state,
+        caller,
+        parts: &parts,
+        trace,
+    };
+    let mut admitted = exchange::admit(asking, Surface::WebSocket).await?;
+    let route = admitted.routes.swap_remove(0);
     let slot = client
         .websockets()
-        .try_open(server_cfg.max_websockets)
+        .try_open(state.config.server.max_websockets)
         .ok_or(ProxyError::TooManyWebSockets {
-            max: server_cfg.max_websockets,
+            max: state.config.server.max_websockets,
         })?;
-    let uri = request.uri().clone();
-    let path = uri.path();
-    let plan = routing::plan(path)?;
-    let clean_query = query::without_credentials(uri.query());
-    let chosen = request
-        .headers()
-        .get(BACKEND_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let route =
-        routing::resolve_websocket(&state.routes, &plan, path, clean_query.as_deref(), chosen)?;
-    // The key's request and token budgets apply at the handshake, as on HTTP; the socket's
-    // usage is charged as its responses complete.
-    let mut no_body = super::body::Inbound::Read(bytes::Bytes::new());
-    let metering = super::admit(state, super::key_of(caller), &mut no_body).await?;
-    super::request_filter(caller, &route, path)?;
-    trace.route(path, route.model.as_deref().or(route.deployment.as_deref()));
-    let backend = &state.routes.backends()[route.backend];
     let meter = SocketMeter::new(
         state.limits.clone(),
-        metering.key.clone(),
-        TokenLabels::for_route(state, caller, &route),
+        admitted.metering.key.clone(),
+        super::answer::token_counters(state, caller, &route),
     );
-    let upstream_cfg = &state.config.upstream;
     let exchange = Exchange {
         state,
         client,
         caller,
         request_id,
-        path,
-        query: uri.query(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
         started,
-        deadline: started + upstream_cfg.request_timeout,
-        metering,
+        deadline: started + state.config.upstream.request_timeout,
+        metering: admitted.metering,
         trace,
     };
-    // The handshake is the socket's one attempt, traced as an HTTP attempt is.
-    let token = exchange.token(backend).await?;
-    let mut span = trace.attempt(
-        1,
-        backend.name(),
-        backend.config.host(),
-        route.deployment.as_deref(),
-    );
-    let offered = subprotocol::without_key(request.headers());
-    let our_key = new_key()?;
-    let handshake =
-        upstream_handshake(&request, &route.uri, &offered, &our_key, request_id).map(|mut r| {
-            r.headers_mut()
-                .insert(header::AUTHORIZATION, token.header().clone());
-            span.propagate(r.headers_mut());
-            r
-        })?;
-    let wait = upstream_cfg.connect_timeout + upstream_cfg.first_byte_timeout;
-    let answer =
-        match tokio::time::timeout(wait, client.upgrade(route.uri.clone(), handshake)).await {
+    let request = Request::from_parts(parts.clone(), body);
+    let opening = Opening {
+        route: &route,
+        client_key,
+        slot,
+        meter,
+    };
+    exchange.open(request, opening).await
+}
+
+/// What a WebSocket admitted by the sequence brings to its one attempt.
+struct Opening<'r> {
+    route: &'r Route,
+    client_key: String,
+    slot: SocketSlot,
+    meter: SocketMeter,
+}
+
+impl Exchange<'_> {
+    /// The handshake to Azure with the bearer, traced as an HTTP attempt is; on Azure's 101, the
+    /// client's 101 and the relay; otherwise Azure's answer (with its diagnosis).
+    async fn open(
+        &self,
+        mut request: Request,
+        opening: Opening<'_>,
+    ) -> Result<Response, ProxyError> {
+        let route = opening.route;
+        let backend = self.backend(route);
+        let token = self.token(backend).await?;
+        let mut span = self.trace.attempt(
+            1,
+            backend.name(),
+            backend.config.host(),
+            route.deployment.as_deref(),
+        );
+        let offered = subprotocol::without_key(request.headers());
+        let our_key = new_key()?;
+        let handshake =
+            upstream_handshake(&request, &route.uri, &offered, &our_key, self.request_id).map(
+                |mut r| {
+                    r.headers_mut()
+                        .insert(header::AUTHORIZATION, token.header().clone());
+                    span.propagate(r.headers_mut());
+                    r
+                },
+            )?;
+        let answer = self
+            .handshake(route, handshake)
+            .await
+            .inspect_err(|e| span.failed(e.code()))?;
+        span.status(answer.status().as_u16());
+        drop(span);
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Azure refused: its answer (with the diagnosis on 401/403/404) is the client's.
+            let attempted = Attempted {
+                response: answer.map(http_body_util::Either::Left),
+                route,
+                token,
+                permit: None,
+            };
+            return Ok(self.finish(attempted).await);
+        }
+        let headers = accepted_headers(
+            &answer,
+            &opening.client_key,
+            &our_key,
+            &offered,
+            backend.name(),
+        )?;
+        self.log_opened(route);
+        let from_client = hyper::upgrade::on(&mut request);
+        let from_azure = hyper::upgrade::on(answer);
+        let relay = Relay {
+            slot: opening.slot,
+            meter: opening.meter,
+            idle: self.state.config.server.websocket_idle_timeout,
+            closing: self.client.websockets().closing(),
+            request_id: self.request_id.to_string(),
+            trace: self.trace.clone(),
+        };
+        tokio::spawn(async move {
+            match tokio::try_join!(from_client, from_azure) {
+                Ok((c, a)) => relay.run(c, a).await,
+                Err(e) => {
+                    tracing::warn!(request_id = %relay.request_id, error = %e, "websocket upgrade failed")
+                }
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
+    /// Sends the handshake on a connection of its own; Azure's answer head, or why none came.
+    async fn handshake(
+        &self,
+        route: &Route,
+        handshake: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    ) -> Result<http::Response<upstream::PooledBody>, ProxyError> {
+        let upstream_cfg = &self.state.config.upstream;
+        let backend = self.backend(route).name();
+        let wait = upstream_cfg.connect_timeout + upstream_cfg.first_byte_timeout;
+        match tokio::time::timeout(wait, self.client.upgrade(route.uri.clone(), handshake)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout {
-                backend: backend.name().to_string(),
+                backend: backend.to_string(),
                 limit: "the WebSocket handshake",
                 limit_secs: wait.as_secs_f64(),
             }),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
-                backend: backend.name().to_string(),
+                backend: backend.to_string(),
                 reason: format!("WebSocket handshake failed ({})", root_cause(&*e)),
             }),
             Ok(Ok(answer)) => Ok(answer),
         }
-        .inspect_err(|e| span.failed(e.code()))?;
-    span.status(answer.status().as_u16());
-    drop(span);
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Azure refused: its answer (with the diagnosis on 401/403/404) is the client's.
-        let attempted = Attempted {
-            response: answer.map(http_body_util::Either::Left),
-            route: &route,
-            token,
-            permit: None,
-        };
-        return Ok(exchange.finish(attempted).await);
     }
+
+    /// The access line of an opened socket.
+    fn log_opened(&self, route: &Route) {
+        if let Some(mut line) = access::Fields::start() {
+            line.text("request_id", self.request_id)
+                .text("path", self.path);
+            if let Some(query) = self.query {
+                line.display("query", query::Masked(query));
+            }
+            line.display("caller", self.caller.label())
+                .text("backend", self.backend(route).name())
+                .quoted("model", route.model.as_deref().unwrap_or("-"))
+                .quoted("deployment", route.deployment.as_deref().unwrap_or("-"))
+                .number("took_ms", self.started.elapsed().as_millis() as u64)
+                .write("websocket opened");
+        }
+    }
+}
+
+/// The client's 101 headers from Azure's: Azure's own accept checked against our key, the
+/// client's accept computed from its key, the subprotocol Azure chose if the client offered it.
+fn accepted_headers(
+    answer: &http::Response<upstream::PooledBody>,
+    client_key: &str,
+    our_key: &str,
+    offered: &[&str],
+    backend: &str,
+) -> Result<HeaderMap, ProxyError> {
     if answer
         .headers()
         .get(SEC_WEBSOCKET_ACCEPT)
@@ -190,7 +282,7 @@ pub(super) async fn open(
         != Some(accept_for(our_key.as_bytes()).as_bytes())
     {
         return Err(ProxyError::UpstreamUnreachable {
-            backend: backend.name().to_string(),
+            backend: backend.to_string(),
             reason: "Azure's WebSocket handshake answer has a wrong Sec-WebSocket-Accept".into(),
         });
     }
@@ -212,51 +304,16 @@ pub(super) async fn open(
     }
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(
-        SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_for(client_key.as_bytes())).map_err(|_| {
-            ProxyError::WebSocketHandshake {
-                reason: "Sec-WebSocket-Key is not a valid key",
-            }
-        })?,
-    );
+    let accept = HeaderValue::from_str(&accept_for(client_key.as_bytes())).map_err(|_| {
+        ProxyError::WebSocketHandshake {
+            reason: "Sec-WebSocket-Key is not a valid key",
+        }
+    })?;
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     if let Some(p) = chosen {
         headers.insert(SEC_WEBSOCKET_PROTOCOL, p);
     }
-    if let Some(mut line) = access::Fields::start() {
-        line.text("request_id", request_id).text("path", path);
-        if let Some(query) = uri.query() {
-            line.display("query", query::Masked(query));
-        }
-        line.display("caller", caller.label())
-            .text("backend", backend.name())
-            .quoted("model", route.model.as_deref().unwrap_or("-"))
-            .quoted("deployment", route.deployment.as_deref().unwrap_or("-"))
-            .number("took_ms", started.elapsed().as_millis() as u64)
-            .write("websocket opened");
-    }
-    let from_client = hyper::upgrade::on(&mut request);
-    let from_azure = hyper::upgrade::on(answer);
-    let relay = Relay {
-        slot,
-        meter,
-        idle: server_cfg.websocket_idle_timeout,
-        closing: client.websockets().closing(),
-        request_id: request_id.to_string(),
-        trace: trace.clone(),
-    };
-    tokio::spawn(async move {
-        match tokio::try_join!(from_client, from_azure) {
-            Ok((c, a)) => relay.run(c, a).await,
-            Err(e) => {
-                tracing::warn!(request_id = %relay.request_id, error = %e, "websocket upgrade failed")
-            }
-        }
-    });
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *response.headers_mut() = headers;
-    Ok(response)
+    Ok(headers)
 }
 
 /// The client's `Sec-WebSocket-Key`, after checking the handshake is one this relay speaks.
@@ -352,16 +409,6 @@ fn accept_for(key: &[u8]) -> String {
     ctx.update(key);
     ctx.update(ACCEPT_GUID.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {

@@ -2,12 +2,12 @@
 //! exchanged by the proxy for that app's own token. The secret is held as a `SecretString` and
 //! identified only by a digest of (tenant, client id, secret).
 
-use base64::Engine as _;
-use secrecy::{ExposeSecret as _, SecretString};
-use sha2::Digest as _;
 use super::{AuthError, Caller, CallerLabel, Held};
 use crate::config::ClientCredentialsInbound;
 use axum::http::HeaderMap;
+use base64::Engine as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::Digest as _;
 use std::fmt;
 use std::sync::Arc;
 
@@ -79,7 +79,11 @@ pub(super) fn authenticate(
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    let tenant = match (header_tenant, settings.allow_tenant_header, &settings.tenant_id) {
+    let tenant = match (
+        header_tenant,
+        settings.allow_tenant_header,
+        &settings.tenant_id,
+    ) {
         (Some(t), true, _) if !valid_tenant(t) => {
             return Err(AuthError::MalformedAuthorization(
                 "x-ms-tenant-id is not a tenant id",

@@ -218,16 +218,25 @@ mod tests {
         let a = auth(&(key_block("a", "k1", false) + &key_block("old", "k2", true)));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "k1")])).await,
-            Ok(Caller { label: CallerLabel::Key(_), .. })
+            Ok(Caller {
+                label: CallerLabel::Key(_),
+                ..
+            })
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("authorization", "Bearer k1")]))
                 .await,
-            Ok(Caller { label: CallerLabel::Key(_), .. })
+            Ok(Caller {
+                label: CallerLabel::Key(_),
+                ..
+            })
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "k2")])).await,
-            Ok(Caller { label: CallerLabel::LegacyKey(_), .. })
+            Ok(Caller {
+                label: CallerLabel::LegacyKey(_),
+                ..
+            })
         ));
     }
 
@@ -276,11 +285,17 @@ mod tests {
         let a = auth("");
         assert!(matches!(
             a.authenticate(&headers(&[])).await,
-            Ok(Caller { label: CallerLabel::Anonymous, .. })
+            Ok(Caller {
+                label: CallerLabel::Anonymous,
+                ..
+            })
         ));
         assert!(matches!(
             a.authenticate(&headers(&[("api-key", "whatever")])).await,
-            Ok(Caller { label: CallerLabel::Anonymous, .. })
+            Ok(Caller {
+                label: CallerLabel::Anonymous,
+                ..
+            })
         ));
     }
 
@@ -291,12 +306,18 @@ mod tests {
                 + "[inbound.client_credentials]\ntenant_id='t1'\nallow_tenant_header=true\n"),
         );
         let basic = "Basic YXBwLTE6c2VjcmV0"; // app-1:secret
-        let Ok(Caller { held: Held::App(app), .. }) = a.authenticate(&headers(&[("authorization", basic)])).await
+        let Ok(Caller {
+            held: Held::App(app),
+            ..
+        }) = a.authenticate(&headers(&[("authorization", basic)])).await
         else {
             panic!("expected an app caller")
         };
         assert_eq!(app.tenant, "t1");
-        let Ok(Caller { held: Held::App(app), .. }) = a
+        let Ok(Caller {
+            held: Held::App(app),
+            ..
+        }) = a
             .authenticate(&headers(&[
                 ("authorization", basic),
                 ("x-ms-tenant-id", "T2"),

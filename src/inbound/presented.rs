@@ -91,4 +91,3 @@ pub(super) fn presented_credential<'a>(
         CredentialSource::BearerHeader,
     )))
 }
-

@@ -224,7 +224,7 @@ fn a_query_key_is_read_whole_when_it_holds_an_equals_sign_and_an_escape() {
 fn usage_counts_too_large_to_add_give_the_largest_total() {
     // `total_tokens` missing is prompt + completion, which overflowed (a panic with overflow
     // checks, a wrapped, tiny charge without).
-    use entra_proxy::forward::usage::{SseMeter, json_usage};
+    use entra_proxy::metering::{SseMeter, json_usage};
     let body = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#;
     assert_eq!(json_usage(body).map(|u| u.total), Ok(u64::MAX));
     let mut m = SseMeter::new(true);

@@ -510,3 +510,52 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_request_refused_by_policy_is_never_counted_against_the_budget() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let emu = emulator().await;
+    let text = with_key(
+        &emu.url(),
+        "embed-only",
+        "models = [\"embed\"]\nrequests_per_minute = 1",
+    );
+    let h = proxy(emu, &text).await;
+    // Over HTTP: refused by the key's models, twice.
+    for _ in 0..2 {
+        let r = chat(h.addr, "embed-only-key", &prompt("not mine")).await;
+        let (status, code, _) = error_of(r).await;
+        assert_eq!((status, code.as_str()), (403, "model_not_allowed"));
+    }
+    // Over a WebSocket handshake: refused by the key's models, twice.
+    for _ in 0..2 {
+        let mut req = format!("ws://{}/v1/realtime?model=gpt-4o", h.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("api-key", "embed-only-key".parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403);
+                let body: Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["error"]["code"], "model_not_allowed");
+            }
+            other => panic!("expected a 403 handshake, got {other:?}"),
+        }
+    }
+    // None of them used the one request a minute: it is still there, then used.
+    let embed = json!({"model": "embed", "input": "hello"});
+    let send = || {
+        client()
+            .post(h.url("/v1/embeddings"))
+            .header("api-key", "embed-only-key")
+            .json(&embed)
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "0");
+    let (status, code, _) = error_of(send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    h.stop().await;
+}

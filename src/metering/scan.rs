@@ -564,7 +564,7 @@ mod tests {
         let value: Value = serde_json::from_slice(body).map_err(|_| Fallback::NotJson)?;
         match value.get("usage") {
             None | Some(Value::Null) => Err(Fallback::NoUsage),
-            Some(u) => super::super::usage::usage_of(u),
+            Some(u) => Counts::of_value(u)?.usage(),
         }
     }
 

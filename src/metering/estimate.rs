@@ -1,0 +1,152 @@
+//! Before sending: the prompt estimate (what a request's text will cost, for budgets and for
+//! answers whose usage cannot be read) and asking a stream for its usage.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// Tokens added per chat message (role and framing) by the prompt estimate.
+pub const PER_MESSAGE_TOKENS: u64 = 4;
+/// Tokens added per chat request (the reply's priming) by the prompt estimate.
+pub const PER_REQUEST_TOKENS: u64 = 3;
+
+/// The prompt estimate, made before sending: the bytes of the request's text (chat
+/// `messages[].content`, `prompt`, `input`, as strings or text parts) divided by 4, rounded up,
+/// plus [`PER_MESSAGE_TOKENS`] per chat message and [`PER_REQUEST_TOKENS`] per chat request.
+/// `None` when the body is not a JSON object.
+pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    let mut bytes = 0usize;
+    let mut overhead = 0u64;
+    if let Some(messages) = object.get("messages").and_then(Value::as_array) {
+        overhead = PER_REQUEST_TOKENS + PER_MESSAGE_TOKENS * messages.len() as u64;
+        for m in messages {
+            bytes += text_bytes(m.get("content").unwrap_or(&Value::Null));
+        }
+    }
+    for field in ["prompt", "input"] {
+        if let Some(v) = object.get(field) {
+            bytes += text_bytes(v);
+        }
+    }
+    Some((bytes as u64).div_ceil(4) + overhead)
+}
+
+/// The prompt estimate of a request ([`estimate_prompt`]; 0 without a body read whole): made
+/// before sending when a key's tokens are limited, else only if the answer's usage cannot be
+/// read — most answers carry theirs, and the estimate parses the whole request body.
+#[derive(Debug, Clone)]
+pub(crate) enum Estimate {
+    Made(u64),
+    Later(Option<Bytes>),
+}
+
+impl Estimate {
+    pub(crate) fn now(body: Option<&Bytes>) -> Estimate {
+        Estimate::Made(body.and_then(|b| estimate_prompt(b)).unwrap_or(0))
+    }
+
+    pub(crate) fn later(body: Option<&Bytes>) -> Estimate {
+        Estimate::Later(body.cloned())
+    }
+
+    /// This estimate, to keep while an answer streams: a small body waiting for it as a copy
+    /// of its own, so that the connection's read buffer it was read into is free for the next
+    /// request.
+    pub(crate) fn kept(&self) -> Estimate {
+        const COPIED_UP_TO: usize = 16 * 1024;
+        match self {
+            Estimate::Later(Some(b)) if b.len() <= COPIED_UP_TO => {
+                Estimate::Later(Some(Bytes::copy_from_slice(b)))
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// The estimate if it was made (0 when it waits).
+    pub(crate) fn made(&self) -> u64 {
+        match self {
+            Estimate::Made(n) => *n,
+            Estimate::Later(_) => 0,
+        }
+    }
+
+    /// The estimate, made now if it waited.
+    pub(crate) fn tokens(&self) -> u64 {
+        match self {
+            Estimate::Made(n) => *n,
+            Estimate::Later(body) => Estimate::now(body.as_ref()).made(),
+        }
+    }
+}
+
+/// Bytes of text in a string, an array of strings or text parts, or messages with `content`.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(o) => ["text", "content"]
+            .iter()
+            .filter_map(|k| o.get(*k))
+            .map(text_bytes)
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The request body with `stream_options.include_usage = true`, when it is a streamed chat or
+/// completions request that does not ask for usage; `None` when nothing needs changing.
+pub fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object_mut()?;
+    if object.get("stream") != Some(&Value::Bool(true))
+        || !(object.contains_key("messages") || object.contains_key("prompt"))
+    {
+        return None;
+    }
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let options = options.as_object_mut()?;
+    if options.get("include_usage") == Some(&Value::Bool(true)) {
+        return None;
+    }
+    options.insert("include_usage".into(), Value::Bool(true));
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompt_estimate_is_a_quarter_of_the_text_bytes_plus_message_overhead() {
+        let chat = br#"{"messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"abcdefghi"}]}]}"#;
+        // 13 bytes → 4 tokens, + 2 messages × 4 + 3.
+        assert_eq!(estimate_prompt(chat), Some(4 + 8 + 3));
+        assert_eq!(estimate_prompt(br#"{"input":["abcd","abcd"]}"#), Some(2));
+        assert_eq!(estimate_prompt(br#"{"prompt":"a"}"#), Some(1));
+        assert_eq!(estimate_prompt(b"not json"), None);
+    }
+
+    #[test]
+    fn include_usage_is_injected_only_into_streams_that_lack_it() {
+        let out = inject_include_usage(br#"{"model":"m","stream":true,"messages":[]}"#).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+        let out = inject_include_usage(
+            br#"{"stream":true,"prompt":"x","stream_options":{"include_usage":false}}"#,
+        )
+        .unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(r#""include_usage":true"#));
+        assert!(
+            inject_include_usage(
+                br#"{"stream":true,"messages":[],"stream_options":{"include_usage":true}}"#
+            )
+            .is_none()
+        );
+        assert!(inject_include_usage(br#"{"messages":[]}"#).is_none());
+        assert!(inject_include_usage(br#"{"stream":true,"input":"x"}"#).is_none());
+    }
+}
