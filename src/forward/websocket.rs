@@ -418,6 +418,16 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
     }))
 }
 
+/// A socket on either side of the relay.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Frames relayed each way.
+#[derive(Debug, Clone, Copy, Default)]
+struct Frames {
+    up: u64,
+    down: u64,
+}
+
 impl Relay {
     /// Relays frames until one side closes or goes, the socket idles, or the proxy shuts down;
     /// then lets both close handshakes finish (briefly).
@@ -427,75 +437,59 @@ impl Relay {
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
         let mut azure =
             WebSocketStream::from_raw_socket(TokioIo::new(azure), Role::Client, None).await;
-        let (mut up, mut down) = (0u64, 0u64);
-        let end = loop {
+        let mut frames = Frames::default();
+        let end = self.relay(&mut client, &mut azure, &mut frames).await;
+        close_both(end, &mut client, &mut azure).await;
+        self.log_closed(end, frames, started);
+        drop(self.slot);
+        // The server span ends here, with the socket.
+        drop(self.trace);
+    }
+
+    /// Passes frames both ways, reading Azure's for usage, until the relay ends.
+    async fn relay(&mut self, client: &mut Socket, azure: &mut Socket, frames: &mut Frames) -> End {
+        loop {
             tokio::select! {
                 m = client.next() => match m {
                     // This side's protocol layer already answered the ping the pong is for.
                     Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(m)) => {
-                        up += 1;
+                        frames.up += 1;
                         let closing = m.is_close();
                         if azure.send(m).await.is_err() {
-                            break End::AzureGone;
+                            return End::AzureGone;
                         }
                         if closing {
-                            break End::ClientClosed;
+                            return End::ClientClosed;
                         }
                     }
-                    Some(Err(_)) | None => break End::ClientGone,
+                    Some(Err(_)) | None => return End::ClientGone,
                 },
                 m = azure.next() => match m {
                     Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(m)) => {
-                        down += 1;
+                        frames.down += 1;
                         if let Message::Text(text) = &m {
                             self.meter.observe(text.as_str());
                         }
                         let closing = m.is_close();
                         if client.send(m).await.is_err() {
-                            break End::ClientGone;
+                            return End::ClientGone;
                         }
                         if closing {
-                            break End::AzureClosed;
+                            return End::AzureClosed;
                         }
                     }
-                    Some(Err(_)) | None => break End::AzureGone,
+                    Some(Err(_)) | None => return End::AzureGone,
                 },
-                () = tokio::time::sleep(self.idle) => break End::Idle,
-                () = shutting_down(&mut self.closing) => break End::Shutdown,
+                () = tokio::time::sleep(self.idle) => return End::Idle,
+                () = shutting_down(&mut self.closing) => return End::Shutdown,
             }
-        };
-        let (to_client, to_azure) = match end {
-            End::ClientClosed | End::AzureClosed => (None, None),
-            End::ClientGone => (None, Some(close(CloseCode::Away, "the client went away"))),
-            End::AzureGone => (
-                Some(close(CloseCode::Error, "Azure closed the connection")),
-                None,
-            ),
-            End::Idle => (
-                Some(close(
-                    CloseCode::Away,
-                    "idle timeout (server.websocket_idle_timeout_secs)",
-                )),
-                Some(close(CloseCode::Normal, "client idle")),
-            ),
-            End::Shutdown => (
-                Some(close(CloseCode::Away, "the proxy is shutting down")),
-                Some(close(CloseCode::Away, "the proxy is shutting down")),
-            ),
-        };
-        if let Some(m) = to_client {
-            let _ = client.send(m).await;
         }
-        if let Some(m) = to_azure {
-            let _ = azure.send(m).await;
-        }
-        // Let both sides answer the close (or the peer's reply reach them), then drop.
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            tokio::join!(finish(&mut client), finish(&mut azure))
-        })
-        .await;
+    }
+
+    /// The socket's usage on its span, and its access line.
+    fn log_closed(&self, end: End, frames: Frames, started: Instant) {
         let (used, responses) = self.meter.used();
         if responses > 0 {
             self.trace.usage(used.prompt, used.completion, false);
@@ -503,8 +497,8 @@ impl Relay {
         if let Some(mut line) = access::Fields::start() {
             line.text("request_id", &self.request_id)
                 .display("end", format_args!("{end:?}"))
-                .number("frames_from_client", up)
-                .number("frames_from_azure", down)
+                .number("frames_from_client", frames.up)
+                .number("frames_from_azure", frames.down)
                 .decimal("open_secs", started.elapsed().as_secs_f64())
                 .number("responses", responses)
                 .number("prompt_tokens", used.prompt)
@@ -512,10 +506,42 @@ impl Relay {
                 .number("total_tokens", used.total)
                 .write("websocket closed");
         }
-        drop(self.slot);
-        // The server span ends here, with the socket.
-        drop(self.trace);
     }
+}
+
+/// Closes both sides as the end calls for — the side that closed already did — and lets both
+/// close handshakes finish (briefly).
+async fn close_both(end: End, client: &mut Socket, azure: &mut Socket) {
+    let (to_client, to_azure) = match end {
+        End::ClientClosed | End::AzureClosed => (None, None),
+        End::ClientGone => (None, Some(close(CloseCode::Away, "the client went away"))),
+        End::AzureGone => (
+            Some(close(CloseCode::Error, "Azure closed the connection")),
+            None,
+        ),
+        End::Idle => (
+            Some(close(
+                CloseCode::Away,
+                "idle timeout (server.websocket_idle_timeout_secs)",
+            )),
+            Some(close(CloseCode::Normal, "client idle")),
+        ),
+        End::Shutdown => (
+            Some(close(CloseCode::Away, "the proxy is shutting down")),
+            Some(close(CloseCode::Away, "the proxy is shutting down")),
+        ),
+    };
+    if let Some(m) = to_client {
+        let _ = client.send(m).await;
+    }
+    if let Some(m) = to_azure {
+        let _ = azure.send(m).await;
+    }
+    // Let both sides answer the close (or the peer's reply reach them), then drop.
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        tokio::join!(finish(client), finish(azure))
+    })
+    .await;
 }
 
 /// Resolves when the proxy tells its WebSockets to close.

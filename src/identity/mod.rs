@@ -117,58 +117,17 @@ pub async fn token_lookup(
 ) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
     use crate::error::ProxyError;
     use crate::inbound::{AuthError, EntraUse, Held};
-    use secrecy::ExposeSecret as _;
     match &caller.held {
         Held::Entra {
             claims,
             use_: EntraUse::Passthrough,
             token,
-        } => {
-            let needs = backend.scope.audience();
-            let has = claims.audience().unwrap_or("none");
-            if !crate::cloud::same_audience(has, needs) {
-                return Err(ProxyError::PassthroughAudience {
-                    has: has.to_string(),
-                    needs: needs.to_string(),
-                    backend: backend.name.clone(),
-                    scope: backend.scope.to_string(),
-                });
-            }
-            let mut h =
-                axum::http::HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
-                    .map_err(|_| {
-                        ProxyError::from(AuthError::MalformedAuthorization(
-                            "the bearer token has characters not allowed in a header",
-                        ))
-                    })?;
-            h.set_sensitive(true);
-            Ok((UpstreamToken::Passthrough(h), Lookup::Passthrough))
-        }
+        } => passthrough(claims, token, backend),
         Held::App(app) => {
             let Some(apps) = apps else {
                 return Err(AuthError::MissingTenant.into());
             };
-            match Box::pin(apps.get(app, &backend.scope)).await {
-                Ok((token, lookup)) => Ok((
-                    UpstreamToken::Cached {
-                        token,
-                        scope: backend.scope.clone(),
-                    },
-                    lookup,
-                )),
-                Err(e) => match e.aadsts() {
-                    Some(code) => Err(ProxyError::ClientCredentialsRejected {
-                        code,
-                        fix: aadsts_fix(code, &app.client_id, &app.tenant),
-                    }),
-                    None => Err(ProxyError::IdentityUnavailable {
-                        credential: format!("client credentials of app {}", app.client_id),
-                        scope: backend.scope.to_string(),
-                        reason: e.to_string(),
-                        since: None,
-                    }),
-                },
-            }
+            Box::pin(app_token(apps, app, backend)).await
         }
         Held::Key
         | Held::Nothing
@@ -188,6 +147,65 @@ pub async fn token_lookup(
                 scope: backend.scope.to_string(),
                 reason: e.to_string(),
                 since: tokens.failing_since(&backend.scope).await,
+            }),
+        },
+    }
+}
+
+/// The caller's own token, forwarded as it is when it is already for the backend's audience.
+fn passthrough(
+    claims: &crate::claims::Claims,
+    token: &secrecy::SecretString,
+    backend: &crate::config::Backend,
+) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
+    use crate::error::ProxyError;
+    use crate::inbound::AuthError;
+    use secrecy::ExposeSecret as _;
+    let needs = backend.scope.audience();
+    let has = claims.audience().unwrap_or("none");
+    if !crate::cloud::same_audience(has, needs) {
+        return Err(ProxyError::PassthroughAudience {
+            has: has.to_string(),
+            needs: needs.to_string(),
+            backend: backend.name.clone(),
+            scope: backend.scope.to_string(),
+        });
+    }
+    let mut h = axum::http::HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
+        .map_err(|_| {
+            ProxyError::from(AuthError::MalformedAuthorization(
+                "the bearer token has characters not allowed in a header",
+            ))
+        })?;
+    h.set_sensitive(true);
+    Ok((UpstreamToken::Passthrough(h), Lookup::Passthrough))
+}
+
+/// The app's own token, from its client credentials (cached per app and scope).
+async fn app_token(
+    apps: &AppTokens,
+    app: &crate::inbound::AppCredential,
+    backend: &crate::config::Backend,
+) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
+    use crate::error::ProxyError;
+    match apps.get(app, &backend.scope).await {
+        Ok((token, lookup)) => Ok((
+            UpstreamToken::Cached {
+                token,
+                scope: backend.scope.clone(),
+            },
+            lookup,
+        )),
+        Err(e) => match e.aadsts() {
+            Some(code) => Err(ProxyError::ClientCredentialsRejected {
+                code,
+                fix: aadsts_fix(code, &app.client_id, &app.tenant),
+            }),
+            None => Err(ProxyError::IdentityUnavailable {
+                credential: format!("client credentials of app {}", app.client_id),
+                scope: backend.scope.to_string(),
+                reason: e.to_string(),
+                since: None,
             }),
         },
     }

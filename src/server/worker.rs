@@ -1,0 +1,214 @@
+//! One serving thread: its own event loop accepting from the shared listening socket, its own
+//! upstream connection pool and request deadlines, connections spread evenly over the threads
+//! (see `balance`), and its drain at shutdown.
+
+use super::admin;
+use super::balance;
+use crate::forward;
+use crate::state::AppState;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What one serving thread's requests see: the shared state, and the thread's own upstream
+/// client. A connection pool per thread keeps a request and the upstream connection carrying it
+/// on the same thread: no hand-off between threads on the hot path.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub state: Arc<AppState>,
+    pub client: crate::upstream::Client,
+}
+
+/// A serving thread's place among the others: its index, the shared balance, and its inbox of
+/// connections other threads accepted for it.
+pub(super) struct Seat {
+    pub(super) index: usize,
+    pub(super) balance: Arc<balance::Balance>,
+    pub(super) inbox: tokio::sync::mpsc::UnboundedReceiver<balance::Handoff>,
+}
+
+/// One worker: accepts connections (keeping each unless another thread serves fewer) and
+/// serves its own until `stopped` turns true (or its sender is gone), then drains for the
+/// grace period.
+pub(super) async fn work(
+    socket: std::net::TcpListener,
+    worker: Worker,
+    mut seat: Seat,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(socket)?;
+    // This thread's request timeouts (hyper's header read, the first byte from Azure) and
+    // their ticker (crate::deadline), which ends with the thread's runtime.
+    let deadlines = crate::deadline::Deadlines::default();
+    tokio::spawn(deadlines.clone().run());
+    let worker = Worker {
+        client: worker.client.with_deadlines(deadlines.clone()),
+        ..worker
+    };
+    let builder = connection_builder(&worker.state, deadlines);
+    let app = admin::router(worker.state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer, counted) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => match keep_or_hand_off(&seat, stream, peer) {
+                    Some(kept) => kept,
+                    None => continue,
+                },
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(handed) = seat.inbox.recv() => match tokio::net::TcpStream::from_std(handed.stream) {
+                Ok(stream) => (stream, handed.peer, handed.counted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take over a connection from another serving thread");
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            connection_service(&worker, &app, peer),
+        );
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(counted);
+        });
+    }
+    drop(listener);
+    // Connections still on their way here are closed; new ones stay with their acceptor.
+    drop(seat.inbox);
+    drain(&worker, graceful).await;
+    Ok(())
+}
+
+/// How this thread serves a connection: HTTP/1.1 with the thread's deadlines for the header
+/// read, HTTP/2, both with the configured header limit.
+fn connection_builder(
+    state: &AppState,
+    deadlines: crate::deadline::Deadlines,
+) -> auto::Builder<TokioExecutor> {
+    let snapshot = state.snapshot();
+    let server = &snapshot.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(server.max_header_bytes)
+        .timer(crate::deadline::HyperTimer(deadlines))
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .max_header_list_size(server.max_header_bytes.min(u32::MAX as usize) as u32)
+        .timer(TokioTimer::new());
+    builder
+}
+
+/// Longest wait for a request's headers (HTTP/1.1).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection's requests: proxied ones straight to the handler (the router, with its path
+/// matching and boxed services, is only for the proxy's own endpoints).
+fn connection_service(
+    worker: &Worker,
+    app: &axum::Router,
+    peer: std::net::SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ 'static {
+    use futures_util::FutureExt as _;
+    use futures_util::future::Either;
+    use tower::ServiceExt as _;
+    let app = app.clone();
+    let worker = worker.clone();
+    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        if admin::is_own_endpoint(request.uri().path()) {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            Either::Left(app.clone().oneshot(request))
+        } else {
+            // Boxed: a connection keeps its in-flight slot for as long as it lives, and the
+            // handler's state is kilobytes that only a request in flight needs.
+            let handled = Box::pin(forward::handle(
+                worker.state.snapshot(),
+                worker.client.clone(),
+                request,
+            ));
+            Either::Right(handled.map(Ok::<_, std::convert::Infallible>))
+        }
+    })
+}
+
+/// At shutdown: lets open connections finish for the grace period as configured now (it
+/// follows reloads), then closes WebSockets still open with 1001.
+async fn drain(worker: &Worker, graceful: hyper_util::server::graceful::GracefulShutdown) {
+    let grace = worker.state.snapshot().config.server.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain time over; closing remaining connections");
+    }
+    // Upgraded connections are no longer hyper's.
+    worker.client.websockets().drain(deadline).await;
+}
+
+/// A connection this thread accepted: kept (with its place in this thread's count) when no
+/// other thread serves fewer, else handed to the one that does (`None`).
+fn keep_or_hand_off(
+    seat: &Seat,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<(
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    balance::Counted,
+)> {
+    let counted = seat.balance.place(seat.index);
+    if counted.worker() == seat.index {
+        return Some((stream, peer, counted));
+    }
+    // Out of this thread's event loop, into the other's (where `from_std` registers it).
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "could not hand a connection to another serving thread; closing it");
+            return None;
+        }
+    };
+    let handoff = balance::Handoff {
+        stream,
+        peer,
+        counted,
+    };
+    // That thread has stopped serving: serve it here.
+    let back = seat.balance.hand_off(handoff).err()?;
+    drop(back.counted);
+    let counted = seat.balance.count(seat.index);
+    match tokio::net::TcpStream::from_std(back.stream) {
+        Ok(stream) => Some((stream, back.peer, counted)),
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "could not take a connection back; closing it");
+            None
+        }
+    }
+}
