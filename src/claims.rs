@@ -60,8 +60,23 @@ pub struct Claims {
     pub ver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scp: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
+    /// App roles (`roles`): what identities match by `role`.
+    #[serde(default, skip_serializing_if = "ClaimList::is_absent")]
+    pub roles: ClaimList,
+    /// Group object ids (`groups`): what identities match by `group`.
+    #[serde(default, skip_serializing_if = "ClaimList::is_absent")]
+    pub groups: ClaimList,
+    /// Where Entra says the groups are when there are too many for the token (groups
+    /// overage): `{"groups": "src1"}`.
+    #[serde(
+        default,
+        rename = "_claim_names",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub claim_names: Option<serde_json::Value>,
+    /// `hasgroups: true`: the implicit flow's form of groups overage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hasgroups: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +96,71 @@ impl Claims {
     /// The calling application: `appid` (v1) or `azp` (v2).
     pub fn app_id(&self) -> Option<&str> {
         self.appid.as_deref().or(self.azp.as_deref())
+    }
+
+    /// Whether the token carries no `groups` because the user is in too many (Entra's groups
+    /// overage: `_claim_names.groups` or `hasgroups: true`); the groups are then only in
+    /// Microsoft Graph, which the proxy never calls.
+    pub fn groups_overage(&self) -> bool {
+        let named = self
+            .claim_names
+            .as_ref()
+            .is_some_and(|n| n.get("groups").is_some());
+        named || self.hasgroups == Some(serde_json::Value::Bool(true))
+    }
+}
+
+/// A claim that should be a list of strings (`roles`, `groups`), as a token carried it: a token
+/// is data from outside, and one of the wrong shape must not stop the rest from being read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClaimList {
+    #[default]
+    Absent,
+    Strings(Vec<String>),
+    /// There, but not an array of strings: what it was instead (`a string`, `an object`, …).
+    Malformed(&'static str),
+}
+
+impl ClaimList {
+    pub fn is_absent(&self) -> bool {
+        matches!(self, ClaimList::Absent)
+    }
+
+    /// The strings, when the claim is a list of them (else none).
+    pub fn strings(&self) -> &[String] {
+        match self {
+            ClaimList::Strings(v) => v,
+            ClaimList::Absent | ClaimList::Malformed(_) => &[],
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClaimList, D::Error> {
+        use serde_json::Value;
+        Ok(match Value::deserialize(d)? {
+            Value::Null => ClaimList::Absent,
+            Value::Array(items) => {
+                let mut strings = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => strings.push(s),
+                        _ => return Ok(ClaimList::Malformed("an array with other than strings")),
+                    }
+                }
+                ClaimList::Strings(strings)
+            }
+            Value::String(_) => ClaimList::Malformed("a string"),
+            Value::Object(_) => ClaimList::Malformed("an object"),
+            Value::Number(_) => ClaimList::Malformed("a number"),
+            Value::Bool(_) => ClaimList::Malformed("a boolean"),
+        })
+    }
+}
+
+impl Serialize for ClaimList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.strings().serialize(s)
     }
 }
 
@@ -131,6 +211,24 @@ fn decode_part<T: for<'de> Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_and_groups_of_the_wrong_shape_are_read_as_malformed_not_refused() {
+        let claims = |json: &str| serde_json::from_str::<Claims>(json).unwrap();
+        let c = claims(r#"{"oid":"o","roles":["a","b"],"groups":["g"]}"#);
+        assert_eq!(c.roles.strings(), ["a", "b"]);
+        assert_eq!(c.groups.strings(), ["g"]);
+        let c = claims(r#"{"oid":"o","roles":{"a":1},"groups":"g1"}"#);
+        assert_eq!(c.roles, ClaimList::Malformed("an object"));
+        assert_eq!(c.groups, ClaimList::Malformed("a string"));
+        assert!(c.groups.strings().is_empty());
+        assert_eq!(c.oid.as_deref(), Some("o"));
+        let c = claims(r#"{"groups":["g", 3]}"#);
+        assert!(matches!(c.groups, ClaimList::Malformed(_)));
+        assert!(!claims("{}").groups_overage());
+        assert!(claims(r#"{"_claim_names":{"groups":"src1"}}"#).groups_overage());
+        assert!(claims(r#"{"hasgroups":true}"#).groups_overage());
+    }
 
     fn jwt(header: &str, claims: &str) -> String {
         format!(

@@ -194,7 +194,7 @@ pub fn explain(input: &str, target: &Target, now: i64) -> Result<Explanation, Ex
         tenant: c.tid.clone(),
         issued_at: c.iat,
         expires_at: c.exp,
-        roles: c.roles.clone(),
+        roles: c.roles.strings().to_vec(),
         scopes: c
             .scp
             .as_deref()
