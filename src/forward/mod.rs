@@ -63,10 +63,11 @@ struct Exchange<'a> {
     trace: &'a RequestSpan,
 }
 
-/// What the answer's usage is read for: the key to charge (key callers only), the prompt
+/// What the answer's usage is read for: the admission to settle (key callers only), the prompt
 /// estimate, whether the proxy asked Azure for a usage chunk the client did not.
 struct Metering {
-    key: Option<(Arc<str>, crate::config::KeyBudget)>,
+    /// Taken by the answer that settles it; dropped unsettled when no answer is metered.
+    admission: Option<crate::limits::Admission>,
     admitted: Option<crate::limits::Admitted>,
     estimate: usage::Estimate,
     hide_usage_chunk: bool,
@@ -161,7 +162,7 @@ async fn proxy(
     let limit = state.config.server.max_body_bytes;
     let key = key_of(caller);
     // A key with token limits needs the body: for the estimate and to ask for usage.
-    let needs_body = plan.needs_body() || key.is_some_and(|(_, b)| b.limits_tokens());
+    let needs_body = plan.needs_body() || key.is_some_and(|a| a.budget().limits_tokens());
     let form = plan
         .needs_form_model()
         .then(|| multipart::boundary(&parts.headers))
@@ -170,13 +171,13 @@ async fn proxy(
         Some(boundary) => {
             let (mut inbound, routes) =
                 Box::pin(form_upload(state, &parts, &plan, body, &boundary)).await?;
-            let metering = admit(state, key, &mut inbound).await?;
+            let metering = admit(key, &mut inbound).await?;
             (inbound, routes, metering)
         }
         None => {
             let mut inbound =
                 Inbound::take(&parts.headers, body, needs_body, replay_limit, limit).await?;
-            let metering = admit(state, key, &mut inbound).await?;
+            let metering = admit(key, &mut inbound).await?;
             // A body kept only for replay or metering (an upload) is not routing's to read.
             let payload = match plan.needs_body() {
                 true => inbound.bytes().into(),
@@ -194,7 +195,7 @@ async fn proxy(
             .or(routes[0].deployment.as_deref()),
     );
     request_filter(caller, &routes[0], path)?;
-    let exchange = Exchange {
+    let mut exchange = Exchange {
         state,
         client,
         caller,
@@ -249,38 +250,32 @@ async fn form_upload(
     Ok((inbound, routes))
 }
 
-/// The key a caller used: its name and budget.
-fn key_of(caller: &Caller) -> Option<(&Arc<str>, crate::config::KeyBudget)> {
-    match caller {
-        Caller::VirtualKey { name, policy } | Caller::LegacyKey { name, policy } => {
-            Some((name, policy.budget))
-        }
-        _ => None,
-    }
+/// The account of the key a caller used: its budget and counters.
+fn key_of(caller: &Caller) -> Option<&crate::limits::Account> {
+    caller.policy().map(|policy| &policy.account)
 }
 
 /// The key's limits: counts the request (or refuses it before anything is sent), estimating
 /// the prompt first when the key's tokens are limited, and asks Azure for the usage of a
 /// stream when they are. Otherwise the estimate waits for an answer whose usage cannot be read.
 async fn admit(
-    state: &Snapshot,
-    key: Option<(&Arc<str>, crate::config::KeyBudget)>,
+    key: Option<&crate::limits::Account>,
     inbound: &mut Inbound,
 ) -> Result<Metering, ProxyError> {
-    let limits_tokens = key.is_some_and(|(_, budget)| budget.limits_tokens());
+    let limits_tokens = key.is_some_and(|account| account.budget().limits_tokens());
     let estimate = match limits_tokens {
         true => usage::Estimate::now(inbound.bytes()),
         false => usage::Estimate::later(inbound.bytes()),
     };
-    let Some((name, budget)) = key else {
+    let Some(account) = key else {
         return Ok(Metering {
-            key: None,
+            admission: None,
             admitted: None,
             estimate,
             hide_usage_chunk: false,
         });
     };
-    let admitted = state.limits.admit(name, &budget, estimate.made()).await?;
+    let admission = account.admit(estimate.made()).await?;
     let injected = match inbound.bytes() {
         Some(b) if limits_tokens => usage::inject_include_usage(b),
         _ => None,
@@ -290,8 +285,8 @@ async fn admit(
         *inbound = Inbound::Read(body);
     }
     Ok(Metering {
-        key: Some((name.clone(), budget)),
-        admitted: Some(admitted),
+        admitted: Some(*admission.admitted()),
+        admission: Some(admission),
         estimate,
         hide_usage_chunk,
     })
@@ -344,7 +339,7 @@ fn request_filter(caller: &Caller, first: &Route, path: &str) -> Result<(), Prox
 impl Exchange<'_> {
     /// Makes attempts over `routes` until the retry policy says what the client gets.
     async fn run(
-        &self,
+        &mut self,
         routes: &[Route],
         parts: &request::Parts,
         mut inbound: Inbound,

@@ -8,8 +8,7 @@
 //! charges the usage. A realtime WebSocket is metered by `SocketMeter`, which reads the usage
 //! of each `response.done` event as the frame passes.
 
-use crate::config::KeyBudget;
-use crate::limits::Limits;
+use crate::limits::Admission;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
@@ -607,11 +606,10 @@ impl Meter {
     }
 }
 
-/// What happens when an answer ends: the labels and log fields of the request, the key to
-/// charge.
+/// What happens when an answer ends: the labels and log fields of the request, the admission
+/// to settle.
 pub(super) struct Settle {
-    pub(super) limits: Limits,
-    pub(super) key: Option<(Arc<str>, KeyBudget)>,
+    pub(super) admission: Option<Admission>,
     pub(super) estimate: Estimate,
     pub(super) labels: TokenLabels,
     /// The access line's fields from the answer's head (`None` when access lines are off).
@@ -720,8 +718,8 @@ impl TokenLabels {
 /// the key at once. A `response.done` whose usage cannot be read is counted in
 /// `entra_proxy_usage_estimated_total` and charges nothing: a socket has no prompt estimate.
 pub(super) struct SocketMeter {
-    limits: Limits,
-    key: Option<(Arc<str>, KeyBudget)>,
+    /// The socket's admission, charged as responses complete.
+    admission: Option<Admission>,
     labels: TokenLabels,
     /// What the socket used so far.
     used: Usage,
@@ -729,14 +727,9 @@ pub(super) struct SocketMeter {
 }
 
 impl SocketMeter {
-    pub(super) fn new(
-        limits: Limits,
-        key: Option<(Arc<str>, KeyBudget)>,
-        labels: TokenLabels,
-    ) -> SocketMeter {
+    pub(super) fn new(admission: Option<Admission>, labels: TokenLabels) -> SocketMeter {
         SocketMeter {
-            limits,
-            key,
+            admission,
             labels,
             used: Usage::default(),
             responses: 0,
@@ -759,11 +752,12 @@ impl SocketMeter {
         self.used.completion += usage.completion;
         self.used.total += usage.total;
         self.labels.count(&usage);
-        if let Some((name, budget)) = &self.key {
-            let (limits, name, budget) = (self.limits.clone(), name.clone(), *budget);
-            charge_now_or_later(Box::pin(async move {
-                limits.charge(&name, &budget, usage.total).await;
-            }));
+        if let Some(charge) = self
+            .admission
+            .as_ref()
+            .and_then(|a| a.charge(usage.total).pending())
+        {
+            charge_now_or_later(Box::pin(charge));
         }
     }
 
@@ -815,11 +809,8 @@ impl Settle {
                 .flag("ended", ended)
                 .write("proxied");
         }
-        let (name, budget) = self.key?;
-        let limits = self.limits;
-        Some(Box::pin(async move {
-            limits.charge(&name, &budget, usage.total).await;
-        }))
+        let charge = self.admission?.settle(usage.total).pending()?;
+        Some(Box::pin(charge))
     }
 }
 
@@ -850,7 +841,8 @@ impl<B: http_body::Body> Metered<B> {
     }
 }
 
-/// Runs a charge now when it completes at once (the memory store), else in the background.
+/// Runs a charge that waits for the store (Redis) now when it completes at once, else in the
+/// background. A charge in memory is recorded before it would get here.
 fn charge_now_or_later(mut charge: Charging) {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     if charge.as_mut().poll(&mut cx).is_pending()

@@ -117,17 +117,16 @@ pub(super) async fn open(
     // The key's request and token budgets apply at the handshake, as on HTTP; the socket's
     // usage is charged as its responses complete.
     let mut no_body = super::body::Inbound::Read(bytes::Bytes::new());
-    let metering = super::admit(state, super::key_of(caller), &mut no_body).await?;
+    let mut metering = super::admit(super::key_of(caller), &mut no_body).await?;
     super::request_filter(caller, &route, path)?;
     trace.route(path, route.model.as_deref().or(route.deployment.as_deref()));
     let backend = &state.routes.backends()[route.backend];
     let meter = SocketMeter::new(
-        state.limits.clone(),
-        metering.key.clone(),
+        metering.admission.take(),
         TokenLabels::for_route(state, caller, &route),
     );
     let upstream_cfg = &state.config.upstream;
-    let exchange = Exchange {
+    let mut exchange = Exchange {
         state,
         client,
         caller,

@@ -1,17 +1,30 @@
-//! The limits store in this process's memory: the default with one replica. Counters are lost
-//! on restart; with Redis configured, this store carries the counting while Redis is away
+//! The limits store in this process's memory: the default with one replica. Each budget key has
+//! its own [`Bucket`] of counters behind its own lock, reached through the key's account, so
+//! requests of different keys share no lock and a request allocates nothing. Counters are lost
+//! on restart; with Redis configured, the same buckets carry the counting while Redis is away
 //! (`on_redis_error = "allow"`).
 
+use super::account::Account;
+use super::store::{Answer, Store};
 use super::window::{Window, period_bounds};
-use super::{Refusal, Standing, Verdict};
+use super::{BudgetKey, Refusal, Standing, Verdict};
 use crate::config::KeyBudget;
 use crate::fast_hash::FastMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// Counters per key name.
-#[derive(Debug, Default)]
+/// The counters of every budget key this process has seen, by key. Only resolving an account
+/// looks here (a snapshot being built, the status page, tests): the request path reaches its
+/// key's [`Bucket`] through the account its caller's policy holds.
+#[derive(Default)]
 pub struct MemoryStore {
-    keys: Mutex<FastMap<String, Counters>>,
+    buckets: Mutex<FastMap<BudgetKey, Arc<Bucket>>>,
+}
+
+/// One budget key's counters, behind their own lock: a request waits only for requests of the
+/// same key, never for the others.
+#[derive(Debug, Default)]
+pub struct Bucket {
+    counters: Mutex<Counters>,
 }
 
 /// One key's counters.
@@ -31,64 +44,130 @@ impl Counters {
         }
         (self.quota.1, end)
     }
+
+    /// Takes one request from the budget, or says why not and until when.
+    fn admit(&mut self, budget: &KeyBudget, now: i64) -> Verdict {
+        let requests = self.requests.used(now);
+        let tokens = self.tokens.used(now);
+        let (quota, resets_at) = self.quota_used(budget, now);
+        if let Some(limit) = budget.requests_per_minute.map(u64::from)
+            && requests >= limit
+        {
+            let retry_after = self.requests.retry_after(now, limit);
+            return Verdict::Refused(Refusal::Requests { retry_after });
+        }
+        if let Some(limit) = budget.tokens_per_minute
+            && tokens >= limit
+        {
+            let retry_after = self.tokens.retry_after(now, limit);
+            return Verdict::Refused(Refusal::Tokens { retry_after });
+        }
+        if budget.token_quota.is_some_and(|limit| quota >= limit) {
+            return Verdict::Refused(Refusal::Quota { resets_at });
+        }
+        self.requests.add(now, 1);
+        Verdict::Admitted(Standing {
+            requests: requests + 1,
+            tokens,
+            quota,
+        })
+    }
+
+    /// Adds `tokens` to the window and the quota; returns the quota used.
+    fn charge(&mut self, budget: &KeyBudget, now: i64, tokens: u64) -> u64 {
+        self.tokens.add(now, tokens);
+        self.quota_used(budget, now);
+        self.quota.1 = self.quota.1.saturating_add(tokens);
+        self.quota.1
+    }
+
+    fn peek(&mut self, budget: &KeyBudget, now: i64) -> Standing {
+        Standing {
+            requests: self.requests.used(now),
+            tokens: self.tokens.used(now),
+            quota: self.quota_used(budget, now).0,
+        }
+    }
+}
+
+impl Bucket {
+    /// Takes one request from `budget`, or says why not and until when.
+    pub fn admit(&self, budget: &KeyBudget, now: i64) -> Verdict {
+        self.lock().admit(budget, now)
+    }
+
+    /// Adds `tokens` to the window and the quota period; returns the quota used.
+    pub fn charge(&self, budget: &KeyBudget, now: i64, tokens: u64) -> u64 {
+        self.lock().charge(budget, now, tokens)
+    }
+
+    /// What was used in the current window and quota period.
+    pub fn peek(&self, budget: &KeyBudget, now: i64) -> Standing {
+        self.lock().peek(budget, now)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        // Counters stay consistent whatever panicked while holding them: every update is one
+        // saturating step.
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never waits: the registry may be held by the thread formatting it.
+        let keys = self.buckets.try_lock().ok().map(|b| b.len());
+        f.debug_struct("MemoryStore")
+            .field("keys", &keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryStore {
-    /// Takes one request from `key`'s budget, or says why not and until when.
-    pub fn admit(&self, key: &str, budget: &KeyBudget, now: i64) -> Verdict {
-        self.with(key, |c| {
-            let requests = c.requests.used(now);
-            let tokens = c.tokens.used(now);
-            let (quota, resets_at) = c.quota_used(budget, now);
-            if let Some(limit) = budget.requests_per_minute.map(u64::from)
-                && requests >= limit
-            {
-                let retry_after = c.requests.retry_after(now, limit);
-                return Verdict::Refused(Refusal::Requests { retry_after });
-            }
-            if let Some(limit) = budget.tokens_per_minute
-                && tokens >= limit
-            {
-                let retry_after = c.tokens.retry_after(now, limit);
-                return Verdict::Refused(Refusal::Tokens { retry_after });
-            }
-            if budget.token_quota.is_some_and(|limit| quota >= limit) {
-                return Verdict::Refused(Refusal::Quota { resets_at });
-            }
-            c.requests.add(now, 1);
-            Verdict::Admitted(Standing {
-                requests: requests + 1,
-                tokens,
-                quota,
-            })
-        })
-    }
-
-    /// Adds `tokens` to `key`'s window and quota; returns the quota used.
-    pub fn charge(&self, key: &str, budget: &KeyBudget, now: i64, tokens: u64) -> u64 {
-        self.with(key, |c| {
-            c.tokens.add(now, tokens);
-            c.quota_used(budget, now);
-            c.quota.1 = c.quota.1.saturating_add(tokens);
-            c.quota.1
-        })
-    }
-
-    /// What `key` used in the current window and quota period.
-    pub fn peek(&self, key: &str, budget: &KeyBudget, now: i64) -> Standing {
-        self.with(key, |c| Standing {
-            requests: c.requests.used(now),
-            tokens: c.tokens.used(now),
-            quota: c.quota_used(budget, now).0,
-        })
-    }
-
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Counters) -> T) -> T {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        match keys.get_mut(key) {
-            Some(c) => f(c),
-            None => f(keys.entry(key.to_string()).or_default()),
+    /// The counters of `key`, made on first use and the same ever after: what keeps a key's
+    /// counts across reloads.
+    pub fn bucket(&self, key: &BudgetKey) -> Arc<Bucket> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match buckets.get(key) {
+            Some(b) => b.clone(),
+            None => buckets.entry(key.clone()).or_default().clone(),
         }
+    }
+
+    /// Takes one request from key `name`'s budget, or says why not and until when. By name:
+    /// resolves the key's counters first (tests and tools; requests go through an account).
+    pub fn admit(&self, name: &str, budget: &KeyBudget, now: i64) -> Verdict {
+        self.bucket(&BudgetKey::key(name)).admit(budget, now)
+    }
+
+    /// Adds `tokens` to key `name`'s window and quota; returns the quota used.
+    pub fn charge(&self, name: &str, budget: &KeyBudget, now: i64, tokens: u64) -> u64 {
+        self.bucket(&BudgetKey::key(name))
+            .charge(budget, now, tokens)
+    }
+
+    /// What key `name` used in the current window and quota period.
+    pub fn peek(&self, name: &str, budget: &KeyBudget, now: i64) -> Standing {
+        self.bucket(&BudgetKey::key(name)).peek(budget, now)
+    }
+}
+
+/// Counts in the account's own [`Bucket`]: every answer is ready at once.
+impl Store for MemoryStore {
+    fn admit(&self, account: &Account, now: i64) -> Answer<Verdict> {
+        Answer::now(Ok(account.bucket().admit(account.budget(), now)))
+    }
+
+    fn charge(&self, account: &Account, now: i64, tokens: u64) -> Answer<u64> {
+        Answer::now(Ok(account.bucket().charge(account.budget(), now, tokens)))
+    }
+
+    fn peek(&self, account: &Account, now: i64) -> Answer<Standing> {
+        Answer::now(Ok(account.bucket().peek(account.budget(), now)))
+    }
+
+    fn probe(&self) -> Answer<()> {
+        Answer::now(Ok(()))
     }
 }
 
