@@ -229,4 +229,43 @@ mod tests {
             Verdict::Admitted(_)
         ));
     }
+
+    #[test]
+    fn a_key_keeps_one_bucket_and_every_other_key_has_its_own() {
+        let s = MemoryStore::default();
+        let budget = KeyBudget::default();
+        let t = 1_773_900_000;
+        let a = s.bucket(&BudgetKey::key("a"));
+        assert!(Arc::ptr_eq(&a, &s.bucket(&BudgetKey::key("a"))));
+        assert!(!Arc::ptr_eq(&a, &s.bucket(&BudgetKey::key("b"))));
+        // Counting by name counts in the same bucket.
+        s.charge("a", &budget, t, 5);
+        assert_eq!(a.peek(&budget, t).tokens, 5);
+        assert_eq!(s.peek("b", &budget, t).tokens, 0);
+    }
+
+    #[test]
+    fn the_memory_store_answers_at_once_in_the_accounts_own_bucket() {
+        let limits = crate::limits::Limits::in_memory();
+        let budget = KeyBudget {
+            requests_per_minute: Some(1),
+            ..KeyBudget::default()
+        };
+        let account = limits.account(BudgetKey::key("k"), budget);
+        let t = 1_773_900_000;
+        let store = MemoryStore::default();
+        assert!(matches!(
+            Store::admit(&store, &account, t),
+            Answer::Ready(Some(Ok(Verdict::Admitted(_))))
+        ));
+        assert!(matches!(
+            Store::charge(&store, &account, t, 9),
+            Answer::Ready(Some(Ok(9)))
+        ));
+        // No lookup in the store: the counts are the account's own.
+        assert!(matches!(
+            Store::admit(&MemoryStore::default(), &account, t),
+            Answer::Ready(Some(Ok(Verdict::Refused(Refusal::Requests { .. }))))
+        ));
+    }
 }

@@ -313,3 +313,162 @@ fn period_word(p: QuotaPeriod) -> &'static str {
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyDigest, RedisConfig};
+
+    fn entry(name: &str, requests_per_minute: Option<u32>, token_quota: Option<u64>) -> KeyEntry {
+        KeyEntry {
+            name: name.into(),
+            digest: KeyDigest::of(name),
+            legacy: false,
+            models: vec![],
+            expires: None,
+            requests_per_minute,
+            tokens_per_minute: None,
+            token_quota,
+            token_quota_period: QuotaPeriod::Day,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_counts_of_keys_that_remain_under_their_new_budget() {
+        let limits = Limits::in_memory();
+        // The snapshot before the reload resolves its accounts; requests count in them.
+        let before = limits.account_for(&entry("team-a", Some(2), None));
+        assert!(before.admit(0).await.unwrap().settle(7).pending().is_none());
+        before.admit(0).await.unwrap();
+        assert!(matches!(
+            before.admit(0).await,
+            Err(LimitError::Requests { limit: 2, .. })
+        ));
+        // The reloaded snapshot resolves the same key again, with a new budget.
+        let after = limits.account_for(&entry("team-a", Some(3), Some(100)));
+        let standing = after.peek().await.unwrap();
+        assert_eq!((standing.requests, standing.tokens), (2, 7));
+        assert_eq!(standing.quota, 7);
+        let admitted = after.admit(0).await.unwrap();
+        assert_eq!(admitted.admitted().requests(), Some((3, 0)));
+        assert!(after.admit(0).await.is_err(), "three of three used");
+        // A key added by the reload starts at nothing.
+        let added = limits.account_for(&entry("team-b", Some(1), None));
+        assert_eq!(added.peek().await.unwrap(), Standing::default());
+    }
+
+    #[test]
+    fn two_threads_charging_one_key_lose_nothing() {
+        let limits = Limits::in_memory();
+        let budget = KeyBudget {
+            requests_per_minute: Some(u32::MAX),
+            token_quota: Some(u64::MAX),
+            ..KeyBudget::default()
+        };
+        let account = limits.account(BudgetKey::key("shared"), budget);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let account = account.clone();
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    for _ in 0..5_000 {
+                        let admission = rt.block_on(account.admit(0)).unwrap();
+                        // In memory a charge is recorded before it returns.
+                        assert!(admission.settle(3).pending().is_none());
+                    }
+                });
+            }
+        });
+        // Another account of the same key (another snapshot) sees every count.
+        let standing = rt
+            .block_on(limits.peek(&BudgetKey::key("shared"), &budget))
+            .unwrap();
+        assert_eq!(standing.requests, 10_000);
+        assert_eq!(standing.tokens, 30_000);
+        assert_eq!(standing.quota, 30_000);
+    }
+
+    #[tokio::test]
+    async fn a_name_no_snapshot_resolved_still_counts_and_reads_as_nothing_used() {
+        let limits = Limits::in_memory();
+        let budget = KeyBudget {
+            requests_per_minute: Some(1),
+            ..KeyBudget::default()
+        };
+        let nobody = BudgetKey::key("nobody");
+        assert_eq!(limits.peek(&nobody, &budget).await, Ok(Standing::default()));
+        let adhoc = limits.account(BudgetKey::key("ad hoc {name}"), budget);
+        adhoc.admit(0).await.unwrap();
+        let refused = adhoc.admit(0).await.unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "key \"ad hoc {{name}}\" is over its requests_per_minute limit of 1; retry in {}s",
+                refused.retry_after_secs()
+            )
+        );
+        assert_eq!(
+            limits
+                .peek(&BudgetKey::key("ad hoc {name}"), &budget)
+                .await
+                .unwrap()
+                .requests,
+            1
+        );
+        assert_eq!(limits.peek(&nobody, &budget).await.unwrap().requests, 0);
+    }
+
+    /// Limits over a Redis no one listens on (port 9 on loopback: refused at once).
+    fn redis_down(on_error: OnRedisError) -> Limits {
+        let url = "redis://127.0.0.1:9/0";
+        Limits::new(&LimitsConfig {
+            redis: Some(RedisConfig {
+                url: url.to_string().into(),
+                shown: url.into(),
+                timeout: std::time::Duration::from_millis(200),
+                on_error,
+                ca_file: None,
+            }),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn while_the_store_is_down_allow_counts_here_and_deny_refuses() {
+        let budget = KeyBudget {
+            requests_per_minute: Some(1),
+            ..KeyBudget::default()
+        };
+        let allow = redis_down(OnRedisError::Allow);
+        assert_eq!(allow.kind(), StoreKind::Redis);
+        let account = allow.account(BudgetKey::key("k"), budget);
+        let admission = account.admit(0).await.unwrap();
+        assert_eq!(admission.admitted().requests(), Some((1, 0)));
+        // A charge that Redis did not take is counted here.
+        let charging = admission.settle(5).pending().expect("waits for Redis");
+        charging.await;
+        assert_eq!(account.bucket().peek(&budget, now()).tokens, 5);
+        assert!(
+            matches!(account.admit(0).await, Err(LimitError::Requests { .. })),
+            "counted here: the second request of the minute is refused"
+        );
+        let err = allow.peek(&BudgetKey::key("k"), &budget).await.unwrap_err();
+        assert!(
+            err.starts_with("limits.redis_url (redis://127.0.0.1:9/0): "),
+            "{err}"
+        );
+        assert!(allow.probe().await.is_err());
+
+        let deny = redis_down(OnRedisError::Deny);
+        let account = deny.account(BudgetKey::key("k"), budget);
+        assert!(matches!(
+            account.admit(0).await,
+            Err(LimitError::StoreUnavailable)
+        ));
+    }
+}
