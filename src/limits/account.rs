@@ -6,8 +6,8 @@
 //! request path finds its counters without a lookup, and locks only that key's counters. A
 //! reload resolves the same counters again by name, so a key that remains keeps its counts.
 
-use super::memory::Bucket;
-use super::store::{Answer, StoreDown};
+use super::answer::{Answer, StoreDown};
+use super::bucket::Bucket;
 use super::{Admitted, LimitError, Limits, Standing, Verdict, now, refusal};
 use crate::config::KeyBudget;
 use std::future::Future;

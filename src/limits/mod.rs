@@ -9,13 +9,17 @@
 //! the [`Admission`] is settled with the answer's tokens when the answer ends.
 
 mod account;
+mod answer;
+mod bucket;
 pub mod memory;
 pub mod redis;
 mod store;
 pub mod window;
 
 pub use account::{Account, Admission, BudgetKey, Charging};
-pub use store::{Answer, Store, StoreDown};
+pub use answer::{Answer, StoreDown};
+pub use bucket::Bucket;
+pub use store::Store;
 
 use crate::config::{KeyBudget, KeyEntry, LimitsConfig, OnRedisError, QuotaPeriod};
 use std::sync::Arc;

@@ -6,7 +6,8 @@
 //! so an outage costs requests nothing; the outage is logged once and counted.
 
 use super::account::Account;
-use super::store::{Answer, Store, StoreDown};
+use super::answer::{Answer, StoreDown};
+use super::store::Store;
 use super::window::period_bounds;
 use super::{BudgetKey, Refusal, Standing, Verdict};
 use crate::config::{KeyBudget, RedisConfig};
