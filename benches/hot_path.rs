@@ -70,7 +70,7 @@ fn benches(c: &mut Criterion) {
             token_quota_period: Default::default(),
         });
     }
-    let store = KeyStore::new(&entries);
+    let store = KeyStore::new(&entries, &entra_proxy::limits::Limits::in_memory());
     c.bench_function("key_lookup_hit_1000_keys", |b| {
         b.iter(|| black_box(store.lookup(black_box("bench-key")).is_some()))
     });
@@ -138,18 +138,20 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(upstream_headers(black_box(&headers), "req-1")))
     });
 
-    // Limits in memory: admit one request and charge its tokens, for a key with every limit.
-    let limits = entra_proxy::limits::Limits::new(&Default::default()).unwrap();
+    // Limits in memory: admit one request and settle its tokens, for a key with every limit,
+    // through the account its policy holds.
+    let limits = entra_proxy::limits::Limits::in_memory();
     let budget = entra_proxy::config::KeyBudget {
         requests_per_minute: Some(u32::MAX),
         tokens_per_minute: Some(u64::MAX),
         token_quota: Some(u64::MAX),
         ..Default::default()
     };
+    let account = limits.account(entra_proxy::limits::BudgetKey::key("team-a"), budget);
     c.bench_function("limits_admit_and_charge_memory", |b| {
         b.to_async(&rt).iter(|| async {
-            black_box(limits.admit("team-a", &budget, 20).await.is_ok());
-            limits.charge("team-a", &budget, 42).await;
+            let admission = account.admit(20).await.unwrap();
+            black_box(admission.settle(42).pending().is_none());
         })
     });
 

@@ -251,7 +251,7 @@ mod tests {
             u.claims.audience(),
             Some("https://cognitiveservices.azure.com")
         );
-        assert_eq!(u.claims.roles, vec!["a".to_string()]);
+        assert_eq!(u.claims.roles.strings(), ["a"]);
         let t = jwt(r#"{"alg":"RS256"}"#, r#"{"aud":["x","y"],"azp":"app"}"#);
         let u = decode_unverified(&t).unwrap();
         assert_eq!(u.claims.audience(), Some("x"));

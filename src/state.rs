@@ -203,7 +203,7 @@ impl Snapshot {
         recent.register_keys(&config.keys);
         limits.publish_quotas(&config.keys);
         Ok(Snapshot {
-            auth: Authenticator::new(&config)?,
+            auth: Authenticator::new(&config, &limits)?,
             routes,
             request_metrics,
             tokens,

@@ -203,7 +203,10 @@ fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
 /// A key's standing, read from the limits store without counting anything.
 async fn key_usage(limits: &crate::limits::Limits, key: &KeyEntry) -> KeyUsage {
     let budget = key.budget();
-    let (standing, error) = match limits.peek(&key.name, &budget).await {
+    let (standing, error) = match limits
+        .peek(&crate::limits::BudgetKey::key(&key.name), &budget)
+        .await
+    {
         Ok(s) => (s, None),
         Err(e) => (crate::limits::Standing::default(), Some(e)),
     };

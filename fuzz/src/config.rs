@@ -53,7 +53,7 @@ pub fn check(data: &[u8]) {
         Ok(config) => {
             let _ = render_normalized(&config);
             let _ = RoutingTable::new(&config);
-            let _ = Authenticator::new(&config);
+            let _ = Authenticator::new(&config, &entra_proxy::limits::Limits::in_memory());
             let _ = config.scopes();
         }
         Err(ConfigError::Read { .. }) => panic!("parse never reads a file"),

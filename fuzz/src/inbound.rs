@@ -46,7 +46,7 @@ fn setup(text: &str, anonymous_allowed: bool, client_credentials: bool, entra: b
         .unwrap_or_else(|e| panic!("fuzz config: {e}"));
     assert_eq!(config.allow_unauthenticated, anonymous_allowed);
     Setup {
-        auth: Authenticator::new(&config).unwrap(),
+        auth: Authenticator::new(&config, &entra_proxy::limits::Limits::in_memory()).unwrap(),
         anonymous_allowed,
         client_credentials,
         entra,

@@ -309,7 +309,7 @@ impl Drop for AbortOnDrop {
 /// `usage`: each key's usage from the configured limits store. The memory store lives in the
 /// running proxy, so there is nothing to read from outside it.
 async fn usage(args: UsageArgs) -> ExitCode {
-    use crate::limits::{Limits, StoreKind};
+    use crate::limits::{BudgetKey, Limits, StoreKind};
     let config = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -330,7 +330,7 @@ async fn usage(args: UsageArgs) -> ExitCode {
     let mut rows = Vec::new();
     for key in &config.keys {
         let budget = key.budget();
-        match limits.peek(&key.name, &budget).await {
+        match limits.peek(&BudgetKey::key(&key.name), &budget).await {
             Ok(s) => rows.push(serde_json::json!({
                 "key": key.name,
                 "requests_last_minute": s.requests,

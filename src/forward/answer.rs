@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 
 impl Exchange<'_> {
     /// Logs and counts the answer, then hands it to the client.
-    pub(super) async fn finish(&self, a: Attempted<'_>) -> Response {
+    pub(super) async fn finish(&mut self, a: Attempted<'_>) -> Response {
         let backend = &self.state.routes.backends()[a.route.backend];
         let status = a.response.status().as_u16();
         self.state.request_metrics.request(
@@ -64,12 +64,11 @@ impl Exchange<'_> {
     }
 
     /// A successful answer whose usage is read as it passes, counted and charged at its end.
-    fn metered(&self, a: Attempted<'_>, meter: Meter) -> Response {
+    fn metered(&mut self, a: Attempted<'_>, meter: Meter) -> Response {
         let status = a.response.status();
         let rewrites = meter.rewrites();
         let settle = Settle {
-            limits: self.state.limits.clone(),
-            key: self.metering.key.clone(),
+            admission: self.metering.admission.take(),
             estimate: self.metering.estimate.kept(),
             labels: token_counters(self.state, self.caller, a.route),
             log: self.access_fields(&a),

@@ -6,11 +6,10 @@
 use super::body::Inbound;
 use super::multipart;
 use crate::backends::BackendEntry;
-use crate::config::KeyBudget;
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamToken};
 use crate::inbound::{Caller, Held};
-use crate::limits::{Admitted, Limits};
+use crate::limits::{Account, Admission, Admitted};
 use crate::metering::estimate::{self, Estimate};
 use crate::routing::{self, BACKEND_HEADER, Plan, Route, RoutingTable};
 use crate::state::Snapshot;
@@ -19,7 +18,6 @@ use crate::upstream;
 use axum::body::Body;
 use axum::http::header::{self, HeaderValue};
 use axum::http::request;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// One authenticated request on its way: what every step after admission reads.
@@ -40,10 +38,11 @@ pub(super) struct Exchange<'a> {
     pub(super) trace: &'a RequestSpan,
 }
 
-/// What the answer's usage is read for: the key to charge (callers with a budget), the prompt
-/// estimate, whether the proxy asked Azure for a usage chunk the client did not.
+/// What the answer's usage is read for: the admission to settle (callers with a budget), the
+/// prompt estimate, whether the proxy asked Azure for a usage chunk the client did not.
 pub(super) struct Metering {
-    pub(super) key: Option<(Arc<str>, KeyBudget)>,
+    /// Taken by the answer that settles it; dropped unsettled when no answer is metered.
+    pub(super) admission: Option<Admission>,
     pub(super) admitted: Option<Admitted>,
     pub(super) estimate: Estimate,
     pub(super) hide_usage_chunk: bool,
@@ -51,7 +50,7 @@ pub(super) struct Metering {
 
 /// The request as the relays see it once admitted: where it may go, in order (never empty),
 /// and its body.
-pub(super) struct Admission {
+pub(super) struct Cleared {
     pub(super) routes: Vec<Route>,
     pub(super) inbound: Inbound,
     pub(super) metering: Metering,
@@ -72,7 +71,7 @@ pub(super) struct Asking<'a> {
 }
 
 /// The admission sequence: route → policy → budgets.
-pub(super) async fn admit(asking: Asking<'_>, surface: Surface) -> Result<Admission, ProxyError> {
+pub(super) async fn admit(asking: Asking<'_>, surface: Surface) -> Result<Cleared, ProxyError> {
     let Asking {
         state,
         caller,
@@ -89,17 +88,17 @@ pub(super) async fn admit(asking: Asking<'_>, surface: Surface) -> Result<Admiss
     let first = &routes[0];
     trace.route(path, first.model.as_deref().or(first.deployment.as_deref()));
     policy(caller, first, path)?;
-    let (inbound, metering) = budgets(&state.limits, budget, inbound).await?;
-    Ok(Admission {
+    let (inbound, metering) = budgets(budget, inbound).await?;
+    Ok(Cleared {
         routes,
         inbound,
         metering,
     })
 }
 
-/// The budget a caller is counted against: its name and limits.
-fn budget_of(caller: &Caller) -> Option<(&Arc<str>, KeyBudget)> {
-    Some((caller.label.name()?, caller.policy()?.budget))
+/// The account a caller is counted against: its budget and counters.
+fn budget_of(caller: &Caller) -> Option<&Account> {
+    caller.policy().map(|policy| &policy.account)
 }
 
 /// An HTTP request's routes, with its body read as far as routing or the budget needs it.
@@ -108,7 +107,7 @@ async fn route_http(
     parts: &request::Parts,
     plan: &Plan,
     body: Body,
-    budget: Option<(&Arc<str>, KeyBudget)>,
+    budget: Option<&Account>,
 ) -> Result<(Inbound, Vec<Route>), ProxyError> {
     let server = &state.config.server;
     if let Some(boundary) = plan
@@ -131,7 +130,7 @@ async fn route_http(
     // processed is always sent again.
     let replay_limit = Some(state.config.upstream.retry_buffer_bytes);
     // A budget of tokens needs the body: for the estimate and to ask for usage.
-    let needs_body = plan.needs_body() || budget.is_some_and(|(_, b)| b.limits_tokens());
+    let needs_body = plan.needs_body() || budget.is_some_and(|a| a.budget().limits_tokens());
     let inbound = Inbound::take(
         &parts.headers,
         body,
@@ -260,25 +259,24 @@ fn policy(caller: &Caller, first: &Route, path: &str) -> Result<(), ProxyError> 
 /// estimating the prompt first when its tokens are limited, and asks Azure for the usage of a
 /// stream when they are. Otherwise the estimate waits for an answer whose usage cannot be read.
 async fn budgets(
-    limits: &Limits,
-    budget: Option<(&Arc<str>, KeyBudget)>,
+    account: Option<&Account>,
     mut inbound: Inbound,
 ) -> Result<(Inbound, Metering), ProxyError> {
-    let limits_tokens = budget.is_some_and(|(_, b)| b.limits_tokens());
+    let limits_tokens = account.is_some_and(|a| a.budget().limits_tokens());
     let estimate = match limits_tokens {
         true => Estimate::now(inbound.bytes()),
         false => Estimate::later(inbound.bytes()),
     };
-    let Some((name, budget)) = budget else {
+    let Some(account) = account else {
         let metering = Metering {
-            key: None,
+            admission: None,
             admitted: None,
             estimate,
             hide_usage_chunk: false,
         };
         return Ok((inbound, metering));
     };
-    let admitted = limits.admit(name, &budget, estimate.made()).await?;
+    let admission = account.admit(estimate.made()).await?;
     let injected = match inbound.bytes() {
         Some(b) if limits_tokens => estimate::inject_include_usage(b),
         _ => None,
@@ -288,8 +286,8 @@ async fn budgets(
         inbound = Inbound::Read(body);
     }
     let metering = Metering {
-        key: Some((name.clone(), budget)),
-        admitted: Some(admitted),
+        admitted: Some(*admission.admitted()),
+        admission: Some(admission),
         estimate,
         hide_usage_chunk,
     };

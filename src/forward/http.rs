@@ -72,7 +72,7 @@ struct Sending<'r, 'p> {
 impl Exchange<'_> {
     /// Makes attempts over `routes` until the retry policy says what the client gets.
     pub(super) async fn run(
-        &self,
+        &mut self,
         routes: &[Route],
         parts: &request::Parts,
         mut inbound: Inbound,
@@ -145,7 +145,7 @@ impl Exchange<'_> {
     /// Applies the retry policy's decision on an attempt's outcome: the client's answer or
     /// error (`Some`), or the next attempt after a refresh or a pause (`None`).
     async fn decide<'r>(
-        &self,
+        &mut self,
         trip: &mut Trip<'r>,
         route: &'r Route,
         outcome: AttemptOutcome<'r>,

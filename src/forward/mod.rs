@@ -107,7 +107,7 @@ async fn serve(
         trace,
     };
     let admitted = exchange::admit(asking, Surface::Http(body)).await?;
-    let exchange = Exchange {
+    let mut exchange = Exchange {
         state,
         client,
         caller,

@@ -115,11 +115,10 @@ pub(super) async fn serve(
             max: state.config.server.max_websockets,
         })?;
     let meter = SocketMeter::new(
-        state.limits.clone(),
-        admitted.metering.key.clone(),
+        admitted.metering.admission.take(),
         super::answer::token_counters(state, caller, &route),
     );
-    let exchange = Exchange {
+    let mut exchange = Exchange {
         state,
         client,
         caller,
@@ -153,7 +152,7 @@ impl Exchange<'_> {
     /// The handshake to Azure with the bearer, traced as an HTTP attempt is; on Azure's 101, the
     /// client's 101 and the relay; otherwise Azure's answer (with its diagnosis).
     async fn open(
-        &self,
+        &mut self,
         mut request: Request,
         opening: Opening<'_>,
     ) -> Result<Response, ProxyError> {

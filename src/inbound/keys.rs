@@ -24,7 +24,8 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn new(entries: &[KeyEntry]) -> KeyStore {
+    /// The keys of `entries`, each with its account in `limits`.
+    pub fn new(entries: &[KeyEntry], limits: &crate::limits::Limits) -> KeyStore {
         KeyStore {
             by_digest: entries
                 .iter()
@@ -34,7 +35,7 @@ impl KeyStore {
                         KeyHolder {
                             name: Arc::from(k.name.as_str()),
                             legacy: k.legacy,
-                            policy: Arc::new(KeyPolicy::from_entry(k)),
+                            policy: Arc::new(KeyPolicy::from_entry(k, limits)),
                         },
                     )
                 })
@@ -99,7 +100,7 @@ mod tests {
 
     #[test]
     fn finds_keys_by_digest_only() {
-        let store = KeyStore::new(&[KeyEntry {
+        let entries = [KeyEntry {
             name: "team-a".into(),
             digest: KeyDigest::of("secret-key"),
             legacy: false,
@@ -109,7 +110,8 @@ mod tests {
             tokens_per_minute: None,
             token_quota: None,
             token_quota_period: Default::default(),
-        }]);
+        }];
+        let store = KeyStore::new(&entries, &crate::limits::Limits::in_memory());
         assert_eq!(&*store.lookup("secret-key").unwrap().name, "team-a");
         assert!(store.lookup("secret-kez").is_none());
         assert!(store.lookup("").is_none());

@@ -105,13 +105,14 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(config: &Config) -> Result<Authenticator, String> {
+    /// Checks callers against `config`; keys count against their accounts in `limits`.
+    pub fn new(config: &Config, limits: &crate::limits::Limits) -> Result<Authenticator, String> {
         let entra = match &config.inbound.entra {
             Some(e) => Some(EntraValidator::new(config, e)?),
             None => None,
         };
         Ok(Authenticator {
-            keys: KeyStore::new(&config.keys),
+            keys: KeyStore::new(&config.keys, limits),
             allow_unauthenticated: config.allow_unauthenticated,
             inbound: config.inbound.clone(),
             entra,
@@ -195,7 +196,7 @@ mod tests {
             "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\n[[models]]\nname='m'\nbackend='a'\ndeployment='d'\n{extra}"
         );
         let c = Config::parse(&text, "t", &|_| None).unwrap();
-        Authenticator::new(&c).unwrap()
+        Authenticator::new(&c, &crate::limits::Limits::in_memory()).unwrap()
     }
 
     fn key_block(name: &str, key: &str, legacy: bool) -> String {

@@ -1,15 +1,16 @@
 //! Per-key policy: which models a key may use and when it expires. Its request and token
-//! budget ([`KeyPolicy::budget`]) is read here and enforced by `limits`.
+//! budget ([`KeyPolicy::account`]) is resolved here and enforced by `limits`.
 
-use crate::config::{KeyBudget, KeyEntry};
+use crate::config::KeyEntry;
+use crate::limits::{Account, Limits};
 
 /// What applies to one key.
 #[derive(Debug)]
 pub struct KeyPolicy {
     pub models: Vec<String>,
     pub expires: Option<time::OffsetDateTime>,
-    /// Requests and tokens the key may use; counted by `limits`, by key name.
-    pub budget: KeyBudget,
+    /// Requests and tokens the key may use, and the key's counters in the limits store.
+    pub account: Account,
 }
 
 /// Why a key's policy refused a request.
@@ -19,11 +20,11 @@ pub enum PolicyDenial {
 }
 
 impl KeyPolicy {
-    pub fn from_entry(k: &KeyEntry) -> KeyPolicy {
+    pub fn from_entry(k: &KeyEntry, limits: &Limits) -> KeyPolicy {
         KeyPolicy {
             models: k.models.clone(),
             expires: k.expires,
-            budget: k.budget(),
+            account: limits.account_for(k),
         }
     }
 
@@ -60,7 +61,10 @@ mod tests {
         let p = KeyPolicy {
             models: vec!["gpt-4o".into()],
             expires: Some(time::macros::datetime!(2027-01-01 0:00 UTC)),
-            budget: KeyBudget::default(),
+            account: Limits::in_memory().account(
+                crate::limits::BudgetKey::key("k"),
+                crate::config::KeyBudget::default(),
+            ),
         };
         assert!(p.permits(Some("gpt-4o"), None));
         assert!(p.permits(None, Some("gpt-4o")));

@@ -1,100 +1,88 @@
-//! The limits store in this process's memory: the default with one replica. Counters are lost
-//! on restart; with Redis configured, this store carries the counting while Redis is away
+//! The limits store in this process's memory: the default with one replica. Each budget key has
+//! its own [`Bucket`] of counters behind its own lock, reached through the key's account, so
+//! requests of different keys share no lock and a request allocates nothing. Counters are lost
+//! on restart; with Redis configured, the same buckets carry the counting while Redis is away
 //! (`on_redis_error = "allow"`).
 
-use super::window::{Window, period_bounds};
-use super::{Refusal, Standing, Verdict};
+use super::account::Account;
+use super::answer::Answer;
+use super::bucket::Bucket;
+use super::store::Store;
+use super::{BudgetKey, Standing, Verdict};
 use crate::config::KeyBudget;
 use crate::fast_hash::FastMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// Counters per key name.
-#[derive(Debug, Default)]
+/// The counters of every budget key this process has seen, by key. Only resolving an account
+/// looks here (a snapshot being built, the status page, tests): the request path reaches its
+/// key's [`Bucket`] through the account its caller's policy holds.
+#[derive(Default)]
 pub struct MemoryStore {
-    keys: Mutex<FastMap<String, Counters>>,
+    buckets: Mutex<FastMap<BudgetKey, Arc<Bucket>>>,
 }
 
-/// One key's counters.
-#[derive(Debug, Default)]
-struct Counters {
-    requests: Window,
-    tokens: Window,
-    /// Start of the quota period counted, and the tokens used in it.
-    quota: (i64, u64),
-}
-
-impl Counters {
-    fn quota_used(&mut self, budget: &KeyBudget, now: i64) -> (u64, i64) {
-        let (start, end) = period_bounds(budget.token_quota_period, now);
-        if self.quota.0 != start {
-            self.quota = (start, 0);
-        }
-        (self.quota.1, end)
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never waits: the registry may be held by the thread formatting it.
+        let keys = self.buckets.try_lock().ok().map(|b| b.len());
+        f.debug_struct("MemoryStore")
+            .field("keys", &keys)
+            .finish_non_exhaustive()
     }
 }
 
 impl MemoryStore {
-    /// Takes one request from `key`'s budget, or says why not and until when.
-    pub fn admit(&self, key: &str, budget: &KeyBudget, now: i64) -> Verdict {
-        self.with(key, |c| {
-            let requests = c.requests.used(now);
-            let tokens = c.tokens.used(now);
-            let (quota, resets_at) = c.quota_used(budget, now);
-            if let Some(limit) = budget.requests_per_minute.map(u64::from)
-                && requests >= limit
-            {
-                let retry_after = c.requests.retry_after(now, limit);
-                return Verdict::Refused(Refusal::Requests { retry_after });
-            }
-            if let Some(limit) = budget.tokens_per_minute
-                && tokens >= limit
-            {
-                let retry_after = c.tokens.retry_after(now, limit);
-                return Verdict::Refused(Refusal::Tokens { retry_after });
-            }
-            if budget.token_quota.is_some_and(|limit| quota >= limit) {
-                return Verdict::Refused(Refusal::Quota { resets_at });
-            }
-            c.requests.add(now, 1);
-            Verdict::Admitted(Standing {
-                requests: requests + 1,
-                tokens,
-                quota,
-            })
-        })
-    }
-
-    /// Adds `tokens` to `key`'s window and quota; returns the quota used.
-    pub fn charge(&self, key: &str, budget: &KeyBudget, now: i64, tokens: u64) -> u64 {
-        self.with(key, |c| {
-            c.tokens.add(now, tokens);
-            c.quota_used(budget, now);
-            c.quota.1 = c.quota.1.saturating_add(tokens);
-            c.quota.1
-        })
-    }
-
-    /// What `key` used in the current window and quota period.
-    pub fn peek(&self, key: &str, budget: &KeyBudget, now: i64) -> Standing {
-        self.with(key, |c| Standing {
-            requests: c.requests.used(now),
-            tokens: c.tokens.used(now),
-            quota: c.quota_used(budget, now).0,
-        })
-    }
-
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Counters) -> T) -> T {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        match keys.get_mut(key) {
-            Some(c) => f(c),
-            None => f(keys.entry(key.to_string()).or_default()),
+    /// The counters of `key`, made on first use and the same ever after: what keeps a key's
+    /// counts across reloads.
+    pub fn bucket(&self, key: &BudgetKey) -> Arc<Bucket> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match buckets.get(key) {
+            Some(b) => b.clone(),
+            None => buckets.entry(key.clone()).or_default().clone(),
         }
+    }
+
+    /// Takes one request from key `name`'s budget, or says why not and until when. By name:
+    /// resolves the key's counters first (tests and tools; requests go through an account).
+    pub fn admit(&self, name: &str, budget: &KeyBudget, now: i64) -> Verdict {
+        self.bucket(&BudgetKey::key(name)).admit(budget, now)
+    }
+
+    /// Adds `tokens` to key `name`'s window and quota; returns the quota used.
+    pub fn charge(&self, name: &str, budget: &KeyBudget, now: i64, tokens: u64) -> u64 {
+        self.bucket(&BudgetKey::key(name))
+            .charge(budget, now, tokens)
+    }
+
+    /// What key `name` used in the current window and quota period.
+    pub fn peek(&self, name: &str, budget: &KeyBudget, now: i64) -> Standing {
+        self.bucket(&BudgetKey::key(name)).peek(budget, now)
+    }
+}
+
+/// Counts in the account's own [`Bucket`]: every answer is ready at once.
+impl Store for MemoryStore {
+    fn admit(&self, account: &Account, now: i64) -> Answer<Verdict> {
+        Answer::now(Ok(account.bucket().admit(account.budget(), now)))
+    }
+
+    fn charge(&self, account: &Account, now: i64, tokens: u64) -> Answer<u64> {
+        Answer::now(Ok(account.bucket().charge(account.budget(), now, tokens)))
+    }
+
+    fn peek(&self, account: &Account, now: i64) -> Answer<Standing> {
+        Answer::now(Ok(account.bucket().peek(account.budget(), now)))
+    }
+
+    fn probe(&self) -> Answer<()> {
+        Answer::now(Ok(()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Refusal;
 
     #[test]
     fn requests_tokens_and_quota_refuse_in_that_order_and_say_until_when() {
@@ -148,6 +136,45 @@ mod tests {
         assert!(matches!(
             s.admit("k", &budget, 1_775_001_600),
             Verdict::Admitted(_)
+        ));
+    }
+
+    #[test]
+    fn a_key_keeps_one_bucket_and_every_other_key_has_its_own() {
+        let s = MemoryStore::default();
+        let budget = KeyBudget::default();
+        let t = 1_773_900_000;
+        let a = s.bucket(&BudgetKey::key("a"));
+        assert!(Arc::ptr_eq(&a, &s.bucket(&BudgetKey::key("a"))));
+        assert!(!Arc::ptr_eq(&a, &s.bucket(&BudgetKey::key("b"))));
+        // Counting by name counts in the same bucket.
+        s.charge("a", &budget, t, 5);
+        assert_eq!(a.peek(&budget, t).tokens, 5);
+        assert_eq!(s.peek("b", &budget, t).tokens, 0);
+    }
+
+    #[test]
+    fn the_memory_store_answers_at_once_in_the_accounts_own_bucket() {
+        let limits = crate::limits::Limits::in_memory();
+        let budget = KeyBudget {
+            requests_per_minute: Some(1),
+            ..KeyBudget::default()
+        };
+        let account = limits.account(BudgetKey::key("k"), budget);
+        let t = 1_773_900_000;
+        let store = MemoryStore::default();
+        assert!(matches!(
+            Store::admit(&store, &account, t),
+            Answer::Ready(Some(Ok(Verdict::Admitted(_))))
+        ));
+        assert!(matches!(
+            Store::charge(&store, &account, t, 9),
+            Answer::Ready(Some(Ok(9)))
+        ));
+        // No lookup in the store: the counts are the account's own.
+        assert!(matches!(
+            Store::admit(&MemoryStore::default(), &account, t),
+            Answer::Ready(Some(Ok(Verdict::Refused(Refusal::Requests { .. }))))
         ));
     }
 }

@@ -1,16 +1,27 @@
-//! Request and token budgets per key, by key name: `requests_per_minute` and
-//! `tokens_per_minute` over any 60 s window, `token_quota` per calendar period (UTC). Counters
-//! live in this process ([`memory`]) or in a Redis shared by the replicas ([`redis`]); either
-//! way in [`crate::state::AppState`], so a reload keeps the counters of keys that remain.
+//! Request and token budgets per key: `requests_per_minute` and `tokens_per_minute` over any
+//! 60 s window, `token_quota` per calendar period (UTC). Counters live behind the [`Store`]
+//! trait: in this process ([`memory`]) or in a Redis shared by the replicas ([`redis`]), held
+//! by [`Limits`] in [`crate::state::AppState`].
 //!
-//! A request is admitted before it is sent (one request counted; refused when the key has no
-//! budget left), and charged with its tokens when its answer ends.
+//! A caller's policy holds its key's [`Account`], resolved once per snapshot (the same counters
+//! again after a reload, by key name). A request is admitted before it is sent
+//! ([`Account::admit`]: one request counted, or refused when the key has no budget left), and
+//! the [`Admission`] is settled with the answer's tokens when the answer ends.
 
+mod account;
+mod answer;
+mod bucket;
 pub mod memory;
 pub mod redis;
+mod store;
 pub mod window;
 
-use crate::config::{KeyBudget, LimitsConfig, OnRedisError, QuotaPeriod};
+pub use account::{Account, Admission, BudgetKey, Charging};
+pub use answer::{Answer, StoreDown};
+pub use bucket::Bucket;
+pub use store::Store;
+
+use crate::config::{KeyBudget, KeyEntry, LimitsConfig, OnRedisError, QuotaPeriod};
 use std::sync::Arc;
 
 /// What a key used, as a store reports it (after counting the request being admitted).
@@ -122,7 +133,8 @@ impl Admitted {
     }
 }
 
-/// The limits store, shared by every snapshot (cheap to clone).
+/// The limits store, shared by every snapshot (cheap to clone): the [`Store`] that counts, and
+/// what a request gets when it does not answer (`limits.on_redis_error`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     inner: Arc<Inner>,
@@ -130,9 +142,15 @@ pub struct Limits {
 
 #[derive(Debug)]
 struct Inner {
-    memory: memory::MemoryStore,
-    redis: Option<(redis::RedisStore, OnRedisError)>,
-    quota_remaining: std::sync::Mutex<crate::fast_hash::FastMap<String, metrics::Gauge>>,
+    store: Arc<dyn Store>,
+    /// Every account's counters in this process: the store itself without Redis, the fallback
+    /// (`on_redis_error = "allow"`) with it.
+    memory: Arc<memory::MemoryStore>,
+    /// Refuse requests while the store does not answer (`deny`), instead of counting here.
+    refuse_when_down: bool,
+    kind: StoreKind,
+    /// The store as messages name it (a Redis URL without its password).
+    shown: String,
 }
 
 /// Where usage is read from, for `entra-proxy usage`.
@@ -145,159 +163,121 @@ pub enum StoreKind {
 impl Limits {
     /// In memory, or in Redis when `limits.redis_url` is set (connected on first use).
     pub fn new(config: &LimitsConfig) -> Result<Limits, String> {
-        let redis = match &config.redis {
-            None => None,
-            Some(r) => Some((redis::RedisStore::new(r)?, r.on_error)),
+        let Some(r) = &config.redis else {
+            return Ok(Limits::in_memory());
         };
         Ok(Limits {
             inner: Arc::new(Inner {
-                memory: memory::MemoryStore::default(),
-                redis,
-                quota_remaining: Default::default(),
+                store: Arc::new(redis::RedisStore::new(r)?),
+                memory: Arc::default(),
+                refuse_when_down: r.on_error == OnRedisError::Deny,
+                kind: StoreKind::Redis,
+                shown: r.shown.clone(),
             }),
         })
     }
 
-    pub fn kind(&self) -> StoreKind {
-        match self.inner.redis {
-            Some(_) => StoreKind::Redis,
-            None => StoreKind::Memory,
-        }
-    }
-
-    /// Checks that Redis answers (start-up): `Err` names `limits.redis_url` without its password.
-    pub async fn probe(&self) -> Result<(), String> {
-        let Some((store, _)) = &self.inner.redis else {
-            return Ok(());
-        };
-        store
-            .peek("-", &KeyBudget::default(), now())
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("limits.redis_url ({}) does not answer: {e}", store.shown()))
-    }
-
-    /// Counts one request of key `name`, or refuses it when the key has no budget left.
-    pub async fn admit(
-        &self,
-        name: &str,
-        budget: &KeyBudget,
-        estimate: u64,
-    ) -> Result<Admitted, LimitError> {
-        let now = now();
-        let verdict = match &self.inner.redis {
-            None => self.inner.memory.admit(name, budget, now),
-            // Boxed: a Redis call's state is large, and the memory store needs none.
-            Some((store, on_error)) => match Box::pin(store.admit(name, budget, now)).await {
-                Ok(v) => v,
-                Err(_) if *on_error == OnRedisError::Allow => {
-                    self.inner.memory.admit(name, budget, now)
-                }
-                Err(_) => return Err(LimitError::StoreUnavailable),
-            },
-        };
-        match verdict {
-            Verdict::Admitted(standing) => Ok(Admitted {
-                budget: *budget,
-                standing,
-                estimate,
+    /// Counters in this process only.
+    pub fn in_memory() -> Limits {
+        let memory = Arc::new(memory::MemoryStore::default());
+        Limits {
+            inner: Arc::new(Inner {
+                store: memory.clone(),
+                memory,
+                refuse_when_down: false,
+                kind: StoreKind::Memory,
+                shown: "memory".into(),
             }),
-            Verdict::Refused(r) => Err(refusal(name, budget, r, now)),
         }
     }
 
-    /// Adds `tokens` to key `name`'s window and quota period.
-    pub async fn charge(&self, name: &str, budget: &KeyBudget, tokens: u64) {
-        let now = now();
-        let quota_used = match &self.inner.redis {
-            None => self.inner.memory.charge(name, budget, now, tokens),
-            Some((store, _)) => match Box::pin(store.charge(name, budget, now, tokens)).await {
-                Ok(q) => q,
-                // Counted here until Redis is back; `deny` refuses new requests meanwhile.
-                Err(_) => self.inner.memory.charge(name, budget, now, tokens),
-            },
-        };
-        if let Some(quota) = budget.token_quota {
-            self.quota_gauge(name)
-                .set(quota.saturating_sub(quota_used) as f64);
-        }
+    pub fn kind(&self) -> StoreKind {
+        self.inner.kind
     }
 
-    /// What key `name` used in the current window and quota period, without counting.
-    pub async fn peek(&self, name: &str, budget: &KeyBudget) -> Result<Standing, String> {
-        let now = now();
-        match &self.inner.redis {
-            None => Ok(self.inner.memory.peek(name, budget, now)),
-            Some((store, _)) => store
-                .peek(name, budget, now)
-                .await
-                .map_err(|e| format!("limits.redis_url ({}): {e}", store.shown())),
-        }
+    fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    fn shown(&self) -> &str {
+        &self.inner.shown
+    }
+
+    /// Whether requests are counted here while the store does not answer (else refused).
+    fn count_here_when_down(&self) -> bool {
+        !self.inner.refuse_when_down
+    }
+
+    /// The account of configured key `entry`, with its quota gauge labelled as every
+    /// per-caller metric labels it. Resolved when a snapshot is built, never per request.
+    pub fn account_for(&self, entry: &KeyEntry) -> Account {
+        let key = BudgetKey::key(&entry.name);
+        let budget = entry.budget();
+        let gauge = budget
+            .token_quota
+            .map(|_| quota_gauge(entry.legacy, &entry.name));
+        let bucket = self.inner.memory.bucket(&key);
+        Account::new(self.clone(), key, budget, bucket, gauge)
+    }
+
+    /// The account of `key` under `budget`, without metric handles (tools, tests).
+    pub fn account(&self, key: BudgetKey, budget: KeyBudget) -> Account {
+        let bucket = self.inner.memory.bucket(&key);
+        Account::new(self.clone(), key, budget, bucket, None)
+    }
+
+    /// Checks that the store answers (start-up): `Err` names `limits.redis_url` without its
+    /// password.
+    pub async fn probe(&self) -> Result<(), String> {
+        self.store().probe().await.map_err(|e| {
+            format!(
+                "limits.redis_url ({}) does not answer: {e}",
+                self.inner.shown
+            )
+        })
+    }
+
+    /// What `key` used in the current window and quota period, without counting.
+    pub async fn peek(&self, key: &BudgetKey, budget: &KeyBudget) -> Result<Standing, String> {
+        self.account(key.clone(), *budget).peek().await
     }
 
     /// Sets `entra_proxy_token_quota_remaining` of every key with a `token_quota` (at start and
     /// on reload), so the series exists before the key's first answer: from this process's
     /// counts, or read from Redis in the background when the counts are shared.
-    pub fn publish_quotas(&self, keys: &[crate::config::KeyEntry]) {
-        let quotas: Vec<(String, KeyBudget, u64)> = keys
-            .iter()
-            .filter_map(|k| {
-                let budget = k.budget();
-                Some((k.name.clone(), budget, budget.token_quota?))
-            })
-            .collect();
-        if quotas.is_empty() {
-            return;
-        }
-        {
-            let mut gauges = self
-                .inner
-                .quota_remaining
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            for k in keys.iter().filter(|k| k.token_quota.is_some()) {
-                gauges.insert(k.name.clone(), quota_gauge(k.legacy, &k.name));
+    pub fn publish_quotas(&self, keys: &[KeyEntry]) {
+        let now = now();
+        let mut later = Vec::new();
+        for k in keys {
+            let Some(quota) = k.token_quota else {
+                continue;
+            };
+            let gauge = quota_gauge(k.legacy, &k.name);
+            let account = self.account(BudgetKey::key(&k.name), k.budget());
+            match self.store().peek(&account, now) {
+                Answer::Ready(Some(Ok(standing))) => {
+                    gauge.set(quota.saturating_sub(standing.quota) as f64);
+                }
+                Answer::Ready(_) => {}
+                answer => later.push((answer, gauge, quota)),
             }
-        }
-        if self.inner.redis.is_none() {
-            let now = now();
-            for (name, budget, quota) in &quotas {
-                let used = self.inner.memory.peek(name, budget, now).quota;
-                self.quota_gauge(name)
-                    .set(quota.saturating_sub(used) as f64);
-            }
-            return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let limits = self.clone();
-        rt.spawn(async move {
-            for (name, budget, quota) in quotas {
-                if let Ok(standing) = limits.peek(&name, &budget).await {
-                    limits
-                        .quota_gauge(&name)
-                        .set(quota.saturating_sub(standing.quota) as f64);
+        if !later.is_empty() {
+            rt.spawn(async move {
+                for (answer, gauge, quota) in later {
+                    if let Ok(standing) = answer.await {
+                        gauge.set(quota.saturating_sub(standing.quota) as f64);
+                    }
                 }
-            }
-        });
-    }
-
-    /// The gauge of key `name`, labelled as every per-caller metric labels it; registered by
-    /// [`Limits::publish_quotas`] (which knows whether the key is a legacy one).
-    fn quota_gauge(&self, name: &str) -> metrics::Gauge {
-        let mut gauges = self
-            .inner
-            .quota_remaining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        gauges
-            .entry(name.to_string())
-            .or_insert_with(|| quota_gauge(false, name))
-            .clone()
+            });
+        }
     }
 }
 
+/// The quota gauge of key `name`, labelled as every per-caller metric labels it.
 fn quota_gauge(legacy: bool, name: &str) -> metrics::Gauge {
     metrics::gauge!(
         "entra_proxy_token_quota_remaining",
@@ -336,4 +316,163 @@ fn period_word(p: QuotaPeriod) -> &'static str {
 /// Unix seconds now.
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyDigest, RedisConfig};
+
+    fn entry(name: &str, requests_per_minute: Option<u32>, token_quota: Option<u64>) -> KeyEntry {
+        KeyEntry {
+            name: name.into(),
+            digest: KeyDigest::of(name),
+            legacy: false,
+            models: vec![],
+            expires: None,
+            requests_per_minute,
+            tokens_per_minute: None,
+            token_quota,
+            token_quota_period: QuotaPeriod::Day,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_counts_of_keys_that_remain_under_their_new_budget() {
+        let limits = Limits::in_memory();
+        // The snapshot before the reload resolves its accounts; requests count in them.
+        let before = limits.account_for(&entry("team-a", Some(2), None));
+        assert!(before.admit(0).await.unwrap().settle(7).pending().is_none());
+        before.admit(0).await.unwrap();
+        assert!(matches!(
+            before.admit(0).await,
+            Err(LimitError::Requests { limit: 2, .. })
+        ));
+        // The reloaded snapshot resolves the same key again, with a new budget.
+        let after = limits.account_for(&entry("team-a", Some(3), Some(100)));
+        let standing = after.peek().await.unwrap();
+        assert_eq!((standing.requests, standing.tokens), (2, 7));
+        assert_eq!(standing.quota, 7);
+        let admitted = after.admit(0).await.unwrap();
+        assert_eq!(admitted.admitted().requests(), Some((3, 0)));
+        assert!(after.admit(0).await.is_err(), "three of three used");
+        // A key added by the reload starts at nothing.
+        let added = limits.account_for(&entry("team-b", Some(1), None));
+        assert_eq!(added.peek().await.unwrap(), Standing::default());
+    }
+
+    #[test]
+    fn two_threads_charging_one_key_lose_nothing() {
+        let limits = Limits::in_memory();
+        let budget = KeyBudget {
+            requests_per_minute: Some(u32::MAX),
+            token_quota: Some(u64::MAX),
+            ..KeyBudget::default()
+        };
+        let account = limits.account(BudgetKey::key("shared"), budget);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let account = account.clone();
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    for _ in 0..5_000 {
+                        let admission = rt.block_on(account.admit(0)).unwrap();
+                        // In memory a charge is recorded before it returns.
+                        assert!(admission.settle(3).pending().is_none());
+                    }
+                });
+            }
+        });
+        // Another account of the same key (another snapshot) sees every count.
+        let standing = rt
+            .block_on(limits.peek(&BudgetKey::key("shared"), &budget))
+            .unwrap();
+        assert_eq!(standing.requests, 10_000);
+        assert_eq!(standing.tokens, 30_000);
+        assert_eq!(standing.quota, 30_000);
+    }
+
+    #[tokio::test]
+    async fn a_name_no_snapshot_resolved_still_counts_and_reads_as_nothing_used() {
+        let limits = Limits::in_memory();
+        let budget = KeyBudget {
+            requests_per_minute: Some(1),
+            ..KeyBudget::default()
+        };
+        let nobody = BudgetKey::key("nobody");
+        assert_eq!(limits.peek(&nobody, &budget).await, Ok(Standing::default()));
+        let adhoc = limits.account(BudgetKey::key("ad hoc {name}"), budget);
+        adhoc.admit(0).await.unwrap();
+        let refused = adhoc.admit(0).await.unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "key \"ad hoc {{name}}\" is over its requests_per_minute limit of 1; retry in {}s",
+                refused.retry_after_secs()
+            )
+        );
+        assert_eq!(
+            limits
+                .peek(&BudgetKey::key("ad hoc {name}"), &budget)
+                .await
+                .unwrap()
+                .requests,
+            1
+        );
+        assert_eq!(limits.peek(&nobody, &budget).await.unwrap().requests, 0);
+    }
+
+    /// Limits over a Redis no one listens on (port 9 on loopback: refused at once).
+    fn redis_down(on_error: OnRedisError) -> Limits {
+        let url = "redis://127.0.0.1:9/0";
+        Limits::new(&LimitsConfig {
+            redis: Some(RedisConfig {
+                url: url.to_string().into(),
+                shown: url.into(),
+                timeout: std::time::Duration::from_millis(200),
+                on_error,
+                ca_file: None,
+            }),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn while_the_store_is_down_allow_counts_here_and_deny_refuses() {
+        let budget = KeyBudget {
+            requests_per_minute: Some(1),
+            ..KeyBudget::default()
+        };
+        let allow = redis_down(OnRedisError::Allow);
+        assert_eq!(allow.kind(), StoreKind::Redis);
+        let account = allow.account(BudgetKey::key("k"), budget);
+        let admission = account.admit(0).await.unwrap();
+        assert_eq!(admission.admitted().requests(), Some((1, 0)));
+        // A charge that Redis did not take is counted here.
+        let charging = admission.settle(5).pending().expect("waits for Redis");
+        charging.await;
+        assert_eq!(account.bucket().peek(&budget, now()).tokens, 5);
+        assert!(
+            matches!(account.admit(0).await, Err(LimitError::Requests { .. })),
+            "counted here: the second request of the minute is refused"
+        );
+        let err = allow.peek(&BudgetKey::key("k"), &budget).await.unwrap_err();
+        assert!(
+            err.starts_with("limits.redis_url (redis://127.0.0.1:9/0): "),
+            "{err}"
+        );
+        assert!(allow.probe().await.is_err());
+
+        let deny = redis_down(OnRedisError::Deny);
+        let account = deny.account(BudgetKey::key("k"), budget);
+        assert!(matches!(
+            account.admit(0).await,
+            Err(LimitError::StoreUnavailable)
+        ));
+    }
 }

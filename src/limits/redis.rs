@@ -5,11 +5,15 @@
 //! `limits.on_redis_error`. After a failure Redis is left alone for [`PAUSE_AFTER_FAILURE_MS`],
 //! so an outage costs requests nothing; the outage is logged once and counted.
 
+use super::account::Account;
+use super::answer::{Answer, StoreDown};
+use super::store::Store;
 use super::window::period_bounds;
-use super::{Refusal, Standing, Verdict};
+use super::{BudgetKey, Refusal, Standing, Verdict};
 use crate::config::{KeyBudget, RedisConfig};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -63,19 +67,14 @@ redis.call('EXPIREAT', KEYS[2], ARGV[3])
 return q
 ";
 
-/// Why a call to Redis gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreDown {
-    #[error("no answer within {0} ms")]
-    Timeout(u128),
-    #[error("{0}")]
-    Redis(String),
-    #[error("paused after a recent failure")]
-    Paused,
+/// Counters in Redis (cheap to clone: a call on its way holds one).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Connection>,
 }
 
-/// Counters in Redis.
-pub struct RedisStore {
+/// The connection and what every call shares.
+struct Connection {
     conn: ConnectionManager,
     timeout: Duration,
     /// The URL without its password.
@@ -93,21 +92,22 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.shown)
-            .field("timeout", &self.timeout)
+            .field("url", &self.inner.shown)
+            .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// The Redis keys of one key name; the `{…}` hash tag keeps them in one cluster slot.
-fn keys(name: &str, budget: &KeyBudget, now: i64) -> ([String; 3], i64) {
+/// The Redis keys of one budget key; the `{…}` hash tag keeps them in one cluster slot.
+fn keys(key: &BudgetKey, budget: &KeyBudget, now: i64) -> ([String; 3], i64) {
     let (start, end) = period_bounds(budget.token_quota_period, now);
     let period = budget.token_quota_period.name();
+    let tag = key.tag();
     (
         [
-            format!("entra-proxy:{{{name}}}:requests"),
-            format!("entra-proxy:{{{name}}}:tokens"),
-            format!("entra-proxy:{{{name}}}:quota:{period}:{start}"),
+            format!("entra-proxy:{{{tag}}}:requests"),
+            format!("entra-proxy:{{{tag}}}:tokens"),
+            format!("entra-proxy:{{{tag}}}:quota:{period}:{start}"),
         ],
         end + QUOTA_MARGIN_SECS,
     )
@@ -126,33 +126,66 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(|e| format!("limits.redis_url ({}): {}", config.shown, redis_kind(&e)))?;
         Ok(RedisStore {
-            conn,
-            timeout: config.timeout,
-            shown: config.shown.clone(),
-            password: url::Url::parse(config.url.expose_secret())
-                .ok()
-                .and_then(|u| u.password().map(|p| SecretString::from(p.to_string()))),
-            admit: redis::Script::new(ADMIT),
-            charge: redis::Script::new(CHARGE),
-            down: AtomicBool::new(false),
-            paused_until: AtomicI64::new(0),
-            failures: metrics::counter!("entra_proxy_limits_store_errors_total"),
+            inner: Arc::new(Connection {
+                conn,
+                timeout: config.timeout,
+                shown: config.shown.clone(),
+                password: url::Url::parse(config.url.expose_secret())
+                    .ok()
+                    .and_then(|u| u.password().map(|p| SecretString::from(p.to_string()))),
+                admit: redis::Script::new(ADMIT),
+                charge: redis::Script::new(CHARGE),
+                down: AtomicBool::new(false),
+                paused_until: AtomicI64::new(0),
+                failures: metrics::counter!("entra_proxy_limits_store_errors_total"),
+            }),
         })
     }
 
     /// The URL without its password.
     pub fn shown(&self) -> &str {
-        &self.shown
+        &self.inner.shown
+    }
+}
+
+/// One script call per step, each owning what it needs (the answer may be spawned).
+impl Store for RedisStore {
+    fn admit(&self, account: &Account, now: i64) -> Answer<Verdict> {
+        let (this, key, budget) = (self.inner.clone(), account.key().clone(), *account.budget());
+        Answer::later(async move { this.admit(&key, &budget, now).await })
     }
 
-    /// Takes one request from `name`'s budget in Redis.
-    pub async fn admit(
+    fn charge(&self, account: &Account, now: i64, tokens: u64) -> Answer<u64> {
+        let (this, key, budget) = (self.inner.clone(), account.key().clone(), *account.budget());
+        Answer::later(async move { this.charge(&key, &budget, now, tokens).await })
+    }
+
+    fn peek(&self, account: &Account, now: i64) -> Answer<Standing> {
+        let (this, key, budget) = (self.inner.clone(), account.key().clone(), *account.budget());
+        Answer::later(async move { this.peek(&key, &budget, now).await })
+    }
+
+    /// Reads the counters of a key no one has (`-`).
+    fn probe(&self) -> Answer<()> {
+        let this = self.inner.clone();
+        Answer::later(async move {
+            let nobody = BudgetKey::key("-");
+            this.peek(&nobody, &KeyBudget::default(), super::now())
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+impl Connection {
+    /// Takes one request from `key`'s budget in Redis.
+    async fn admit(
         &self,
-        name: &str,
+        key: &BudgetKey,
         budget: &KeyBudget,
         now: i64,
     ) -> Result<Verdict, StoreDown> {
-        let (k, _) = keys(name, budget, now);
+        let (k, _) = keys(key, budget, now);
         let args = [
             now,
             budget.requests_per_minute.map_or(0, i64::from),
@@ -165,29 +198,29 @@ impl RedisStore {
         Ok(verdict(&r, budget, now))
     }
 
-    /// What `name` used, without counting anything.
-    pub async fn peek(
+    /// What `key` used, without counting anything.
+    async fn peek(
         &self,
-        name: &str,
+        key: &BudgetKey,
         budget: &KeyBudget,
         now: i64,
     ) -> Result<Standing, StoreDown> {
-        let (k, _) = keys(name, budget, now);
+        let (k, _) = keys(key, budget, now);
         let mut call = self.admit.key(&k[..]);
         call.arg(&[now, 0, 0, 0][..]).arg("peek");
         let r: Vec<i64> = self.run(call).await?;
         Ok(standing(&r))
     }
 
-    /// Adds `tokens` to `name`'s window and quota period; returns the quota used.
-    pub async fn charge(
+    /// Adds `tokens` to `key`'s window and quota period; returns the quota used.
+    async fn charge(
         &self,
-        name: &str,
+        key: &BudgetKey,
         budget: &KeyBudget,
         now: i64,
         tokens: u64,
     ) -> Result<u64, StoreDown> {
-        let (k, expire_at) = keys(name, budget, now);
+        let (k, expire_at) = keys(key, budget, now);
         let mut call = self.charge.key(&k[1]);
         call.key(&k[2]).arg(now).arg(tokens).arg(expire_at);
         let q: i64 = self.run(call).await?;
@@ -330,7 +363,7 @@ mod tests {
     #[test]
     fn keys_share_a_hash_tag_and_quota_keys_name_their_period() {
         let budget = KeyBudget::default();
-        let ([r, t, q], expire) = keys("team-a", &budget, 1_773_900_000);
+        let ([r, t, q], expire) = keys(&BudgetKey::key("team-a"), &budget, 1_773_900_000);
         assert_eq!(r, "entra-proxy:{team-a}:requests");
         assert_eq!(t, "entra-proxy:{team-a}:tokens");
         assert_eq!(q, "entra-proxy:{team-a}:quota:month:1772323200");

@@ -8,9 +8,18 @@ use std::collections::VecDeque;
 pub const WINDOW_SECS: i64 = 60;
 
 /// Amounts used in the last [`WINDOW_SECS`] seconds, one bucket per second (at most 60).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Window {
+    /// Made with room for a whole window, so counting never allocates.
     buckets: VecDeque<(i64, u64)>,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            buckets: VecDeque::with_capacity(WINDOW_SECS as usize),
+        }
+    }
 }
 
 impl Window {
@@ -132,6 +141,21 @@ mod tests {
         assert_eq!(w.used(1060), 25, "second 1000 left the window");
         assert_eq!(w.used(1070), 0);
         assert_eq!(w.retry_after(1070, 1), 1, "never less than a second");
+    }
+
+    #[test]
+    fn a_window_never_grows_past_the_room_it_was_made_with() {
+        let mut w = Window::default();
+        let room = w.buckets.capacity();
+        assert!(room >= WINDOW_SECS as usize);
+        // Every second for ten minutes, some seconds twice, and a clock that steps back.
+        for t in 0..600 {
+            w.add(1000 + t, 1);
+            w.add(1000 + t, 1);
+            w.add(990 + t, 1);
+        }
+        assert_eq!(w.buckets.len(), WINDOW_SECS as usize);
+        assert_eq!(w.buckets.capacity(), room);
     }
 
     #[test]

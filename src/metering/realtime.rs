@@ -5,11 +5,9 @@ use super::json::usage_of;
 use super::settle::charge_now_or_later;
 use super::tokens::TokenCounters;
 use super::usage::{Fallback, Usage};
-use crate::config::KeyBudget;
-use crate::limits::Limits;
+use crate::limits::Admission;
 use serde::Deserialize;
 use serde_json::Value;
-use std::sync::Arc;
 
 /// A realtime server event, as far as the meter reads it.
 #[derive(Deserialize)]
@@ -49,8 +47,8 @@ pub fn realtime_usage(event: &str) -> Option<Result<Usage, Fallback>> {
 /// the key at once. A `response.done` whose usage cannot be read is counted in
 /// `entra_proxy_usage_estimated_total` and charges nothing: a socket has no prompt estimate.
 pub(crate) struct SocketMeter {
-    limits: Limits,
-    key: Option<(Arc<str>, KeyBudget)>,
+    /// The socket's admission, charged as responses complete.
+    admission: Option<Admission>,
     labels: TokenCounters,
     /// What the socket used so far.
     used: Usage,
@@ -58,14 +56,9 @@ pub(crate) struct SocketMeter {
 }
 
 impl SocketMeter {
-    pub(crate) fn new(
-        limits: Limits,
-        key: Option<(Arc<str>, KeyBudget)>,
-        labels: TokenCounters,
-    ) -> SocketMeter {
+    pub(crate) fn new(admission: Option<Admission>, labels: TokenCounters) -> SocketMeter {
         SocketMeter {
-            limits,
-            key,
+            admission,
             labels,
             used: Usage::default(),
             responses: 0,
@@ -88,11 +81,12 @@ impl SocketMeter {
         self.used.completion += usage.completion;
         self.used.total += usage.total;
         self.labels.count(&usage);
-        if let Some((name, budget)) = &self.key {
-            let (limits, name, budget) = (self.limits.clone(), name.clone(), *budget);
-            charge_now_or_later(Box::pin(async move {
-                limits.charge(&name, &budget, usage.total).await;
-            }));
+        if let Some(charge) = self
+            .admission
+            .as_ref()
+            .and_then(|a| a.charge(usage.total).pending())
+        {
+            charge_now_or_later(Box::pin(charge));
         }
     }
 

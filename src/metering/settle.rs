@@ -6,19 +6,16 @@ use super::estimate::Estimate;
 use super::meter::Meter;
 use super::tokens::TokenCounters;
 use super::usage::Usage;
-use crate::config::KeyBudget;
-use crate::limits::Limits;
+use crate::limits::Admission;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// What happens when an answer ends: the labels and log fields of the request, the key to
-/// charge.
+/// What happens when an answer ends: the labels and log fields of the request, the admission
+/// to settle.
 pub(crate) struct Settle {
-    pub(crate) limits: Limits,
-    pub(crate) key: Option<(Arc<str>, KeyBudget)>,
+    pub(crate) admission: Option<Admission>,
     pub(crate) estimate: Estimate,
     pub(crate) labels: TokenCounters,
     /// The access line's fields from the answer's head (`None` when access lines are off).
@@ -72,11 +69,8 @@ impl Settle {
                 .flag("ended", ended)
                 .write("proxied");
         }
-        let (name, budget) = self.key?;
-        let limits = self.limits;
-        Some(Box::pin(async move {
-            limits.charge(&name, &budget, usage.total).await;
-        }))
+        let charge = self.admission?.settle(usage.total).pending()?;
+        Some(Box::pin(charge))
     }
 }
 
@@ -107,7 +101,8 @@ impl<B: http_body::Body> Metered<B> {
     }
 }
 
-/// Runs a charge now when it completes at once (the memory store), else in the background.
+/// Runs a charge that waits for the store (Redis) now when it completes at once, else in the
+/// background. A charge in memory is recorded before it would get here.
 pub(super) fn charge_now_or_later(mut charge: Charging) {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     if charge.as_mut().poll(&mut cx).is_pending()

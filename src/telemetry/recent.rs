@@ -360,7 +360,8 @@ mod tests {
             policy: Some(Arc::new(crate::inbound::KeyPolicy {
                 models: vec![],
                 expires: None,
-                budget: Default::default(),
+                account: crate::limits::Limits::in_memory()
+                    .account(crate::limits::BudgetKey::key(name), Default::default()),
             })),
             held: crate::inbound::Held::Key,
         }
