@@ -2,31 +2,30 @@
 //! Azure-style paths pass through (the body is never parsed); OpenAI-style `/v1/...` paths map
 //! `model` through `[[models]]` to a deployment.
 
-use crate::backends::{BackendId, Backends};
-use crate::config::{ApiShape, Config};
+use crate::backends::BackendId;
+use crate::config::ApiShape;
 use crate::error::ProxyError;
-use crate::fast_hash::FastMap;
 use bytes::Bytes;
 use http::Uri;
 use model::{ModelField, body_model, body_model_at, with_model, with_model_at};
 use plan::{V1Op, v1_op};
+use table::Candidate;
 use uri::{query_param, upstream_uri, with_param, with_realtime_version};
 
 mod model;
 mod plan;
+mod table;
 #[cfg(test)]
 mod testing;
 mod uri;
 
 pub use plan::{Plan, plan};
+pub use table::{BACKEND_HEADER, RoutingTable};
 pub use uri::REALTIME_API_VERSION;
 
 /// Resource operations whose `model`, when the proxy cannot map it, is an error (as on the
 /// deployment operations) rather than something to pass through (fine-tuning base models).
 const MAPPED_ROOTS: &[&str] = &["responses"];
-
-/// Header a client may send to pick a backend for paths that do not name a deployment.
-pub const BACKEND_HEADER: http::HeaderName = http::HeaderName::from_static("x-entra-proxy-backend");
 
 /// What routing may read of the request body.
 #[derive(Debug, Clone, Copy)]
@@ -59,138 +58,6 @@ pub struct Route {
     pub model: Option<String>,
 }
 
-/// One place a request may go, before its URL is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Candidate {
-    backend: BackendId,
-    deployment: String,
-    priority: u32,
-    weight: u32,
-}
-
-/// Everything routing needs, precomputed from the config.
-#[derive(Debug)]
-pub struct RoutingTable {
-    backends: Backends,
-    models: FastMap<String, Vec<Candidate>>,
-    /// deployment name → backends that have it.
-    deployments: FastMap<String, Vec<BackendId>>,
-    model_names: Vec<String>,
-}
-
-impl RoutingTable {
-    /// Builds the table and its backends' state. Call after
-    /// `crate::telemetry::Metrics::install`, so the backends' metric handles reach the recorder.
-    pub fn new(config: &Config) -> RoutingTable {
-        let backends = Backends::new(&config.backends);
-        let mut deployments: FastMap<String, Vec<BackendId>> = FastMap::default();
-        for id in backends.ids() {
-            for d in &backends[id].config.deployments {
-                let v = deployments.entry(d.clone()).or_default();
-                if !v.contains(&id) {
-                    v.push(id);
-                }
-            }
-        }
-        RoutingTable {
-            models: config
-                .models
-                .iter()
-                .map(|m| {
-                    // The config checked every target's backend index.
-                    let targets = m
-                        .targets
-                        .iter()
-                        .filter_map(|t| {
-                            Some(Candidate {
-                                backend: backends.id(t.backend)?,
-                                deployment: t.deployment.clone(),
-                                priority: t.priority,
-                                weight: t.weight,
-                            })
-                        })
-                        .collect();
-                    (m.name.clone(), targets)
-                })
-                .collect(),
-            deployments,
-            model_names: config.models.iter().map(|m| m.name.clone()).collect(),
-            backends,
-        }
-    }
-
-    /// Every backend with its health and metric handles.
-    pub fn backends(&self) -> &Backends {
-        &self.backends
-    }
-
-    pub fn model_names(&self) -> &[String] {
-        &self.model_names
-    }
-
-    fn known_deployments(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.deployments.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// A model name or deployment name → every place that serves it, in the order to try
-    /// them for this request: lowest priority first, weighted-random among equals.
-    fn lookup(&self, name: &str) -> Option<Vec<Candidate>> {
-        let mut found = match self.models.get(name) {
-            Some(targets) => targets.clone(),
-            None => self
-                .deployments
-                .get(name)?
-                .iter()
-                .map(|b| Candidate {
-                    backend: *b,
-                    deployment: name.to_string(),
-                    priority: 0,
-                    weight: 1,
-                })
-                .collect(),
-        };
-        order_candidates(&mut found);
-        Some(found)
-    }
-
-    /// The backend for a path that names no deployment: the only one, or the one the client
-    /// chose with [`BACKEND_HEADER`].
-    fn pick_backend(&self, chosen: Option<&str>, path: &str) -> Result<BackendId, ProxyError> {
-        if let Some(name) = chosen {
-            return self
-                .backends
-                .by_name(name)
-                .ok_or_else(|| ProxyError::NoRoute {
-                    path: path.to_string(),
-                    hint: format!(
-                        "{BACKEND_HEADER}: no backend named {name:?} (backends: {})",
-                        self.backend_names()
-                    ),
-                });
-        }
-        match (self.backends.len(), self.backends.ids().next()) {
-            (1, Some(only)) => Ok(only),
-            _ => Err(ProxyError::NoRoute {
-                path: path.to_string(),
-                hint: format!(
-                    "several backends are configured; choose one with the {BACKEND_HEADER} header ({})",
-                    self.backend_names()
-                ),
-            }),
-        }
-    }
-
-    fn backend_names(&self) -> String {
-        self.backends
-            .iter()
-            .map(|b| b.config.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
 /// Resolves a request to the routes to try, in order (never empty). `body` is given only when
 /// [`Plan::needs_body`].
 pub fn resolve(
@@ -217,19 +84,12 @@ pub fn resolve_payload(
         Payload::Json(b) => Some(b),
         Payload::Absent | Payload::Form(_) => None,
     };
-    let single = |backend: BackendId, deployment: &str| {
-        vec![Candidate {
-            backend,
-            deployment: deployment.to_string(),
-            priority: 0,
-            weight: 1,
-        }]
-    };
+    let single = |backend: BackendId, deployment: &str| vec![Candidate::plain(backend, deployment)];
     match plan {
         Plan::Deployment { deployment, rest } => {
             let candidates = match table.lookup(deployment) {
                 Some(found) => found,
-                None if chosen_backend.is_some() || table.backends.len() == 1 => {
+                None if chosen_backend.is_some() || table.backends().len() == 1 => {
                     // Not configured: pass it through and let Azure (and the diagnosis) speak.
                     single(table.pick_backend(chosen_backend, path)?, deployment)
                 }
@@ -243,7 +103,7 @@ pub fn resolve_payload(
             candidates
                 .into_iter()
                 .map(|c| {
-                    let b = &table.backends[c.backend].config;
+                    let b = &table.backends()[c.backend].config;
                     let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
                     segs.extend(rest.iter().map(String::as_str));
                     Ok(Route {
@@ -270,7 +130,7 @@ pub fn resolve_payload(
             candidates
                 .into_iter()
                 .map(|c| {
-                    let b = &table.backends[c.backend].config;
+                    let b = &table.backends()[c.backend].config;
                     let new_body = match (&model, body) {
                         (Some(m), Some(body)) if *m != c.deployment && !c.deployment.is_empty() => {
                             Some(with_model(body, &c.deployment, path)?)
@@ -312,14 +172,14 @@ pub fn resolve_payload(
                     None if must_map => {
                         return Err(ProxyError::UnknownModel {
                             model: m.clone(),
-                            known: table.model_names.clone(),
+                            known: table.model_names().to_vec(),
                         });
                     }
                     None => single(table.pick_backend(chosen_backend, path)?, ""),
                 },
                 None if needs_model => {
                     return Err(ProxyError::MissingModel {
-                        known: table.model_names.clone(),
+                        known: table.model_names().to_vec(),
                     });
                 }
                 None => single(table.pick_backend(chosen_backend, path)?, ""),
@@ -327,7 +187,7 @@ pub fn resolve_payload(
             candidates
                 .into_iter()
                 .map(|c| {
-                    let b = &table.backends[c.backend].config;
+                    let b = &table.backends()[c.backend].config;
                     let deployment = (!c.deployment.is_empty()).then(|| c.deployment.clone());
                     let rewritten = || match (&model, body, &deployment) {
                         (Some(m), Some(body), Some(d)) if m != d => {
@@ -380,7 +240,7 @@ pub fn resolve_payload(
         }
         Plan::Other { segments } => {
             let backend = table.pick_backend(chosen_backend, path)?;
-            let b = &table.backends[backend].config;
+            let b = &table.backends()[backend].config;
             let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
             Ok(vec![Route {
                 backend,
@@ -437,19 +297,19 @@ pub fn resolve_websocket(
         (None, Some(m)) if openai_style => {
             return Err(ProxyError::UnknownModel {
                 model: m.clone(),
-                known: table.model_names.clone(),
+                known: table.model_names().to_vec(),
             });
         }
         (None, None) if openai_style => {
             return Err(ProxyError::MissingQueryModel {
                 param,
-                known: table.model_names.clone(),
+                known: table.model_names().to_vec(),
             });
         }
         // Not configured: pass it through and let Azure (and the diagnosis) speak.
         (None, m) => (table.pick_backend(chosen_backend, path)?, m.clone()),
     };
-    let b = &table.backends[backend].config;
+    let b = &table.backends()[backend].config;
     let v1 = !openai_style && param == "model" || openai_style && b.api == ApiShape::V1;
     let (segs, query): (&[&str], String) = match (&deployment, v1) {
         (Some(d), true) => (
@@ -483,90 +343,10 @@ pub fn resolve_websocket(
     })
 }
 
-/// Sorts by priority and shuffles each priority group by weight (weighted random order).
-fn order_candidates(c: &mut [Candidate]) {
-    c.sort_by_key(|x| x.priority);
-    let mut start = 0;
-    while start < c.len() {
-        let p = c[start].priority;
-        let end = start + c[start..].iter().take_while(|x| x.priority == p).count();
-        weighted_shuffle(&mut c[start..end]);
-        start = end;
-    }
-}
-
-fn weighted_shuffle(group: &mut [Candidate]) {
-    for i in 0..group.len() {
-        let total: u64 = group[i..].iter().map(|x| u64::from(x.weight)).sum();
-        if total == 0 {
-            return;
-        }
-        let mut pick = random_u64() % total;
-        let mut chosen = i;
-        for (j, x) in group[i..].iter().enumerate() {
-            let w = u64::from(x.weight);
-            if pick < w {
-                chosen = i + j;
-                break;
-            }
-            pick -= w;
-        }
-        group.swap(i, chosen);
-    }
-}
-
-/// A cheap per-thread xorshift, seeded from the system RNG; good enough to spread load.
-fn random_u64() -> u64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut b = [0u8; 8];
-            let _ = aws_lc_rs::rand::fill(&mut b);
-            u64::from_le_bytes(b) | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::testing::{route, table};
     use super::*;
-
-    #[test]
-    fn targets_are_ordered_by_priority_then_weight() {
-        let c = Config::parse(
-            "[[backends]]\nname='east'\nendpoint='https://e.openai.azure.com'\n[[backends]]\nname='west'\nendpoint='https://w.openai.azure.com'\n[[backends]]\nname='north'\nendpoint='https://n.openai.azure.com'\n[[models]]\nname='gpt-4o'\ntargets=[{backend='north',deployment='d',priority=1},{backend='east',deployment='d',weight=3},{backend='west',deployment='d',weight=1}]",
-            "t",
-            &|_| None,
-        )
-        .unwrap();
-        let t = RoutingTable::new(&c);
-        let mut first_east = 0;
-        for _ in 0..400 {
-            let p = plan("/v1/chat/completions").unwrap();
-            let body = Bytes::from_static(br#"{"model":"gpt-4o"}"#);
-            let routes = resolve(&t, &p, "/v1/chat/completions", None, None, Some(&body)).unwrap();
-            assert_eq!(routes.len(), 3);
-            assert_eq!(
-                t.backends()[routes[2].backend].name(),
-                "north",
-                "priority 1 is always last"
-            );
-            if t.backends()[routes[0].backend].name() == "east" {
-                first_east += 1;
-            }
-        }
-        // weight 3:1 -> about 300 of 400
-        assert!((240..=360).contains(&first_east), "{first_east}");
-    }
 
     #[test]
     fn azure_paths_pass_through_and_get_a_default_api_version() {
