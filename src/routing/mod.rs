@@ -1,12 +1,19 @@
 //! Request → [`Route`]: which backend, which upstream URL, and whether the body changes.
 //! Azure-style paths pass through (the body is never parsed); OpenAI-style `/v1/...` paths map
 //! `model` through `[[models]]` to a deployment.
+//!
+//! [`plan()`] classifies the path (`plan.rs`); [`resolve`] hands each [`Plan`] to one function —
+//! `azure.rs` for the deployment API, the v1 API and every other service's path, `openai.rs` for
+//! `/v1/…` — which takes the places to try from the [`RoutingTable`] (`table.rs`), reads and
+//! rewrites the body's model (`model.rs`) and builds each upstream URL (`uri.rs`).
+//! [`resolve_websocket`] does the same for a handshake, realtime ones in `websocket.rs`.
+//! Outside the tests nothing in this folder imports this file, and the leaves (`plan`, `table`,
+//! `model`, `uri`) import no sibling.
 
-use crate::config::ApiShape;
 use crate::error::ProxyError;
 use bytes::Bytes;
 use route::Incoming;
-use uri::{query_param, upstream_uri, with_param, with_realtime_version};
+use websocket::Realtime;
 
 mod azure;
 mod model;
@@ -17,6 +24,7 @@ mod table;
 #[cfg(test)]
 mod testing;
 mod uri;
+mod websocket;
 
 pub use plan::{Plan, plan};
 pub use route::{Payload, Route};
@@ -52,13 +60,7 @@ pub fn resolve_payload(
         chosen_backend,
         payload,
     };
-    match plan {
-        Plan::Deployment { deployment, rest } => azure::deployment(&req, deployment, rest),
-        Plan::AzureV1 { rest } => azure::v1(&req, rest),
-        Plan::OpenAi { rest } => openai::resolve(&req, rest),
-        Plan::ListModels => openai::list_models(&req),
-        Plan::Other { segments } => azure::pass_through(&req, segments),
-    }
+    dispatch(&req, plan)
 }
 
 /// Where a WebSocket handshake goes. Realtime in its three shapes — Azure's
@@ -73,132 +75,38 @@ pub fn resolve_websocket(
     query: Option<&str>,
     chosen_backend: Option<&str>,
 ) -> Result<Route, ProxyError> {
-    let realtime = |segs: &[String]| segs.len() == 1 && segs[0] == "realtime";
-    let (param, openai_style) = match plan {
-        Plan::OpenAi { rest } if realtime(rest) => ("model", true),
-        Plan::AzureV1 { rest } if realtime(rest) => ("model", false),
-        Plan::Other { segments }
-            if segments.len() == 2 && segments[0] == "openai" && segments[1] == "realtime" =>
-        {
-            ("deployment", false)
-        }
-        _ => {
-            let mut routes = resolve(table, plan, path, query, chosen_backend, None)?;
-            return if routes.is_empty() {
-                Err(ProxyError::NoRoute {
-                    path: path.to_string(),
-                    hint: "no backend serves this request".into(),
-                })
-            } else {
-                Ok(routes.swap_remove(0))
-            };
-        }
+    let req = Incoming {
+        table,
+        path,
+        query,
+        chosen_backend,
+        payload: Payload::Absent,
     };
-    let model = query_param(query, param);
-    let found = model.as_deref().and_then(|m| table.lookup(m));
-    let (backend, deployment) = match (found.and_then(|f| f.into_iter().next()), &model) {
-        (Some(c), _) => (c.backend, Some(c.deployment)),
-        (None, Some(m)) if openai_style => {
-            return Err(ProxyError::UnknownModel {
-                model: m.clone(),
-                known: table.model_names().to_vec(),
-            });
-        }
-        (None, None) if openai_style => {
-            return Err(ProxyError::MissingQueryModel {
-                param,
-                known: table.model_names().to_vec(),
-            });
-        }
-        // Not configured: pass it through and let Azure (and the diagnosis) speak.
-        (None, m) => (table.pick_backend(chosen_backend, path)?, m.clone()),
-    };
-    let b = &table.backends()[backend].config;
-    let v1 = !openai_style && param == "model" || openai_style && b.api == ApiShape::V1;
-    let (segs, query): (&[&str], String) = match (&deployment, v1) {
-        (Some(d), true) => (
-            &["openai", "v1", "realtime"],
-            with_param(query, "model", None, d),
-        ),
-        (Some(d), false) => (
-            &["openai", "realtime"],
-            with_param(query, "deployment", openai_style.then_some("model"), d),
-        ),
-        (None, true) => (
-            &["openai", "v1", "realtime"],
-            query.unwrap_or_default().to_string(),
-        ),
-        (None, false) => (
-            &["openai", "realtime"],
-            query.unwrap_or_default().to_string(),
-        ),
-    };
-    let query = if v1 {
-        query
-    } else {
-        with_realtime_version(Some(&query))
-    };
-    Ok(Route {
-        backend,
-        uri: upstream_uri(b, segs, Some(&query), false)?,
-        deployment,
-        body: None,
-        model,
-    })
+    match Realtime::of(plan) {
+        Some(shape) => websocket::realtime(&req, shape),
+        None => first_route(dispatch(&req, plan)?, path),
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::testing::table;
-    use super::*;
+/// Each plan to the function that resolves it.
+fn dispatch(req: &Incoming<'_>, plan: &Plan) -> Result<Vec<Route>, ProxyError> {
+    match plan {
+        Plan::Deployment { deployment, rest } => azure::deployment(req, deployment, rest),
+        Plan::AzureV1 { rest } => azure::v1(req, rest),
+        Plan::OpenAi { rest } => openai::resolve(req, rest),
+        Plan::ListModels => openai::list_models(req),
+        Plan::Other { segments } => azure::pass_through(req, segments),
+    }
+}
 
-    #[test]
-    fn realtime_websockets_map_the_model_in_each_shape() {
-        let ws = |t: &RoutingTable, path: &str, query: &str| {
-            let p = plan(path).unwrap();
-            resolve_websocket(t, &p, path, Some(query), None).map(|r| r.uri.to_string())
-        };
-        let t = table("");
-        assert_eq!(
-            ws(&t, "/v1/realtime", "model=gpt-4o").unwrap(),
-            format!(
-                "https://res.openai.azure.com/openai/realtime?deployment=gpt-4o-2024-08-06&api-version={REALTIME_API_VERSION}"
-            )
-        );
-        assert_eq!(
-            ws(
-                &t,
-                "/openai/realtime",
-                "api-version=2024-10-01-preview&deployment=gpt-4o"
-            )
-            .unwrap(),
-            "https://res.openai.azure.com/openai/realtime?api-version=2024-10-01-preview&deployment=gpt-4o-2024-08-06"
-        );
-        assert_eq!(
-            ws(&t, "/openai/v1/realtime", "model=gpt-4o&x=1").unwrap(),
-            "https://res.openai.azure.com/openai/v1/realtime?model=gpt-4o-2024-08-06&x=1"
-        );
-        assert_eq!(
-            ws(&table("api='v1'"), "/v1/realtime", "model=gpt-4o").unwrap(),
-            "https://res.openai.azure.com/openai/v1/realtime?model=gpt-4o-2024-08-06"
-        );
-        assert!(matches!(
-            ws(&t, "/v1/realtime", "model=nope"),
-            Err(ProxyError::UnknownModel { .. })
-        ));
-        assert!(matches!(
-            ws(&t, "/v1/realtime", "x=1"),
-            Err(ProxyError::MissingQueryModel { param: "model", .. })
-        ));
-        // Other Azure AI WebSockets pass through.
-        assert_eq!(
-            ws(
-                &t,
-                "/speech/recognition/conversation/cognitiveservices/v1",
-                "language=en-US"
-            )
-            .unwrap(),
-            "https://res.openai.azure.com/speech/recognition/conversation/cognitiveservices/v1?language=en-US"
-        );
+/// The one route a WebSocket takes: the first an HTTP request would try.
+fn first_route(mut routes: Vec<Route>, path: &str) -> Result<Route, ProxyError> {
+    if routes.is_empty() {
+        Err(ProxyError::NoRoute {
+            path: path.to_string(),
+            hint: "no backend serves this request".into(),
+        })
+    } else {
+        Ok(routes.swap_remove(0))
     }
 }
