@@ -290,58 +290,61 @@ mod tests {
         assert!(e.to_string().contains("api = \"v1\""), "{e}");
     }
 
+    /// Operations on the deployment API: path, body, and the URL after `/openai`.
+    const V1_SURFACES: [(&str, Option<&str>, &str); 10] = [
+        (
+            "/v1/responses/resp_1",
+            None,
+            "/responses/resp_1?api-version=2024-10-21",
+        ),
+        ("/v1/files", None, "/files?api-version=2024-10-21"),
+        (
+            "/v1/files/file-1/content",
+            None,
+            "/files/file-1/content?api-version=2024-10-21",
+        ),
+        (
+            "/v1/batches",
+            Some(r#"{"input_file_id":"f"}"#),
+            "/batches?api-version=2024-10-21",
+        ),
+        (
+            "/v1/fine_tuning/jobs",
+            Some(r#"{"model":"gpt-4o-mini-2024-07-18"}"#),
+            "/fine_tuning/jobs?api-version=2024-10-21",
+        ),
+        (
+            "/v1/vector_stores/vs_1/files",
+            None,
+            "/vector_stores/vs_1/files?api-version=2024-10-21",
+        ),
+        (
+            "/v1/assistants",
+            Some(r#"{"model":"gpt-4o"}"#),
+            "/assistants?api-version=2024-10-21",
+        ),
+        (
+            "/v1/threads/t_1/runs",
+            None,
+            "/threads/t_1/runs?api-version=2024-10-21",
+        ),
+        (
+            "/v1/audio/speech",
+            Some(r#"{"model":"gpt-4o"}"#),
+            "/deployments/gpt-4o-2024-08-06/audio/speech?api-version=2024-10-21",
+        ),
+        (
+            "/v1/images/generations",
+            Some(r#"{"model":"gpt-4o"}"#),
+            "/deployments/gpt-4o-2024-08-06/images/generations?api-version=2024-10-21",
+        ),
+    ];
+
     #[test]
     fn every_v1_surface_reaches_the_deployment_api() {
         let t = table("");
         let base = "https://res.openai.azure.com/openai";
-        let cases = [
-            (
-                "/v1/responses/resp_1",
-                None,
-                "/responses/resp_1?api-version=2024-10-21",
-            ),
-            ("/v1/files", None, "/files?api-version=2024-10-21"),
-            (
-                "/v1/files/file-1/content",
-                None,
-                "/files/file-1/content?api-version=2024-10-21",
-            ),
-            (
-                "/v1/batches",
-                Some(r#"{"input_file_id":"f"}"#),
-                "/batches?api-version=2024-10-21",
-            ),
-            (
-                "/v1/fine_tuning/jobs",
-                Some(r#"{"model":"gpt-4o-mini-2024-07-18"}"#),
-                "/fine_tuning/jobs?api-version=2024-10-21",
-            ),
-            (
-                "/v1/vector_stores/vs_1/files",
-                None,
-                "/vector_stores/vs_1/files?api-version=2024-10-21",
-            ),
-            (
-                "/v1/assistants",
-                Some(r#"{"model":"gpt-4o"}"#),
-                "/assistants?api-version=2024-10-21",
-            ),
-            (
-                "/v1/threads/t_1/runs",
-                None,
-                "/threads/t_1/runs?api-version=2024-10-21",
-            ),
-            (
-                "/v1/audio/speech",
-                Some(r#"{"model":"gpt-4o"}"#),
-                "/deployments/gpt-4o-2024-08-06/audio/speech?api-version=2024-10-21",
-            ),
-            (
-                "/v1/images/generations",
-                Some(r#"{"model":"gpt-4o"}"#),
-                "/deployments/gpt-4o-2024-08-06/images/generations?api-version=2024-10-21",
-            ),
-        ];
+        let cases = V1_SURFACES;
         for (path, body, want) in cases {
             let r = route(&t, path, None, body).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(r.uri.to_string(), format!("{base}{want}"), "{path}");
