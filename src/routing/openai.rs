@@ -120,9 +120,10 @@ impl<'a> OpenAiRequest<'a> {
         let b = self.req.backend(c.backend);
         let deployment = (!c.deployment.is_empty()).then(|| c.deployment.clone());
         let upstream = self.upstream(b, &c)?;
-        let body = match upstream.rewrite {
-            true => self.rewritten(deployment.as_deref())?,
-            false => None,
+        let body = if upstream.rewrite {
+            self.rewritten(deployment.as_deref())?
+        } else {
+            None
         };
         Ok(Route {
             backend: c.backend,

@@ -9,66 +9,6 @@ use http::Uri;
 /// none (the backend's default is usually a GA version without realtime).
 pub const REALTIME_API_VERSION: &str = "2025-04-01-preview";
 
-/// The query as sent, with `api-version=`[`REALTIME_API_VERSION`] added after it unless it
-/// names one: the realtime surfaces of the deployment API (the WebSocket and preview ephemeral
-/// sessions) need a preview version the backend's default usually is not.
-pub(super) fn with_realtime_version(query: Option<&str>) -> String {
-    let query = query.unwrap_or_default();
-    if query_param(Some(query), "api-version").is_some() {
-        query.to_string()
-    } else {
-        let sep = if query.is_empty() { "" } else { "&" };
-        format!("{query}{sep}api-version={REALTIME_API_VERSION}")
-    }
-}
-
-/// A query parameter's decoded value.
-pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// The query with `name` set to `value` (replacing it where it was, else appended) and `drop`
-/// removed; the other parameters are kept in order, as encoded.
-pub(super) fn with_param(
-    query: Option<&str>,
-    name: &str,
-    drop: Option<&str>,
-    value: &str,
-) -> String {
-    let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
-    let is = |pair: &str, n: &str| {
-        let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
-        url::form_urlencoded::parse(raw.as_bytes())
-            .next()
-            .is_some_and(|(k, _)| k == n)
-    };
-    let mut out: Vec<String> = Vec::new();
-    let mut set = false;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        if drop.is_some_and(|d| is(pair, d)) {
-            continue;
-        }
-        if is(pair, name) {
-            if !set {
-                out.push(format!("{name}={encoded}"));
-                set = true;
-            }
-            continue;
-        }
-        out.push(pair.to_string());
-    }
-    if !set {
-        out.push(format!("{name}={encoded}"));
-    }
-    out.join("&")
-}
-
 /// The backend base plus path segments (re-encoded), with the client's query as it came and,
 /// where the deployment API needs it, the backend's default `api-version`. Built as one string
 /// and parsed once: this runs for every proxied request.
@@ -139,6 +79,66 @@ fn push_encoded_segment(out: &mut String, segment: &str) {
         rest = &rest[end..];
     }
     out.push_str(rest);
+}
+
+/// A query parameter's decoded value.
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The query with `name` set to `value` (replacing it where it was, else appended) and `drop`
+/// removed; the other parameters are kept in order, as encoded.
+pub(super) fn with_param(
+    query: Option<&str>,
+    name: &str,
+    drop: Option<&str>,
+    value: &str,
+) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let is = |pair: &str, n: &str| {
+        let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
+        url::form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == n)
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut set = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        if drop.is_some_and(|d| is(pair, d)) {
+            continue;
+        }
+        if is(pair, name) {
+            if !set {
+                out.push(format!("{name}={encoded}"));
+                set = true;
+            }
+            continue;
+        }
+        out.push(pair.to_string());
+    }
+    if !set {
+        out.push(format!("{name}={encoded}"));
+    }
+    out.join("&")
+}
+
+/// The query as sent, with `api-version=`[`REALTIME_API_VERSION`] added after it unless it
+/// names one: the realtime surfaces of the deployment API (the WebSocket and preview ephemeral
+/// sessions) need a preview version the backend's default usually is not.
+pub(super) fn with_realtime_version(query: Option<&str>) -> String {
+    let query = query.unwrap_or_default();
+    if query_param(Some(query), "api-version").is_some() {
+        query.to_string()
+    } else {
+        let sep = if query.is_empty() { "" } else { "&" };
+        format!("{query}{sep}api-version={REALTIME_API_VERSION}")
+    }
 }
 
 #[cfg(test)]
