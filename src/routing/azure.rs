@@ -1,5 +1,4 @@
-//! Azure-shaped paths: the deployment API, the v1 API (the body's `model` names the deployment)
-//! and any other service's path, passed through as they came.
+//! Azure-shaped paths: the deployment API, the v1 API, and any other service's path as it came.
 
 use super::model::{body_model, with_model};
 use super::route::{Incoming, Route};

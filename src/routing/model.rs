@@ -1,5 +1,4 @@
-//! The body's model: `model` or `session.model` read from a JSON body, and rewritten to the
-//! deployment with every other field kept as it was.
+//! The body's model: `model` or `session.model` read, and rewritten to the deployment.
 
 use crate::error::ProxyError;
 use bytes::Bytes;

@@ -1,5 +1,4 @@
-//! OpenAI-style `/v1/…` paths onto Azure: the `model` of the body (or of the form) mapped
-//! through `[[models]]`, and each operation sent where the backend's API shape has it.
+//! OpenAI-style `/v1/…` paths: the model mapped, the operation placed on the backend's API shape.
 
 use super::model::{ModelField, body_model_at, with_model_at};
 use super::plan::{V1Op, v1_op};

@@ -1,5 +1,4 @@
-//! The path → [`Plan`]: decoded segments, classified by their leading ones; `/v1` operations
-//! classified by where they live on Azure's deployment API ([`V1Op`]).
+//! The path → [`Plan`]: decoded segments, classified; `/v1` operations by where Azure has them.
 
 use crate::error::ProxyError;
 

@@ -1,5 +1,4 @@
-//! What routing is given and what it gives back: the request as routing reads it (its
-//! [`Payload`]), and the [`Route`]s to try.
+//! What routing is given and gives back: the request as routing reads it, and its [`Route`]s.
 
 use super::table::RoutingTable;
 use crate::backends::BackendId;

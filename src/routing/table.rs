@@ -1,5 +1,4 @@
-//! The routing table from the config: the places each model and deployment is served, tried
-//! lowest priority first and weighted-random among equals; the backend a client picks by header.
+//! The routing table: who serves each model and deployment, in which order; the chosen backend.
 
 use crate::backends::{BackendId, Backends};
 use crate::config::{Config, Model};

@@ -1,5 +1,4 @@
-//! The upstream URI: the backend's base, the path's segments re-encoded, the client's query as
-//! sent, an `api-version` added where Azure needs one; the query's parameters read and set.
+//! The upstream URI: the backend's base, re-encoded segments, the client's query, `api-version`.
 
 use crate::config::Backend;
 use crate::error::ProxyError;

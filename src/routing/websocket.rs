@@ -1,5 +1,4 @@
-//! Realtime WebSocket handshakes: the model named in the query mapped through `[[models]]`, the
-//! parameter rewritten to the deployment, on Azure's deployment or v1 realtime endpoint.
+//! Realtime WebSocket handshakes: the model named in the query mapped to its deployment.
 
 use super::plan::Plan;
 use super::route::{Incoming, Route};
