@@ -1,0 +1,254 @@
+//! The path → [`Plan`]: decoded segments, classified; `/v1` operations by where Azure has them.
+
+use crate::error::ProxyError;
+
+/// What the path says about the request, before the body is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `/openai/deployments/{deployment}/{rest…}`: Azure's deployment API.
+    Deployment {
+        deployment: String,
+        rest: Vec<String>,
+    },
+    /// `/openai/v1/{rest…}`: Azure's v1 API; `model` in the body names the deployment.
+    AzureV1 { rest: Vec<String> },
+    /// `/v1/{rest…}`: OpenAI-style; `model` in the body names a configured model.
+    OpenAi { rest: Vec<String> },
+    /// `GET /v1/models`: answered by the proxy from `[[models]]`.
+    ListModels,
+    /// Any other path (other Azure AI services, Foundry's `/models/...`): passed through.
+    Other { segments: Vec<String> },
+}
+
+/// What an OpenAI-style `/v1/{rest…}` operation is on Azure's deployment API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum V1Op {
+    /// Lives under `/openai/deployments/{d}/…`: the model names the deployment (required).
+    Deployment,
+    /// Lives under `/openai/{rest…}` (responses, files, batches, …): a `model`, where the
+    /// operation has one, is mapped to its deployment in the body.
+    Resource,
+    /// `realtime/client_secrets` (GA ephemeral keys): Azure's `/openai/v1/realtime/client_secrets`
+    /// on every backend; `session.model` names the deployment (required).
+    RealtimeClientSecrets,
+    /// `realtime/sessions` (preview ephemeral keys): `/openai/realtimeapi/sessions` with the
+    /// realtime api-version on the deployment API; `model` names the deployment (required).
+    RealtimeSessions,
+    /// Not on the deployment API.
+    Unsupported,
+}
+
+/// OpenAI operations that live under `/openai/deployments/{d}/` in Azure's deployment API.
+const DEPLOYMENT_OPERATIONS: &[&[&str]] = &[
+    &["chat", "completions"],
+    &["completions"],
+    &["embeddings"],
+    &["images", "generations"],
+    &["images", "edits"],
+    &["audio", "speech"],
+    &["audio", "transcriptions"],
+    &["audio", "translations"],
+];
+
+/// `/v1/{root}/…` operations that live under `/openai/{root}/…` on Azure's deployment API.
+const RESOURCE_ROOTS: &[&str] = &[
+    "responses",
+    "files",
+    "uploads",
+    "batches",
+    "fine_tuning",
+    "vector_stores",
+    "assistants",
+    "threads",
+];
+
+/// Resource operations whose bodies are uploads (multipart or raw bytes), never read whole.
+const UPLOAD_ROOTS: &[&str] = &["files", "uploads"];
+
+impl Plan {
+    /// Whether [`resolve`](super::resolve) needs the JSON body (to read `model`). Uploads
+    /// stream through.
+    pub fn needs_body(&self) -> bool {
+        match self {
+            Plan::AzureV1 { .. } => true,
+            Plan::OpenAi { rest } => !rest
+                .first()
+                .is_some_and(|r| UPLOAD_ROOTS.contains(&r.as_str())),
+            _ => false,
+        }
+    }
+
+    /// Whether a multipart body's `model` field names the deployment (audio transcriptions and
+    /// translations): the form's head is read up to that field, the rest streams.
+    pub fn needs_form_model(&self) -> bool {
+        match self {
+            Plan::OpenAi { rest } => {
+                let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+                v1_op(&rest) == V1Op::Deployment
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where a `/v1/{rest…}` operation lives on Azure's deployment API.
+pub(super) fn v1_op(rest: &[&str]) -> V1Op {
+    if DEPLOYMENT_OPERATIONS.contains(&rest) {
+        V1Op::Deployment
+    } else if rest == ["realtime", "client_secrets"] {
+        V1Op::RealtimeClientSecrets
+    } else if rest == ["realtime", "sessions"] {
+        V1Op::RealtimeSessions
+    } else if rest.first().is_some_and(|r| RESOURCE_ROOTS.contains(r)) {
+        V1Op::Resource
+    } else {
+        V1Op::Unsupported
+    }
+}
+
+/// Splits a request path into decoded segments and classifies it.
+pub fn plan(path: &str) -> Result<Plan, ProxyError> {
+    let mut segments = split_path(path)?;
+    let is = |segments: &[String], i: usize, want: &str| segments.get(i).is_some_and(|s| s == want);
+    Ok(
+        if is(&segments, 0, "openai") && is(&segments, 1, "deployments") && segments.len() > 3 {
+            let rest = segments.split_off(3);
+            let deployment = segments.swap_remove(2);
+            Plan::Deployment { deployment, rest }
+        } else if is(&segments, 0, "openai") && is(&segments, 1, "v1") && segments.len() > 2 {
+            Plan::AzureV1 {
+                rest: segments.split_off(2),
+            }
+        } else if is(&segments, 0, "v1") && is(&segments, 1, "models") && segments.len() == 2 {
+            Plan::ListModels
+        } else if is(&segments, 0, "v1") && segments.len() > 1 {
+            Plan::OpenAi {
+                rest: segments.split_off(1),
+            }
+        } else {
+            Plan::Other { segments }
+        },
+    )
+}
+
+fn split_path(path: &str) -> Result<Vec<String>, ProxyError> {
+    let mut out = Vec::new();
+    for raw in path.split('/').filter(|s| !s.is_empty()) {
+        let decoded = percent_encoding_decode(raw);
+        if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
+            return Err(ProxyError::NoRoute {
+                path: path.to_string(),
+                hint: "path segments may not be '.', '..' or contain encoded slashes".into(),
+            });
+        }
+        out.push(decoded);
+    }
+    Ok(out)
+}
+
+fn percent_encoding_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                out.push(v as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_classified_by_their_leading_segments() {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        let cases = [
+            (
+                "/openai/deployments/d/chat/completions",
+                Plan::Deployment {
+                    deployment: "d".into(),
+                    rest: owned(&["chat", "completions"]),
+                },
+            ),
+            (
+                "/openai/deployments/d",
+                Plan::Other {
+                    segments: owned(&["openai", "deployments", "d"]),
+                },
+            ),
+            (
+                "/openai/v1/responses",
+                Plan::AzureV1 {
+                    rest: owned(&["responses"]),
+                },
+            ),
+            (
+                "/openai/v1",
+                Plan::Other {
+                    segments: owned(&["openai", "v1"]),
+                },
+            ),
+            ("/v1/models", Plan::ListModels),
+            ("//v1//models/", Plan::ListModels),
+            (
+                "/v1/models/gpt-4o",
+                Plan::OpenAi {
+                    rest: owned(&["models", "gpt-4o"]),
+                },
+            ),
+            (
+                "/v1/chat/completions",
+                Plan::OpenAi {
+                    rest: owned(&["chat", "completions"]),
+                },
+            ),
+            (
+                "/v1",
+                Plan::Other {
+                    segments: owned(&["v1"]),
+                },
+            ),
+            (
+                "/models/chat/completions",
+                Plan::Other {
+                    segments: owned(&["models", "chat", "completions"]),
+                },
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(plan(path).unwrap(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn traversal_is_refused() {
+        assert!(plan("/openai/../admin").is_err());
+        assert!(plan("/openai/deployments/a%2Fb/chat").is_err());
+        assert_eq!(
+            plan("/openai/deployments/my%20dep/chat/completions").unwrap(),
+            Plan::Deployment {
+                deployment: "my dep".into(),
+                rest: vec!["chat".into(), "completions".into()]
+            }
+        );
+    }
+}
