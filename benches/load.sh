@@ -24,6 +24,7 @@
 #   none / memory / Redis; rss: RSS after 1M, 5M, 10M requests — not in the default full run,
 #   ~8 min at 20k req/s), --skip-extras (none of them),
 #   --key tpm|none (entra-proxy's key: tokens_per_minute, the default, or no limits),
+#   --gen-threads N (wrk threads in the throughput runs; default one per CPU),
 #   --sample N (answers checked per target and variant), --streams N (default 10000; the proxy
 #   needs 2 descriptors per stream: with a lower hard `ulimit -n` it holds what fits and says
 #   so), --rss-checkpoints 1M,5M,10M, --rss-max-secs S (default 1200),
@@ -65,7 +66,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0 ;;
     --no-netns) NETNS=0 ;;
     --no-build) BUILD=0 ;;
-    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env|--max-steal|--key|--sample|--streams|--rss-checkpoints)
+    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env|--max-steal|--key|--sample|--streams|--rss-checkpoints|--gen-threads)
       [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
       PASS+=("$1" "$2"); shift ;;
     --rss-max-secs)

@@ -299,10 +299,10 @@ def markdown(results):
            f"entra-proxy's key: {s.get('key_limits') or 'no limits'}. "
            + (f"Medians of {s.get('reps')} repetitions, targets interleaved."
               if s.get("reps", 1) > 1 else "One repetition.")
-           + f" Throughput: plain wrk -t1 "
+           + f" Throughput: plain wrk -t{s.get('generator_threads', 1)} "
            f"-c{s.get('throughput_conns')} for {s.get('throughput_secs')} s (a static request: "
            "no Lua per request or response); its own CPU is the generator's, shown as a share "
-           "of the one core it can use and never counted. Generator check: direct (the same wrk "
+           "of one core and never counted. Generator check: direct (the same wrk "
            f"against the upstream) must reach {s.get('generator_margin', 2):g}× the faster "
            "proxy's rate; a variant that fails is INVALID and its throughput and CPU are not a "
            "result. CPU: utime+stime of the target's process tree (nginx: master and every "

@@ -20,8 +20,8 @@ Each variant:
   compared with what the upstream sends (sse: byte for byte, less exactly what the proxy
   documents it removes); once per run the sse answers are also checked against an upstream that
   reads the request body as Azure does (sse.FaithfulUpstream);
-- throughput: plain wrk -t1 -c<C> for <T> s (throughput.lua builds the request once and runs no
-  Lua per request or response), requests/s; utime+stime of the target's process tree (every
+- throughput: plain wrk -t<CPUs> -c<C> for <T> s (throughput.lua builds the request once and
+  runs no Lua per request or response), requests/s; utime+stime of the target's process tree (every
   nginx worker) over that run → CPU µs per request (and per streamed chunk); wrk's own CPU is
   the generator's, never counted;
 - the generator check: direct (the same wrk against the upstream itself) must reach at least
@@ -437,7 +437,10 @@ def load(ctx, target, body, conns, secs, rate=None, path=PATH):
             "BENCH_RATE": str(rate or ""),
         })
         script = "paced.lua" if rate else "throughput.lua"
-        argv = [ctx.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--timeout", "10s",
+        # Saturation: a wrk thread per CPU (one thread starves on a busy machine and held nginx
+        # back in the measurements of benches/RESULTS.md); paced: one thread, one schedule.
+        threads = 1 if rate else min(ctx.gen_threads, conns)
+        argv = [ctx.wrk, f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--timeout", "10s",
                 "-s", os.path.join(HERE, script), f"http://127.0.0.1:{target.port}"]
         # wrk is the only child this process reaps during the run: the change in the children's
         # rusage is wrk's own CPU.
@@ -453,6 +456,7 @@ def load(ctx, target, body, conns, secs, rate=None, path=PATH):
                 res = json.loads(line[len("BENCH_JSON "):])
                 res["generator_cpu_s"] = round((ru1.ru_utime - ru0.ru_utime)
                                                + (ru1.ru_stime - ru0.ru_stime), 3)
+                res["generator_threads"] = threads
                 return res
         raise Failed(f"wrk against {target.name} printed no result: {p.stdout[-500:]} {p.stderr[-500:]}")
     t0 = time.process_time()
@@ -478,7 +482,7 @@ def summarize_load(res):
         # Bytes wrk read per answer, head included: a cheap check that every answer was whole.
         "bytes_per_response": round(res["bytes"] / res["requests"], 1)
         if res["requests"] and res.get("bytes") else None,
-        # The generator's CPU over the run, as a share of one core (wrk -t1 cannot use more).
+        # The generator's CPU over the run, as a share of one core (its threads together).
         "generator_cpu_pct": round(100 * gen / secs, 1) if gen is not None and secs else None,
     }
 
@@ -573,9 +577,15 @@ def paced(ctx, target, up, body, rate, what, path=PATH):
     check_load(ctx, target, what, res)
     out = summarize_load(res)
     n = max(1, res["requests"])
+
+    # Live threads only (schedstat): a thread that ended during the run takes its time with it,
+    # and the difference can even fall below zero; then there is no figure.
+    def per_req(a, b):
+        return round((b - a) / n / 1000, 1) if b >= a else None
+
     if target.pid:
-        out["cpu_us_per_req"] = round((cpu1 - cpu0) / n / 1000, 1)
-    out["upstream_cpu_us_per_req"] = round((ecpu1 - ecpu0) / n / 1000, 1)
+        out["cpu_us_per_req"] = per_req(cpu0, cpu1)
+    out["upstream_cpu_us_per_req"] = per_req(ecpu0, ecpu1)
     return out
 
 
@@ -1504,6 +1514,8 @@ def main():
     ap.add_argument("--variants", default=None,
                     help=f"of {list(VARIANTS)} (default: full {MODES['full']['variants']}, "
                          f"smoke {MODES['smoke']['variants']})")
+    ap.add_argument("--gen-threads", type=int, default=None,
+                    help="wrk threads in the throughput runs (default: one per CPU)")
     ap.add_argument("--key", choices=sorted(KEYS), default="tpm",
                     help="the bench key's limits: tpm (tokens_per_minute, never reached: every "
                          "answer metered, streams sent with include_usage) or none")
@@ -1581,6 +1593,7 @@ def main():
         ctx.workers = ctx.nproc
     # The static upstream's nginx: one worker answers far more than two cores can proxy.
     ctx.upstream_workers = 1
+    ctx.gen_threads = a.gen_threads or ctx.workers
     ctx.key = "ep-bench-" + secrets.token_urlsafe(24)
     ctx.key_sha256 = hashlib.sha256(ctx.key.encode()).hexdigest()
     ctx.litellm_key = "sk-bench-" + secrets.token_urlsafe(24)
@@ -1660,7 +1673,8 @@ def main():
         "machine": versions(ctx),
         "settings": dict(ctx.mode, path=PATH, body=BODY, stream_body=STREAM_BODY,
                          key=ctx.key_kind, key_limits=ctx.key_extra.strip(),
-                         generator_margin=GENERATOR_MARGIN, streams=ctx.streams,
+                         generator_margin=GENERATOR_MARGIN, generator_threads=ctx.gen_threads,
+                         streams=ctx.streams,
                          rss_checkpoints=ctx.rss_checkpoints, rss_max_secs=ctx.rss_max_secs,
                          nofile=ctx.nofile, targets=ctx.targets, skipped=skipped, proxy_env=ctx.proxy_env,
                          also=ctx.also, also_env=ctx.also_env, max_steal_pct=ctx.max_steal,
