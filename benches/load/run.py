@@ -732,8 +732,9 @@ def summarize_variant(rec, vconf):
                       + sum(c.get("errors", 0) for c in r.get("curve", {}).values())
                       for r in reps),
         "cpu_s_per_10k": median([r.get("cpu_s_per_10k") for r in reps]),
-        "cpu_us_per_req": median([r["cpu_s_per_10k"] * 100 if r.get("cpu_s_per_10k") is not None
-                                  else None for r in reps]),
+        "cpu_us_per_req": median([round(r["cpu_s_per_10k"] * 100, 2)
+                                  if r.get("cpu_s_per_10k") is not None else None
+                                  for r in reps]),
         "syscalls_per_req": rec.get("syscalls", {}).get("per_request"),
         "switches_per_req": rec.get("syscalls", {}).get("switches_per_request"),
         "upstream_cpu_s_per_10k": median([r["upstream_cpu_s_per_10k"] for r in reps]),
