@@ -9,7 +9,8 @@
 #   benches/load.sh            full run (~25 min, plus the dist build): 3 repetitions; installs
 #                              nginx-light, wrk and redis-server (apt) and LiteLLM (venv under
 #                              target/bench/) when missing; exit 0, 1 (a target failed or
-#                              answered wrong) or 3 (a variant failed the generator check)
+#                              answered wrong) or 3 (a variant with the static upstream failed
+#                              the generator check: the run is no result)
 #   benches/load.sh --smoke    seconds: 1 repetition, ~1 s per measurement, variants fast, sse
 #                              and sse-usage, 50 held streams, a short rss run; installs nothing,
 #                              skips nginx / LiteLLM when absent; exit 0 when every target
