@@ -1,21 +1,39 @@
 #!/usr/bin/env bash
-# Load benchmark: direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run, against the
-# emulator as the upstream and against a fast upstream (nginx serving a static chat completion).
+# Load benchmark: direct vs entra-proxy vs nginx vs LiteLLM, one machine, one run, against a
+# fast upstream (nginx serving a static chat completion, or a static 200-chunk stream) and the
+# emulator. A benchmark that cannot flatter: plain wrk for throughput, checked in every run
+# against the upstream directly (direct must reach 2x the faster proxy's rate, or the variant is
+# INVALID and its throughput is no result); latency from separate paced runs; answers checked
+# apart from the load; CPU per request from /proc of the target's processes only.
 #
-#   benches/load.sh            full run (minutes): 3 repetitions; installs nginx-light, wrk and
-#                              redis-server (apt) and LiteLLM (venv under target/bench/) when missing
-#   benches/load.sh --smoke    seconds: 1 repetition, ~1 s per measurement, installs nothing,
+#   benches/load.sh            full run (~25 min, plus the dist build): 3 repetitions; installs
+#                              nginx-light, wrk and redis-server (apt) and LiteLLM (venv under
+#                              target/bench/) when missing; exit 0, 1 (a target failed or
+#                              answered wrong) or 3 (a variant with the static upstream failed
+#                              the generator check: the run is no result)
+#   benches/load.sh --smoke    seconds: 1 repetition, ~1 s per measurement, variants fast, sse
+#                              and sse-usage, 50 held streams, a short rss run; installs nothing,
 #                              skips nginx / LiteLLM when absent; exit 0 when every target
-#                              answered, non-zero otherwise
+#                              answered, and answered right, non-zero otherwise
 #
 # Options (after the mode): --reps N, --targets direct,entra-proxy,nginx,litellm,
+#   --variants fast,sse,sse-usage,instant,latency50,streaming (fast: static JSON from nginx;
+#   sse: a static 200-chunk stream, which entra-proxy asks usage for and removes it from;
+#   sse-usage: the client asks for usage itself; the others: the emulator),
+#   --extras startup,streams,churn,limits,rss (after the variants: entra-proxy's start-up; N
+#   streams held open through entra-proxy and nginx; token refresh under load; limits accounting
+#   none / memory / Redis; rss: RSS after 1M, 5M, 10M requests — not in the default full run,
+#   ~8 min at 20k req/s), --skip-extras (none of them),
+#   --key tpm|none (entra-proxy's key: tokens_per_minute, the default, or no limits),
+#   --gen-threads N (wrk threads in the throughput runs; default one per CPU),
+#   --sample N (answers checked per target and variant), --streams N (default 10000; the proxy
+#   needs 2 descriptors per stream: with a lower hard `ulimit -n` it holds what fits and says
+#   so), --rss-checkpoints 1M,5M,10M, --rss-max-secs S (default 1200),
 #   --proxy-env NAME=VALUE (extra environment for entra-proxy, e.g. RUST_LOG=warn),
 #   --also NAME=BIN (one more entra-proxy target from another build, for an A/B in one run;
 #   --also-env NAME:VAR=VALUE gives it its own environment, e.g. LD_PRELOAD=...),
-#   --variants instant,latency50,streaming,fast, --extras startup,streams,churn,limits (which of
-#   entra-proxy's own measurements follow; limits: the cost of limits accounting, none / memory /
-#   Redis, against the fast upstream), --skip-extras (none of them), --perf (perf profile of
-#   entra-proxy at saturation), --no-install, --no-netns,
+#   --perf (perf profile of entra-proxy in one more saturation run per variant, not counted),
+#   --no-install, --no-netns,
 #   --no-build (use target/dist/entra-proxy and target/dist/azure-emulator as they are),
 #   --max-steal PCT (full mode: measure a repetition again when the hypervisor took more than
 #   PCT% of the CPUs during its throughput run, default 3; 0 never),
@@ -26,9 +44,10 @@
 # both are built with the dist profile, entra-proxy as the container image builds it.
 #
 # Output: target/bench/results.json, a Markdown table on stdout, logs of every process under
-# target/bench/. Everything runs on 127.0.0.1; when `unshare` allows it the run happens in a
-# fresh network namespace with only loopback (and a PID namespace: nothing outlives it).
-# No timed assertions: the exit status only says whether every target answered.
+# target/bench/run/. Everything runs on 127.0.0.1; when `unshare` allows it the run happens in a
+# fresh network namespace with only loopback (and a PID namespace: nothing outlives it). The
+# whole run is bounded: 300 s in smoke mode, 2400 s in full mode (plus --rss-max-secs with rss).
+# No timed assertions: targets are reported met or not, never asserted.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +58,7 @@ INSTALL=1
 NETNS=1
 BUILD=1
 PASS=()
+RSS_MAX=1200
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,9 +67,12 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0 ;;
     --no-netns) NETNS=0 ;;
     --no-build) BUILD=0 ;;
-    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env|--max-steal)
+    --reps|--targets|--variants|--proxy-env|--extras|--also|--also-env|--max-steal|--key|--sample|--streams|--rss-checkpoints|--gen-threads)
       [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
       PASS+=("$1" "$2"); shift ;;
+    --rss-max-secs)
+      [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
+      RSS_MAX="${2:-1200}"; PASS+=("$1" "$2"); shift ;;
     --skip-extras|--perf) PASS+=("$1") ;;
     --out) [ $# -ge 2 ] || { echo "load.sh: --out needs a value" >&2; exit 64; }
       OUT="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
@@ -121,7 +144,9 @@ fi
   exit 1
 }
 
-# 1,000 open streams need ~2,000 descriptors in the proxy and ~1,000 in the emulator.
+# N held streams need 2N descriptors in the proxy (the client's connection and Azure's), N in
+# the emulator and N in the client: the soft limit goes up to the hard one. Raising the hard
+# limit needs privileges (and a place that allows it); run.py holds what fits and says so.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ulimit -n 65536 2>/dev/null || true
 
@@ -129,7 +154,16 @@ PY=python3
 RUN=("$PY" "$ROOT/benches/load/run.py" --mode "$MODE" --bin "$BIN" --emulator "$EMU_BIN"
      --out "$OUT"
      --litellm "$ROOT/target/bench/venv/bin/litellm" ${PASS[@]+"${PASS[@]}"})
-if [ "$MODE" = smoke ]; then LIMIT=300; else LIMIT=1800; fi
+# The whole run stops by itself: 300 s in smoke mode, 2400 s in full mode, and the rss extra's
+# own bound on top when it is asked for (its default 1200 s).
+if [ "$MODE" = smoke ]; then LIMIT=300; else LIMIT=2400; fi
+prev=""
+for arg in ${PASS[@]+"${PASS[@]}"}; do
+  if [ "$prev" = --extras ] && [[ ",$arg," == *,rss,* ]]; then
+    LIMIT=$((LIMIT + ${RSS_MAX%.*} + 120))
+  fi
+  prev="$arg"
+done
 
 # Loopback-only network namespace (and a PID namespace, so nothing outlives the run) when the
 # kernel lets us; otherwise the same run on the host, still on 127.0.0.1 only.

@@ -72,6 +72,17 @@ def hwm_kb(pid):
     return sum(_status_kb(p, "VmHWM") for p in tree(pid))
 
 
+def fd_count(pid):
+    """Open file descriptors of the process tree (sum over processes)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            continue
+    return total
+
+
 def cpu_seconds(pid):
     """utime + stime of the process tree (live processes), in seconds."""
     total = 0

@@ -4,29 +4,41 @@
 Started by benches/load.sh (which builds, installs in full mode, and puts this in a loopback-only
 network namespace when it can). Standard library only.
 
-For each upstream variant (instant, 50 ms latency, 20-event SSE stream: the emulator; fast: nginx
-answering a static chat completion, in a process of its own) it starts the upstream, the targets
-in front of it, and measures every target with the same request (same path, same body, same
-concurrency), repetitions interleaved (rep 1: A B C D, rep 2: A B C D, …). The identity always
-comes from the emulator; in the fast variant only the data plane goes to the static nginx.
+For each upstream variant it starts the upstream, the targets in front of it, and measures every
+target with the same request (same path, same body, same concurrency), repetitions interleaved
+(rep 1: A B C D, rep 2: A B C D, …). The identity always comes from the emulator.
 
-- throughput: wrk -t1 -c<C> for <T> s, requests/s (saturation); process-tree CPU seconds over
-  that run → CPU s per 10k requests;
-- latency at a fixed rate: wrk paced by wrk.lua's delay() to <R> requests/s (non-streaming
-  variants), p50/p90/p99 as wrk measures them (request written → response read), and the
-  CPU time per request of the target's and of the upstream's threads over that run;
-- latency against load (instant variant): the same at higher paced rates, each measured only
-  while it is at most half the target's saturation throughput of that repetition (beyond
-  that, a latency figure measures queueing, not the target);
-- streaming variant: time to the first SSE body byte over <N> requests (sse_ttfb.py);
-- per variant: peak RSS (VmHWM summed over the target's process tree) and calls to the
-  emulator's token endpoints while the target was started and measured;
-- full mode: system calls per request of each target's process tree (perf stat of
-  raw_syscalls:sys_enter, else strace -c -f) over one more saturation run.
+- fast: nginx answering a static chat completion (a process of its own): what is left is each
+  proxy's own cost. sse / sse-usage: the same nginx answering a streamed chat completion of
+  200 chunks (sse.py), without and with the usage chunk. instant, latency50, streaming: the
+  emulator (instant, 50 ms, a 20-event stream).
+- entra-proxy's key has tokens_per_minute (--key tpm, the default): every answer is metered and
+  charged, and a streamed request that does not ask for usage is sent with include_usage.
 
-Then, for entra-proxy alone: spawn-to-/healthz time, spawn-to-/readyz time, idle RSS, RSS
-with 1,000 SSE streams held open, token acquisitions under load with short-lived tokens, and
-the cost of limits accounting (no limits, in memory, Redis) against the fast upstream.
+Each variant:
+- correctness, apart from the load: a sample of answers through every target, status and body
+  compared with what the upstream sends (sse: byte for byte, less exactly what the proxy
+  documents it removes); once per run the sse answers are also checked against an upstream that
+  reads the request body as Azure does (sse.FaithfulUpstream);
+- throughput: plain wrk -t<CPUs> -c<C> for <T> s (throughput.lua builds the request once and
+  runs no Lua per request or response), requests/s; utime+stime of the target's process tree (every
+  nginx worker) over that run → CPU µs per request (and per streamed chunk); wrk's own CPU is
+  the generator's, never counted;
+- the generator check: direct (the same wrk against the upstream itself) must reach at least
+  2× the faster proxy's rate, median against median; a variant that fails is INVALID and its
+  throughput and CPU are not reported as a result;
+- latency at a fixed rate, in separate paced runs (paced.lua's delay() to <R> requests/s, below
+  saturation): p50/p90/p99 as wrk measures them, and CPU per request of the target and of the
+  upstream over that run; instant: also at higher rates, each only while it is at most
+  half the target's saturation throughput;
+- streaming: time to the first SSE body byte over <N> requests (sse_ttfb.py);
+- peak RSS (VmHWM summed over the process tree) and calls to the emulator's token endpoints;
+- full mode: system calls and context switches per request (perf stat, else strace -c -f) over
+  one more saturation run.
+
+Then the extras: entra-proxy's start-up and idle RSS; N SSE streams held open through
+entra-proxy and nginx (RSS, CPU, memory per stream); token acquisitions under load with
+short-lived tokens; the cost of limits accounting; RSS after 1M, 5M and 10M requests (rss).
 
 Every child process dies with this one; every measurement is bounded in count and time.
 Results: <out>/results.json and a Markdown table on stdout (report.py).
@@ -35,8 +47,11 @@ Results: <out>/results.json and a Markdown table on stdout (report.py).
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
+import re
+import resource
 import secrets
 import shutil
 import signal
@@ -54,6 +69,7 @@ import h1  # noqa: E402
 import loadgen  # noqa: E402
 import procs  # noqa: E402
 import report  # noqa: E402
+import sse  # noqa: E402
 import sse_ttfb  # noqa: E402
 import streams  # noqa: E402
 
@@ -64,6 +80,35 @@ BODY = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 32},
                   separators=(",", ":"))
 STREAM_BODY = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 32,
                           "stream": True}, separators=(",", ":"))
+# The sse variants (upstream.conf.tmpl): a deployment whose static answer is the stream without
+# usage, and one whose answer is the stream with usage.
+SSE_PATH = "/openai/deployments/gpt-4o-stream/chat/completions?api-version=2024-10-21"
+SSE_USAGE_PATH = "/openai/deployments/gpt-4o-stream-usage/chat/completions?api-version=2024-10-21"
+SSE_BODY = json.dumps({"model": "gpt-4o-stream", "messages": MESSAGES, "max_tokens": 256,
+                       "stream": True}, separators=(",", ":"))
+SSE_USAGE_BODY = json.dumps({"model": "gpt-4o-stream-usage", "messages": MESSAGES,
+                             "max_tokens": 256, "stream": True,
+                             "stream_options": {"include_usage": True}}, separators=(",", ":"))
+# entra-proxy with a key whose tokens are limited sends a streamed request that does not ask for
+# usage with include_usage (Azure then answers with the usage chunk): in the sse variant, its
+# model name goes to the deployment whose static answer has it. FaithfulUpstream checks that it
+# does ask.
+SSE_PROXY_MODELS = """
+[[models]]
+name = "gpt-4o-stream"
+backend = "primary"
+deployment = "gpt-4o-stream-usage"
+"""
+
+# The bench key's limits (--key): tokens_per_minute that never refuses, so every answer is
+# metered and charged, and streams are sent with include_usage; or none.
+KEYS = {
+    "tpm": "tokens_per_minute = 1000000000000\n",
+    "none": "",
+}
+
+# The generator check: direct must reach this many times the faster proxy's rate.
+GENERATOR_MARGIN = 2.0
 
 MODES = {
     "full": {
@@ -75,16 +120,26 @@ MODES = {
         "rate_conns": 16,
         "curve_rates": [500, 2000],
         "warmup_secs": 1,
+        "sample": 20,
         "ttfb_requests": 40,
         "ttfb_concurrency": 4,
-        "streams": 1000,
+        "streams": 10000,
+        "streams_hold_secs": 10,
+        "streams_idle_secs": 2,
+        "streams_open_secs": 120,
         "startup_reps": 3,
         # (token lifetime s, load s): a normal refresh, and tokens shorter than the proxy's
         # 10 s expiry margin (entra-proxy's EXPIRY_SAFETY).
         "churn": [[40, 12], [8, 4]],
         "litellm_start_timeout": 180,
         "syscall_secs": 3,
+        "perf_secs": 10,
         "limits_rate": 500,
+        "rss_checkpoints": [1_000_000, 5_000_000, 10_000_000],
+        "rss_segment_secs": 10,
+        "rss_max_secs": 900,
+        "variants": ["fast", "sse", "sse-usage", "instant", "latency50", "streaming"],
+        "extras": ["startup", "streams", "churn", "limits"],
     },
     "smoke": {
         "reps": 1,
@@ -95,30 +150,54 @@ MODES = {
         "rate_conns": 8,
         "curve_rates": [200],
         "warmup_secs": 0,
+        "sample": 3,
         "ttfb_requests": 8,
         "ttfb_concurrency": 2,
         "streams": 50,
+        "streams_hold_secs": 2,
+        "streams_idle_secs": 1,
+        "streams_open_secs": 20,
         "startup_reps": 1,
         "churn": [],
         "litellm_start_timeout": 120,
         "syscall_secs": 1,
+        "perf_secs": 2,
         "limits_rate": 200,
+        "rss_checkpoints": [2_000, 5_000, 10_000],
+        "rss_segment_secs": 1,
+        "rss_max_secs": 10,
+        "variants": ["fast", "sse", "sse-usage"],
+        "extras": ["startup", "streams", "limits", "rss"],
     },
 }
 
-# Upstream variants: emulator flags, and whether the request streams.
+# Upstream variants: emulator flags, and whether the request streams. `upstream: nginx-static`:
+# the data plane goes to the static nginx (upstream.conf.tmpl); `path`/`body`: the request
+# (default PATH and BODY, or STREAM_BODY when it streams); `chunks`: streamed chunks per answer
+# (CPU per chunk is reported); `expect`: the body every target must answer with (sse.py:
+# "plain" or "usage"; "json": the static chat completion); `latency`: whether paced runs or a
+# time-to-first-byte measurement follow the throughput run.
 VARIANTS = {
+    # nginx answering a static chat completion: the upstream costs next to nothing.
+    "fast": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": False,
+             "upstream": "nginx-static", "expect": "json"},
+    # The same nginx answering a 200-chunk stream: what a proxy costs per streamed chunk.
+    "sse": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": True,
+            "upstream": "nginx-static", "path": SSE_PATH, "body": SSE_BODY,
+            "chunks": 200, "expect": "plain", "proxy_extra": SSE_PROXY_MODELS,
+            "latency": False},
+    # The client asks for usage itself: every target passes the stream with usage unchanged.
+    "sse-usage": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": True,
+                  "upstream": "nginx-static", "path": SSE_USAGE_PATH, "body": SSE_USAGE_BODY,
+                  "chunks": 200, "expect": "usage", "latency": False},
     "instant": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": False,
                 "curve": True},
     "latency50": {"latency_ms": 50, "stream_events": 20, "stream_interval_ms": 5, "stream": False},
     "streaming": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": True},
-    # nginx answering a static chat completion: the upstream costs next to nothing.
-    "fast": {"latency_ms": 0, "stream_events": 20, "stream_interval_ms": 5, "stream": False,
-             "upstream": "nginx-static"},
 }
 
 # The extras measured after the variants (entra-proxy alone, or its limits).
-EXTRAS = ["startup", "streams", "churn", "limits"]
+EXTRAS = ["startup", "streams", "churn", "limits", "rss"]
 
 TARGET_ORDER = ["direct", "entra-proxy", "nginx", "litellm"]
 
@@ -230,8 +309,10 @@ class StaticUpstream:
         prefix = os.path.join(ctx.out, f"upstream-{name}")
         for d in ("tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
             os.makedirs(os.path.join(prefix, d), exist_ok=True)
+        sse.write_bodies(os.path.join(prefix, "sse"))
         conf = fill("upstream.conf.tmpl", os.path.join(prefix, "nginx.conf"),
-                    {"PORT": self.port, "PREFIX": prefix, "WORKERS": workers})
+                    {"PORT": self.port, "PREFIX": prefix, "WORKERS": workers,
+                     "SSE_DIR": os.path.join(prefix, "sse")})
         self.proc = ctx.procs.spawn(f"upstream-{name}",
                                     [ctx.nginx, "-p", prefix, "-c", conf, "-e",
                                      f"{prefix}/error.log"], env=child_env())
@@ -262,7 +343,7 @@ class Target:
         return self.proc.pid if self.proc else None
 
 
-def wait_answers(ctx, target, body, timeout, what):
+def wait_answers(ctx, target, body, timeout, what, path=PATH):
     """Sends the benchmark request until it gets a 200; raises Failed after `timeout`."""
     deadline = time.monotonic() + timeout
     last = None
@@ -270,7 +351,7 @@ def wait_answers(ctx, target, body, timeout, what):
         if target.proc is not None and target.proc.poll() is not None:
             raise Failed(f"{what} exited with {target.proc.returncode}; see its log in {ctx.out}")
         try:
-            r = h1.simple_sync("POST", target.port, PATH,
+            r = h1.simple_sync("POST", target.port, path,
                                target.headers + [("Content-Type", "application/json")],
                                body.encode(), timeout=10)
             if r.status == 200:
@@ -310,7 +391,8 @@ def start_nginx(ctx, emu, token, tag, upstream_port=None):
         os.makedirs(os.path.join(prefix, d), exist_ok=True)
     conf = fill("nginx.conf.tmpl", os.path.join(prefix, "nginx.conf"),
                 {"PORT": port, "UPSTREAM_PORT": upstream_port or emu.port, "TOKEN": token,
-                 "PREFIX": prefix, "WORKERS": ctx.workers})
+                 "PREFIX": prefix, "WORKERS": ctx.workers, "NOFILE": ctx.nofile,
+                 "WORKER_CONNECTIONS": max(1024, ctx.nofile - 64)})
     proc = ctx.procs.spawn(f"nginx-{tag}",
                            [ctx.nginx, "-p", prefix, "-c", conf, "-e", f"{prefix}/error.log"],
                            env=child_env())
@@ -339,29 +421,48 @@ def start_litellm(ctx, emu, token, tag, upstream_port=None):
 # --- measurements -----------------------------------------------------------------------------
 
 
-def load(ctx, target, body, conns, secs, rate=None):
-    """One bounded load run; returns wrk.lua's JSON (or loadgen's, same shape)."""
+def load(ctx, target, body, conns, secs, rate=None, path=PATH):
+    """One bounded load run; returns wrk's JSON summary (or loadgen's, same shape), with the
+    generator's own CPU seconds over the run under "generator_cpu_s".
+
+    Saturation (no `rate`): throughput.lua, a static request, no Lua per request or response.
+    Paced (`rate` requests/s): paced.lua, whose delay() spaces the requests."""
     headers = target.headers
     if ctx.wrk:
         env = child_env({
-            "BENCH_PATH": PATH,
+            "BENCH_PATH": path,
             "BENCH_BODY": body,
             "BENCH_AUTH_NAME": headers[0][0],
             "BENCH_AUTH_VALUE": headers[0][1],
             "BENCH_RATE": str(rate or ""),
         })
-        argv = [ctx.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--timeout", "10s",
-                "-s", os.path.join(HERE, "wrk.lua"), f"http://127.0.0.1:{target.port}"]
+        script = "paced.lua" if rate else "throughput.lua"
+        # Saturation: a wrk thread per CPU (one thread starves on a busy machine and held nginx
+        # back in the measurements of benches/RESULTS.md); paced: one thread, one schedule.
+        threads = 1 if rate else min(ctx.gen_threads, conns)
+        argv = [ctx.wrk, f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--timeout", "10s",
+                "-s", os.path.join(HERE, script), f"http://127.0.0.1:{target.port}"]
+        # wrk is the only child this process reaps during the run: the change in the children's
+        # rusage is wrk's own CPU.
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             p = subprocess.run(argv, env=env, capture_output=True, text=True,
                                timeout=secs + 30)
         except subprocess.TimeoutExpired as e:
             raise Failed(f"wrk against {target.name} did not stop") from e
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         for line in p.stdout.splitlines():
             if line.startswith("BENCH_JSON "):
-                return json.loads(line[len("BENCH_JSON "):])
+                res = json.loads(line[len("BENCH_JSON "):])
+                res["generator_cpu_s"] = round((ru1.ru_utime - ru0.ru_utime)
+                                               + (ru1.ru_stime - ru0.ru_stime), 3)
+                res["generator_threads"] = threads
+                return res
         raise Failed(f"wrk against {target.name} printed no result: {p.stdout[-500:]} {p.stderr[-500:]}")
-    return loadgen.run(target.port, PATH, headers, body.encode(), conns, secs, rate)
+    t0 = time.process_time()
+    res = loadgen.run(target.port, path, headers, body.encode(), conns, secs, rate)
+    res["generator_cpu_s"] = round(time.process_time() - t0, 3)
+    return res
 
 
 def load_errors(res):
@@ -370,6 +471,7 @@ def load_errors(res):
 
 def summarize_load(res):
     secs = res["duration_us"] / 1e6 if res["duration_us"] else 0
+    gen = res.get("generator_cpu_s")
     return {
         "requests": res["requests"],
         "secs": round(secs, 3),
@@ -377,6 +479,11 @@ def summarize_load(res):
         "errors": load_errors(res),
         "errors_by_kind": res["errors"],
         "latency_us": res["latency_us"],
+        # Bytes wrk read per answer, head included: a cheap check that every answer was whole.
+        "bytes_per_response": round(res["bytes"] / res["requests"], 1)
+        if res["requests"] and res.get("bytes") else None,
+        # The generator's CPU over the run, as a share of one core (its threads together).
+        "generator_cpu_pct": round(100 * gen / secs, 1) if gen is not None and secs else None,
     }
 
 
@@ -392,23 +499,18 @@ def check_load(ctx, target, what, res):
 def measure_target(ctx, variant, vconf, target, emu, up, rec):
     """One repetition of every measurement of `variant` against `target` (upstream process:
     `up`, identity: `emu`); appends to `rec`."""
-    body = STREAM_BODY if vconf["stream"] else BODY
+    body, path = request_of(vconf)
     m = ctx.mode
     rep = {}
     t0 = emu.token_requests()
 
-    perf = None
-    if ctx.perf and target.name == "entra-proxy" and not rec["reps"]:
-        perf = start_perf(ctx, target, variant)
     cpu0 = procs.cpu_seconds(target.pid) if target.pid else None
     ecpu0 = procs.cpu_seconds(up.proc.pid)
     host0 = procs.host_ticks()
-    res = load(ctx, target, body, m["throughput_conns"], m["throughput_secs"])
+    res = load(ctx, target, body, m["throughput_conns"], m["throughput_secs"], path=path)
     host1 = procs.host_ticks()
     cpu1 = procs.cpu_seconds(target.pid) if target.pid else None
     ecpu1 = procs.cpu_seconds(up.proc.pid)
-    if perf:
-        stop_perf(ctx, perf)
     check_load(ctx, target, f"{variant} throughput", res)
     rep["throughput"] = summarize_load(res)
     n = max(1, res["requests"])
@@ -418,12 +520,16 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
     ticks = host1[1] - host0[1]
     rep["steal_pct"] = round(100 * (host1[0] - host0[0]) / ticks, 1) if ticks > 0 else None
 
-    if not vconf["stream"]:
-        rep["fixed_rate"] = paced(ctx, target, up, body, m["rate"], f"{variant} fixed-rate")
+    if not vconf.get("latency", True):
+        pass
+    elif not vconf["stream"]:
+        rep["fixed_rate"] = paced(ctx, target, up, body, m["rate"], f"{variant} fixed-rate",
+                                  path=path)
         if vconf.get("curve"):
-            rep["curve"] = measure_curve(ctx, target, up, body, rep["throughput"]["rps"])
+            rep["curve"] = measure_curve(ctx, target, up, body, rep["throughput"]["rps"],
+                                         path=path)
     else:
-        tt = sse_ttfb.measure(target.port, PATH, target.headers, body.encode(),
+        tt = sse_ttfb.measure(target.port, path, target.headers, body.encode(),
                               n=m["ttfb_requests"], concurrency=m["ttfb_concurrency"],
                               timeout=60)
         if tt["ok"] == 0 or (ctx.mode_name == "smoke" and tt["errors"]):
@@ -435,6 +541,8 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
     if target.pid:
         rec["rss_kb_now"] = procs.rss_kb(target.pid)
     line = f"{variant:9s} {target.name:11s} {rep['throughput']['rps']:>9.1f} req/s"
+    if rep["throughput"].get("generator_cpu_pct") is not None:
+        line += f" (wrk {rep['throughput']['generator_cpu_pct']:.0f}% cpu)"
     if "fixed_rate" in rep:
         lat = rep["fixed_rate"]["latency_us"]
         line += f"  p50 {lat['p50']:.0f}us p99 {lat['p99']:.0f}us @{rep['fixed_rate']['rps']:.0f}/s"
@@ -442,6 +550,8 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
         line += f"  ttfb p50 {rep['ttfb']['ttfb_us']['p50']:.0f}us"
     if "cpu_s_per_10k" in rep:
         line += f"  cpu {rep['cpu_s_per_10k'] * 100:.1f}us/req"
+        if vconf.get("chunks"):
+            line += f" {rep['cpu_s_per_10k'] * 100 / vconf['chunks']:.2f}us/chunk"
     if rep.get("steal_pct"):
         line += f"  steal {rep['steal_pct']}%"
     for rate, c in rep.get("curve", {}).items():
@@ -455,80 +565,94 @@ def measure_target(ctx, variant, vconf, target, emu, up, rec):
     log(line)
 
 
-def paced(ctx, target, up, body, rate, what):
+def paced(ctx, target, up, body, rate, what, path=PATH):
     """One paced run: latency, and CPU time per request of the target and of the upstream
     process `up` (which shows what idle, cold CPUs cost each request at low rates)."""
     m = ctx.mode
     cpu0 = procs.cpu_ns(target.pid) if target.pid else None
     ecpu0 = procs.cpu_ns(up.proc.pid)
-    res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=rate)
+    res = load(ctx, target, body, m["rate_conns"], m["rate_secs"], rate=rate, path=path)
     cpu1 = procs.cpu_ns(target.pid) if target.pid else None
     ecpu1 = procs.cpu_ns(up.proc.pid)
     check_load(ctx, target, what, res)
     out = summarize_load(res)
     n = max(1, res["requests"])
+
+    # Live threads only (schedstat): a thread that ended during the run takes its time with it,
+    # and the difference can even fall below zero; then there is no figure.
+    def per_req(a, b):
+        return round((b - a) / n / 1000, 1) if b >= a else None
+
     if target.pid:
-        out["cpu_us_per_req"] = round((cpu1 - cpu0) / n / 1000, 1)
-    out["upstream_cpu_us_per_req"] = round((ecpu1 - ecpu0) / n / 1000, 1)
+        out["cpu_us_per_req"] = per_req(cpu0, cpu1)
+    out["upstream_cpu_us_per_req"] = per_req(ecpu0, ecpu1)
     return out
 
 
-def measure_curve(ctx, target, up, body, saturation_rps):
+def measure_curve(ctx, target, up, body, saturation_rps, path=PATH):
     """Fixed-rate latency at each of the mode's higher rates (below half of saturation)."""
     out = {}
     for rate in ctx.mode["curve_rates"]:
         if rate > saturation_rps / 2:
             out[str(rate)] = {"skipped": f"above half its saturation ({saturation_rps:.0f}/s)"}
             continue
-        out[str(rate)] = paced(ctx, target, up, body, rate, f"fixed rate {rate}/s")
+        out[str(rate)] = paced(ctx, target, up, body, rate, f"fixed rate {rate}/s", path=path)
     return out
 
 
-def start_perf(ctx, target, variant):
-    """perf record of the proxy for the first throughput run of a variant (--perf)."""
+def profile(ctx, target, body, variant, path=PATH):
+    """--perf: one more saturation run of entra-proxy under `perf record` (not counted in any
+    result), for where its CPU goes. Self time by symbol (no call graph: the shipped build has
+    no frame pointers, so call chains would be guesses)."""
     data = os.path.join(ctx.out, f"perf-{variant}.data")
-    p = ctx.procs.spawn(f"perf-{variant}", [ctx.perf, "record", "-F", "999", "-g", "-p",
+    p = ctx.procs.spawn(f"perf-{variant}", [ctx.perf, "record", "-F", "1999", "-p",
                                             str(target.pid), "-o", data], env=child_env())
     time.sleep(0.5)
-    ctx.perf_data.append(data)
-    return p
-
-
-def stop_perf(ctx, p):
-    p.send_signal(signal.SIGINT)
     try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    ctx.procs.stop(p)
+        res = load(ctx, target, body, ctx.mode["throughput_conns"], ctx.mode["perf_secs"],
+                   path=path)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        ctx.procs.stop(p)
+    ctx.perf_data.append(data)
+    log(f"{variant:9s} {target.name:11s} perf record: {res['requests']} requests -> {data}")
 
 
 def perf_reports(ctx):
-    """Flat profiles (self time by symbol) of the perf.data files, as text next to them."""
+    """Flat profiles (self time by shared object, and by symbol) of the perf.data files, as
+    text next to them."""
     out = {}
     for data in ctx.perf_data:
         txt = data.replace(".data", ".txt")
         try:
+            by_dso = subprocess.run([ctx.perf, "report", "-i", data, "--stdio", "--no-children",
+                                     "--sort", "dso"], capture_output=True, text=True,
+                                    timeout=180).stdout
             p = subprocess.run([ctx.perf, "report", "-i", data, "--stdio", "--no-children",
-                                "--sort", "dso,symbol", "--percent-limit", "0.7", "-g", "none"],
+                                "--sort", "dso,symbol", "--percent-limit", "0.3"],
                                capture_output=True, text=True, timeout=180)
         except subprocess.TimeoutExpired:
             continue
         with open(txt, "w") as f:
-            f.write(p.stdout)
+            f.write(by_dso + "\n" + p.stdout)
         top = []
-        for ln in p.stdout.splitlines():
-            words = ln.split()
-            if not words or ln.startswith("#"):
-                continue
-            while words and words[-1] == "-":
-                words.pop()
-            top.append(" ".join(words))
-        out[os.path.basename(data)] = top[:25]
+        for text in (by_dso, p.stdout):
+            for ln in text.splitlines():
+                words = ln.split()
+                if not words or ln.startswith("#"):
+                    continue
+                while words and words[-1] == "-":
+                    words.pop()
+                top.append(" ".join(words))
+        out[os.path.basename(data)] = top[:40]
     return out
 
 
-def count_syscalls(ctx, target, body, variant):
+def count_syscalls(ctx, target, body, variant, path=PATH):
     """System calls (and, with perf, context switches) per request of the target's process tree
     over one saturation run: perf stat of raw_syscalls:sys_enter and context-switches (attached
     to every thread), else strace -c -f (which slows the target down, but counts the same
@@ -546,7 +670,7 @@ def count_syscalls(ctx, target, body, variant):
     p = ctx.procs.spawn(f"syscalls-{variant}-{target.name}", argv, env=child_env())
     time.sleep(0.5)
     try:
-        res = load(ctx, target, body, ctx.mode["throughput_conns"], secs)
+        res = load(ctx, target, body, ctx.mode["throughput_conns"], secs, path=path)
     finally:
         p.send_signal(signal.SIGINT)
         try:
@@ -598,7 +722,8 @@ def measure_until_quiet(ctx, variant, vconf, target, emu, up, rec):
             f"CPUs (> {ctx.max_steal}%)")
 
 
-def summarize_variant(rec, stream):
+def summarize_variant(rec, vconf):
+    stream = vconf["stream"]
     reps = rec["reps"]
     s = {
         "rps": median([r["throughput"]["rps"] for r in reps]),
@@ -607,8 +732,9 @@ def summarize_variant(rec, stream):
                       + sum(c.get("errors", 0) for c in r.get("curve", {}).values())
                       for r in reps),
         "cpu_s_per_10k": median([r.get("cpu_s_per_10k") for r in reps]),
-        "cpu_us_per_req": median([r["cpu_s_per_10k"] * 100 if r.get("cpu_s_per_10k") is not None
-                                  else None for r in reps]),
+        "cpu_us_per_req": median([round(r["cpu_s_per_10k"] * 100, 2)
+                                  if r.get("cpu_s_per_10k") is not None else None
+                                  for r in reps]),
         "syscalls_per_req": rec.get("syscalls", {}).get("per_request"),
         "switches_per_req": rec.get("syscalls", {}).get("switches_per_request"),
         "upstream_cpu_s_per_10k": median([r["upstream_cpu_s_per_10k"] for r in reps]),
@@ -618,8 +744,14 @@ def summarize_variant(rec, stream):
         + sum(r["token_calls"] for r in reps + rec.get("discarded", [])),
         "discarded_reps": len(rec.get("discarded", [])),
         "peak_rss_kb": rec.get("peak_rss_kb"),
+        "bytes_per_response": median([r["throughput"].get("bytes_per_response") for r in reps]),
+        "generator_cpu_pct": median([r["throughput"].get("generator_cpu_pct") for r in reps]),
     }
-    if not stream:
+    if vconf.get("chunks") and s["cpu_us_per_req"] is not None:
+        s["cpu_us_per_chunk"] = round(s["cpu_us_per_req"] / vconf["chunks"], 3)
+    if not vconf.get("latency", True):
+        pass
+    elif not stream:
         for p in ("p50", "p90", "p99"):
             s[f"{p}_us"] = median([r["fixed_rate"]["latency_us"][p] for r in reps])
         s["rate_rps"] = median([r["fixed_rate"]["rps"] for r in reps])
@@ -652,29 +784,204 @@ def fail(ctx, recs, name, msg):
     recs[name] = {"failed": msg}
 
 
+def request_of(vconf):
+    """(body, path) of a variant's request."""
+    body = vconf.get("body") or (STREAM_BODY if vconf["stream"] else BODY)
+    return body, vconf.get("path", PATH)
+
+
+def static_json():
+    """The static chat completion upstream.conf.tmpl answers with (one source for both)."""
+    with open(os.path.join(HERE, "upstream.conf.tmpl")) as f:
+        m = re.search(r"return 200 '(.*)';", f.read())
+    return m.group(1).encode()
+
+
+def expected_body(vconf):
+    """The exact body every target must answer with, or None where only its shape is checked."""
+    return {"json": static_json, "plain": lambda: sse.body(False),
+            "usage": lambda: sse.body(True)}.get(vconf.get("expect"), lambda: None)()
+
+
+def usage_estimates(port):
+    """entra_proxy_usage_estimated_total summed over its reasons (0 when absent)."""
+    try:
+        r = h1.simple_sync("GET", port, "/metrics", timeout=5)
+    except (OSError, TimeoutError):
+        return None
+    total = 0.0
+    for ln in r.body.decode("utf-8", "replace").splitlines():
+        if ln.startswith("entra_proxy_usage_estimated_total"):
+            total += float(ln.rsplit(" ", 1)[1])
+    return total
+
+
+def sample_check(ctx, target, vconf):
+    """Correctness, apart from the throughput loop: a sample of answers (each on a connection of
+    its own), status 200 and the body the upstream sends, byte for byte where it is static (sse:
+    less exactly what the proxy removes). For entra-proxy on a streamed variant, also that every
+    answer's usage was read (its usage_estimated counter did not move). Raises Failed."""
+    body, path = request_of(vconf)
+    # LiteLLM writes its own answer (its own id, its own JSON): only the shape is checked.
+    want = expected_body(vconf) if target.name != "litellm" else None
+    n = ctx.mode["sample"]
+    est0 = usage_estimates(target.port) if target.pid and target.name != "nginx" \
+        and vconf["stream"] else None
+    exact, first_bad, sizes = 0, None, set()
+    for _ in range(n):
+        r = h1.simple_sync("POST", target.port, path,
+                           target.headers + [("Content-Type", "application/json")],
+                           body.encode(), timeout=30)
+        sizes.add(len(r.body))
+        if r.status != 200:
+            ok, why = False, f"status {r.status}: {r.body[:200]!r}"
+        elif want is not None:
+            ok = r.body == want
+            why = None if ok else f"body differs ({len(r.body)} bytes, want {len(want)})" \
+                + (f" at byte {next(i for i, (a, b) in enumerate(zip(r.body, want)) if a != b)}"
+                   if any(a != b for a, b in zip(r.body, want)) else "")
+        elif vconf["stream"]:
+            ok = r.body.rstrip().endswith(b"data: [DONE]") and r.body.startswith(b"data:")
+            why = None if ok else f"not an SSE stream ending in [DONE]: {r.body[:120]!r}"
+        else:
+            try:
+                ok = "usage" in json.loads(r.body)
+            except ValueError:
+                ok = False
+            why = None if ok else f"not a chat completion with usage: {r.body[:120]!r}"
+        exact += ok
+        if not ok and first_bad is None:
+            first_bad = why
+    out = {"n": n, "ok": exact, "body_bytes": sorted(sizes), "compared": "exact bytes"
+           if want is not None else "shape", "first_failure": first_bad}
+    if est0 is not None:
+        est1 = usage_estimates(target.port)
+        out["usage_estimated"] = None if est1 is None else est1 - est0
+        if est1 is not None and est1 != est0 and ctx.key_kind == "tpm":
+            out["ok"] = 0
+            out["first_failure"] = (f"{est1 - est0:g} answers charged an estimate: the usage "
+                                    "chunk was not read")
+    if out["ok"] != n:
+        raise Failed(f"{target.name}: {n - out['ok']}/{n} sampled answers wrong: "
+                     f"{out['first_failure']}")
+    return out
+
+
+def sse_faithful_check(ctx, emu, token):
+    """Every target against sse.FaithfulUpstream, which answers with usage exactly when the
+    request body asks for it (as Azure does), one HTTP chunk per event. For each request kind
+    (not asking for usage, asking): what reached the upstream, what it sent, what the client
+    got. A client must get the plain stream when it did not ask for usage, whoever asked Azure
+    for it; entra-proxy with a tokens_per_minute key must have asked, and removed exactly the
+    usage-only chunk and every "usage":null (sse.removal() bytes)."""
+    up = sse.FaithfulUpstream()
+    out = {"chunks": sse.CHUNKS, "plain_bytes": len(sse.body(False)),
+           "usage_bytes": len(sse.body(True)), "removal_bytes": sse.removal(), "targets": {}}
+    started = []
+    try:
+        for name in [t for t in ctx.targets if t in ("direct", "entra-proxy", "nginx")]:
+            if name == "direct":
+                t = Target("direct", up.port, [("Authorization", f"Bearer {token}")])
+            elif name == "entra-proxy":
+                t = start_entra_proxy(ctx, emu, "faithful", up.port, ctx.key_extra)
+            else:
+                t = start_nginx(ctx, emu, token, "faithful", up.port)
+            if t.proc:
+                started.append(t)
+            wait_answers(ctx, t, SSE_BODY, 30, f"{name} (sse check)", path=SSE_PATH)
+            rows = {}
+            for kind, path, body, want in (
+                    ("no usage asked", SSE_PATH, SSE_BODY, sse.body(False)),
+                    ("usage asked", SSE_USAGE_PATH, SSE_USAGE_BODY, sse.body(True))):
+                n0 = len(up.requests)
+                r = h1.simple_sync("POST", t.port, path,
+                                   t.headers + [("Content-Type", "application/json")],
+                                   body.encode(), timeout=30)
+                sent = up.requests[n0:]
+                asked = bool(sent) and sse.asks_for_usage(sent[-1][1])
+                bytes_in = len(sse.body(asked))
+                row = {"status": r.status, "upstream_asked_for_usage": asked,
+                       "bytes_in": bytes_in, "bytes_out": len(r.body),
+                       "removed": bytes_in - len(r.body), "client_bytes_as_asked": r.body == want}
+                must_ask = name == "entra-proxy" and ctx.key_kind == "tpm"
+                row["ok"] = r.status == 200 and row["client_bytes_as_asked"] \
+                    and (asked or not must_ask) \
+                    and row["removed"] == (sse.removal() if asked and want == sse.body(False)
+                                           else 0)
+                rows[kind] = row
+            out["targets"][name] = rows
+            log(f"sse check {name:11s} " + "; ".join(
+                f"{k}: {'ok' if v['ok'] else 'WRONG'} ({v['bytes_in']} in, {v['bytes_out']} out"
+                f"{', asked for usage' if v['upstream_asked_for_usage'] else ''})"
+                for k, v in rows.items()))
+    finally:
+        for t in started:
+            ctx.procs.stop(t.proc)
+        up.stop()
+    bad = [f"{n} ({k})" for n, rows in out["targets"].items() for k, v in rows.items()
+           if not v["ok"]]
+    out["ok"] = not bad
+    if bad:
+        ctx.failures.append("sse check: wrong bytes from " + ", ".join(bad))
+    return out
+
+
+def generator_check(recs):
+    """Whether the generator was measurably not the bottleneck: direct's median rate against
+    the faster proxy's median rate, which it must reach GENERATOR_MARGIN times."""
+    direct = recs.get("direct", {}).get("median", {}).get("rps")
+    proxies = {n: r["median"]["rps"] for n, r in recs.items()
+               if n != "direct" and r.get("median", {}).get("rps")}
+    if not proxies:
+        return {"valid": None, "why": "no proxy measured"}
+    fastest = max(proxies, key=proxies.get)
+    out = {"direct_rps": direct, "fastest_proxy": fastest, "fastest_proxy_rps": proxies[fastest],
+           "required": GENERATOR_MARGIN}
+    if not direct:
+        out.update(valid=False, why="direct not measured: the generator was not checked")
+        return out
+    out["ratio"] = round(direct / proxies[fastest], 2)
+    out["valid"] = out["ratio"] >= GENERATOR_MARGIN
+    if not out["valid"]:
+        out["why"] = (f"direct reached only {out['ratio']}× the faster proxy: the generator or "
+                      "the upstream may have been the bottleneck")
+    return out
+
+
 def run_variant(ctx, variant, vconf):
     static = vconf.get("upstream") == "nginx-static"
+    body, path = request_of(vconf)
     if static:
-        log(f"variant {variant}: static nginx upstream ({ctx.upstream_workers} worker), JSON")
+        log(f"variant {variant}: static nginx upstream ({ctx.upstream_workers} worker), "
+            + (f"SSE {vconf['chunks']} chunks" if vconf["stream"] else "JSON"))
     else:
         log(f"variant {variant}: emulator latency {vconf['latency_ms']} ms, "
             f"{'SSE ' + str(vconf['stream_events']) + ' events' if vconf['stream'] else 'JSON'}")
     emu = Emulator(ctx, variant, vconf["latency_ms"], vconf["stream_events"],
                    vconf["stream_interval_ms"])
     up = None
-    body = STREAM_BODY if vconf["stream"] else BODY
     token = emu.mint()
     targets, recs = [], {}
+    out = {"emulator": {k: v for k, v in vconf.items() if k not in ("body", "proxy_extra")},
+           "request": {"path": path, "body": body}, "targets": recs}
+    if vconf.get("chunks") and "sse_check" not in ctx.checks:
+        ctx.checks["sse_check"] = sse_faithful_check(ctx, emu, token)
     try:
         # The identity stays the emulator's; the data plane goes to `up`.
         up = StaticUpstream(ctx, variant, ctx.upstream_workers) if static else emu
         for name in ctx.targets:
+            if name == "litellm" and vconf.get("chunks"):
+                log(f"{variant}: LiteLLM skipped (it calls its own deployment path, not the "
+                    "static stream's)")
+                continue
             t0 = emu.token_requests()
             if name == "direct":
                 t = Target("direct", up.port, [("Authorization", f"Bearer {token}")])
                 timeout = 10
             elif name == "entra-proxy" or name in ctx.also:
-                t = start_entra_proxy(ctx, emu, variant, up.port, name=name)
+                extra = ctx.key_extra + (vconf.get("proxy_extra", "")
+                                         if ctx.key_kind == "tpm" else "")
+                t = start_entra_proxy(ctx, emu, variant, up.port, extra, name=name)
                 timeout = 30
             elif name == "nginx":
                 t = start_nginx(ctx, emu, token, variant, up.port)
@@ -685,15 +992,18 @@ def run_variant(ctx, variant, vconf):
             if t.proc:
                 targets.append(t)  # stopped in `finally` even if it never answers
             try:
-                wait_answers(ctx, t, body, timeout, f"{name} ({variant})")
+                wait_answers(ctx, t, body, timeout, f"{name} ({variant})", path=path)
+                sample = sample_check(ctx, t, vconf)
                 if ctx.mode["warmup_secs"]:
-                    load(ctx, t, body, ctx.mode["throughput_conns"], ctx.mode["warmup_secs"])
+                    load(ctx, t, body, ctx.mode["throughput_conns"], ctx.mode["warmup_secs"],
+                         path=path)
             except Failed as e:
                 fail(ctx, recs, name, f"{variant}: {e}")
                 continue
             if not t.proc:
                 targets.append(t)
-            recs[name] = {"reps": [], "token_calls_start": emu.token_requests() - t0}
+            recs[name] = {"reps": [], "token_calls_start": emu.token_requests() - t0,
+                          "sample": sample}
         live = [t for t in targets if "failed" not in recs.get(t.name, {"failed": 1})]
         for _ in range(ctx.mode["reps"]):
             for t in list(live):
@@ -705,12 +1015,23 @@ def run_variant(ctx, variant, vconf):
         if ctx.syscalls and not vconf["stream"]:
             for t in live:
                 if t.pid:
-                    recs[t.name]["syscalls"] = count_syscalls(ctx, t, body, variant)
+                    recs[t.name]["syscalls"] = count_syscalls(ctx, t, body, variant, path=path)
+        if ctx.perf:
+            for t in live:
+                if t.name == "entra-proxy":
+                    profile(ctx, t, body, variant, path=path)
         for t in live:
             if t.pid:
                 recs[t.name]["peak_rss_kb"] = procs.hwm_kb(t.pid)
-            recs[t.name]["median"] = summarize_variant(recs[t.name], vconf["stream"])
-        return {"emulator": {k: v for k, v in vconf.items()}, "targets": recs}
+            recs[t.name]["median"] = summarize_variant(recs[t.name], vconf)
+        out["generator_check"] = g = generator_check(recs)
+        if g.get("valid") is False:
+            log(f"{variant}: INVALID: {g['why']} (direct {g.get('direct_rps')}/s, "
+                f"{g['fastest_proxy']} {g['fastest_proxy_rps']}/s)")
+        elif g.get("valid"):
+            log(f"{variant}: generator check passed: direct {g['direct_rps']:.0f}/s = "
+                f"{g['ratio']}× {g['fastest_proxy']} ({g['fastest_proxy_rps']:.0f}/s)")
+        return out
     finally:
         for t in targets:
             if t.proc:
@@ -772,33 +1093,114 @@ def proxy_startup(ctx):
     }
 
 
+def listen_overflows():
+    """TcpExt ListenOverflows + ListenDrops of this network namespace (/proc/net/netstat):
+    connections a full accept queue turned away."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for head, vals in zip(lines[::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            row = dict(zip(head.split()[1:], vals.split()[1:]))
+            return int(row.get("ListenOverflows", 0)) + int(row.get("ListenDrops", 0))
+    return None
+
+
 def open_streams(ctx):
-    """RSS of each proxy with N SSE streams held open (slow upstream: 1 event a second)."""
-    n = ctx.mode["streams"]
-    emu = Emulator(ctx, "streams", 0, 20, 1000)
-    out = {"streams": n}
+    """N SSE streams held open at once through entra-proxy and nginx, the emulator dribbling one
+    event a second on each (the gateway's shape: long answers, most of their time waiting for
+    the model). RSS and CPU idle first, then with N open while they keep dribbling; memory per
+    stream from the difference.
+
+    Descriptors: the proxy holds two per stream (the client's connection and Azure's), in one
+    process; nginx as many, over its workers; this client and the emulator one each. Their
+    limit is RLIMIT_NOFILE, raised to its hard limit at start; where the hard limit is below
+    what N streams need (and cannot be raised), N is lowered to what fits and the result says
+    so. The client opens at most 100 connections at a time, below entra-proxy's listen backlog
+    (128: std's and mio's default) and nginx's (4096, capped by net.core.somaxconn); the
+    kernel's ListenOverflows over each run shows whether any connection was turned away."""
+    m = ctx.mode
+    want = ctx.streams
+    # The proxy's own descriptors besides the streams' (listener, epoll, eventfds, log, the
+    # identity's and the upstream pool's idle connections): a few dozen.
+    margin = 64
+    fit = (ctx.nofile - margin) // 2
+    n = min(want, fit)
+    interval_ms = 1000
+    # Long enough to outlast opening, settling and holding: the streams are closed by us.
+    events = int((m["streams_open_secs"] + m["streams_hold_secs"] + 30) * 1000 / interval_ms)
+    out = {"streams": n, "requested": want, "nofile": ctx.nofile,
+           "nofile_needed": 2 * want + margin, "interval_ms": interval_ms,
+           "hold_secs": m["streams_hold_secs"], "somaxconn": read_int(
+               "/proc/sys/net/core/somaxconn")}
+    if n < want:
+        out["limited"] = (f"{want} streams need {2 * want + margin} descriptors in the proxy's "
+                          f"one process; the hard limit here is {ctx.nofile} and cannot be "
+                          f"raised: measured with {n}")
+        log(f"streams: {out['limited']}")
+    emu = Emulator(ctx, "streams", 0, events, interval_ms)
     try:
         token = emu.mint()
         names = [x for x in ("entra-proxy", "nginx") if x in ctx.targets]
         for name in names:
-            t = start_entra_proxy(ctx, emu, "streams") if name == "entra-proxy" \
-                else start_nginx(ctx, emu, token, "streams")
+            t = start_entra_proxy(ctx, emu, "streams", extra=ctx.key_extra) \
+                if name == "entra-proxy" else start_nginx(ctx, emu, token, "streams")
             try:
                 wait_answers(ctx, t, BODY, 30, f"{name} (streams)")
-                before = procs.rss_kb(t.pid)
+                time.sleep(1.0)
+                idle_rss = procs.rss_kb(t.pid)
+                idle_fds = procs.fd_count(t.pid)
+                # Idle CPU from schedstat (nanoseconds): clock ticks cannot see it.
+                c0, t0 = procs.cpu_ns(t.pid), time.monotonic()
+                time.sleep(m["streams_idle_secs"])
+                idle_cpu_pct = round(100 * (procs.cpu_ns(t.pid) - c0) / 1e9
+                                     / (time.monotonic() - t0), 3)
 
                 def sample(pid=t.pid):
                     return {"rss_kb": procs.rss_kb(pid), "hwm_kb": procs.hwm_kb(pid),
+                            "cpu_s": procs.cpu_seconds(pid), "t": time.monotonic(),
+                            "upstream_cpu_s": procs.cpu_seconds(emu.proc.pid),
                             "upstream_open_streams": emu.stats()["open_streams"]}
 
-                res = streams.hold(t.port, PATH, t.headers, STREAM_BODY.encode(), n, sample,
-                                   timeout=60)
-                res["rss_before_kb"] = before
+                request = h1.request_bytes(
+                    "POST", PATH, t.port, t.headers + [("Content-Type", "application/json")],
+                    STREAM_BODY.encode())
+                ov0 = listen_overflows()
+                res = streams.hold(t.port, request, n, sample, m["streams_hold_secs"],
+                                   m["streams_open_secs"])
+                ov1 = listen_overflows()
+                time.sleep(m["streams_idle_secs"])
+                res["rss_after_close_kb"] = procs.rss_kb(t.pid)
+                a, b = res["first"], res["second"]
+                secs = b["t"] - a["t"]
+                cpu = b["cpu_s"] - a["cpu_s"]
+                res.update({
+                    "idle_rss_kb": idle_rss,
+                    "idle_fds": idle_fds,
+                    "idle_cpu_pct": idle_cpu_pct,
+                    "rss_kb": max(a["rss_kb"], b["rss_kb"]),
+                    "cpu_pct": round(100 * cpu / secs, 1) if secs > 0 else None,
+                    "cpu_us_per_event": round(cpu * 1e6 / res["events_received"], 1)
+                    if res["events_received"] else None,
+                    "upstream_cpu_pct": round(100 * (b["upstream_cpu_s"] - a["upstream_cpu_s"])
+                                              / secs, 1) if secs > 0 else None,
+                    "kb_per_stream": round((max(a["rss_kb"], b["rss_kb"]) - idle_rss)
+                                           / res["open"], 2) if res["open"] else None,
+                    "events_expected_per_s": res["open"] * 1000 / interval_ms,
+                    "listen_overflows": None if ov0 is None else ov1 - ov0,
+                })
                 out[name] = res
-                log(f"{name}: {res['open']}/{n} streams open in {res['open_all_s']} s, RSS "
-                    f"{res['sample']['rss_kb']} KiB (before {before}), upstream open "
-                    f"{res['sample']['upstream_open_streams']}"
-                    + (f", errors {res['errors']} ({res['first_error']})" if res["errors"] else ""))
+                log(f"{name}: {res['open']}/{n} streams open in {res['open_all_s']} s; RSS "
+                    f"{res['rss_kb'] / 1024:.1f} MB (idle {idle_rss / 1024:.1f}), "
+                    f"{res['kb_per_stream']} KiB per stream; CPU {res['cpu_pct']}% of a core "
+                    f"({res['cpu_us_per_event']} us per event; idle {idle_cpu_pct}%); "
+                    f"client got {res['events_per_s']}/s of {res['events_expected_per_s']:.0f}/s "
+                    f"(its CPU {res['client_cpu_pct']}%); listen overflows "
+                    f"{res['listen_overflows']}"
+                    + (f"; errors {res['errors']} ({res['first_error']})" if res["errors"]
+                       else ""))
                 if res["open"] == 0:
                     raise Failed(f"{name} opened no stream: {res['first_error']}")
             finally:
@@ -806,6 +1208,14 @@ def open_streams(ctx):
     finally:
         emu.stop()
     return out
+
+
+def read_int(path):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def token_churn(ctx, lifetime, secs):
@@ -841,6 +1251,71 @@ def token_churn(ctx, lifetime, secs):
     log(f"token churn: {out['token_calls_under_load']} acquisitions in {secs}s of load with "
         f"{lifetime}s tokens (one per refresh interval: at most {out['expected_under_load']}), "
         f"{out['requests']} requests, {out['errors']} errors")
+    return out
+
+
+# --- memory flatness --------------------------------------------------------------------------
+
+
+def rss_flatness(ctx):
+    """entra-proxy's RSS as requests add up: plain wrk at saturation against the fast upstream
+    (the bench key as --key), in segments, RSS (VmRSS) read after each; reported at the first
+    reading past each checkpoint (default 1M, 5M, 10M requests). Bounded by --rss-max-secs:
+    checkpoints not reached by then are reported as not reached."""
+    m = ctx.mode
+    checkpoints = sorted(ctx.rss_checkpoints)
+    seg = m["rss_segment_secs"]
+    emu = Emulator(ctx, "rss")
+    up = t = None
+    out = {"checkpoints": checkpoints, "max_secs": ctx.rss_max_secs, "conns":
+           m["throughput_conns"], "key": ctx.key_kind, "curve": [], "at": {}}
+    try:
+        up = StaticUpstream(ctx, "rss", ctx.upstream_workers)
+        t = start_entra_proxy(ctx, emu, "rss", up.port, ctx.key_extra)
+        wait_answers(ctx, t, BODY, 30, "entra-proxy (rss)")
+        out["start_rss_kb"] = procs.rss_kb(t.pid)
+        total, errors, rate = 0, 0, None
+        started = time.monotonic()
+        while len(out["at"]) < len(checkpoints):
+            elapsed = time.monotonic() - started
+            if elapsed >= ctx.rss_max_secs:
+                break
+            nxt = next(cp for cp in checkpoints if str(cp) not in out["at"])
+            # The first segment is short: it measures the rate the next ones aim with.
+            secs = seg if rate else min(seg, 2)
+            if rate:
+                # Stop near the next checkpoint rather than far past it.
+                secs = max(1, min(seg, math.ceil((nxt - total) / rate)))
+            secs = max(1, min(secs, int(ctx.rss_max_secs - elapsed) or 1))
+            res = load(ctx, t, BODY, m["throughput_conns"], secs)
+            check_load(ctx, t, "rss", res)
+            total += res["requests"]
+            errors += load_errors(res)
+            rate = res["requests"] / max(1e-3, res["duration_us"] / 1e6)
+            point = {"requests": total, "secs": round(time.monotonic() - started, 1),
+                     "rss_kb": procs.rss_kb(t.pid)}
+            out["curve"].append(point)
+            crossed = [cp for cp in checkpoints if str(cp) not in out["at"] and total >= cp]
+            for cp in crossed:
+                out["at"][str(cp)] = point
+            if crossed:
+                log(f"rss: {total} requests after {point['secs']} s: RSS "
+                    f"{point['rss_kb'] / 1024:.1f} MB")
+        out.update(requests=total, errors=errors, took_secs=round(time.monotonic() - started, 1),
+                   peak_rss_kb=procs.hwm_kb(t.pid))
+        reached = [out["at"][str(cp)]["rss_kb"] for cp in checkpoints if str(cp) in out["at"]]
+        if len(reached) >= 2:
+            out["growth_kb"] = reached[-1] - reached[0]
+        missing = [cp for cp in checkpoints if str(cp) not in out["at"]]
+        if missing:
+            out["not_reached"] = missing
+            log(f"rss: {missing} not reached within {ctx.rss_max_secs} s ({total} requests)")
+    finally:
+        if t:
+            ctx.procs.stop(t.proc)
+        if up:
+            up.stop()
+        emu.stop()
     return out
 
 
@@ -888,7 +1363,8 @@ class RedisServer:
 def limits_cost(ctx):
     """What per-key limits cost a request: entra-proxy against the fast upstream with no limits
     on its key, with limits counted in memory, and with limits counted in Redis. Throughput and
-    CPU per request at saturation (the proxy's, and Redis's own), latency at a paced rate."""
+    CPU per request at saturation (the proxy's, and Redis's own), latency at a paced rate.
+    The same wrk against the upstream directly, in every repetition, is the generator check."""
     m = ctx.mode
     emu = Emulator(ctx, "limits")
     up = redis = None
@@ -914,7 +1390,12 @@ def limits_cost(ctx):
             if m["warmup_secs"]:
                 load(ctx, t, BODY, m["throughput_conns"], m["warmup_secs"])
             out["setups"][name] = {"reps": []}
+        direct = Target("direct", up.port, [("Authorization", f"Bearer {emu.mint()}")])
+        direct_rps = []
         for _ in range(m["reps"]):
+            res = load(ctx, direct, BODY, m["throughput_conns"], m["throughput_secs"])
+            check_load(ctx, direct, "limits direct throughput", res)
+            direct_rps.append(summarize_load(res)["rps"])
             for t in targets:
                 rep = {}
                 cpu0 = procs.cpu_seconds(t.pid)
@@ -948,6 +1429,11 @@ def limits_cost(ctx):
                 "errors": sum(r["throughput"]["errors"] + r["fixed_rate"]["errors"]
                               for r in reps),
             }
+        out["generator_check"] = g = generator_check(
+            dict({n: {"median": r["median"]} for n, r in out["setups"].items()},
+                 direct={"median": {"rps": median(direct_rps)}}))
+        if g.get("valid") is False:
+            log(f"limits: INVALID: {g['why']}")
     finally:
         for t in targets:
             ctx.procs.stop(t.proc)
@@ -972,6 +1458,18 @@ def redis_version(ctx):
 
 class Ctx:
     pass
+
+
+def parse_counts(text):
+    """"1M,5M,10M" → [1000000, 5000000, 10000000]."""
+    out = []
+    for word in text.split(","):
+        word = word.strip().lower()
+        if not word:
+            continue
+        mult = {"k": 1_000, "m": 1_000_000}.get(word[-1], 1)
+        out.append(int(float(word.rstrip("km")) * mult))
+    return out
 
 
 def versions(ctx):
@@ -1014,7 +1512,25 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions (default: 3 full, 1 smoke)")
     ap.add_argument("--targets", default=None,
                     help="default: all four (smoke: all but LiteLLM, which takes ~15 s to start)")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=None,
+                    help=f"of {list(VARIANTS)} (default: full {MODES['full']['variants']}, "
+                         f"smoke {MODES['smoke']['variants']})")
+    ap.add_argument("--gen-threads", type=int, default=None,
+                    help="wrk threads in the throughput runs (default: one per CPU)")
+    ap.add_argument("--key", choices=sorted(KEYS), default="tpm",
+                    help="the bench key's limits: tpm (tokens_per_minute, never reached: every "
+                         "answer metered, streams sent with include_usage) or none")
+    ap.add_argument("--sample", type=int, default=None,
+                    help="answers checked per target and variant (status and body)")
+    ap.add_argument("--streams", type=int, default=None,
+                    help="streams held open at once in the streams extra (default 10000; "
+                         "smoke 50)")
+    ap.add_argument("--rss-checkpoints", default=None, metavar="N,N,…",
+                    help="rss extra: requests after which RSS is reported (default "
+                         "1M,5M,10M; smoke 2k,5k,10k); k and M suffixes")
+    ap.add_argument("--rss-max-secs", type=float, default=None,
+                    help="rss extra: stop after this long even if checkpoints are left "
+                         "(default 1200; smoke 10)")
     ap.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for entra-proxy (e.g. RUST_LOG=warn); recorded")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=BIN",
@@ -1027,12 +1543,14 @@ def main():
                          "CPUs during its throughput run (at most --reps more per target; "
                          "full mode only; 0 or less: never)")
     ap.add_argument("--perf", action="store_true",
-                    help="perf record entra-proxy during its first throughput run per variant")
+                    help="perf record entra-proxy during one more saturation run per variant "
+                         "(not counted in the results)")
     ap.add_argument("--skip-extras", action="store_true",
                     help="skip entra-proxy's startup, idle RSS, open streams, token churn and "
                          "limits accounting (same as --extras '')")
-    ap.add_argument("--extras", default=",".join(EXTRAS),
-                    help=f"which of {EXTRAS} to measure after the variants")
+    ap.add_argument("--extras", default=None,
+                    help=f"which of {EXTRAS} to measure after the variants (default: full "
+                         f"{MODES['full']['extras']}, smoke {MODES['smoke']['extras']})")
     ap.add_argument("--litellm", default=None, help="the litellm executable (default: venv)")
     a = ap.parse_args()
 
@@ -1040,7 +1558,24 @@ def main():
     ctx.mode = dict(MODES[a.mode])
     if a.reps:
         ctx.mode["reps"] = a.reps
+    if a.sample is not None:
+        ctx.mode["sample"] = a.sample
     ctx.mode_name = a.mode
+    ctx.key_kind = a.key
+    ctx.key_extra = KEYS[a.key]
+    ctx.checks = {}
+    ctx.streams = a.streams or ctx.mode["streams"]
+    ctx.rss_checkpoints = parse_counts(a.rss_checkpoints) if a.rss_checkpoints \
+        else ctx.mode["rss_checkpoints"]
+    ctx.rss_max_secs = a.rss_max_secs or ctx.mode["rss_max_secs"]
+    # Held streams take a descriptor each here and two in the proxy: the soft limit goes to the
+    # hard one (as load.sh's ulimit does), which nothing here can raise.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if ctx.nofile == resource.RLIM_INFINITY:
+        ctx.nofile = 1 << 20
     ctx.bin = os.path.abspath(a.bin)
     ctx.emulator = os.path.abspath(a.emulator or os.path.join(os.path.dirname(ctx.bin),
                                                                "azure-emulator"))
@@ -1059,6 +1594,7 @@ def main():
         ctx.workers = ctx.nproc
     # The static upstream's nginx: one worker answers far more than two cores can proxy.
     ctx.upstream_workers = 1
+    ctx.gen_threads = a.gen_threads or ctx.workers
     ctx.key = "ep-bench-" + secrets.token_urlsafe(24)
     ctx.key_sha256 = hashlib.sha256(ctx.key.encode()).hexdigest()
     ctx.litellm_key = "sk-bench-" + secrets.token_urlsafe(24)
@@ -1137,15 +1673,24 @@ def main():
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": versions(ctx),
         "settings": dict(ctx.mode, path=PATH, body=BODY, stream_body=STREAM_BODY,
-                         targets=ctx.targets, skipped=skipped, proxy_env=ctx.proxy_env,
+                         key=ctx.key_kind, key_limits=ctx.key_extra.strip(),
+                         generator_margin=GENERATOR_MARGIN, generator_threads=ctx.gen_threads,
+                         streams=ctx.streams,
+                         rss_checkpoints=ctx.rss_checkpoints, rss_max_secs=ctx.rss_max_secs,
+                         nofile=ctx.nofile, targets=ctx.targets, skipped=skipped, proxy_env=ctx.proxy_env,
                          also=ctx.also, also_env=ctx.also_env, max_steal_pct=ctx.max_steal,
                          litellm_upstream_credential="api_key" if ctx.resource_key
                          else "azure_ad_token (minted; the emulator has no --resource-key)"),
         "variants": {},
+        "checks": ctx.checks,
         "entra_proxy": {},
     }
     status = 0
     started = time.monotonic()
+    if a.extras is None:
+        a.extras = ",".join(ctx.mode["extras"])
+    if a.variants is None:
+        a.variants = ",".join(ctx.mode["variants"])
     extras = [] if a.skip_extras else [x for x in a.extras.split(",") if x]
     unknown = [x for x in extras if x not in EXTRAS]
     if unknown:
@@ -1172,6 +1717,11 @@ def main():
                     results["entra_proxy"]["limits"] = limits_cost(ctx)
                 else:
                     log("skipping the limits benchmark: its upstream is nginx, not installed")
+            if "rss" in extras:
+                if ctx.nginx:
+                    results["entra_proxy"]["rss"] = rss_flatness(ctx)
+                else:
+                    log("skipping the rss run: its upstream is nginx, not installed")
     except Failed as e:
         log(f"FAILED: {e}")
         results["failed"] = str(e)
@@ -1194,6 +1744,19 @@ def main():
         status = status or 1
     results["took_secs"] = round(time.monotonic() - started, 1)
     results["summary"] = report.derive(results)
+    invalid = [v for v, rec in results["variants"].items()
+               if rec.get("generator_check", {}).get("valid") is False]
+    if invalid:
+        log(f"INVALID (the generator check failed): {', '.join(invalid)}; their throughput and "
+            "CPU are not a result")
+        # A full run whose proxy-cost comparison (the variants with the static upstream: the
+        # targets come from them) cannot be trusted is not a result: its own exit status. The
+        # emulator's variants are bound by the emulator, by design: INVALID throughput there is
+        # expected, and their latency and TTFB stand. A smoke run's status only says whether
+        # every target answered, and answered right.
+        if status == 0 and a.mode == "full" and any(
+                VARIANTS[v].get("upstream") == "nginx-static" for v in invalid):
+            status = 3
     path = os.path.join(results_dir, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)

@@ -1,12 +1,14 @@
--- wrk script for benches/load.sh: one POST with the benchmark's body and one credential
--- header, optional pacing to a fixed request rate, and a JSON summary on stdout.
+-- wrk script for the paced (latency) runs of benches/load.sh: one POST with the benchmark's body
+-- and one credential header, paced to a fixed request rate, and a JSON summary on stdout.
+-- delay() is Lua called before every request: fine below saturation, which is where latency is
+-- measured; the throughput runs use throughput.lua, which calls no Lua per request.
 --
 -- Environment (set by benches/load/run.py):
 --   BENCH_PATH        request path and query
 --   BENCH_BODY        request body (JSON)
 --   BENCH_AUTH_NAME   credential header name ("api-key" or "Authorization")
 --   BENCH_AUTH_VALUE  credential header value
---   BENCH_RATE        optional: requests per second for this wrk thread (fixed-rate mode)
+--   BENCH_RATE        requests per second for this wrk thread (fixed-rate mode)
 --
 -- Fixed-rate mode: wrk calls delay() after each response, before that connection sends its
 -- next request. The script keeps one schedule per thread (t0, t0 + 1/rate, t0 + 2/rate, …)
