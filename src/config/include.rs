@@ -3,7 +3,7 @@
 
 use super::env;
 use super::errors::Errors;
-use super::raw::{RawKey, RawKeysFile};
+use super::raw::RawKeysFile;
 use std::path::{Path, PathBuf};
 
 /// Where included files come from: the disk for [`super::Config::load`], a map or nothing for
@@ -40,12 +40,12 @@ pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     }
 }
 
-/// Reads and parses the keys file at `path`: its keys, each marked with the file, and the
-/// text read.
+/// Reads and parses the keys file at `path`: its keys and identities, each marked with the
+/// file, and the text read.
 pub(super) fn read_keys_file(
     path: &Path,
     sources: &Sources<'_>,
-) -> Result<(Vec<RawKey>, SourceFile), IncludeError> {
+) -> Result<(RawKeysFile, SourceFile), IncludeError> {
     let file = path.display().to_string();
     let fail = |problems: Vec<String>| IncludeError {
         file: file.clone(),
@@ -68,8 +68,16 @@ pub(super) fn read_keys_file(
             k
         })
         .collect();
+    let identities = raw
+        .identities
+        .into_iter()
+        .map(|mut i| {
+            i.file = Some(file.clone());
+            i
+        })
+        .collect();
     Ok((
-        keys,
+        RawKeysFile { keys, identities },
         SourceFile {
             path: path.to_path_buf(),
             text,

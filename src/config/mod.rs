@@ -83,6 +83,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     pub models: Vec<Model>,
     pub keys: Vec<KeyEntry>,
+    /// Entra and app callers with a name and a policy, matched by their claims.
+    pub identities: Vec<IdentityEntry>,
     /// Serve callers without any credential (only ever implicit on a loopback listener).
     pub allow_unauthenticated: bool,
     pub inbound: InboundConfig,
@@ -284,6 +286,106 @@ impl KeyEntry {
     }
 }
 
+/// An Entra principal (or a client-credentials app) with a name and a policy: `[[identities]]`.
+#[derive(Debug, Clone)]
+pub struct IdentityEntry {
+    pub name: String,
+    /// The claims a token must carry to be this identity; at least one is set.
+    pub matcher: IdentityMatch,
+    /// Model names or deployments this identity may use; empty means all.
+    pub models: Vec<String>,
+    /// The identity's own budget, shared by everyone it matches.
+    pub budget: KeyBudget,
+    /// Each user's (`oid`'s) own budget inside the identity (`per_user_tokens_per_minute`,
+    /// `per_user_token_quota` over the identity's `token_quota_period`).
+    pub per_user: Option<KeyBudget>,
+}
+
+/// What a token must carry to be an identity; every field that is set must hold. Ids are
+/// lower-case GUIDs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct IdentityMatch {
+    /// `azp` / `appid`: a managed identity's or app registration's client id (a
+    /// client-credentials caller's client id).
+    pub app_id: Option<String>,
+    /// `oid`: one user or service principal.
+    pub object_id: Option<String>,
+    /// A group object id in `groups`.
+    pub group: Option<String>,
+    /// An app role in `roles`.
+    pub role: Option<String>,
+    /// `tid`: every caller of a tenant.
+    pub tenant: Option<String>,
+}
+
+/// A match field's part in an identity's specificity: the most specific identity wins,
+/// `object_id` over `app_id` over `role` over `group` over `tenant`.
+const SPECIFICITY: [(&str, u8); 5] = [
+    ("object_id", 16),
+    ("app_id", 8),
+    ("role", 4),
+    ("group", 2),
+    ("tenant", 1),
+];
+
+impl IdentityMatch {
+    /// The fields that are set, as (name, value), most specific first.
+    pub fn fields(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("object_id", &self.object_id),
+            ("app_id", &self.app_id),
+            ("role", &self.role),
+            ("group", &self.group),
+            ("tenant", &self.tenant),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+        .collect()
+    }
+
+    /// How specific the match is: a bit per field set, the more specific fields higher, so
+    /// that one with `object_id` outranks any without it, and so on down.
+    pub fn specificity(&self) -> u8 {
+        self.fields()
+            .iter()
+            .map(|(k, _)| {
+                SPECIFICITY
+                    .iter()
+                    .find(|(name, _)| name == k)
+                    .map_or(0, |(_, bit)| *bit)
+            })
+            .sum()
+    }
+
+    /// Whether one token could satisfy both: every single-valued claim (`oid`, `azp`, `tid`)
+    /// both name must be the same; lists (`groups`, `roles`) can hold both values.
+    pub fn can_overlap(&self, other: &IdentityMatch) -> bool {
+        let agree = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        agree(&self.object_id, &other.object_id)
+            && agree(&self.app_id, &other.app_id)
+            && agree(&self.tenant, &other.tenant)
+    }
+}
+
+impl IdentityEntry {
+    /// The identity's label in metrics, logs and `/status`: `identity:<name>`.
+    pub fn label(&self) -> String {
+        format!("identity:{}", self.name)
+    }
+}
+
+/// What happens to an Entra or app caller no `[[identities]]` block matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// 403, naming the token's tenant, object and app ids and the block that would admit it.
+    Deny,
+    /// Served without a policy, labelled by kind (`entra`, `app`).
+    Allow,
+}
+
 /// What one key may use: requests and tokens per minute, tokens per quota period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyBudget {
@@ -408,6 +510,9 @@ pub struct InboundConfig {
     pub modes: Vec<InboundMode>,
     pub entra: Option<EntraInbound>,
     pub client_credentials: Option<ClientCredentialsInbound>,
+    /// Callers no identity matches: `[inbound.entra] unmatched`, by default `deny` once any
+    /// identity is configured and `allow` otherwise.
+    pub unmatched: Unmatched,
 }
 
 impl InboundConfig {
@@ -524,13 +629,14 @@ impl Config {
         let mut keys_file = None;
         if let Some(path) = &raw.server.keys_file {
             let path = include::resolve(sources.base_dir, path);
-            let (keys, file) =
+            let (extra, file) =
                 include::read_keys_file(&path, sources).map_err(|e| ConfigError::Invalid {
                     source_name: e.file,
                     problems: e.problems,
                 })?;
             keys_file = Some(path.display().to_string());
-            raw.keys.extend(keys);
+            raw.keys.extend(extra.keys);
+            raw.identities.extend(extra.identities);
             included.push(file);
         }
         if let Some(ca) = &mut raw.limits.redis_ca_file {

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
     #[serde(default)]
+    pub(super) identities: Vec<RawIdentityEntry>,
+    #[serde(default)]
     pub(super) inbound: RawInbound,
     #[serde(default)]
     pub(super) limits: RawLimits,
@@ -69,6 +71,8 @@ pub(super) struct RawEntraInbound {
     pub(super) audiences: Vec<String>,
     pub(super) passthrough: Option<bool>,
     pub(super) jwks_url: Option<String>,
+    /// `deny` or `allow`: an Entra or app caller no `[[identities]]` block matches.
+    pub(super) unmatched: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,12 +196,38 @@ pub(super) struct RawKey {
     pub(super) file: Option<String>,
 }
 
-/// A keys file (`[server] keys_file`): `[[keys]]` blocks and nothing else.
+/// `[[identities]]`: Entra principals matched by their token's claims, with a policy like a
+/// key's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentityEntry {
+    pub(super) name: String,
+    pub(super) app_id: Option<String>,
+    pub(super) object_id: Option<String>,
+    pub(super) group: Option<String>,
+    pub(super) role: Option<String>,
+    pub(super) tenant: Option<String>,
+    #[serde(default)]
+    pub(super) models: Vec<String>,
+    pub(super) requests_per_minute: Option<u32>,
+    pub(super) tokens_per_minute: Option<i64>,
+    pub(super) token_quota: Option<i64>,
+    pub(super) token_quota_period: Option<String>,
+    pub(super) per_user_tokens_per_minute: Option<i64>,
+    pub(super) per_user_token_quota: Option<i64>,
+    /// The keys file this identity was read from; `None` for the main config file.
+    #[serde(skip)]
+    pub(super) file: Option<String>,
+}
+
+/// A keys file (`[server] keys_file`): `[[keys]]` and `[[identities]]` blocks and nothing else.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKeysFile {
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
+    #[serde(default)]
+    pub(super) identities: Vec<RawIdentityEntry>,
 }
 
 impl RawIdentityKind {

@@ -4,7 +4,7 @@
 use crate::config::errors::Errors;
 use crate::config::raw::{RawClientCredentials, RawEntraInbound};
 use crate::config::{
-    ClientCredentialsInbound, DEFAULT_MAX_APPS, EntraInbound, InboundConfig, InboundMode,
+    ClientCredentialsInbound, DEFAULT_MAX_APPS, EntraInbound, InboundConfig, InboundMode, Unmatched,
 };
 use url::Url;
 
@@ -12,9 +12,15 @@ pub(super) fn validate_inbound(
     modes: Option<Vec<InboundMode>>,
     entra: Option<RawEntraInbound>,
     client_credentials: Option<RawClientCredentials>,
+    has_identities: bool,
     errors: &mut Errors,
 ) -> Option<InboundConfig> {
     let has_entra = entra.is_some();
+    let unmatched = unmatched(
+        entra.as_ref().and_then(|e| e.unmatched.as_deref()),
+        has_identities,
+        errors,
+    );
     let has_client_credentials = client_credentials.is_some();
     let entra = match entra {
         None => Some(None),
@@ -29,7 +35,23 @@ pub(super) fn validate_inbound(
         modes: modes?,
         entra: entra?,
         client_credentials: client_credentials?,
+        unmatched: unmatched?,
     })
+}
+
+/// `inbound.entra.unmatched`: `deny` by default once any identity is configured (a caller
+/// should not slip past every policy), `allow` otherwise (the behaviour without identities).
+fn unmatched(v: Option<&str>, has_identities: bool, errors: &mut Errors) -> Option<Unmatched> {
+    match v {
+        None if has_identities => Some(Unmatched::Deny),
+        None => Some(Unmatched::Allow),
+        Some("deny") => Some(Unmatched::Deny),
+        Some("allow") => Some(Unmatched::Allow),
+        Some(other) => errors.reject(
+            "inbound.entra.unmatched",
+            format!("{other:?} is neither \"deny\" nor \"allow\""),
+        ),
+    }
 }
 
 /// `inbound.modes`, or the modes implied by the sections present.

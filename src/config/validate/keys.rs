@@ -93,24 +93,12 @@ fn validate_key(
         errors,
     );
     let token_quota = positive(k.token_quota, &format!("{at}.token_quota"), errors);
-    let token_quota_period = match k.token_quota_period.as_deref() {
-        None => Some(crate::config::QuotaPeriod::default()),
-        Some(p) => errors.check(
-            format!("{at}.token_quota_period"),
-            crate::config::QuotaPeriod::parse(p).ok_or_else(|| {
-                format!(
-                    "{p:?} is not a quota period; use one of {} (calendar periods in UTC)",
-                    crate::config::QuotaPeriod::NAMES.join(", ")
-                )
-            }),
-        ),
-    };
-    if k.token_quota_period.is_some() && k.token_quota.is_none() {
-        errors.add(
-            format!("{at}.token_quota_period"),
-            "is set without token_quota (set the quota too, or remove the period)",
-        );
-    }
+    let token_quota_period = quota_period(
+        k.token_quota_period.as_deref(),
+        k.token_quota.is_some(),
+        at,
+        errors,
+    );
     for (j, m) in k.models.iter().enumerate() {
         if !models.knows(m) && !backends.has_deployment(m) {
             errors.add(
@@ -135,8 +123,35 @@ fn validate_key(
     })
 }
 
+/// `token_quota_period` at `at`: a calendar period, only beside a quota.
+pub(super) fn quota_period(
+    period: Option<&str>,
+    has_quota: bool,
+    at: &str,
+    errors: &mut Errors,
+) -> Option<crate::config::QuotaPeriod> {
+    if period.is_some() && !has_quota {
+        errors.add(
+            format!("{at}.token_quota_period"),
+            "is set without token_quota (set the quota too, or remove the period)",
+        );
+    }
+    match period {
+        None => Some(crate::config::QuotaPeriod::default()),
+        Some(p) => errors.check(
+            format!("{at}.token_quota_period"),
+            crate::config::QuotaPeriod::parse(p).ok_or_else(|| {
+                format!(
+                    "{p:?} is not a quota period; use one of {} (calendar periods in UTC)",
+                    crate::config::QuotaPeriod::NAMES.join(", ")
+                )
+            }),
+        ),
+    }
+}
+
 /// A token limit: absent, or at least 1.
-fn positive(v: Option<i64>, key: &str, errors: &mut Errors) -> Option<Option<u64>> {
+pub(super) fn positive(v: Option<i64>, key: &str, errors: &mut Errors) -> Option<Option<u64>> {
     match v {
         None => Some(None),
         Some(n) if n >= 1 => Some(Some(n as u64)),

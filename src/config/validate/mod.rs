@@ -3,6 +3,7 @@
 //! one run of `config check` lists everything wrong with a file.
 
 mod backends;
+mod identities;
 mod identity;
 mod inbound;
 mod keys;
@@ -33,6 +34,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let models = models::validate_models(raw.models, &mut backends, &mut errors);
     let has_keys = !raw.keys.is_empty();
     let keys = keys::validate_keys(raw.keys, &models, &backends, &mut errors);
+    let has_identities = !raw.identities.is_empty();
+    let identities =
+        identities::validate_identities(raw.identities, &models, &backends, &mut errors);
     let RawInbound {
         allow_unauthenticated,
         modes,
@@ -40,7 +44,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         client_credentials,
     } = raw.inbound;
     let has_client_auth = has_keys || entra.is_some() || client_credentials.is_some();
-    let inbound = inbound::validate_inbound(modes, entra, client_credentials, &mut errors);
+    let inbound = inbound::validate_inbound(
+        modes,
+        entra,
+        client_credentials,
+        has_identities,
+        &mut errors,
+    );
     let limits = limits::validate_limits(raw.limits, &mut errors);
     let telemetry = telemetry::validate_telemetry(raw.telemetry, &mut errors);
     let allow_unauthenticated = server.as_ref().and_then(|server| {
@@ -61,6 +71,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         Some(backends),
         Some(models),
         Some(keys),
+        Some(identities),
         Some(allow_unauthenticated),
         Some(inbound),
         Some(limits),
@@ -73,6 +84,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         backends.into_valid(),
         models.into_valid(),
         keys,
+        identities,
         allow_unauthenticated,
         inbound,
         limits,
@@ -90,6 +102,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         backends,
         models,
         keys,
+        identities,
         allow_unauthenticated,
         inbound,
         limits,
