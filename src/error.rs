@@ -116,6 +116,7 @@ pub const CODES: &[&str] = &[
     "malformed_authorization",
     "credential_mode_disabled",
     "key_expired",
+    "no_matching_identity",
     "token_malformed",
     "token_bad_algorithm",
     "token_no_tenant",
@@ -186,6 +187,7 @@ fn auth_status(e: &AuthError) -> StatusCode {
         | AuthError::TokenRejected(_)
         | AuthError::KeyExpired { .. }
         | AuthError::MissingTenant => StatusCode::UNAUTHORIZED,
+        AuthError::NoIdentity(_) => StatusCode::FORBIDDEN,
         AuthError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -200,6 +202,7 @@ fn auth_code(e: &AuthError) -> &'static str {
         AuthError::SigningKeysUnavailable(_) => "signing_keys_unavailable",
         AuthError::KeyExpired { .. } => "key_expired",
         AuthError::MissingTenant => "missing_tenant",
+        AuthError::NoIdentity(_) => "no_matching_identity",
     }
 }
 
@@ -426,23 +429,30 @@ mod tests {
                 }),
                 AuthError::KeyExpired { name: s(), at: s() },
                 AuthError::MissingTenant,
+                AuthError::NoIdentity(Box::new(crate::inbound::NoIdentity {
+                    tenant: None,
+                    object_id: None,
+                    app_id: None,
+                    groups_overage: false,
+                    malformed: vec![],
+                })),
             ]
             .map(ProxyError::Auth),
         );
         all.extend(
             [
                 LimitError::Requests {
-                    key: s(),
+                    who: s(),
                     limit: 1,
                     retry_after_secs: 1,
                 },
                 LimitError::Tokens {
-                    key: s(),
+                    who: s(),
                     limit: 1,
                     retry_after_secs: 1,
                 },
                 LimitError::Quota {
-                    key: s(),
+                    who: s(),
                     limit: 1,
                     period: "month",
                     resets_at: s(),
@@ -551,7 +561,8 @@ mod tests {
                 | AuthError::ModeDisabled { .. }
                 | AuthError::SigningKeysUnavailable(_)
                 | AuthError::KeyExpired { .. }
-                | AuthError::MissingTenant => {}
+                | AuthError::MissingTenant
+                | AuthError::NoIdentity(_) => {}
             },
             ProxyError::Limit(l) => match l {
                 LimitError::Requests { .. }

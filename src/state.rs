@@ -200,7 +200,15 @@ impl Snapshot {
         let routes = RoutingTable::new(&config);
         let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
         // Counters and gauges of every configured key, resolved before a request needs them.
-        recent.register_keys(&config.keys);
+        recent.register(
+            config
+                .keys
+                .iter()
+                .map(|k| crate::inbound::CallerLabel::key(&k.name, k.legacy))
+                .chain(config.identities.iter().map(|i| {
+                    crate::inbound::CallerLabel::Identity(std::sync::Arc::from(i.name.as_str()))
+                })),
+        );
         limits.publish_quotas(&config.keys);
         Ok(Snapshot {
             auth: Authenticator::new(&config, &limits)?,

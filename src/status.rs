@@ -169,10 +169,17 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
     let (keys, others) = app.recent.callers();
     let mut callers = Vec::with_capacity(state.config.keys.len() + others.len());
     for k in &state.config.keys {
-        let caller = crate::config::key_label(k.legacy, &k.name);
-        let w = keys.get(&k.name);
+        let caller = crate::inbound::CallerLabel::key(&k.name, k.legacy).to_string();
+        let w = keys.get(&caller);
         let mut view = caller_view(caller, w);
         view.usage = Some(key_usage(&state.limits, k).await);
+        callers.push(view);
+    }
+    for i in state.auth.identities().all() {
+        let caller = i.label.to_string();
+        let w = keys.get(&caller);
+        let mut view = caller_view(caller, w);
+        view.usage = Some(account_usage(&i.policy.account).await);
         callers.push(view);
     }
     for w in &others {
@@ -203,10 +210,22 @@ fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
 /// A key's standing, read from the limits store without counting anything.
 async fn key_usage(limits: &crate::limits::Limits, key: &KeyEntry) -> KeyUsage {
     let budget = key.budget();
-    let (standing, error) = match limits
+    let peeked = limits
         .peek(&crate::limits::BudgetKey::key(&key.name), &budget)
-        .await
-    {
+        .await;
+    usage_of(budget, peeked)
+}
+
+/// The usage row of an account (an identity's).
+async fn account_usage(account: &crate::limits::Account) -> KeyUsage {
+    usage_of(*account.budget(), account.peek().await)
+}
+
+fn usage_of(
+    budget: crate::config::KeyBudget,
+    peeked: Result<crate::limits::Standing, String>,
+) -> KeyUsage {
+    let (standing, error) = match peeked {
         Ok(s) => (s, None),
         Err(e) => (crate::limits::Standing::default(), Some(e)),
     };

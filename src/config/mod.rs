@@ -457,7 +457,13 @@ pub struct TelemetryConfig {
 #[derive(Debug, Clone, Default)]
 pub struct LimitsConfig {
     pub redis: Option<RedisConfig>,
+    /// Users of identities with per-user budgets whose counters are kept in this process at
+    /// once; the least recently used go first (`[limits] max_users`).
+    pub max_users: u64,
 }
+
+/// Default of `[limits] max_users`.
+pub const DEFAULT_MAX_USERS: u64 = 100_000;
 
 /// A Redis server shared by the replicas.
 #[derive(Debug, Clone)]

@@ -52,6 +52,8 @@ pub(super) struct RawLimits {
     /// PEM file of the CA(s) a `rediss://` server's certificate must chain to, instead of the
     /// system's roots; relative to the config file.
     pub(super) redis_ca_file: Option<String>,
+    /// Per-user counters kept in memory at once (least recently used go first).
+    pub(super) max_users: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -68,7 +68,7 @@ impl Exchange<'_> {
         let status = a.response.status();
         let rewrites = meter.rewrites();
         let settle = Settle {
-            admission: self.metering.admission.take(),
+            admissions: std::mem::take(&mut self.metering.admissions),
             estimate: self.metering.estimate.kept(),
             labels: token_counters(self.state, self.caller, a.route),
             log: self.access_fields(&a),
@@ -109,8 +109,9 @@ impl Exchange<'_> {
         if let Some(query) = self.query {
             line.display("query", Masked(query));
         }
-        line.display("caller", self.caller.label())
-            .text("backend", backend.name())
+        line.display("caller", self.caller.label());
+        principal_fields(&mut line, self.caller);
+        line.text("backend", backend.name())
             .quoted("model", a.route.model.as_deref().unwrap_or("-"))
             .quoted("deployment", a.route.deployment.as_deref().unwrap_or("-"))
             .number("status", a.response.status().as_u16().into());
@@ -183,6 +184,17 @@ fn ratelimit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     if let Some((limit, remaining)) = admitted.requests() {
         headers.insert(LIMIT_REQUESTS, HeaderValue::from(limit));
         headers.insert(REMAINING_REQUESTS, HeaderValue::from(remaining));
+    }
+}
+
+/// An Entra caller's `oid` and `azp` on its access line (ids, not secrets).
+pub(super) fn principal_fields(line: &mut access::Fields, caller: &Caller) {
+    let (oid, azp) = caller.ids();
+    if let Some(oid) = oid {
+        line.text("oid", oid);
+    }
+    if let Some(azp) = azp {
+        line.text("azp", azp);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::backends::BackendEntry;
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamToken};
 use crate::inbound::{Caller, Held};
-use crate::limits::{Account, Admission, Admitted};
+use crate::limits::{Account, Admissions, Admitted};
 use crate::metering::estimate::{self, Estimate};
 use crate::routing::{self, BACKEND_HEADER, Plan, Route, RoutingTable};
 use crate::state::Snapshot;
@@ -41,8 +41,8 @@ pub(super) struct Exchange<'a> {
 /// What the answer's usage is read for: the admission to settle (callers with a budget), the
 /// prompt estimate, whether the proxy asked Azure for a usage chunk the client did not.
 pub(super) struct Metering {
-    /// Taken by the answer that settles it; dropped unsettled when no answer is metered.
-    pub(super) admission: Option<Admission>,
+    /// Taken by the answer that settles them; dropped unsettled when no answer is metered.
+    pub(super) admissions: Admissions,
     pub(super) admitted: Option<Admitted>,
     pub(super) estimate: Estimate,
     pub(super) hide_usage_chunk: bool,
@@ -88,7 +88,7 @@ pub(super) async fn admit(asking: Asking<'_>, surface: Surface) -> Result<Cleare
     let first = &routes[0];
     trace.route(path, first.model.as_deref().or(first.deployment.as_deref()));
     policy(caller, first, path)?;
-    let (inbound, metering) = budgets(budget, inbound).await?;
+    let (inbound, metering) = budgets(budget, caller.user.as_ref(), inbound).await?;
     Ok(Cleared {
         routes,
         inbound,
@@ -260,23 +260,36 @@ fn policy(caller: &Caller, first: &Route, path: &str) -> Result<(), ProxyError> 
 /// stream when they are. Otherwise the estimate waits for an answer whose usage cannot be read.
 async fn budgets(
     account: Option<&Account>,
+    user: Option<&Account>,
     mut inbound: Inbound,
 ) -> Result<(Inbound, Metering), ProxyError> {
-    let limits_tokens = account.is_some_and(|a| a.budget().limits_tokens());
+    let limits_tokens = [account, user]
+        .into_iter()
+        .flatten()
+        .any(|a| a.budget().limits_tokens());
     let estimate = match limits_tokens {
         true => Estimate::now(inbound.bytes()),
         false => Estimate::later(inbound.bytes()),
     };
-    let Some(account) = account else {
+    if account.is_none() && user.is_none() {
         let metering = Metering {
-            admission: None,
+            admissions: Admissions::default(),
             admitted: None,
             estimate,
             hide_usage_chunk: false,
         };
         return Ok((inbound, metering));
+    }
+    // The user's budget first: when it refuses, the identity's total has counted nothing.
+    let user = match user {
+        Some(u) => Some(u.admit(estimate.made()).await?),
+        None => None,
     };
-    let admission = account.admit(estimate.made()).await?;
+    let caller = match account {
+        Some(a) => Some(a.admit(estimate.made()).await?),
+        None => None,
+    };
+    let admissions = Admissions::new(caller, user);
     let injected = match inbound.bytes() {
         Some(b) if limits_tokens => estimate::inject_include_usage(b),
         _ => None,
@@ -286,8 +299,8 @@ async fn budgets(
         inbound = Inbound::Read(body);
     }
     let metering = Metering {
-        admitted: Some(*admission.admitted()),
-        admission: Some(admission),
+        admitted: admissions.admitted().copied(),
+        admissions,
         estimate,
         hide_usage_chunk,
     };

@@ -115,7 +115,7 @@ pub(super) async fn serve(
             max: state.config.server.max_websockets,
         })?;
     let meter = SocketMeter::new(
-        admitted.metering.admission.take(),
+        std::mem::take(&mut admitted.metering.admissions),
         super::answer::token_counters(state, caller, &route),
     );
     let mut exchange = Exchange {
@@ -255,8 +255,9 @@ impl Exchange<'_> {
             if let Some(query) = self.query {
                 line.display("query", query::Masked(query));
             }
-            line.display("caller", self.caller.label())
-                .text("backend", self.backend(route).name())
+            line.display("caller", self.caller.label());
+            super::answer::principal_fields(&mut line, self.caller);
+            line.text("backend", self.backend(route).name())
                 .quoted("model", route.model.as_deref().unwrap_or("-"))
                 .quoted("deployment", route.deployment.as_deref().unwrap_or("-"))
                 .number("took_ms", self.started.elapsed().as_millis() as u64)

@@ -70,6 +70,7 @@ pub fn parse_basic(value: &str) -> Result<(String, SecretString), &'static str> 
 /// the `x-ms-tenant-id` header: the app caller, or why not.
 pub(super) fn authenticate(
     settings: &ClientCredentialsInbound,
+    identities: &super::Identities,
     headers: &HeaderMap,
     value: &str,
 ) -> Result<Caller, AuthError> {
@@ -93,11 +94,14 @@ pub(super) fn authenticate(
         (_, _, Some(t)) => t.clone(),
         (_, _, None) => return Err(AuthError::MissingTenant),
     };
-    Ok(Caller {
-        label: CallerLabel::App,
-        policy: None,
-        held: Held::App(Arc::new(AppCredential::new(&tenant, &client_id, secret))),
-    })
+    let app = Arc::new(AppCredential::new(&tenant, &client_id, secret));
+    let principal = super::Principal::of_app(&app.client_id, &app.tenant);
+    Caller::identified(
+        identities,
+        &principal,
+        CallerLabel::App,
+        Held::App(app.clone()),
+    )
 }
 
 /// Whether a caller-supplied tenant is shaped like a tenant id or domain.

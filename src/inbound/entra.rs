@@ -403,22 +403,22 @@ fn rfc3339(t: i64) -> String {
 /// names, or why not.
 pub(super) async fn authenticate(
     validator: &EntraValidator,
+    identities: &super::Identities,
     token: &str,
 ) -> Result<super::Caller, super::AuthError> {
-    use super::{AuthError, Caller, CallerLabel, Held};
+    use super::{AuthError, Caller, CallerLabel, Held, Principal};
     let (claims, use_) = validator.validate(token).await.map_err(|e| match e {
         EntraError::Rejected(r) => AuthError::TokenRejected(r),
         EntraError::KeysUnavailable(k) => AuthError::SigningKeysUnavailable(k),
     })?;
-    Ok(Caller {
-        label: CallerLabel::Entra,
-        policy: None,
-        held: Held::Entra {
-            claims: std::sync::Arc::new(claims),
-            use_,
-            token: secrecy::SecretString::from(token.to_string()),
-        },
-    })
+    let claims = std::sync::Arc::new(claims);
+    let principal = Principal::of_claims(&claims);
+    let held = Held::Entra {
+        claims: claims.clone(),
+        use_,
+        token: secrecy::SecretString::from(token.to_string()),
+    };
+    Caller::identified(identities, &principal, CallerLabel::Entra, held)
 }
 
 /// "3 min", "2 h 5 min", "40 s".

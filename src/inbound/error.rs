@@ -52,4 +52,6 @@ pub enum AuthError {
         "client credentials need a tenant: send it in the x-ms-tenant-id header (if allowed) or set [inbound.client_credentials] tenant_id"
     )]
     MissingTenant,
+    #[error("{0}")]
+    NoIdentity(Box<super::identities::NoIdentity>),
 }

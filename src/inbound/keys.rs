@@ -1,6 +1,6 @@
 //! Proxy-issued virtual keys and legacy Azure resource keys, stored only as SHA-256 digests.
 
-use super::policy::{KeyPolicy, PolicyDenial};
+use super::policy::{Policy, PolicyDenial};
 use super::{AuthError, Caller, CallerLabel, CredentialSource, Held};
 use crate::config::{KeyDigest, KeyEntry};
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq as _;
 pub struct KeyHolder {
     pub name: Arc<str>,
     pub legacy: bool,
-    pub policy: Arc<KeyPolicy>,
+    pub policy: Arc<Policy>,
 }
 
 /// Looks keys up by digest. The presented key is hashed first, the table is keyed by a random
@@ -35,7 +35,7 @@ impl KeyStore {
                         KeyHolder {
                             name: Arc::from(k.name.as_str()),
                             legacy: k.legacy,
-                            policy: Arc::new(KeyPolicy::from_entry(k, limits)),
+                            policy: Arc::new(Policy::from_entry(k, limits)),
                         },
                     )
                 })
@@ -80,6 +80,7 @@ pub(super) fn authenticate(
         },
         policy: Some(holder.policy.clone()),
         held: Held::Key,
+        user: None,
     })
 }
 

@@ -12,6 +12,8 @@ pub enum CallerLabel {
     Key(Arc<str>),
     /// `legacy-key:<name>`: an old Azure resource key, accepted so clients need not change.
     LegacyKey(Arc<str>),
+    /// `identity:<name>`: an Entra or app caller an `[[identities]]` block names.
+    Identity(Arc<str>),
     /// `entra`: an Entra token no identity names.
     Entra,
     /// `app`: client credentials no identity names.
@@ -35,6 +37,7 @@ impl CallerLabel {
         match self {
             CallerLabel::Key(name) => ("key:", name),
             CallerLabel::LegacyKey(name) => ("legacy-key:", name),
+            CallerLabel::Identity(name) => ("identity:", name),
             CallerLabel::Entra => ("", "entra"),
             CallerLabel::App => ("", "app"),
             CallerLabel::Anonymous => ("", "anonymous"),
@@ -44,17 +47,19 @@ impl CallerLabel {
     /// The kind, for a label that names no configured caller (`entra`, `app`, `anonymous`).
     pub fn kind(&self) -> Option<&'static str> {
         match self {
-            CallerLabel::Key(_) | CallerLabel::LegacyKey(_) => None,
+            CallerLabel::Key(_) | CallerLabel::LegacyKey(_) | CallerLabel::Identity(_) => None,
             CallerLabel::Entra => Some("entra"),
             CallerLabel::App => Some("app"),
             CallerLabel::Anonymous => Some("anonymous"),
         }
     }
 
-    /// The configured name, for a key's label.
+    /// The configured name, for a key's or an identity's label.
     pub fn name(&self) -> Option<&Arc<str>> {
         match self {
-            CallerLabel::Key(name) | CallerLabel::LegacyKey(name) => Some(name),
+            CallerLabel::Key(name) | CallerLabel::LegacyKey(name) | CallerLabel::Identity(name) => {
+                Some(name)
+            }
             CallerLabel::Entra | CallerLabel::App | CallerLabel::Anonymous => None,
         }
     }
@@ -76,6 +81,10 @@ mod tests {
     fn labels_name_keys_by_name_and_the_rest_by_kind() {
         assert_eq!(CallerLabel::key("team-a", false).to_string(), "key:team-a");
         assert_eq!(CallerLabel::key("old", true).to_string(), "legacy-key:old");
+        assert_eq!(
+            CallerLabel::Identity("search".into()).to_string(),
+            "identity:search"
+        );
         assert_eq!(CallerLabel::Entra.to_string(), "entra");
         assert_eq!(CallerLabel::App.to_string(), "app");
         assert_eq!(CallerLabel::Anonymous.to_string(), "anonymous");

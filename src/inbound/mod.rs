@@ -7,6 +7,7 @@
 mod client_credentials;
 mod entra;
 mod error;
+mod identities;
 mod keys;
 mod label;
 mod policy;
@@ -20,9 +21,10 @@ pub use entra::{
     human_duration,
 };
 pub use error::{AuthError, CredentialSource};
+pub use identities::{Identities, Identity, NoIdentity, Principal};
 pub use keys::{KeyHolder, KeyStore, generate_key};
 pub use label::CallerLabel;
-pub use policy::{KeyPolicy, PolicyDenial};
+pub use policy::{PerUser, Policy, PolicyDenial};
 
 use crate::claims::Claims;
 use crate::config::{Config, InboundConfig, InboundMode};
@@ -42,9 +44,12 @@ pub struct Caller {
     /// Its name in metrics, logs, traces and `/status`: never a credential.
     pub label: CallerLabel,
     /// The models, expiry and budgets that apply; `None` for callers without a policy.
-    pub policy: Option<Arc<KeyPolicy>>,
+    pub policy: Option<Arc<Policy>>,
     /// What the caller holds, as far as the upstream step needs it.
     pub held: Held,
+    /// The caller's own budget inside a shared identity (its `oid`'s), when the identity has
+    /// per-user budgets.
+    pub user: Option<crate::limits::Account>,
 }
 
 /// What a caller presented, as far as choosing its upstream bearer needs it.
@@ -71,6 +76,7 @@ impl Caller {
             label: CallerLabel::Anonymous,
             policy: None,
             held: Held::Nothing,
+            user: None,
         }
     }
 
@@ -80,8 +86,50 @@ impl Caller {
     }
 
     /// The policy that applies, if any.
-    pub fn policy(&self) -> Option<&KeyPolicy> {
+    pub fn policy(&self) -> Option<&Policy> {
         self.policy.as_deref()
+    }
+}
+
+impl Caller {
+    /// An Entra or app caller: named by the identity `principal` matches, with its policy and
+    /// (for a user of an identity with per-user budgets) the user's own account; unnamed
+    /// (`entra`, `app`) when none does and unmatched callers are let through.
+    fn identified(
+        identities: &Identities,
+        principal: &Principal<'_>,
+        unnamed: CallerLabel,
+        held: Held,
+    ) -> Result<Caller, AuthError> {
+        let found = identities
+            .find(principal)
+            .map_err(|e| AuthError::NoIdentity(Box::new(e)))?;
+        Ok(match found {
+            Some(identity) => Caller {
+                label: identity.label.clone(),
+                user: principal
+                    .object_id
+                    .and_then(|oid| identity.policy.user_account(oid)),
+                policy: Some(identity.policy.clone()),
+                held,
+            },
+            None => Caller {
+                label: unnamed,
+                policy: None,
+                held,
+                user: None,
+            },
+        })
+    }
+
+    /// An Entra caller's object id and app id (`oid`, `azp`/`appid`); a client-credentials
+    /// caller's client id as its app id. Ids, not secrets: for access lines and spans.
+    pub fn ids(&self) -> (Option<&str>, Option<&str>) {
+        match &self.held {
+            Held::Entra { claims, .. } => (claims.oid.as_deref(), claims.app_id()),
+            Held::App(app) => (None, Some(&app.client_id)),
+            Held::Key | Held::Nothing => (None, None),
+        }
     }
 
     /// Which app or principal an Entra or app caller is (its `azp`/`appid`, else its `oid`; the
@@ -95,10 +143,12 @@ impl Caller {
     }
 }
 
-/// Authenticates requests against the configured client credentials.
+/// Authenticates requests against the configured client credentials, and names Entra and app
+/// callers by the identity they match.
 #[derive(Debug)]
 pub struct Authenticator {
     keys: KeyStore,
+    identities: Identities,
     allow_unauthenticated: bool,
     inbound: InboundConfig,
     entra: Option<EntraValidator>,
@@ -113,10 +163,16 @@ impl Authenticator {
         };
         Ok(Authenticator {
             keys: KeyStore::new(&config.keys, limits),
+            identities: Identities::new(&config.identities, config.inbound.unmatched, limits),
             allow_unauthenticated: config.allow_unauthenticated,
             inbound: config.inbound.clone(),
             entra,
         })
+    }
+
+    /// Every configured identity (the status page's rows).
+    pub fn identities(&self) -> &Identities {
+        &self.identities
     }
 
     /// Refuses a credential kind the config does not enable.
@@ -171,7 +227,7 @@ impl Authenticator {
                     .as_ref()
                     .ok_or_else(|| self.disabled(InboundMode::Entra))?;
                 // Boxed: it may fetch signing keys, and key callers should not carry that state.
-                Box::pin(entra::authenticate(validator, token)).await
+                Box::pin(entra::authenticate(validator, &self.identities, token)).await
             }
             Presented::Basic(value) => {
                 self.require(InboundMode::ClientCredentials)?;
@@ -180,7 +236,7 @@ impl Authenticator {
                     .client_credentials
                     .as_ref()
                     .ok_or_else(|| self.disabled(InboundMode::ClientCredentials))?;
-                client_credentials::authenticate(settings, headers, value)
+                client_credentials::authenticate(settings, &self.identities, headers, value)
             }
         }
     }

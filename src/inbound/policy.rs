@@ -1,16 +1,28 @@
-//! Per-key policy: which models a key may use and when it expires. Its request and token
-//! budget ([`KeyPolicy::account`]) is resolved here and enforced by `limits`.
+//! A key's or an identity's policy: which models it may use, when it expires, and its budgets
+//! ([`Policy::account`], and each user's inside an identity) resolved here and enforced by
+//! `limits`.
 
-use crate::config::KeyEntry;
+use crate::config::{IdentityEntry, KeyBudget, KeyEntry};
 use crate::limits::{Account, Limits};
+use std::sync::Arc;
 
-/// What applies to one key.
+/// What applies to one key or identity.
 #[derive(Debug)]
-pub struct KeyPolicy {
+pub struct Policy {
     pub models: Vec<String>,
     pub expires: Option<time::OffsetDateTime>,
-    /// Requests and tokens the key may use, and the key's counters in the limits store.
+    /// Requests and tokens the key or identity may use, and its counters in the limits store.
     pub account: Account,
+    /// Each user's own budget inside an identity.
+    pub per_user: Option<PerUser>,
+}
+
+/// The budget every user of an identity gets besides the identity's total.
+#[derive(Debug)]
+pub struct PerUser {
+    identity: Arc<str>,
+    budget: KeyBudget,
+    limits: Limits,
 }
 
 /// Why a key's policy refused a request.
@@ -19,13 +31,34 @@ pub enum PolicyDenial {
     Expired { at: String },
 }
 
-impl KeyPolicy {
-    pub fn from_entry(k: &KeyEntry, limits: &Limits) -> KeyPolicy {
-        KeyPolicy {
+impl Policy {
+    pub fn from_entry(k: &KeyEntry, limits: &Limits) -> Policy {
+        Policy {
             models: k.models.clone(),
             expires: k.expires,
             account: limits.account_for(k),
+            per_user: None,
         }
+    }
+
+    /// The policy of identity `i`: its models, its budget, each user's.
+    pub fn for_identity(i: &IdentityEntry, limits: &Limits) -> Policy {
+        Policy {
+            models: i.models.clone(),
+            expires: None,
+            account: limits.account_for_identity(i),
+            per_user: i.per_user.map(|budget| PerUser {
+                identity: Arc::from(i.name.as_str()),
+                budget,
+                limits: limits.clone(),
+            }),
+        }
+    }
+
+    /// The account of user `oid` under this policy's per-user budget, if it has one.
+    pub fn user_account(&self, oid: &str) -> Option<Account> {
+        let p = self.per_user.as_ref()?;
+        Some(p.limits.user_account(&p.identity, oid, p.budget))
     }
 
     /// Checks expiry.
@@ -58,7 +91,8 @@ mod tests {
 
     #[test]
     fn models_and_expiry() {
-        let p = KeyPolicy {
+        let p = Policy {
+            per_user: None,
             models: vec!["gpt-4o".into()],
             expires: Some(time::macros::datetime!(2027-01-01 0:00 UTC)),
             account: Limits::in_memory().account(

@@ -15,13 +15,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// Whose budget: today a configured key (virtual or legacy), by its name. Names are unique
-/// among keys (`config::validate`), so a key's name is its budget's identity across reloads
-/// and replicas.
+/// Whose budget: a configured key (virtual or legacy), an identity, or one user inside an
+/// identity. Names are unique among keys and among identities (`config::validate`), and the
+/// store keeps the kinds apart, so a name is its budget's identity across reloads and replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BudgetKey {
     /// A configured key, by name.
     Key(Arc<str>),
+    /// An `[[identities]]` block, by name: shared by everyone it matches.
+    Identity(Arc<str>),
+    /// One user (`oid`) inside an identity with per-user budgets.
+    User { identity: Arc<str>, oid: Arc<str> },
 }
 
 /// One budget key's handle: its budget, its counters in memory (the memory store's, and the
@@ -50,6 +54,18 @@ pub struct Admission {
     admitted: Admitted,
 }
 
+/// A request's admissions: its caller's budget (a key's or an identity's), and its user's own
+/// inside a shared identity. Settled together with the answer's usage.
+#[derive(Debug, Default)]
+pub struct Admissions {
+    caller: Option<Admission>,
+    user: Option<Admission>,
+}
+
+/// The charges of a request's admissions, on their way to the store.
+#[must_use = "a charge waiting for the store does nothing unless awaited or spawned"]
+pub struct Charges([Charging; 2]);
+
 /// A charge on its way to the store: recorded already (memory), or waiting for Redis.
 #[must_use = "a charge waiting for the store does nothing unless awaited or spawned"]
 pub struct Charging(Option<Waiting>);
@@ -67,17 +83,39 @@ impl BudgetKey {
         BudgetKey::Key(Arc::from(name))
     }
 
-    /// The name errors and metrics use.
+    /// The budget of the identity `name`.
+    pub fn identity(name: &str) -> BudgetKey {
+        BudgetKey::Identity(Arc::from(name))
+    }
+
+    /// The name: the key's or the identity's (a user's identity's).
     pub fn name(&self) -> &str {
         match self {
-            BudgetKey::Key(name) => name,
+            BudgetKey::Key(name) | BudgetKey::Identity(name) => name,
+            BudgetKey::User { identity, .. } => identity,
         }
     }
 
-    /// What the store's keys of this budget are tagged with: one Redis cluster slot per tag.
-    pub fn tag(&self) -> &str {
+    /// Who, as refusals name it: `key "team-a"`, `identity "search"`, `user <oid> of identity
+    /// "analysts"`.
+    pub fn describe(&self) -> String {
         match self {
-            BudgetKey::Key(name) => name,
+            BudgetKey::Key(name) => format!("key {name:?}"),
+            BudgetKey::Identity(name) => format!("identity {name:?}"),
+            BudgetKey::User { identity, oid } => format!("user {oid} of identity {identity:?}"),
+        }
+    }
+
+    /// The common start of this budget's keys in Redis. The `{…}` hash tag keeps a key's, or an
+    /// identity's and all its users', in one cluster slot; keys of identities are apart from
+    /// those of keys whatever their names.
+    pub fn redis_base(&self) -> String {
+        match self {
+            BudgetKey::Key(name) => format!("entra-proxy:{{{name}}}"),
+            BudgetKey::Identity(name) => format!("entra-proxy:identity:{{{name}}}"),
+            BudgetKey::User { identity, oid } => {
+                format!("entra-proxy:identity:{{{identity}}}:user:{oid}")
+            }
         }
     }
 }
@@ -142,7 +180,7 @@ impl Account {
                     estimate,
                 },
             }),
-            Verdict::Refused(r) => Err(refusal(self.key().name(), self.budget(), r, now)),
+            Verdict::Refused(r) => Err(refusal(self.key(), self.budget(), r, now)),
         }
     }
 
@@ -214,6 +252,56 @@ impl Charging {
     /// `None` when the charge is recorded already; else the charge, to await or spawn.
     pub fn pending(self) -> Option<Charging> {
         self.0.is_some().then_some(self)
+    }
+}
+
+impl Admissions {
+    pub fn new(caller: Option<Admission>, user: Option<Admission>) -> Admissions {
+        Admissions { caller, user }
+    }
+
+    /// What the client is told of its budget (`x-ratelimit-*`): its caller's, else its user's.
+    pub fn admitted(&self) -> Option<&Admitted> {
+        self.caller
+            .as_ref()
+            .or(self.user.as_ref())
+            .map(Admission::admitted)
+    }
+
+    /// Charges what an exchange that stays open used so far (a realtime socket's responses).
+    pub fn charge(&self, tokens: u64) -> Charges {
+        let charge =
+            |a: &Option<Admission>| a.as_ref().map_or(Charging(None), |a| a.charge(tokens));
+        Charges([charge(&self.caller), charge(&self.user)])
+    }
+
+    /// Ends the admissions with the answer's usage.
+    pub fn settle(self, tokens: u64) -> Charges {
+        let settle = |a: Option<Admission>| a.map_or(Charging(None), |a| a.settle(tokens));
+        Charges([settle(self.caller), settle(self.user)])
+    }
+}
+
+impl Charges {
+    /// `None` when every charge is recorded already; else the charges, to await or spawn.
+    pub fn pending(self) -> Option<Charges> {
+        self.0.iter().any(|c| c.0.is_some()).then_some(self)
+    }
+}
+
+impl Future for Charges {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let mut done = true;
+        for charge in &mut this.0 {
+            done &= Pin::new(charge).poll(cx).is_ready();
+        }
+        match done {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 }
 

@@ -16,9 +16,17 @@ use std::sync::{Arc, Mutex};
 /// The counters of every budget key this process has seen, by key. Only resolving an account
 /// looks here (a snapshot being built, the status page, tests): the request path reaches its
 /// key's [`Bucket`] through the account its caller's policy holds.
-#[derive(Default)]
 pub struct MemoryStore {
     buckets: Mutex<FastMap<BudgetKey, Arc<Bucket>>>,
+    /// Users' counters inside identities: made by requests, so bounded; the least recently
+    /// used go first (and start again from zero if they come back).
+    users: moka::sync::Cache<BudgetKey, Arc<Bucket>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::with_max_users(crate::config::DEFAULT_MAX_USERS)
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -32,9 +40,23 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// The counters of `key`, made on first use and the same ever after: what keeps a key's
-    /// counts across reloads.
+    /// A store that keeps the counters of at most `max_users` users at once.
+    pub fn with_max_users(max_users: u64) -> MemoryStore {
+        MemoryStore {
+            buckets: Mutex::default(),
+            users: moka::sync::Cache::builder()
+                .max_capacity(max_users)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
+        }
+    }
+
+    /// The counters of `key`, made on first use and the same ever after (a user's, while it
+    /// stays among the most recently used): what keeps a key's counts across reloads.
     pub fn bucket(&self, key: &BudgetKey) -> Arc<Bucket> {
+        if let BudgetKey::User { .. } = key {
+            return self.users.get_with_by_ref(key, Arc::default);
+        }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         match buckets.get(key) {
             Some(b) => b.clone(),

@@ -16,12 +16,12 @@ pub mod redis;
 mod store;
 pub mod window;
 
-pub use account::{Account, Admission, BudgetKey, Charging};
+pub use account::{Account, Admission, Admissions, BudgetKey, Charges, Charging};
 pub use answer::{Answer, StoreDown};
 pub use bucket::Bucket;
 pub use store::Store;
 
-use crate::config::{KeyBudget, KeyEntry, LimitsConfig, OnRedisError, QuotaPeriod};
+use crate::config::{IdentityEntry, KeyBudget, KeyEntry, LimitsConfig, OnRedisError, QuotaPeriod};
 use std::sync::Arc;
 
 /// What a key used, as a store reports it (after counting the request being admitted).
@@ -53,27 +53,23 @@ pub enum Refusal {
 /// A request refused by its key's budget, or by an unavailable store.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
-    #[error(
-        "key {key:?} is over its requests_per_minute limit of {limit}; retry in {retry_after_secs}s"
-    )]
+    #[error("{who} is over its requests_per_minute limit of {limit}; retry in {retry_after_secs}s")]
     Requests {
-        key: String,
+        who: String,
         limit: u32,
         retry_after_secs: u64,
     },
-    #[error(
-        "key {key:?} is over its tokens_per_minute limit of {limit}; retry in {retry_after_secs}s"
-    )]
+    #[error("{who} is over its tokens_per_minute limit of {limit}; retry in {retry_after_secs}s")]
     Tokens {
-        key: String,
+        who: String,
         limit: u64,
         retry_after_secs: u64,
     },
     #[error(
-        "key {key:?} has used its token_quota of {limit} tokens for this {period}; it resets at {resets_at}"
+        "{who} has used its token_quota of {limit} tokens for this {period}; it resets at {resets_at}"
     )]
     Quota {
-        key: String,
+        who: String,
         limit: u64,
         period: &'static str,
         resets_at: String,
@@ -163,13 +159,14 @@ pub enum StoreKind {
 impl Limits {
     /// In memory, or in Redis when `limits.redis_url` is set (connected on first use).
     pub fn new(config: &LimitsConfig) -> Result<Limits, String> {
+        let memory = Arc::new(memory::MemoryStore::with_max_users(config.max_users));
         let Some(r) = &config.redis else {
-            return Ok(Limits::in_memory());
+            return Ok(Limits::with_memory(memory));
         };
         Ok(Limits {
             inner: Arc::new(Inner {
                 store: Arc::new(redis::RedisStore::new(r)?),
-                memory: Arc::default(),
+                memory,
                 refuse_when_down: r.on_error == OnRedisError::Deny,
                 kind: StoreKind::Redis,
                 shown: r.shown.clone(),
@@ -179,7 +176,10 @@ impl Limits {
 
     /// Counters in this process only.
     pub fn in_memory() -> Limits {
-        let memory = Arc::new(memory::MemoryStore::default());
+        Limits::with_memory(Arc::new(memory::MemoryStore::default()))
+    }
+
+    fn with_memory(memory: Arc<memory::MemoryStore>) -> Limits {
         Limits {
             inner: Arc::new(Inner {
                 store: memory.clone(),
@@ -218,6 +218,30 @@ impl Limits {
             .map(|_| quota_gauge(entry.legacy, &entry.name));
         let bucket = self.inner.memory.bucket(&key);
         Account::new(self.clone(), key, budget, bucket, gauge)
+    }
+
+    /// The account of identity `entry`, with its quota gauge (`identity:<name>`). Resolved when
+    /// a snapshot is built.
+    pub fn account_for_identity(&self, entry: &IdentityEntry) -> Account {
+        let key = BudgetKey::identity(&entry.name);
+        let gauge = entry
+            .budget
+            .token_quota
+            .map(|_| metrics::gauge!("entra_proxy_token_quota_remaining", "key" => entry.label()));
+        let bucket = self.inner.memory.bucket(&key);
+        Account::new(self.clone(), key, entry.budget, bucket, gauge)
+    }
+
+    /// The account of user `oid` inside identity `identity`, under the identity's per-user
+    /// `budget`: found per request (users are not known up front), kept among the most recently
+    /// used in memory, expiring by themselves in Redis.
+    pub fn user_account(&self, identity: &Arc<str>, oid: &str, budget: KeyBudget) -> Account {
+        let key = BudgetKey::User {
+            identity: identity.clone(),
+            oid: Arc::from(oid),
+        };
+        let bucket = self.inner.memory.bucket(&key);
+        Account::new(self.clone(), key, budget, bucket, None)
     }
 
     /// The account of `key` under `budget`, without metric handles (tools, tests).
@@ -285,22 +309,22 @@ fn quota_gauge(legacy: bool, name: &str) -> metrics::Gauge {
     )
 }
 
-/// The error for a refusal, naming the key, the limit and when it frees up.
-fn refusal(name: &str, budget: &KeyBudget, r: Refusal, now: i64) -> LimitError {
-    let key = name.to_string();
+/// The error for a refusal, naming whose budget, the limit and when it frees up.
+fn refusal(key: &BudgetKey, budget: &KeyBudget, r: Refusal, now: i64) -> LimitError {
+    let who = key.describe();
     match r {
         Refusal::Requests { retry_after } => LimitError::Requests {
-            key,
+            who,
             limit: budget.requests_per_minute.unwrap_or(0),
             retry_after_secs: retry_after,
         },
         Refusal::Tokens { retry_after } => LimitError::Tokens {
-            key,
+            who,
             limit: budget.tokens_per_minute.unwrap_or(0),
             retry_after_secs: retry_after,
         },
         Refusal::Quota { resets_at } => LimitError::Quota {
-            key,
+            who,
             limit: budget.token_quota.unwrap_or(0),
             period: period_word(budget.token_quota_period),
             resets_at: window::rfc3339(resets_at),
@@ -431,6 +455,7 @@ mod tests {
     fn redis_down(on_error: OnRedisError) -> Limits {
         let url = "redis://127.0.0.1:9/0";
         Limits::new(&LimitsConfig {
+            max_users: crate::config::DEFAULT_MAX_USERS,
             redis: Some(RedisConfig {
                 url: url.to_string().into(),
                 shown: url.into(),

@@ -102,12 +102,12 @@ impl std::fmt::Debug for RedisStore {
 fn keys(key: &BudgetKey, budget: &KeyBudget, now: i64) -> ([String; 3], i64) {
     let (start, end) = period_bounds(budget.token_quota_period, now);
     let period = budget.token_quota_period.name();
-    let tag = key.tag();
+    let base = key.redis_base();
     (
         [
-            format!("entra-proxy:{{{tag}}}:requests"),
-            format!("entra-proxy:{{{tag}}}:tokens"),
-            format!("entra-proxy:{{{tag}}}:quota:{period}:{start}"),
+            format!("{base}:requests"),
+            format!("{base}:tokens"),
+            format!("{base}:quota:{period}:{start}"),
         ],
         end + QUOTA_MARGIN_SECS,
     )

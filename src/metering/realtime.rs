@@ -5,7 +5,7 @@ use super::json::usage_of;
 use super::settle::charge_now_or_later;
 use super::tokens::TokenCounters;
 use super::usage::{Fallback, Usage};
-use crate::limits::Admission;
+use crate::limits::Admissions;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -47,8 +47,8 @@ pub fn realtime_usage(event: &str) -> Option<Result<Usage, Fallback>> {
 /// the key at once. A `response.done` whose usage cannot be read is counted in
 /// `entra_proxy_usage_estimated_total` and charges nothing: a socket has no prompt estimate.
 pub(crate) struct SocketMeter {
-    /// The socket's admission, charged as responses complete.
-    admission: Option<Admission>,
+    /// The socket's admissions, charged as responses complete.
+    admissions: Admissions,
     labels: TokenCounters,
     /// What the socket used so far.
     used: Usage,
@@ -56,9 +56,9 @@ pub(crate) struct SocketMeter {
 }
 
 impl SocketMeter {
-    pub(crate) fn new(admission: Option<Admission>, labels: TokenCounters) -> SocketMeter {
+    pub(crate) fn new(admissions: Admissions, labels: TokenCounters) -> SocketMeter {
         SocketMeter {
-            admission,
+            admissions,
             labels,
             used: Usage::default(),
             responses: 0,
@@ -81,11 +81,7 @@ impl SocketMeter {
         self.used.completion += usage.completion;
         self.used.total += usage.total;
         self.labels.count(&usage);
-        if let Some(charge) = self
-            .admission
-            .as_ref()
-            .and_then(|a| a.charge(usage.total).pending())
-        {
+        if let Some(charge) = self.admissions.charge(usage.total).pending() {
             charge_now_or_later(Box::pin(charge));
         }
     }

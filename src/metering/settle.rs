@@ -6,7 +6,7 @@ use super::estimate::Estimate;
 use super::meter::Meter;
 use super::tokens::TokenCounters;
 use super::usage::Usage;
-use crate::limits::Admission;
+use crate::limits::Admissions;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 /// What happens when an answer ends: the labels and log fields of the request, the admission
 /// to settle.
 pub(crate) struct Settle {
-    pub(crate) admission: Option<Admission>,
+    pub(crate) admissions: Admissions,
     pub(crate) estimate: Estimate,
     pub(crate) labels: TokenCounters,
     /// The access line's fields from the answer's head (`None` when access lines are off).
@@ -69,7 +69,7 @@ impl Settle {
                 .flag("ended", ended)
                 .write("proxied");
         }
-        let charge = self.admission?.settle(usage.total).pending()?;
+        let charge = self.admissions.settle(usage.total).pending()?;
         Some(Box::pin(charge))
     }
 }

@@ -2,7 +2,7 @@
 //! diagnoses and each caller's requests in the current one-minute window. Outlives reloads.
 
 use crate::fast_hash::FastMap;
-use crate::inbound::Caller;
+use crate::inbound::{Caller, CallerLabel};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,7 +100,7 @@ pub struct Recent {
     diagnoses: Mutex<VecDeque<DiagnosisRecord>>,
     /// Configured keys by name, resolved when a config is installed: a key's request takes no
     /// lock and builds no string. Only grows (bounded by the keys ever configured).
-    keys: ArcSwap<FastMap<Arc<str>, Arc<KeyWindow>>>,
+    keys: ArcSwap<FastMap<CallerLabel, Arc<KeyWindow>>>,
     adding: Mutex<()>,
     window: Mutex<Window>,
 }
@@ -121,33 +121,27 @@ enum Counted {
 }
 
 impl Recent {
-    /// Resolves the configured keys' counters (at start and on every reload).
-    pub fn register_keys(&self, keys: &[crate::config::KeyEntry]) {
+    /// Resolves the counters of the configured keys and identities (at start and on every
+    /// reload): by their labels (`key:a`, `legacy-key:b`, `identity:c`).
+    pub fn register(&self, labels: impl IntoIterator<Item = CallerLabel>) {
         let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.keys.load_full();
-        let missing: Vec<_> = keys
-            .iter()
-            .map(|k| {
-                let label = crate::inbound::CallerLabel::key(&k.name, k.legacy).to_string();
-                (k, label)
-            })
-            .filter(|(k, label)| {
-                current
-                    .get(k.name.as_str())
-                    .is_none_or(|w| w.label != *label)
-            })
+        let missing: Vec<CallerLabel> = labels
+            .into_iter()
+            .filter(|label| !current.contains_key(label))
             .collect();
         if missing.is_empty() {
             return;
         }
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let mut next = (*current).clone();
-        for (k, label) in missing {
+        for label in missing {
+            let shown = label.to_string();
             next.insert(
-                Arc::from(k.name.as_str()),
+                label,
                 Arc::new(KeyWindow {
                     id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                    label,
+                    label: shown,
                     index: AtomicU64::new(0),
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
@@ -163,7 +157,7 @@ impl Recent {
         let error = status >= 400;
         let index = now() / WINDOW_SECS;
         let keys = self.keys.load();
-        let key = caller.label.name().and_then(|name| keys.get(&**name));
+        let key = keys.get(&caller.label);
         match key {
             Some(w) => {
                 w.count(index, error);
@@ -256,22 +250,22 @@ impl Recent {
         d.iter().rev().cloned().collect()
     }
 
-    /// Requests in the current window: every configured key's (by key name, zero included),
-    /// and every other caller seen (by caller label).
+    /// Requests in the current window: every configured key's and identity's (by label, zero
+    /// included), and every other caller seen (by caller label and principal).
     pub fn callers(&self) -> (HashMap<String, CallerWindow>, Vec<CallerWindow>) {
         let index = now() / WINDOW_SECS;
         let keys = self
             .keys
             .load()
             .iter()
-            .map(|(name, w)| {
+            .map(|(_, w)| {
                 let (requests, errors) = w.read(index);
                 let window = CallerWindow {
                     caller: w.label.clone(),
                     requests,
                     errors,
                 };
-                (name.to_string(), window)
+                (w.label.clone(), window)
             })
             .collect();
         let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -354,10 +348,18 @@ mod tests {
         }
     }
 
+    fn labels(keys: &[crate::config::KeyEntry]) -> Vec<CallerLabel> {
+        keys.iter()
+            .map(|k| CallerLabel::key(&k.name, k.legacy))
+            .collect()
+    }
+
     fn virtual_key(name: &str) -> Caller {
         Caller {
             label: crate::inbound::CallerLabel::Key(name.into()),
-            policy: Some(Arc::new(crate::inbound::KeyPolicy {
+            user: None,
+            policy: Some(Arc::new(crate::inbound::Policy {
+                per_user: None,
                 models: vec![],
                 expires: None,
                 account: crate::limits::Limits::in_memory()
@@ -370,7 +372,7 @@ mod tests {
     #[test]
     fn counts_requests_and_errors_per_caller() {
         let r = Recent::default();
-        r.register_keys(&[key("a", false), key("old", true)]);
+        r.register(labels(&[key("a", false), key("old", true)]));
         let before = now() / WINDOW_SECS;
         r.request(&virtual_key("a"), 200);
         r.request(&virtual_key("a"), 401);
@@ -378,9 +380,9 @@ mod tests {
         let (keys, others) = r.callers();
         // Unless the minute turned between the calls.
         if now() / WINDOW_SECS == before {
-            let a = &keys["a"];
+            let a = &keys["key:a"];
             assert_eq!((a.caller.as_str(), a.requests, a.errors), ("key:a", 2, 1));
-            let old = &keys["old"];
+            let old = &keys["legacy-key:old"];
             assert_eq!((old.caller.as_str(), old.requests), ("legacy-key:old", 0));
             assert_eq!(others.len(), 1);
             assert_eq!(
@@ -393,11 +395,11 @@ mod tests {
     #[test]
     fn a_reload_keeps_the_counts_of_keys_that_stay() {
         let r = Recent::default();
-        r.register_keys(&[key("a", false)]);
+        r.register(labels(&[key("a", false)]));
         r.request(&virtual_key("a"), 200);
-        r.register_keys(&[key("a", false), key("b", false)]);
+        r.register(labels(&[key("a", false), key("b", false)]));
         let (keys, _) = r.callers();
-        assert!(keys["a"].requests <= 1 && keys.contains_key("b"));
+        assert!(keys["key:a"].requests <= 1 && keys.contains_key("key:b"));
     }
 
     #[test]

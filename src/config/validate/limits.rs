@@ -3,7 +3,9 @@
 
 use crate::config::errors::Errors;
 use crate::config::raw::RawLimits;
-use crate::config::{DEFAULT_REDIS_TIMEOUT, LimitsConfig, OnRedisError, RedisConfig};
+use crate::config::{
+    DEFAULT_MAX_USERS, DEFAULT_REDIS_TIMEOUT, LimitsConfig, OnRedisError, RedisConfig,
+};
 use secrecy::{ExposeSecret as _, SecretString};
 use std::time::Duration;
 
@@ -63,7 +65,18 @@ pub(super) fn validate_limits(raw: RawLimits, errors: &mut Errors) -> Option<Lim
                 })
             }),
     };
-    (errors.len() == before).then_some(LimitsConfig { redis })
+    let max_users = match raw.max_users {
+        None => DEFAULT_MAX_USERS,
+        Some(n) if (1..=100_000_000).contains(&n) => n as u64,
+        Some(n) => {
+            errors.add(
+                "limits.max_users",
+                format!("{n} is out of range: use 1 to 100000000 (users kept in memory)"),
+            );
+            DEFAULT_MAX_USERS
+        }
+    };
+    (errors.len() == before).then_some(LimitsConfig { redis, max_users })
 }
 
 /// Checks a Redis URL and returns it without its password. Messages never repeat the URL

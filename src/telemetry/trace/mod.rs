@@ -221,10 +221,18 @@ impl RequestSpan {
         self.0.as_ref().is_some_and(|r| r.cx.span().is_recording())
     }
 
-    /// Who is calling: the caller's label (never a credential).
+    /// Who is calling: the caller's label (never a credential), and an Entra caller's object
+    /// and app ids.
     pub fn caller(&self, caller: &crate::inbound::Caller) {
         self.with(|s| {
             s.set_attribute(KeyValue::new("entra_proxy.key", caller.label.to_string()));
+            let (oid, azp) = caller.ids();
+            if let Some(oid) = oid {
+                s.set_attribute(KeyValue::new("entra_proxy.oid", oid.to_string()));
+            }
+            if let Some(azp) = azp {
+                s.set_attribute(KeyValue::new("entra_proxy.azp", azp.to_string()));
+            }
         });
     }
 
