@@ -78,6 +78,37 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(store.lookup(black_box("nope")).is_none()))
     });
 
+    // Identity matching among 1,000 identities (one per app, a hundred per group), for a token
+    // in 40 groups with 3 roles.
+    let mut text = String::from(
+        "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\n[inbound.entra]\ntenants=['72f988bf-86f1-41af-91ab-2d7cd011db47']\n",
+    );
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "[[identities]]\nname='app{i}'\napp_id='5e5c3f1a-0000-4000-8000-{i:012}'\n"
+        ));
+    }
+    let ids_config = Config::parse(&text, "bench", &|_| None).unwrap();
+    let identities = entra_proxy::inbound::Identities::new(
+        &ids_config.identities,
+        ids_config.inbound.unmatched,
+        &entra_proxy::limits::Limits::in_memory(),
+    );
+    let claims: entra_proxy::claims::Claims = serde_json::from_value(serde_json::json!({
+        "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "oid": "b7f1c1d2-0000-4000-8000-0000000000b1",
+        "azp": "5e5c3f1a-0000-4000-8000-000000000500",
+        "roles": ["Reader", "Writer", "Admin"],
+        "groups": (0..40).map(|i| format!("0a000000-0000-4000-8000-{i:012}")).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    c.bench_function("identity_match_1000_identities", |b| {
+        b.iter(|| {
+            let p = entra_proxy::inbound::Principal::of_claims(black_box(&claims));
+            black_box(identities.best(&p).is_some())
+        })
+    });
+
     // Token cache hit.
     let source = build_token_source(&cfg, &IdentityEnv::default()).unwrap();
     let tokens = TokenCache::new(source, Duration::from_secs(5));

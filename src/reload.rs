@@ -54,6 +54,9 @@ pub(crate) struct Changes {
     pub keys_added: Vec<String>,
     pub keys_removed: Vec<String>,
     pub keys_changed: Vec<String>,
+    pub identities_added: Vec<String>,
+    pub identities_removed: Vec<String>,
+    pub identities_changed: Vec<String>,
     pub backends_added: Vec<String>,
     pub backends_removed: Vec<String>,
     pub models_added: Vec<String>,
@@ -65,6 +68,12 @@ impl Changes {
     pub(crate) fn between(old: &Config, new: &Config) -> Changes {
         let (keys_added, keys_removed, keys_changed) =
             diff(&old.keys, &new.keys, |k| &k.name, same_key);
+        let (identities_added, identities_removed, identities_changed) = diff(
+            &old.identities,
+            &new.identities,
+            |i| &i.name,
+            same_caller_identity,
+        );
         let (backends_added, backends_removed, _) =
             diff(&old.backends, &new.backends, |b| &b.name, |_, _| true);
         let (models_added, models_removed, _) =
@@ -73,6 +82,9 @@ impl Changes {
             keys_added,
             keys_removed,
             keys_changed,
+            identities_added,
+            identities_removed,
+            identities_changed,
             backends_added,
             backends_removed,
             models_added,
@@ -87,6 +99,9 @@ impl std::fmt::Display for Changes {
             ("keys added", &self.keys_added),
             ("keys removed", &self.keys_removed),
             ("keys changed", &self.keys_changed),
+            ("identities added", &self.identities_added),
+            ("identities removed", &self.identities_removed),
+            ("identities changed", &self.identities_changed),
             ("backends added", &self.backends_added),
             ("backends removed", &self.backends_removed),
             ("models added", &self.models_added),
@@ -98,7 +113,7 @@ impl std::fmt::Display for Changes {
             .map(|(what, names)| format!("{what}: {}", names.join(", ")))
             .collect();
         if said.is_empty() {
-            f.write_str("no key, backend or model added or removed")
+            f.write_str("no key, identity, backend or model added or removed")
         } else {
             f.write_str(&said.join("; "))
         }
@@ -131,6 +146,16 @@ fn diff<T>(
         })
         .collect();
     (added, removed, changed)
+}
+
+fn same_caller_identity(
+    a: &crate::config::IdentityEntry,
+    b: &crate::config::IdentityEntry,
+) -> bool {
+    a.matcher == b.matcher
+        && a.models == b.models
+        && a.budget == b.budget
+        && a.per_user == b.per_user
 }
 
 fn same_key(a: &KeyEntry, b: &KeyEntry) -> bool {
@@ -452,7 +477,7 @@ mod tests {
         );
         assert_eq!(
             Changes::between(&old, &old).to_string(),
-            "no key, backend or model added or removed"
+            "no key, identity, backend or model added or removed"
         );
     }
 

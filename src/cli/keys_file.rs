@@ -1,6 +1,7 @@
-//! Editing a keys file (`[[keys]]` blocks) for `keys new` and `keys revoke`: checked before and
-//! after against the keys-file schema, comments and layout kept, written to a temporary file
-//! (same directory, same mode) and renamed over the old one.
+//! Editing a keys file (`[[keys]]` and `[[identities]]` blocks) for `keys new`, `keys revoke`,
+//! `identities add` and `identities remove`: checked before and after against the keys-file
+//! schema, comments and layout kept, written to a temporary file (same directory, same mode)
+//! and renamed over the old one.
 
 use std::path::Path;
 
@@ -11,11 +12,16 @@ pub(super) enum KeysFileError {
     Read { path: String, reason: String },
     #[error("{path}: not a keys file, left unchanged: {reason}")]
     Malformed { path: String, reason: String },
-    #[error("{path}: a key named {name:?} already exists; revoke it first or pick another name")]
-    Duplicate { path: String, name: String },
-    #[error("{path}: no key named {name:?}; keys in the file: {known}")]
+    #[error("{path}: {} named {name:?} already exists; remove it first or pick another name", .table.one())]
+    Duplicate {
+        path: String,
+        table: Table,
+        name: String,
+    },
+    #[error("{path}: no {} named {name:?}; {} in the file: {known}", .table.noun(), .table.plural())]
     NotFound {
         path: String,
+        table: Table,
         name: String,
         known: String,
     },
@@ -23,20 +29,69 @@ pub(super) enum KeysFileError {
     Write { path: String, reason: String },
 }
 
-/// The key names of a keys file, in order; refuses anything the proxy would not load as a
-/// keys file (other tables, unknown fields, a key without a name or digest).
-fn key_names(text: &str) -> Result<Vec<String>, String> {
-    crate::config::keys_file_names(text)
+/// Which blocks of a keys file an edit is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Keys,
+    Identities,
 }
 
-/// The `[[keys]]` entries as parsed, to check that an edit changed only what it meant to.
-fn entries(text: &str) -> Result<Vec<toml::Value>, String> {
+impl Table {
+    /// The table's name in TOML: `keys`, `identities`.
+    fn name(self) -> &'static str {
+        match self {
+            Table::Keys => "keys",
+            Table::Identities => "identities",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Table::Keys => "key",
+            Table::Identities => "identity",
+        }
+    }
+
+    fn one(self) -> &'static str {
+        match self {
+            Table::Keys => "a key",
+            Table::Identities => "an identity",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// The names of a keys file's blocks of `table`, in order; refuses anything the proxy would
+/// not load as a keys file (other tables, unknown fields, a key without a name or digest).
+fn names(text: &str, table: Table) -> Result<Vec<String>, String> {
+    match table {
+        Table::Keys => crate::config::keys_file_names(text),
+        Table::Identities => crate::config::keys_file_identity_names(text),
+    }
+}
+
+/// The key names of a keys file.
+#[cfg(test)]
+fn key_names(text: &str) -> Result<Vec<String>, String> {
+    names(text, Table::Keys)
+}
+
+/// The entries of `table` as parsed, to check that an edit changed only what it meant to.
+fn entries_of(text: &str, table: Table) -> Result<Vec<toml::Value>, String> {
     let doc: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    match doc.get("keys") {
+    match doc.get(table.name()) {
         None => Ok(Vec::new()),
         Some(toml::Value::Array(a)) => Ok(a.clone()),
-        Some(_) => Err("keys: must be [[keys]] blocks".into()),
+        Some(_) => Err(format!("{0}: must be [[{0}]] blocks", table.name())),
     }
+}
+
+#[cfg(test)]
+fn entries(text: &str) -> Result<Vec<toml::Value>, String> {
+    entries_of(text, Table::Keys)
 }
 
 /// `text` with a new `[[keys]]` block appended.
@@ -46,16 +101,38 @@ pub(super) fn with_key_added(
     block: &str,
     name: &str,
 ) -> Result<String, KeysFileError> {
-    let names = key_names(text).map_err(|reason| KeysFileError::Malformed {
+    with_block_added(path, text, Table::Keys, block, name)
+}
+
+/// `text` without the `[[keys]]` block named `name`.
+pub(super) fn with_key_removed(
+    path: &str,
+    text: &str,
+    name: &str,
+) -> Result<String, KeysFileError> {
+    with_block_removed(path, text, Table::Keys, name)
+}
+
+/// `text` with a new block of `table` appended.
+pub(super) fn with_block_added(
+    path: &str,
+    text: &str,
+    table: Table,
+    block: &str,
+    name: &str,
+) -> Result<String, KeysFileError> {
+    let names_before = names(text, table).map_err(|reason| KeysFileError::Malformed {
         path: path.into(),
         reason,
     })?;
-    if names.iter().any(|n| n == name) {
+    if names_before.iter().any(|n| n == name) {
         return Err(KeysFileError::Duplicate {
             path: path.into(),
+            table,
             name: name.into(),
         });
     }
+    let names = names_before;
     let mut out = text.to_string();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
@@ -65,33 +142,38 @@ pub(super) fn with_key_added(
     }
     out.push_str(block.trim_end());
     out.push('\n');
-    let after = key_names(&out).map_err(|reason| KeysFileError::Malformed {
+    let after = self::names(&out, table).map_err(|reason| KeysFileError::Malformed {
         path: path.into(),
         reason: format!("the edited file would not parse ({reason})"),
     })?;
     if after.len() != names.len() + 1 {
         return Err(KeysFileError::Malformed {
             path: path.into(),
-            reason: "the edited file would not hold exactly one more key".into(),
+            reason: format!(
+                "the edited file would not hold exactly one more {}",
+                table.noun()
+            ),
         });
     }
     Ok(out)
 }
 
-/// `text` without the `[[keys]]` block named `name` (its header line up to the next table
+/// `text` without the block of `table` named `name` (its header line up to the next table
 /// header); every other line, comments included, stays as it was.
-pub(super) fn with_key_removed(
+pub(super) fn with_block_removed(
     path: &str,
     text: &str,
+    table: Table,
     name: &str,
 ) -> Result<String, KeysFileError> {
-    let names = key_names(text).map_err(|reason| KeysFileError::Malformed {
+    let names = self::names(text, table).map_err(|reason| KeysFileError::Malformed {
         path: path.into(),
         reason,
     })?;
     let Some(index) = names.iter().position(|n| n == name) else {
         return Err(KeysFileError::NotFound {
             path: path.into(),
+            table,
             name: name.into(),
             known: if names.is_empty() {
                 "(none)".into()
@@ -105,7 +187,7 @@ pub(super) fn with_key_removed(
     let blocks: Vec<usize> = lines
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("[[keys]]"))
+        .filter(|(_, l)| l.trim_start().starts_with(&format!("[[{}]]", table.name())))
         .map(|(i, _)| i)
         .collect();
     let malformed = |reason: &str| KeysFileError::Malformed {
@@ -114,7 +196,7 @@ pub(super) fn with_key_removed(
     };
     let start = *blocks
         .get(index)
-        .ok_or_else(|| malformed("[[keys]] headers do not match the parsed keys"))?;
+        .ok_or_else(|| malformed("the block headers do not match the parsed blocks"))?;
     let mut end = (start + 1..lines.len())
         .find(|&i| is_header(lines[i]))
         .unwrap_or(lines.len());
@@ -134,15 +216,22 @@ pub(super) fn with_key_removed(
         path: path.into(),
         reason: format!("the edited file would not parse ({reason})"),
     };
-    let mut expected = entries(text).map_err(unparsable)?;
+    let mut expected = entries_of(text, table).map_err(unparsable)?;
     if index < expected.len() {
         expected.remove(index);
     }
-    let after = entries(&out).map_err(unparsable)?;
-    key_names(&out).map_err(unparsable)?;
-    if after != expected {
+    let after = entries_of(&out, table).map_err(unparsable)?;
+    self::names(&out, table).map_err(unparsable)?;
+    let other = match table {
+        Table::Keys => Table::Identities,
+        Table::Identities => Table::Keys,
+    };
+    if after != expected
+        || entries_of(&out, other).map_err(unparsable)?
+            != entries_of(text, other).map_err(unparsable)?
+    {
         return Err(malformed(
-            "removing the block would change other keys; edit the file by hand",
+            "removing the block would change other blocks; edit the file by hand",
         ));
     }
     Ok(out)

@@ -1,7 +1,9 @@
 //! Subcommands: `serve`, `demo` (feature `demo`), `keys` (editing a keys file: `keys_file`),
-//! `config check`, `explain`, `doctor`, `usage`.
+//! `identities` (`identities`), `config check`, `explain`, `doctor`, `usage`.
 
+mod identities;
 mod keys_file;
+mod usage;
 
 use crate::config::{Config, KeyDigest, NoteLevel, render_normalized};
 use crate::identity::IdentityEnv;
@@ -38,6 +40,9 @@ pub enum Command {
     /// Manage client keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage identities (Entra callers with a policy), and see which a token would get.
+    #[command(subcommand)]
+    Identities(identities::IdentitiesCommand),
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -45,19 +50,12 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check a config end to end: DNS, reachability, identity, token claims, each deployment.
     Doctor(DoctorArgs),
-    /// Print each key's usage in the current minute and quota period.
+    /// Print each key's and identity's usage in the current minute and quota period (with
+    /// `--by user`, each user's of identities with per-user budgets).
     Usage(UsageArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct UsageArgs {
-    /// The TOML config file.
-    #[arg(long, short, env = "ENTRA_PROXY_CONFIG")]
-    pub config: PathBuf,
-    /// One JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
+pub use usage::UsageArgs;
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
@@ -169,10 +167,11 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => run_on(tokio::runtime::Builder::new_current_thread(), serve(args)),
         Command::Demo(args) => demo(&args),
         Command::Keys(cmd) => keys(cmd),
+        Command::Identities(cmd) => identities::run(cmd),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Explain(args) => explain(&args),
         Command::Doctor(args) => run_async(doctor(args)),
-        Command::Usage(args) => run_async(usage(args)),
+        Command::Usage(args) => run_async(usage::usage(args)),
     }
 }
 
@@ -306,82 +305,32 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// `usage`: each key's usage from the configured limits store. The memory store lives in the
-/// running proxy, so there is nothing to read from outside it.
-async fn usage(args: UsageArgs) -> ExitCode {
-    use crate::limits::{BudgetKey, Limits, StoreKind};
-    let config = match load(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let limits = match Limits::new(&config.limits) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("entra-proxy: {e}");
-            return ExitCode::from(EXIT_USAGE);
+/// A token given on the command line, in a file named there, or on standard input (`-` or
+/// nothing): the JWT itself, without a `Bearer ` or `Authorization: ` in front.
+fn read_token_arg(arg: Option<&str>) -> Result<String, ExitCode> {
+    let text = match arg {
+        Some(t) if t != "-" && std::path::Path::new(t).is_file() => std::fs::read_to_string(t)
+            .map_err(|e| {
+                eprintln!("entra-proxy: cannot read the token from {t}: {e}");
+                ExitCode::from(EXIT_USAGE)
+            })?,
+        Some(t) if t != "-" => t.to_string(),
+        _ => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                eprintln!("entra-proxy: cannot read the token from stdin: {e}");
+                ExitCode::from(EXIT_USAGE)
+            })?;
+            s
         }
     };
-    if limits.kind() == StoreKind::Memory {
-        eprintln!(
-            "entra-proxy: no [limits] redis_url: usage lives in the running proxy's memory, which this command cannot read; see its /metrics (entra_proxy_tokens_total, entra_proxy_token_quota_remaining)"
-        );
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let mut rows = Vec::new();
-    for key in &config.keys {
-        let budget = key.budget();
-        match limits.peek(&BudgetKey::key(&key.name), &budget).await {
-            Ok(s) => rows.push(serde_json::json!({
-                "key": key.name,
-                "requests_last_minute": s.requests,
-                "requests_per_minute": budget.requests_per_minute,
-                "tokens_last_minute": s.tokens,
-                "tokens_per_minute": budget.tokens_per_minute,
-                "tokens_this_period": s.quota,
-                "token_quota": budget.token_quota,
-                "token_quota_period": budget.token_quota_period.name(),
-            })),
-            Err(e) => {
-                eprintln!("entra-proxy: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::json!({ "keys": rows }));
-        return ExitCode::SUCCESS;
-    }
-    let show = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        v => v.to_string(),
-    };
-    println!(
-        "{:<20} {:>14} {:>20} {:>26}",
-        "KEY", "REQUESTS/MIN", "TOKENS/MIN", "TOKENS THIS PERIOD"
-    );
-    for r in &rows {
-        println!(
-            "{:<20} {:>14} {:>20} {:>26}",
-            r["key"].as_str().unwrap_or_default(),
-            format!(
-                "{}/{}",
-                r["requests_last_minute"],
-                show(&r["requests_per_minute"])
-            ),
-            format!(
-                "{}/{}",
-                r["tokens_last_minute"],
-                show(&r["tokens_per_minute"])
-            ),
-            format!(
-                "{}/{} per {}",
-                r["tokens_this_period"],
-                show(&r["token_quota"]),
-                r["token_quota_period"].as_str().unwrap_or_default()
-            ),
-        );
-    }
-    ExitCode::SUCCESS
+    let t = text.trim();
+    let t = t.strip_prefix("Authorization:").map_or(t, str::trim);
+    let t = t
+        .strip_prefix("Bearer ")
+        .or_else(|| t.strip_prefix("bearer "))
+        .unwrap_or(t);
+    Ok(t.trim().to_string())
 }
 
 fn explain(args: &ExplainArgs) -> ExitCode {

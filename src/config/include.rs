@@ -89,10 +89,25 @@ pub(super) fn read_keys_file(
 /// tables refused) but with `${VAR}` left as written and values unchecked: what the `keys`
 /// command needs to edit a file without breaking it.
 pub fn keys_file_names(text: &str) -> Result<Vec<String>, String> {
+    Ok(keys_file_raw(text)?
+        .keys
+        .into_iter()
+        .map(|k| k.name)
+        .collect())
+}
+
+/// The identity names in keys-file text, checked like [`keys_file_names`].
+pub fn keys_file_identity_names(text: &str) -> Result<Vec<String>, String> {
+    Ok(keys_file_raw(text)?
+        .identities
+        .into_iter()
+        .map(|i| i.name)
+        .collect())
+}
+
+fn keys_file_raw(text: &str) -> Result<RawKeysFile, String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| super::toml_error(text, &e))?;
-    let raw: RawKeysFile = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(super::serde_problem)?;
-    Ok(raw.keys.into_iter().map(|k| k.name).collect())
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(super::serde_problem)
 }
 
 /// Hex SHA-256 over the files a config was built from, in order: each file's path and

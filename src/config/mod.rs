@@ -20,7 +20,10 @@ mod validate;
 pub use emulator::redirect;
 pub use endpoint::{NormalizedEndpoint, normalize_endpoint};
 pub use errors::ConfigError;
-pub use include::{SourceFile, Sources, digest as digest_files, digest_on_disk, keys_file_names};
+pub use include::{
+    SourceFile, Sources, digest as digest_files, digest_on_disk, keys_file_identity_names,
+    keys_file_names,
+};
 pub use key_digest::KeyDigest;
 pub use render::render_normalized;
 pub use scope::Scope;

@@ -99,6 +99,19 @@ impl Store for MemoryStore {
     fn probe(&self) -> Answer<()> {
         Answer::now(Ok(()))
     }
+
+    fn users(&self, identity: &str) -> Answer<Vec<String>> {
+        let mut users: Vec<String> = self
+            .users
+            .iter()
+            .filter_map(|(key, _)| match &*key {
+                BudgetKey::User { identity: i, oid } if &**i == identity => Some(oid.to_string()),
+                _ => None,
+            })
+            .collect();
+        users.sort();
+        Answer::now(Ok(users))
+    }
 }
 
 #[cfg(test)]

@@ -261,6 +261,14 @@ impl Limits {
         })
     }
 
+    /// The users of identity `identity` the store holds counters of.
+    pub async fn users(&self, identity: &str) -> Result<Vec<String>, String> {
+        self.store()
+            .users(identity)
+            .await
+            .map_err(|e| format!("limits.redis_url ({}): {e}", self.inner.shown))
+    }
+
     /// What `key` used in the current window and quota period, without counting.
     pub async fn peek(&self, key: &BudgetKey, budget: &KeyBudget) -> Result<Standing, String> {
         self.account(key.clone(), *budget).peek().await

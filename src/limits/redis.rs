@@ -165,6 +165,11 @@ impl Store for RedisStore {
         Answer::later(async move { this.peek(&key, &budget, now).await })
     }
 
+    fn users(&self, identity: &str) -> Answer<Vec<String>> {
+        let (this, identity) = (self.inner.clone(), identity.to_string());
+        Answer::later(async move { this.users(&identity).await })
+    }
+
     /// Reads the counters of a key no one has (`-`).
     fn probe(&self) -> Answer<()> {
         let this = self.inner.clone();
@@ -227,6 +232,40 @@ impl Connection {
         Ok(q.max(0) as u64)
     }
 
+    /// The users of `identity` with counters in Redis: their keys found by `SCAN` (in steps, so
+    /// Redis is never blocked), their `oid`s read off the names.
+    async fn users(&self, identity: &str) -> Result<Vec<String>, StoreDown> {
+        let base = BudgetKey::identity(identity).redis_base();
+        let prefix = format!("{base}:user:");
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut users = std::collections::BTreeSet::new();
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let step = scan.query_async::<(u64, Vec<String>)>(&mut conn);
+            let (next, keys) = match tokio::time::timeout(self.timeout, step).await {
+                Err(_) => return Err(StoreDown::Timeout(self.timeout.as_millis())),
+                Ok(Err(e)) => return Err(StoreDown::Redis(describe(&e, self.password.as_ref()))),
+                Ok(Ok(v)) => v,
+            };
+            for key in keys {
+                if let Some((oid, _)) = key.strip_prefix(&prefix).and_then(|r| r.split_once(':')) {
+                    users.insert(oid.to_string());
+                }
+            }
+            if next == 0 {
+                return Ok(users.into_iter().collect());
+            }
+            cursor = next;
+        }
+    }
+
     /// Runs one script call within the timeout, pausing after failures.
     async fn run<T: redis::FromRedisValue>(
         &self,
@@ -259,6 +298,18 @@ impl Connection {
         }
         result
     }
+}
+
+/// `s` with Redis' glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A Redis error in words: what went wrong and the client's own reason (a refused certificate,

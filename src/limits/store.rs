@@ -21,4 +21,8 @@ pub trait Store: std::fmt::Debug + Send + Sync {
 
     /// Whether the store answers at all (start-up).
     fn probe(&self) -> Answer<()>;
+
+    /// The users (`oid`s) of identity `identity` the store holds counters of (`usage --by
+    /// user`).
+    fn users(&self, identity: &str) -> Answer<Vec<String>>;
 }

@@ -257,8 +257,8 @@ impl Recent {
         let keys = self
             .keys
             .load()
-            .iter()
-            .map(|(_, w)| {
+            .values()
+            .map(|w| {
                 let (requests, errors) = w.read(index);
                 let window = CallerWindow {
                     caller: w.label.clone(),

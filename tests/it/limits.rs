@@ -484,7 +484,6 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
     assert_eq!(
         cli,
         json!({
-            "key": "cli",
             "requests_last_minute": 1,
             "requests_per_minute": 5,
             "tokens_last_minute": total,
@@ -492,6 +491,7 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
             "tokens_this_period": total,
             "token_quota": 1000,
             "token_quota_period": "month",
+            "key": "cli",
         })
     );
     drop(p);

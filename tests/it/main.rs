@@ -16,6 +16,7 @@ mod diagnose_samples;
 mod diagnosis;
 mod faults;
 mod fuzz_regressions;
+mod identities;
 mod infra;
 mod limits;
 mod properties;

@@ -621,3 +621,78 @@ async fn keys_new_and_revoke_edit_the_keys_file_a_running_proxy_watches() {
         assert_eq!(std::fs::read_to_string(&keys_path).unwrap(), malformed);
     }
 }
+
+/// Waits until a bearer `token` gets `status` on a chat completion.
+async fn wait_for_token(p: &Proxy, token: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client()
+            .post(p.url("/v1/chat/completions"))
+            .bearer_auth(token)
+            .json(&chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} instead of {status}:\n{}",
+            r.status(),
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_identity_added_and_revoked_in_the_keys_file_applies_without_restart() {
+    const APP: &str = "5e5c3f1a-3333-4000-8000-0000000000a3";
+    let emu = emulator().await;
+    let dir = unique_dir();
+    let port = free_port();
+    let keys_path = dir.join("keys.toml");
+    std::fs::write(&keys_path, key_block("team-a", KEY, "")).unwrap();
+    let config = format!(
+        "{}\n[inbound.entra]\ntenants = [\"{}\"]\naudiences = [\"api://entra-proxy\"]\nunmatched = \"deny\"\n",
+        config_with_keys_file(&emu.url(), "keys.toml", port),
+        emu.config().tenant_id
+    );
+    let p = serve(dir, &config, port).await;
+    let mut spec = azure_emulator::MintSpec::new("api://entra-proxy");
+    spec.appid = Some(APP.into());
+    let token = emu.mint(&spec);
+    wait_for_token(&p, &token, 403).await;
+
+    // Added: the app is admitted under its name.
+    let identity = format!("[[identities]]\nname = \"search-app\"\napp_id = \"{APP}\"\n");
+    replace_file(
+        &keys_path,
+        &format!("{}{identity}", key_block("team-a", KEY, "")),
+    );
+    wait_for_token(&p, &token, 200).await;
+    p.wait_log("config reloaded: identities added: search-app")
+        .await;
+
+    // A block that matches nothing is refused; the identity keeps serving.
+    replace_file(
+        &keys_path,
+        &format!(
+            "{}{identity}[[identities]]\nname = \"broken\"\nmodels = [\"gpt-4o\"]\n",
+            key_block("team-a", KEY, "")
+        ),
+    );
+    p.wait_metric("entra_proxy_config_reload_failures_total", 1.0)
+        .await;
+    p.wait_log("identities[1]: identity \"broken\" matches nothing")
+        .await;
+    wait_for_token(&p, &token, 200).await;
+
+    // Revoked.
+    replace_file(&keys_path, &key_block("team-a", KEY, ""));
+    wait_for_token(&p, &token, 403).await;
+    p.wait_log("config reloaded: identities removed: search-app")
+        .await;
+    assert_eq!(p.chat(KEY, "gpt-4o").await.0, 200, "the key still works");
+}
