@@ -21,6 +21,7 @@ mod limits;
 mod properties;
 mod realtime;
 mod redis_tls;
+mod refusals;
 mod reload;
 mod soak;
 mod status;
