@@ -106,6 +106,9 @@ pub struct DoctorArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also log what the proxy and its libraries do, on stderr (RUST_LOG filters).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,9 +163,14 @@ pub fn init_logging() -> Option<crate::logging::FlushGuard> {
     crate::logging::init()
 }
 
-/// Parses the command line and runs the subcommand.
+/// Parses the command line, sets up logging, and runs the subcommand. `doctor` logs nothing
+/// unless `--verbose`: its report is the output, and library lines would land inside it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _flush_logs_on_exit = match &cli.command {
+        Command::Doctor(DoctorArgs { verbose: false, .. }) => None,
+        _ => init_logging(),
+    };
     match cli.command {
         // Requests are served by the server's own worker threads; this runtime only runs
         // start-up, signals and the token keeper.

@@ -5,6 +5,7 @@ mod azure_error;
 pub mod dns;
 pub mod doctor;
 mod explain;
+pub mod reach;
 mod when;
 mod words;
 
