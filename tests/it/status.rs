@@ -572,7 +572,7 @@ fn demo_prints_the_status_page_url() {
     assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "Status page (identity, backends, last diagnoses): http://127.0.0.1:{port}/status\n"
+            "Status page (identity, backends, refusals, diagnoses, the last 15 minutes): http://127.0.0.1:{port}/status\n"
         )),
         "{stdout}"
     );
