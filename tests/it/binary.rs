@@ -108,6 +108,13 @@ async fn app_service_managed_identity_from_the_environment() {
         logs.contains("IDENTITY_ENDPOINT"),
         "the log names the credential: {logs}"
     );
+    // A plain-HTTP backend that is not the emulator is allowed, with a warning at start.
+    assert!(
+        logs.lines().any(|l| l.contains(" WARN ")
+            && l.contains("config: backends[0].endpoint: http://127.0.0.1:")
+            && l.contains("is plain HTTP")),
+        "{logs}"
+    );
 }
 
 #[tokio::test]

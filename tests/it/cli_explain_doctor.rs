@@ -827,6 +827,33 @@ endpoint = "https://myres.cognitiveservices.azure.com"
 }
 
 #[tokio::test]
+async fn plain_http_to_an_azure_host_is_a_config_error_and_elsewhere_a_warning() {
+    let config = "[identity]\nkind = \"azure-cli\"\n\n[[backends]]\nname = \"primary\"\nendpoint = \"http://myres.openai.azure.com\"\n";
+    let r = config_check(config).await;
+    assert_eq!(r.code, 64, "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "backends[0].endpoint: http://myres.openai.azure.com is plain HTTP to an Azure host: the proxy would send its bearer token in clear text; use https://myres.openai.azure.com"
+        ),
+        "{}",
+        r.stderr
+    );
+    let config = config.replace(
+        "http://myres.openai.azure.com\"",
+        "http://aoai-gateway.internal:8080\"\nscope = \"https://cognitiveservices.azure.com\"",
+    );
+    let r = config_check(&config).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(
+            "warning: backends[0].endpoint: http://aoai-gateway.internal:8080 is plain HTTP"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test]
 async fn usgov_cloud_with_a_public_host_is_a_config_error_naming_both_clouds() {
     let config = "[azure]\ncloud = \"usgov\"\n\n[[backends]]\nname = \"a\"\nendpoint = \"https://myres.openai.azure.com\"\n";
     let r = config_check(config).await;
