@@ -434,7 +434,11 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"accepted": false, "error": e.to_string()})
+                    serde_json::json!({
+                        "accepted": false,
+                        "error": e.to_string(),
+                        "credential": e.credential().map(crate::diagnose::Credential::name),
+                    })
                 );
             } else {
                 eprintln!("entra-proxy: {e}");

@@ -296,6 +296,62 @@ async fn explain_refuses_what_is_not_a_jwt_without_echoing_it() {
         assert!(r.stderr.contains(words), "{input}: {}", r.stderr);
         assert!(!r.all().contains(input), "{input} was echoed: {}", r.all());
     }
+}
+
+#[tokio::test]
+async fn explain_says_what_a_proxy_key_a_resource_key_and_a_client_secret_are_and_what_to_do() {
+    let proxy_key = "ep-s_yfH85xSDxxYDIgEqmNLIupO0ur7MeuobUkfDE7nDQ";
+    let old_key = "0123456789abcdef0123456789abcdef";
+    let new_key =
+        "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0u1v2w3x4y5zJQQJ99BDACYeBjFXJ3w3AAAAACOGabcd";
+    let secret = "abc8Q~Zx.y_z-0123456789abcdefghijklmnopq";
+    for (input, credential, what, todo) in [
+        (
+            proxy_key,
+            "proxy-key",
+            "a key this proxy issued",
+            "api-key: KEY",
+        ),
+        (
+            old_key,
+            "azure-resource-key",
+            "an Azure resource key (32 hexadecimal characters)",
+            "keys hash --legacy",
+        ),
+        (
+            new_key,
+            "azure-resource-key",
+            "an Azure resource key (84 characters, the newer form)",
+            "keys regenerate",
+        ),
+        (
+            secret,
+            "client-secret",
+            "an Entra ID client secret",
+            "az ad app credential reset",
+        ),
+    ] {
+        let r = explain(input, &[]).await;
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stderr.contains(what), "{}", r.stderr);
+        assert!(r.stderr.contains(todo), "{}", r.stderr);
+        assert!(
+            !r.all().contains(input),
+            "the secret was echoed: {}",
+            r.all()
+        );
+        // From stdin, pasted with a Bearer prefix, the same.
+        let r = run(&["explain", "--json"], Some(&format!("Bearer {input}\n"))).await;
+        assert_eq!(r.code, 1);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["credential"], credential, "{v}");
+        assert_eq!(v["accepted"], false);
+        assert!(
+            !r.all().contains(input),
+            "the secret was echoed: {}",
+            r.all()
+        );
+    }
     let r = explain("not-a-jwt.at-all", &["--json"]).await;
     assert_eq!(r.code, 1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
