@@ -18,6 +18,7 @@ mod faults;
 mod fuzz_regressions;
 mod infra;
 mod limits;
+mod metrics_text;
 mod properties;
 mod realtime;
 mod redis_tls;
