@@ -87,9 +87,9 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ExplainFor {
-    /// Azure OpenAI and the other Cognitive Services (https://cognitiveservices.azure.com).
+    /// Azure OpenAI and the other Cognitive Services (audience cognitiveservices.azure.com).
     Cognitiveservices,
-    /// Azure AI Foundry's *.services.ai.azure.com (https://ai.azure.com).
+    /// Azure AI Foundry's *.services.ai.azure.com (audience ai.azure.com).
     Foundry,
 }
 

@@ -1,5 +1,5 @@
-//! Serving: the listening socket shared by `server.workers` serving threads ([`worker`]), the
-//! proxy's own endpoints ([`admin`]), the request-head limit ([`head`]), and graceful shutdown.
+//! Serving: the listening socket shared by `server.workers` serving threads (`worker`), the
+//! proxy's own endpoints (`admin`), the request-head limit (`head`), and graceful shutdown.
 
 use crate::state::AppState;
 use std::future::Future;

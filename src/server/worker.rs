@@ -86,8 +86,7 @@ pub(super) async fn work(
         let recent = worker.state.recent.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await
-                && e.downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_parse_too_large)
+                && e.downcast_ref::<hyper::Error>().is_some_and(head_too_large)
             {
                 // hyper answered a head beyond even its buffer with its own empty 431.
                 let request_id = forward::request_id(&axum::http::HeaderMap::new());
@@ -175,6 +174,11 @@ fn connection_service(
             Either::Right(handled.map(Ok::<_, std::convert::Infallible>))
         }
     })
+}
+
+/// Whether hyper refused a request head as too large (its 431), not a URI as too long (414).
+fn head_too_large(e: &hyper::Error) -> bool {
+    e.is_parse_too_large() && !e.to_string().contains("URI too long")
 }
 
 /// The answer to a request whose head is over `server.max_header_bytes`: 431 with a JSON body
