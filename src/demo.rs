@@ -1,11 +1,12 @@
 //! `entra-proxy demo`: the emulator and the proxy on loopback, a generated key, one request
-//! that shows the key going in and a bearer token coming out, and commands to try next.
+//! that shows the key going in and a bearer token coming out, where the emulator and the
+//! config are, and commands to try next.
 
 use crate::claims;
 use crate::config::{Config, KeyDigest};
 use crate::identity::IdentityEnv;
 use crate::server;
-use crate::state::AppState;
+use crate::state::{AppState, Origin};
 use azure_emulator::{Emulator, EmulatorConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,9 +85,11 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
     let text = demo_config(listen, &emulator.url(), &KeyDigest::of(&key));
     let config = Config::parse(&text, "demo config", &|_| None)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    let state = AppState::build(config, &IdentityEnv::default())
+    let state = AppState::build_from(config, &IdentityEnv::default(), Origin::of_text(&text))
         .map(Arc::new)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
+    // On disk while the demo runs, to read or to start `serve` with; removed when it ends.
+    let written = ConfigFile::write(&text).map_err(DemoError::Setup)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| DemoError::Listen {
@@ -111,8 +114,18 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
         }
     };
     println!("{shown}");
+    println!(
+        "Azure emulator (Entra ID, managed identity, Azure OpenAI): {}",
+        emulator.url().as_str().trim_end_matches('/')
+    );
+    println!(
+        "Config the proxy runs (removed when the demo exits): {}\n",
+        written.path.display()
+    );
     println!("{}", try_it(&base, &key));
-    println!("Status page (identity, backends, last diagnoses): {base}/status\n");
+    println!(
+        "Status page (identity, backends, refusals, diagnoses, the last 15 minutes): {base}/status\n"
+    );
     if once {
         let _ = stop_tx.send(());
         let _ = server.await;
@@ -123,6 +136,40 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(DemoError::Server(e.to_string())),
         Err(e) => Err(DemoError::Server(e.to_string())),
+    }
+}
+
+/// The demo's config on disk (owner-only), removed when dropped: when the demo ends, by
+/// Ctrl-C, SIGTERM or `--once`.
+struct ConfigFile {
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    fn write(text: &str) -> Result<ConfigFile, String> {
+        use std::io::Write as _;
+        let path =
+            std::env::temp_dir().join(format!("entra-proxy-demo-{}.toml", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let written = options
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        match written {
+            Ok(()) => Ok(ConfigFile { path }),
+            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+        }
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -193,6 +240,8 @@ fn try_it(base: &str, key: &str) -> String {
   curl -sN "{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21" \
     -H "Authorization: Bearer {key}" -H "content-type: application/json" \
     -d '{{"messages":[{{"role":"user","content":"hi"}}],"stream":true}}'
+
+  pip install openai   # for the two Python lines below
 
   python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="{key}"); print(c.chat.completions.create(model="gpt-4o", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
 

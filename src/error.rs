@@ -55,6 +55,10 @@ pub enum ProxyError {
     },
     #[error("the request body is larger than the limit of {limit} bytes (server.max_body_bytes)")]
     BodyTooLarge { limit: usize },
+    #[error(
+        "the request line and headers are {size} bytes, over the limit of {limit} bytes (server.max_header_bytes)"
+    )]
+    HeadersTooLarge { size: usize, limit: usize },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
 
@@ -144,6 +148,7 @@ pub const CODES: &[&str] = &[
     "no_route",
     "deployment_not_configured",
     "body_too_large",
+    "headers_too_large",
     "body_read_error",
     "invalid_websocket_handshake",
     // The proxy's identity and the backends.
@@ -155,6 +160,104 @@ pub const CODES: &[&str] = &[
     "backend_busy",
     "too_many_websockets",
 ];
+
+/// The fix for a refusal with error code `code`, in one sentence: what the status page shows
+/// beside each of the proxy's own refusals. Empty for a code not in [`CODES`] (a unit test
+/// holds every listed code to a fix).
+pub fn fix_for(code: &str) -> &'static str {
+    match code {
+        "missing_credential" => {
+            "Send the key as `api-key: KEY` or `Authorization: Bearer KEY` (or an Entra token as a bearer)."
+        }
+        "invalid_api_key" => {
+            "Send a key this proxy issued (`entra-proxy keys new`); a revoked or mistyped key gets this too."
+        }
+        "malformed_authorization" => {
+            "Send `Authorization: Bearer <key or token>` (or Basic credentials the proxy can read)."
+        }
+        "credential_mode_disabled" => {
+            "Use a credential kind that [inbound] modes enables, or enable this one."
+        }
+        "key_expired" => "Issue a new key with `entra-proxy keys new` and give it to the client.",
+        "no_matching_identity" => {
+            "Add an [[identities]] block that matches the caller (the message names the block), or set [inbound.entra] unmatched = \"allow\"."
+        }
+        "token_malformed" => "Send an Entra ID access token (a JWT starting with eyJ).",
+        "token_bad_algorithm" => "Send an Entra ID access token; they are signed with RS256.",
+        "token_no_tenant" => "Send an Entra ID access token; this one has no tid claim.",
+        "token_wrong_tenant" => {
+            "Get the token from a tenant in [inbound.entra] tenants, or add its tenant there."
+        }
+        "token_bad_issuer" => {
+            "Get the token from Entra ID of the configured cloud for the token's own tenant."
+        }
+        "token_unknown_kid" => {
+            "Get a token issued by Entra for this tenant; if keys just rotated, retry in a minute."
+        }
+        "token_bad_signature" => "Send the token exactly as Entra issued it.",
+        "token_expired" => "Get a fresh token; SDK credentials refresh it when kept, not copied.",
+        "token_not_yet_valid" => "Synchronise the caller's clock (NTP).",
+        "token_wrong_audience" => {
+            "Request a token for the scope the message names, such as https://cognitiveservices.azure.com/.default."
+        }
+        "signing_keys_unavailable" => {
+            "Let the proxy reach login.microsoftonline.com for the tenant's signing keys, then retry."
+        }
+        "missing_tenant" => {
+            "Set [inbound.client_credentials] tenant_id, or allow and send x-ms-tenant-id."
+        }
+        "invalid_client_credentials" => {
+            "Fix the app's client id or secret as the AADSTS code in the message says."
+        }
+        "model_not_allowed" => "Ask for a model the key's `models` lists, or add this one there.",
+        "forbidden" => "Call from loopback, or send the admin key in x-admin-key.",
+        "rate_limited" => "Wait for Retry-After, or raise the key's requests_per_minute.",
+        "tokens_rate_limited" => "Wait for Retry-After, or raise the key's tokens_per_minute.",
+        "insufficient_quota" => {
+            "Wait until the quota period resets, or raise the key's token_quota."
+        }
+        "limits_unavailable" => {
+            "Bring Redis back, or set [limits] on_redis_error = \"allow\" to serve without it."
+        }
+        "model_not_found" => "Ask for a model in [[models]] (GET /v1/models lists them).",
+        "missing_model" => {
+            "Name the model: \"model\" in a /v1 body, ?model= or ?deployment= for realtime."
+        }
+        "invalid_json" => "Send the body as a JSON object.",
+        "no_route" => {
+            "Choose the backend with x-entra-proxy-backend, or use a path the backend's API serves."
+        }
+        "deployment_not_configured" => {
+            "Add the deployment to a backend's `deployments`, or choose the backend with x-entra-proxy-backend."
+        }
+        "body_too_large" => "Send a smaller body, or raise [server] max_body_bytes.",
+        "headers_too_large" => {
+            "Send fewer or smaller headers (a large cookie?), or raise [server] max_header_bytes."
+        }
+        "body_read_error" => "Send the whole body; the client broke off while sending it.",
+        "invalid_websocket_handshake" => {
+            "Send a WebSocket handshake: GET, Upgrade: websocket, Sec-WebSocket-Version: 13 and a key."
+        }
+        "identity_unavailable" => {
+            "Run `entra-proxy doctor`: the proxy's identity cannot get a token for the backend."
+        }
+        "upstream_unreachable" => {
+            "Check the backend's endpoint, DNS and network path (`entra-proxy doctor` shows each)."
+        }
+        "upstream_timeout" => {
+            "Retry; if Azure is slow on purpose, raise the timeout the message names."
+        }
+        "upstream_reset" => {
+            "Check whether the call took effect before sending it again; Azure may have run it."
+        }
+        "backends_cooling_down" => {
+            "Wait for Retry-After, or give the model more targets (another deployment or region)."
+        }
+        "backend_busy" => "Retry shortly, or raise the backend's max_concurrent.",
+        "too_many_websockets" => "Retry later, or raise [server] max_websockets.",
+        _ => "",
+    }
+}
 
 /// The status of a request refused by its key's budget: 429, or 503 when the store is away
 /// under `on_redis_error = "deny"`.
@@ -258,6 +361,7 @@ impl ProxyError {
             | ProxyError::WebSocketHandshake { .. }
             | ProxyError::MissingQueryModel { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -280,6 +384,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::AmbiguousDeployment { .. } => "deployment_not_configured",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BodyRead(_) => "body_read_error",
             ProxyError::IdentityUnavailable { .. } => "identity_unavailable",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -293,6 +398,11 @@ impl ProxyError {
         }
     }
 
+    /// The fix in one sentence ([`fix_for`] of [`ProxyError::code`]).
+    pub fn fix(&self) -> &'static str {
+        fix_for(self.code())
+    }
+
     /// The OpenAI `type` that SDKs switch on.
     fn kind(&self) -> &'static str {
         if let ProxyError::Limit(LimitError::Quota { .. }) = self {
@@ -302,9 +412,10 @@ impl ProxyError {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
-                "invalid_request_error"
-            }
+            StatusCode::NOT_FOUND
+            | StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "invalid_request_error",
             _ => "proxy_error",
         }
     }
@@ -496,6 +607,7 @@ mod tests {
                 known: vec![],
             },
             ProxyError::BodyTooLarge { limit: 1 },
+            ProxyError::HeadersTooLarge { size: 2, limit: 1 },
             ProxyError::BodyRead(s()),
             ProxyError::IdentityUnavailable {
                 credential: s(),
@@ -580,6 +692,7 @@ mod tests {
             | ProxyError::NoRoute { .. }
             | ProxyError::AmbiguousDeployment { .. }
             | ProxyError::BodyTooLarge { .. }
+            | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyRead(_)
             | ProxyError::IdentityUnavailable { .. }
             | ProxyError::CoolingDown { .. }
@@ -600,5 +713,31 @@ mod tests {
         let listed: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
         assert_eq!(listed.len(), CODES.len(), "a code is listed twice");
         assert_eq!(produced, listed);
+    }
+
+    #[test]
+    fn every_code_has_a_fix_of_one_sentence() {
+        for code in CODES {
+            let fix = fix_for(code);
+            assert!(fix.ends_with('.'), "{code}: {fix:?}");
+            assert_eq!(
+                fix.matches(". ").count(),
+                0,
+                "{code}: one sentence, not several: {fix}"
+            );
+        }
+        assert_eq!(fix_for("not-a-code"), "");
+    }
+
+    #[test]
+    fn oversized_headers_are_431_naming_the_setting() {
+        let e = ProxyError::HeadersTooLarge {
+            size: 9000,
+            limit: 8192,
+        };
+        assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(e.kind(), "invalid_request_error");
+        assert!(e.to_string().contains("server.max_header_bytes"), "{e}");
+        assert!(e.fix().contains("max_header_bytes"));
     }
 }

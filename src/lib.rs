@@ -13,6 +13,7 @@
 //!   → forward::handle          phases: request_filter → upstream_peers → attempts (pure retry
 //!                              / failover policy) → upstream_request → response_filter
 //!   → diagnose::annotate       on Azure 401/403/404: a one-line diagnosis header and log line
+//!   (or refusal::answer)       the proxy's own error: JSON body, log line, metric, /status
 //! ```
 //!
 //! A request reads one [`state::Snapshot`] (config, keys, routes, backends) from start to end;
@@ -41,6 +42,7 @@ pub mod inbound;
 pub mod limits;
 mod logging;
 pub mod metering;
+mod refusal;
 mod reload;
 pub mod routing;
 pub mod server;

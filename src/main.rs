@@ -1,4 +1,4 @@
-//! The `entra-proxy` binary: logging, then the CLI.
+//! The `entra-proxy` binary: the CLI (which sets up logging for the command it runs).
 
 use std::process::ExitCode;
 
@@ -8,6 +8,5 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let _flush_logs_on_exit = entra_proxy::cli::init_logging();
     entra_proxy::cli::main()
 }

@@ -1,11 +1,14 @@
 //! The status page (`GET /status`, HTML) and its JSON twin (`GET /status.json`): the identity in
-//! use, each backend's health, the last diagnoses, and each caller's requests this minute with
-//! each key's tokens and remaining quota.
-//! Never a token. The page is self-contained (inline CSS, no script) and escapes every value.
+//! use, each backend's health, the proxy's own last refusals, the last diagnoses of Azure's,
+//! the last 15 minutes per caller and per backend as small charts, and each caller's requests
+//! this minute with each key's tokens and remaining quota.
+//! Never a token. The page is self-contained (inline CSS and SVG, no script) and escapes every
+//! value.
 
 use crate::config::KeyEntry;
 use crate::state::AppState;
-use crate::telemetry::recent::{CallerWindow, DiagnosisRecord, WINDOW_SECS};
+use crate::telemetry::history::{self, Bucket, Kind, MINUTES};
+use crate::telemetry::recent::{CallerWindow, DiagnosisRecord, RefusalRecord, WINDOW_SECS};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,9 +21,33 @@ pub(crate) struct StatusView {
     pub config_hash: String,
     pub identity: IdentityView,
     pub backends: Vec<BackendView>,
-    /// Newest first, at most [`crate::telemetry::recent::DIAGNOSES_KEPT`].
+    /// The proxy's own refusals, newest first, at most
+    /// [`crate::telemetry::recent::REFUSALS_KEPT`].
+    pub refusals: Vec<RefusalRecord>,
+    /// Azure's refusals the proxy diagnosed, newest first, at most
+    /// [`crate::telemetry::recent::DIAGNOSES_KEPT`].
     pub diagnoses: Vec<DiagnosisRecord>,
+    /// The last minutes per caller and per backend.
+    pub history: HistoryView,
     pub keys: KeysView,
+}
+
+/// Requests, errors and tokens per minute, oldest first, the current minute last.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HistoryView {
+    pub minutes: usize,
+    /// Each configured key (by its caller label), then the other callers seen (by kind).
+    pub callers: Vec<SeriesView>,
+    /// Each configured backend.
+    pub backends: Vec<SeriesView>,
+}
+
+/// One caller's or backend's minutes.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SeriesView {
+    pub name: String,
+    /// [`MINUTES`] buckets: `start` (unix seconds), `requests`, `errors`, `tokens`.
+    pub minutes: Vec<Bucket>,
 }
 
 /// The proxy's own identity, from its credential and its cached tokens' claims.
@@ -190,11 +217,46 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
         config_hash: state.origin.hash.clone(),
         identity,
         backends,
+        refusals: app.recent.refusals(),
         diagnoses,
+        history: history_view(&state.config),
         keys: KeysView {
             window_secs: WINDOW_SECS,
             callers,
         },
+    }
+}
+
+/// The charts' data: every configured key and backend (zeros included), and the callers
+/// without a key (`entra`, `app`, `anonymous`) that were counted in the window.
+fn history_view(config: &crate::config::Config) -> HistoryView {
+    let h = history::history();
+    let now = history::minute_now();
+    let series = |kind: Kind, name: String| SeriesView {
+        minutes: h.read(kind, &name, now).to_vec(),
+        name,
+    };
+    let mut callers: Vec<SeriesView> = config
+        .keys
+        .iter()
+        .map(|k| series(Kind::Caller, crate::config::key_label(k.legacy, &k.name)))
+        .collect();
+    for label in h.active(Kind::Caller, now) {
+        // Keys are charted above when configured; labels of keys this config does not have
+        // (removed by a reload, or another proxy's in the same process) are left out.
+        if !label.contains(':') {
+            callers.push(series(Kind::Caller, label));
+        }
+    }
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| series(Kind::Backend, b.name.clone()))
+        .collect();
+    HistoryView {
+        minutes: MINUTES,
+        callers,
+        backends,
     }
 }
 
@@ -318,7 +380,9 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eaeef2;verti
 overflow-wrap:break-word}th{background:#f6f8fa;font-weight:600;white-space:nowrap}dl{display:grid;\
 grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}dt{font-weight:600}dd{margin:0;\
 overflow-wrap:anywhere}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}\
-code{font-size:.85em}@media (max-width:700px){body{padding:.5rem}table,thead,tbody,tr,th,td\
+code{font-size:.85em}svg.chart{vertical-align:middle;max-width:100%;height:auto}\
+.chart .req{fill:#8c959f}.chart .err{fill:#cf222e}.chart .tok{fill:#0969da}.chart .axis{fill:#d0d7de}\
+.total{font-size:.8rem;color:#57606a;white-space:nowrap}.quiet{color:#57606a}@media (max-width:700px){body{padding:.5rem}table,thead,tbody,tr,th,td\
 {display:block}thead{display:none}tr{border-bottom:2px solid #d0d7de;padding:.3rem 0}\
 td{border:0;padding:.15rem .3rem}td::before{content:attr(data-label) \": \";font-weight:600}\
 dl{grid-template-columns:1fr}}";
@@ -347,6 +411,202 @@ fn table(out: &mut String, class: &str, heads: &[&str], rows: &[Vec<String>]) {
     out.push_str("</tbody></table>");
 }
 
+/// The proxy's own refusals: when, which request, who as far as known, what, and the fix.
+fn refusals_section(out: &mut String, refusals: &[RefusalRecord]) {
+    out.push_str("<section id=\"refusals\"><h2>Refused by the proxy</h2>");
+    let rows: Vec<Vec<String>> = refusals
+        .iter()
+        .map(|r| {
+            vec![
+                escape(&time_of(r.at)),
+                format!("<code>{}</code>", escape(&r.request_id)),
+                opt(r.caller.as_deref()),
+                format!("{} {}", escape(&r.method), escape(&r.path)),
+                r.status.to_string(),
+                format!("<code>{}</code>", escape(&r.code)),
+                escape(&r.fix),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        "refusals",
+        &[
+            "Time",
+            "Request",
+            "Caller",
+            "Request line",
+            "Status",
+            "Code",
+            "Fix",
+        ],
+        &rows,
+    );
+    out.push_str("</section>");
+}
+
+/// Chart geometry: one bar per minute, [`BAR_STEP`] apart, at most [`CHART_BARS_HEIGHT`] tall.
+const BAR_WIDTH: usize = 8;
+const BAR_STEP: usize = 10;
+const CHART_BARS_HEIGHT: u64 = 32;
+const CHART_HEIGHT: usize = 36;
+
+/// `07:51 UTC`.
+fn minute_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[hour]:[minute] UTC"))
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// `1 request`, `2 requests`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// A bar's height for `value` when the tallest is `max`: at least 1 for any count.
+fn bar_height(value: u64, max: u64) -> u64 {
+    if value == 0 || max == 0 {
+        return 0;
+    }
+    (value * CHART_BARS_HEIGHT).div_ceil(max).max(1)
+}
+
+/// One small bar chart: a `<g class="bar">` per minute with its `<title>` and bars; `bars` gives
+/// a minute's title and its stacked (class, value) parts.
+fn chart(
+    out: &mut String,
+    class: &str,
+    label: &str,
+    buckets: &[Bucket],
+    bars: impl Fn(&Bucket) -> (String, Vec<(&'static str, u64)>),
+) {
+    let max = buckets
+        .iter()
+        .map(|b| bars(b).1.iter().map(|(_, v)| v).sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let width = buckets.len() * BAR_STEP;
+    let _ = write!(
+        out,
+        "<svg class=\"chart {class}\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {width} {CHART_HEIGHT}\" \
+width=\"{width}\" height=\"{CHART_HEIGHT}\">",
+        escape(label)
+    );
+    let base = CHART_HEIGHT as u64 - 2;
+    for (i, b) in buckets.iter().enumerate() {
+        let (title, parts) = bars(b);
+        let x = i * BAR_STEP;
+        let _ = write!(out, "<g class=\"bar\"><title>{}</title>", escape(&title));
+        let _ = write!(
+            out,
+            "<rect class=\"axis\" x=\"{x}\" y=\"{base}\" width=\"{BAR_WIDTH}\" height=\"1\"/>"
+        );
+        let mut top = base;
+        for (part, value) in parts {
+            let h = bar_height(value, max);
+            if h == 0 {
+                continue;
+            }
+            top = top.saturating_sub(h);
+            let _ = write!(
+                out,
+                "<rect class=\"{part}\" x=\"{x}\" y=\"{top}\" width=\"{BAR_WIDTH}\" height=\"{h}\"/>"
+            );
+        }
+        out.push_str("</g>");
+    }
+    out.push_str("</svg>");
+}
+
+/// The charts: a row per caller and per backend, requests (errors in red) and tokens a minute.
+fn history_section(out: &mut String, h: &HistoryView) {
+    let _ = write!(
+        out,
+        "<section id=\"history\"><h2>Last {} minutes</h2><p class=\"meta\">One bar a minute, \
+the current minute on the right; errors in red.</p>",
+        h.minutes
+    );
+    for (id, what, series) in [
+        ("history-callers", "Caller", &h.callers),
+        ("history-backends", "Backend", &h.backends),
+    ] {
+        let rows: Vec<Vec<String>> = series.iter().map(history_row).collect();
+        table(out, id, &[what, "Requests and errors", "Tokens"], &rows);
+    }
+    out.push_str("</section>");
+}
+
+/// One series' cells: its name, its requests chart with totals, its tokens chart with total.
+fn history_row(s: &SeriesView) -> Vec<String> {
+    let requests: u64 = s.minutes.iter().map(|b| b.requests).sum();
+    let errors: u64 = s.minutes.iter().map(|b| b.errors).sum();
+    let tokens: u64 = s.minutes.iter().map(|b| b.tokens).sum();
+    let mut calls = String::new();
+    chart(
+        &mut calls,
+        "requests",
+        &format!(
+            "{}: {}, {}",
+            s.name,
+            count(requests, "request"),
+            count(errors, "error")
+        ),
+        &s.minutes,
+        |b| {
+            (
+                format!(
+                    "{}: {}, {}",
+                    minute_of(b.start),
+                    count(b.requests, "request"),
+                    count(b.errors, "error")
+                ),
+                vec![
+                    ("err", b.errors.min(b.requests)),
+                    ("req", b.requests.saturating_sub(b.errors)),
+                ],
+            )
+        },
+    );
+    let _ = write!(
+        calls,
+        " <span class=\"total\">{} · <span class=\"{}\">{}</span></span>",
+        count(requests, "request"),
+        if errors > 0 { "bad" } else { "quiet" },
+        count(errors, "error")
+    );
+    let mut used = String::new();
+    chart(
+        &mut used,
+        "tokens",
+        &format!("{}: {}", s.name, count(tokens, "token")),
+        &s.minutes,
+        |b| {
+            (
+                format!("{}: {}", minute_of(b.start), count(b.tokens, "token")),
+                vec![("tok", b.tokens)],
+            )
+        },
+    );
+    let _ = write!(
+        used,
+        " <span class=\"total\">{}</span>",
+        count(tokens, "token")
+    );
+    vec![escape(&s.name), calls, used]
+}
+
+/// The page's icon: none, said inline, so a browser does not ask for `/favicon.ico` every time
+/// it refreshes (and collect a refusal for it).
+pub(crate) const NO_ICON: &str = "data:,";
+
 /// The page: refreshes itself every 5 s; every dynamic string escaped.
 pub(crate) fn html(v: &StatusView) -> String {
     let mut out = String::with_capacity(8192);
@@ -355,6 +615,7 @@ pub(crate) fn html(v: &StatusView) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <meta http-equiv=\"refresh\" content=\"5\"><title>entra-proxy status</title>\
+<link rel=\"icon\" href=\"{NO_ICON}\">\
 <style>{STYLE}</style></head><body><h1>entra-proxy status</h1>\
 <p class=\"meta\">{}{} · refreshes every 5 s · <a href=\"/status.json\">JSON</a></p>",
         escape(&time_of(v.now)),
@@ -437,7 +698,10 @@ pub(crate) fn html(v: &StatusView) -> String {
     );
     out.push_str("</section>");
 
-    out.push_str("<section id=\"diagnoses\"><h2>Last diagnoses</h2>");
+    history_section(&mut out, &v.history);
+    refusals_section(&mut out, &v.refusals);
+
+    out.push_str("<section id=\"diagnoses\"><h2>Azure's refusals, diagnosed</h2>");
     let rows: Vec<Vec<String>> = v
         .diagnoses
         .iter()

@@ -12,7 +12,7 @@ pub(super) enum KeysFileError {
     Read { path: String, reason: String },
     #[error("{path}: not a keys file, left unchanged: {reason}")]
     Malformed { path: String, reason: String },
-    #[error("{path}: {} named {name:?} already exists; remove it first or pick another name", .table.one())]
+    #[error("{path}: {} named {name:?} already exists; {} it first or pick another name", .table.one(), .table.undo())]
     Duplicate {
         path: String,
         table: Table,
@@ -56,6 +56,14 @@ impl Table {
         match self {
             Table::Keys => "a key",
             Table::Identities => "an identity",
+        }
+    }
+
+    /// The command word that takes a block out: `revoke` a key, `remove` an identity.
+    fn undo(self) -> &'static str {
+        match self {
+            Table::Keys => "revoke",
+            Table::Identities => "remove",
         }
     }
 

@@ -85,14 +85,19 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ExplainFor {
+    /// Azure OpenAI and the other Cognitive Services (audience cognitiveservices.azure.com).
     Cognitiveservices,
+    /// Azure AI Foundry's *.services.ai.azure.com (audience ai.azure.com).
     Foundry,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CloudArg {
+    /// Azure's public cloud.
     Public,
+    /// Azure US Government.
     Usgov,
+    /// Azure operated by 21Vianet (China).
     China,
 }
 
@@ -104,6 +109,9 @@ pub struct DoctorArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also log what the proxy and its libraries do, on stderr (RUST_LOG filters).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +129,7 @@ pub enum KeysCommand {
     /// Print a fresh random key and the config entry (keys table) to paste; with
     /// `--keys-file`, append the entry to that file instead (a running proxy picks it up).
     New {
+        /// The key's name: how logs, metrics and /status call its caller (key:NAME).
         #[arg(long)]
         name: String,
         /// A keys file (`[server] keys_file`) to add the key to, atomically.
@@ -129,13 +138,16 @@ pub enum KeysCommand {
     },
     /// Remove a key from a keys file, atomically (a running proxy refuses it from then on).
     Revoke {
+        /// The name of the key to remove.
         #[arg(long)]
         name: String,
+        /// The keys file (`[server] keys_file`) to remove it from.
         #[arg(long)]
         keys_file: PathBuf,
     },
     /// Read a key (e.g. an old Azure resource key) on stdin and print its config entry.
     Hash {
+        /// The key's name: how logs, metrics and /status call its caller.
         #[arg(long)]
         name: String,
         /// Mark it as a legacy Azure resource key.
@@ -158,9 +170,14 @@ pub fn init_logging() -> Option<crate::logging::FlushGuard> {
     crate::logging::init()
 }
 
-/// Parses the command line and runs the subcommand.
+/// Parses the command line, sets up logging, and runs the subcommand. `doctor` logs nothing
+/// unless `--verbose`: its report is the output, and library lines would land inside it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _flush_logs_on_exit = match &cli.command {
+        Command::Doctor(DoctorArgs { verbose: false, .. }) => None,
+        _ => init_logging(),
+    };
     match cli.command {
         // Requests are served by the server's own worker threads; this runtime only runs
         // start-up, signals and the token keeper.
@@ -366,7 +383,11 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"accepted": false, "error": e.to_string()})
+                    serde_json::json!({
+                        "accepted": false,
+                        "error": e.to_string(),
+                        "credential": e.credential().map(crate::diagnose::Credential::name),
+                    })
                 );
             } else {
                 eprintln!("entra-proxy: {e}");
@@ -534,4 +555,56 @@ fn config_check(args: &ConfigArg) -> ExitCode {
         println!("{tag}: {}", note.message);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand says what it does, and every argument and value what it means: a new
+    /// one without a doc comment fails here.
+    #[test]
+    fn every_command_argument_and_value_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.contains(' ') && cmd.get_name() != "help" {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+                let values = if arg.get_action().takes_values() {
+                    arg.get_possible_values()
+                } else {
+                    Vec::new()
+                };
+                for value in values {
+                    if value.get_help().is_none() {
+                        missing.push(format!("{path} --{id} {}", value.get_name()));
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        // The value enums are walked (`--for`, `--cloud`).
+        assert!(
+            Cli::command()
+                .find_subcommand("explain")
+                .unwrap()
+                .get_arguments()
+                .any(|a| a.get_possible_values().len() == 2),
+            "the walk sees value enums"
+        );
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
 }

@@ -27,6 +27,7 @@ pub struct UsageArgs {
 /// What the rows are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
+    /// One row per user (`oid`) of each identity with per-user budgets.
     User,
 }
 

@@ -70,10 +70,11 @@ pub enum ExplainError {
         source: DecodeError,
     },
     #[error(
-        "this looks like {0}, not an access token: explain reads Entra ID access tokens (JWTs, \
-         which start with eyJ)"
+        "this looks like {}, not an access token: {}",
+        .0.what(),
+        .0.advice()
     )]
-    NotAToken(&'static str),
+    NotAToken(Credential),
     #[error(
         "this is an encrypted token (JWE, five parts): only the service it was issued for can \
          read its claims"
@@ -92,6 +93,119 @@ pub enum ExplainError {
          response such as {{\"access_token\":\"eyJ...\"}}"
     )]
     Json(String),
+}
+
+/// A credential that is not an access token, told by its shape alone (never by what it holds
+/// beyond that), with what to do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `ep-…`: a key `entra-proxy keys new` made.
+    ProxyKey,
+    /// An Azure AI resource key of the older form: 32 hexadecimal characters.
+    AzureKey,
+    /// An Azure AI resource key of the newer form: 84 characters with Azure's `JQQJ9` mark at
+    /// position 52.
+    AzureKeyLong,
+    /// An Entra ID client secret: `xxx8Q~…` (or `7Q~` before 2023), 37 to 40 characters.
+    ClientSecret,
+    /// `sk-…`: OpenAI's own.
+    OpenAiKey,
+    /// Some other API key (20 or more letters and digits).
+    ApiKey,
+}
+
+impl Credential {
+    /// A stable name (`explain --json`'s `credential`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Credential::ProxyKey => "proxy-key",
+            Credential::AzureKey | Credential::AzureKeyLong => "azure-resource-key",
+            Credential::ClientSecret => "client-secret",
+            Credential::OpenAiKey => "openai-key",
+            Credential::ApiKey => "api-key",
+        }
+    }
+
+    /// What it is.
+    pub fn what(self) -> &'static str {
+        match self {
+            Credential::ProxyKey => {
+                "a key this proxy issued (ep-…, made by `entra-proxy keys new`)"
+            }
+            Credential::AzureKey => "an Azure resource key (32 hexadecimal characters)",
+            Credential::AzureKeyLong => "an Azure resource key (84 characters, the newer form)",
+            Credential::ClientSecret => {
+                "an Entra ID client secret (the Value of an app registration's secret)"
+            }
+            Credential::OpenAiKey => "an OpenAI API key",
+            Credential::ApiKey => "an API key",
+        }
+    }
+
+    /// What to do with it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Credential::ProxyKey => {
+                "send it to the proxy as `api-key: KEY` or `Authorization: Bearer KEY`; the proxy checks it against the sha256 of its [[keys]] (`entra-proxy keys hash --name NAME < key` prints the block a key matches) and never sends it to Azure"
+            }
+            Credential::AzureKey | Credential::AzureKeyLong => {
+                "Azure takes it only as `api-key` and only while the resource allows key auth; to keep clients on it while the resource turns key auth off, give it to the proxy as a legacy key (`entra-proxy keys hash --legacy --name NAME < key`); if it leaked, regenerate it (`az cognitiveservices account keys regenerate`)"
+            }
+            Credential::ClientSecret => {
+                "it is the app's password for Entra ID: set it as [identity] client_secret (or send it as a client-credentials caller), or get a token with it (`az login --service-principal -u CLIENT_ID -p SECRET --tenant TENANT`, then `az account get-access-token --scope https://cognitiveservices.azure.com/.default`); if it leaked, rotate it (`az ad app credential reset --id CLIENT_ID`)"
+            }
+            Credential::OpenAiKey => {
+                "it works with api.openai.com only; Azure OpenAI takes an Entra ID token or the resource's own key"
+            }
+            Credential::ApiKey => {
+                "explain reads Entra ID access tokens (JWTs, which start with eyJ)"
+            }
+        }
+    }
+
+    /// The credential `token` is shaped like, if any.
+    fn recognise(token: &str) -> Option<Credential> {
+        let b = token.as_bytes();
+        let url_unreserved =
+            |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        if let Some(rest) = token.strip_prefix("ep-")
+            && rest.len() >= 20
+            && rest
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Some(Credential::ProxyKey);
+        }
+        if (37..=40).contains(&b.len())
+            && matches!(&b[3..6], b"8Q~" | b"7Q~")
+            && b.iter().all(url_unreserved)
+        {
+            return Some(Credential::ClientSecret);
+        }
+        if b.len() == 32 && b.iter().all(u8::is_ascii_hexdigit) {
+            return Some(Credential::AzureKey);
+        }
+        if b.len() == 84 && &b[52..57] == b"JQQJ9" && b.iter().all(u8::is_ascii_alphanumeric) {
+            return Some(Credential::AzureKeyLong);
+        }
+        if token.starts_with("sk-") && !token.contains('.') {
+            return Some(Credential::OpenAiKey);
+        }
+        if b.len() >= 20 && b.iter().all(u8::is_ascii_alphanumeric) {
+            return Some(Credential::ApiKey);
+        }
+        None
+    }
+}
+
+impl ExplainError {
+    /// The kind of credential the input was instead of a token, if it was one.
+    pub fn credential(&self) -> Option<Credential> {
+        match self {
+            ExplainError::NotAToken(c) => Some(*c),
+            _ => None,
+        }
+    }
 }
 
 /// Client ids of Microsoft's own tools, to say "via Azure CLI" rather than a bare GUID.
@@ -354,18 +468,9 @@ fn checked(token: String) -> Result<String, ExplainError> {
     if dots == 4 {
         return Err(ExplainError::Encrypted);
     }
-    if dots == 0 {
-        if token.starts_with("sk-") {
-            return Err(ExplainError::NotAToken("an OpenAI API key"));
-        }
-        if token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ExplainError::NotAToken(
-                "an Azure resource key (32 hexadecimal characters)",
-            ));
-        }
-        if token.len() >= 20 && token.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ExplainError::NotAToken("an API key"));
-        }
+    // Before the JWT check: a client secret may hold dots.
+    if let Some(credential) = Credential::recognise(&token) {
+        return Err(ExplainError::NotAToken(credential));
     }
     match claims::decode_unverified(&token) {
         Ok(_) => Ok(token),
@@ -736,13 +841,28 @@ mod tests {
             ("", ExplainError::Empty),
             ("  \n ", ExplainError::Empty),
             ("Bearer ", ExplainError::Empty),
-            (
-                key,
-                ExplainError::NotAToken("an Azure resource key (32 hexadecimal characters)"),
-            ),
+            (key, ExplainError::NotAToken(Credential::AzureKey)),
             (
                 "sk-proj-abcdefghijklmnop",
-                ExplainError::NotAToken("an OpenAI API key"),
+                ExplainError::NotAToken(Credential::OpenAiKey),
+            ),
+            (
+                "ep-s_yfH85xSDxxYDIgEqmNLIupO0ur7MeuobUkfDE7nDQ",
+                ExplainError::NotAToken(Credential::ProxyKey),
+            ),
+            (
+                // The shape of an Entra client secret: 3 characters, 8Q~, 34 more.
+                "abc8Q~Zx.y_z-0123456789abcdefghijklmnopq",
+                ExplainError::NotAToken(Credential::ClientSecret),
+            ),
+            (
+                "Bearer abc8Q~Zx.y_z-0123456789abcdefghijklmnopq",
+                ExplainError::NotAToken(Credential::ClientSecret),
+            ),
+            (
+                // 52 characters, Azure's JQQJ9 mark, 27 more: the newer resource key.
+                "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0u1v2w3x4y5zJQQJ99BDACYeBjFXJ3w3AAAAACOGabcd",
+                ExplainError::NotAToken(Credential::AzureKeyLong),
             ),
             ("a.b.c.d.e", ExplainError::Encrypted),
         ];

@@ -5,13 +5,15 @@ mod azure_error;
 pub mod dns;
 pub mod doctor;
 mod explain;
+pub mod reach;
 mod when;
 mod words;
 
 pub use annotate::{DIAGNOSIS_HEADER, annotate, wants};
 pub use azure_error::{Context, Diagnosis, DiagnosisCode, TokenFacts, classify, refresh_may_help};
 pub use explain::{
-    ExplainError, Explanation, Problem, Target, TargetKind, explain, extract_token, render_text,
+    Credential, ExplainError, Explanation, Problem, Target, TargetKind, explain, extract_token,
+    render_text,
 };
 
 use crate::claims::Claims;

@@ -17,8 +17,8 @@ use crate::metering::settle::{Metered, Settle};
 use crate::metering::tokens::{TokenCounters, TokenLabels};
 use crate::routing::Route;
 use crate::state::Snapshot;
+use crate::telemetry::NO_MODEL;
 use axum::body::Body;
-use axum::http::Method;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
@@ -112,8 +112,11 @@ impl Exchange<'_> {
         line.display("caller", self.caller.label());
         principal_fields(&mut line, self.caller);
         line.text("backend", backend.name())
-            .quoted("model", a.route.model.as_deref().unwrap_or("-"))
-            .quoted("deployment", a.route.deployment.as_deref().unwrap_or("-"))
+            .quoted("model", a.route.model.as_deref().unwrap_or(NO_MODEL))
+            .quoted(
+                "deployment",
+                a.route.deployment.as_deref().unwrap_or(NO_MODEL),
+            )
             .number("status", a.response.status().as_u16().into());
         Some(line)
     }
@@ -206,12 +209,12 @@ pub(super) fn token_counters(state: &Snapshot, caller: &Caller, route: &Route) -
     let model = match route.model.as_deref() {
         Some(m) if state.routes.model_names().iter().any(|n| n == m) => m,
         Some(_) => "unconfigured",
-        None => "",
+        None => NO_MODEL,
     };
     let deployment = match route.deployment.as_deref() {
         Some(d) if backend.config.deployments.iter().any(|k| k == d) => d,
         Some(_) => "unconfigured",
-        None => "",
+        None => NO_MODEL,
     };
     TokenCounters::of(TokenLabels {
         caller: &caller.label,
@@ -236,28 +239,16 @@ fn upstream_facts<'a>(state: &'a Snapshot, route: &'a Route) -> diagnose::Upstre
     }
 }
 
-/// The proxy's own error as the client's answer, logged, naming the caller when known.
+/// The proxy's own error as the client's answer (logged, counted and recorded by
+/// [`crate::refusal`]), naming the caller when known.
 pub(super) fn fail_to_proxy(
+    recent: &crate::telemetry::recent::Recent,
     e: ProxyError,
-    request_id: &str,
-    method: &Method,
-    uri: &axum::http::Uri,
-    caller_label: Option<&str>,
+    refused: crate::refusal::Refused<'_>,
 ) -> Response {
-    if let Some(mut line) = access::Fields::start() {
-        line.text("request_id", request_id)
-            .text("method", method.as_str())
-            .text("path", uri.path());
-        if let Some(query) = uri.query() {
-            line.display("query", Masked(query));
-        }
-        line.quoted("caller", caller_label.unwrap_or("-"))
-            .number("status", e.status().as_u16().into())
-            .display("error", &e)
-            .write("rejected");
-    }
-    let mut r = e.into_response();
-    if let Some(label) = caller_label.and_then(|l| HeaderValue::from_str(l).ok()) {
+    let label = refused.caller.map(|c| c.label().to_string());
+    let mut r = crate::refusal::answer(recent, e, refused);
+    if let Some(label) = label.and_then(|l| HeaderValue::from_str(&l).ok()) {
         r.headers_mut().insert(CALLER_HEADER, label);
     }
     r

@@ -24,7 +24,7 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 ];
 
 /// The client's request id when it sent a sane one, else a new one.
-pub(super) fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())

@@ -1,8 +1,8 @@
 //! The proxying handler. One admission sequence for HTTP and WebSocket alike — authenticate
-//! ([`handle`]), then route, policy and budgets ([`exchange`]) — and then the relay: attempts
-//! over the routes for HTTP ([`http`], under the retry policy of [`attempts`]), the handshake
-//! and frames for a WebSocket ([`websocket`]); finally the answer, or the proxy's own error
-//! ([`answer`]). Inbound credentials and hop-by-hop headers never reach Azure.
+//! ([`handle`]), then route, policy and budgets (`exchange`) — and then the relay: attempts
+//! over the routes for HTTP (`http`, under the retry policy of `attempts`), the handshake
+//! and frames for a WebSocket (`websocket`); finally the answer, or the proxy's own error
+//! (`answer`). Inbound credentials and hop-by-hop headers never reach Azure.
 
 mod answer;
 mod attempts;
@@ -14,6 +14,7 @@ mod multipart;
 mod replay;
 mod websocket;
 
+pub(crate) use headers::request_id;
 pub use headers::upstream_headers;
 
 use crate::error::ProxyError;
@@ -52,13 +53,11 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
         .auth
         .authenticate_request(request.headers(), request.uri().query())
         .await;
-    // The caller's label is only needed (as a string) when the request fails.
-    let (result, caller_label) = match caller {
+    let (result, caller) = match caller {
         Ok(caller) => {
             trace.caller(&caller);
             let result = serve(&state, &client, request, &caller, &request_id, &trace).await;
-            let label = result.is_err().then(|| caller.label().to_string());
-            (result, label)
+            (result, Some(caller))
         }
         Err(e) => (Err(e.into()), None),
     };
@@ -66,7 +65,13 @@ pub async fn handle(state: Arc<Snapshot>, client: upstream::Client, request: Req
         Ok(r) => r,
         Err(e) => {
             trace.failed(e.code(), e.status().as_u16());
-            answer::fail_to_proxy(e, &request_id, &method, &uri, caller_label.as_deref())
+            let refused = crate::refusal::Refused {
+                request_id: &request_id,
+                method: &method,
+                uri: &uri,
+                caller: caller.as_ref(),
+            };
+            answer::fail_to_proxy(&state.recent, e, refused)
         }
     };
     // The span ends here, or when a metered answer's body ends.

@@ -30,6 +30,7 @@ use crate::logging::access;
 use crate::metering::realtime::SocketMeter;
 use crate::routing::Route;
 use crate::state::Snapshot;
+use crate::telemetry::NO_MODEL;
 use crate::telemetry::trace::RequestSpan;
 use crate::upstream::{self, SocketSlot};
 use axum::body::Body;
@@ -258,8 +259,11 @@ impl Exchange<'_> {
             line.display("caller", self.caller.label());
             super::answer::principal_fields(&mut line, self.caller);
             line.text("backend", self.backend(route).name())
-                .quoted("model", route.model.as_deref().unwrap_or("-"))
-                .quoted("deployment", route.deployment.as_deref().unwrap_or("-"))
+                .quoted("model", route.model.as_deref().unwrap_or(NO_MODEL))
+                .quoted(
+                    "deployment",
+                    route.deployment.as_deref().unwrap_or(NO_MODEL),
+                )
                 .number("took_ms", self.started.elapsed().as_millis() as u64)
                 .write("websocket opened");
         }

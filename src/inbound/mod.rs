@@ -1,6 +1,6 @@
 //! Turns a request's credential into a [`Caller`]: its label (the one name metrics, logs,
 //! traces and `/status` use), the policy that applies, and what it holds for the upstream step.
-//! One file per kind of credential, each with its own `authenticate`; [`presented`] finds which
+//! One file per kind of credential, each with its own `authenticate`; `presented` finds which
 //! credential a request carries. Adding a kind: its file here, and in `identity` the bearer it
 //! gets upstream.
 

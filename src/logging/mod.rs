@@ -8,6 +8,12 @@ mod text;
 
 pub(crate) use sink::FlushGuard;
 
+/// What is logged without `RUST_LOG`: the proxy's lines, and only warnings from the Azure SDK
+/// (whose HTTP pipeline, `typespec_client_core`, logs every failed identity call at info, the
+/// proxy's own line about it already said) and hyper.
+const DEFAULT_FILTER: &str =
+    "info,azure_core=warn,azure_identity=warn,typespec_client_core=warn,typespec=warn,hyper=warn";
+
 /// Sets up logging on stderr: `RUST_LOG` filters (the access lines have the target
 /// [`access::TARGET`]), `ENTRA_PROXY_LOG_FORMAT=json` writes one JSON object per line. Lines
 /// are buffered per thread and written by a background thread; keep the returned guard
@@ -28,8 +34,8 @@ pub(crate) fn init() -> Option<FlushGuard> {
         Some(sink) => BoxMakeWriter::new(sink.clone()),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn,hyper=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     use std::io::IsTerminal as _;
     let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()

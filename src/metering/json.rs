@@ -1,4 +1,4 @@
-//! The usage of a JSON answer: read by the byte-level walk of [`super::scan`], or through a
+//! The usage of a JSON answer: read by the byte-level walk of `super::scan`, or through a
 //! `serde_json::Value` when the walk hands the document back; and of a `usage` object.
 
 use super::usage::{Fallback, Usage};

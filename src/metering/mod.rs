@@ -2,13 +2,13 @@
 //! the caller's budget when the answer ends:
 //!
 //! - [`usage`]: what an answer used, and why it could not be read ([`Fallback`]);
-//! - [`estimate`]: before sending, the prompt estimate and asking a stream for its usage;
-//! - [`scan`] and [`json`]: a JSON answer's usage (teed, at most [`JSON_TEE_LIMIT`] bytes);
+//! - `estimate`: before sending, the prompt estimate and asking a stream for its usage;
+//! - `scan` and [`json`]: a JSON answer's usage (teed, at most [`JSON_TEE_LIMIT`] bytes);
 //! - [`sse`]: an SSE stream's, line by line whatever the chunk boundaries;
 //! - [`meter`]: which of the two an answer gets;
-//! - [`realtime`]: a Realtime WebSocket's, from each `response.done` as its frame passes;
-//! - [`tokens`]: the `entra_proxy_tokens_total` counters of a label set;
-//! - [`settle`]: at an answer's end (or when it breaks off), counted, logged and charged.
+//! - `realtime`: a Realtime WebSocket's, from each `response.done` as its frame passes;
+//! - `tokens`: the `entra_proxy_tokens_total` counters of a label set;
+//! - `settle`: at an answer's end (or when it breaks off), counted, logged and charged.
 //!
 //! When usage cannot be read, the charge falls back to an estimate: the prompt estimate plus,
 //! for streams, what the content deltas seen add up to.

@@ -1,5 +1,7 @@
-//! The proxy's own endpoints: `/healthz`, `/readyz`, `/metrics`, `/status`, `/status.json` and
-//! `/debug/identity`. Everything else is proxied and never passes through this router.
+//! The proxy's own endpoints: `/healthz`, `/readyz`, `/metrics`, `/status`, `/status.json`,
+//! `/debug/identity`, and `GET /` from loopback (where to look). Everything else is proxied and
+//! never passes through this router. Their refusals go through [`crate::refusal`] like the
+//! proxied paths' do.
 
 use crate::state::AppState;
 use axum::Router;
@@ -16,6 +18,8 @@ const METRICS: &str = "/metrics";
 const STATUS: &str = "/status";
 const STATUS_JSON: &str = "/status.json";
 
+const LANDING: &str = "/";
+
 /// Whether a path is one of the proxy's own endpoints (exact match, as the router matches);
 /// every other path is proxied without passing through the router.
 pub(super) fn is_own_endpoint(path: &str) -> bool {
@@ -23,6 +27,18 @@ pub(super) fn is_own_endpoint(path: &str) -> bool {
         path,
         HEALTHZ | READYZ | DEBUG_IDENTITY | METRICS | STATUS | STATUS_JSON
     )
+}
+
+/// Whether the router answers this request: one of the own endpoints, or `GET /` from a
+/// loopback peer (someone on the proxy's machine looking around). From anywhere else `/` is
+/// proxied as any path is (refused without a credential, `no_route` with one): Azure serves
+/// nothing there, so no client loses anything, and nothing is shown to the network.
+pub(super) fn is_own<B>(request: &axum::http::Request<B>, peer: std::net::SocketAddr) -> bool {
+    let path = request.uri().path();
+    is_own_endpoint(path)
+        || (path == LANDING
+            && request.method() == axum::http::Method::GET
+            && peer.ip().is_loopback())
 }
 
 /// The proxy's own endpoints (only the paths `is_own_endpoint` accepts reach the router).
@@ -35,7 +51,84 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(METRICS, get(metrics))
         .route(STATUS, get(status_page))
         .route(STATUS_JSON, get(status_json))
+        .route(LANDING, get(landing))
         .with_state(state)
+}
+
+/// The answer to `GET /` on loopback: where to look, as JSON, or as a small page for a browser.
+async fn landing(State(app): State<Arc<AppState>>, request: axum::extract::Request) -> Response {
+    let loopback = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    if !loopback {
+        // Only reached through `router` with another peer (the server proxies `/` from others).
+        let e = crate::error::ProxyError::NoRoute {
+            path: LANDING.into(),
+            hint: "the proxy serves nothing at / to other hosts; see /status from loopback".into(),
+        };
+        return refuse(&app, e, &request);
+    }
+    const DOCS: &str = "the user guide: docs/src in the source (Observe, Troubleshoot, Commands); entra-proxy --help";
+    let html = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if html {
+        let page = format!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>entra-proxy</title><link rel=\"icon\" href=\"{icon}\"></head><body style=\"font-family:system-ui,sans-serif;margin:1rem\">\
+<h1>entra-proxy {version}</h1><p>This proxies Azure OpenAI and Azure AI requests \
+(<code>/openai/…</code>, <code>/v1/…</code>) with a key or token.</p><ul>\
+<li><a href=\"{STATUS}\">{STATUS}</a>: identity, backends, the last refusals and diagnoses, \
+the last 15 minutes</li><li><a href=\"{STATUS_JSON}\">{STATUS_JSON}</a>, \
+<a href=\"{METRICS}\">{METRICS}</a>, <a href=\"{HEALTHZ}\">{HEALTHZ}</a>, \
+<a href=\"{READYZ}\">{READYZ}</a></li><li>Docs: {docs}</li></ul></body></html>\n",
+            version = env!("CARGO_PKG_VERSION"),
+            docs = crate::status::escape(DOCS),
+            icon = crate::status::NO_ICON,
+        );
+        return (
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response();
+    }
+    axum::Json(serde_json::json!({
+        "service": "entra-proxy",
+        "version": env!("CARGO_PKG_VERSION"),
+        "status": STATUS,
+        "status_json": STATUS_JSON,
+        "metrics": METRICS,
+        "health": HEALTHZ,
+        "ready": READYZ,
+        "docs": DOCS,
+        "proxied": "Azure OpenAI and Azure AI paths (/openai/..., /v1/...) with a key or token",
+    }))
+    .into_response()
+}
+
+/// The proxy's own refusal of an admin request: answered, logged, counted and recorded as every
+/// refusal is ([`crate::refusal`]), with a request id.
+fn refuse(
+    app: &AppState,
+    e: crate::error::ProxyError,
+    request: &axum::extract::Request,
+) -> Response {
+    let request_id = crate::forward::request_id(request.headers());
+    let refused = crate::refusal::Refused {
+        request_id: &request_id,
+        method: request.method(),
+        uri: request.uri(),
+        caller: None,
+    };
+    let mut response = crate::refusal::answer(&app.recent, e, refused);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(crate::forward::REQUEST_ID, v);
+    }
+    response
 }
 
 async fn healthz() -> Response {
@@ -106,16 +199,17 @@ async fn debug_identity(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
 ) -> Response {
-    let state = state.snapshot();
+    let app = state;
+    let state = app.snapshot();
     if !state.config.server.debug {
-        return crate::error::ProxyError::NoRoute {
+        let off = crate::error::ProxyError::NoRoute {
             path: "/debug/identity".into(),
             hint: "the debug view is off; set [server] debug = true".into(),
-        }
-        .into_response();
+        };
+        return refuse(&app, off, &request);
     }
     if let Err(refused) = admin_only(&state.config, &request, DEBUG_IDENTITY) {
-        return refused.into_response();
+        return refuse(&app, refused, &request);
     }
     let mut backends = Vec::new();
     for b in &state.config.backends {
@@ -169,7 +263,7 @@ async fn status_page(
 ) -> Response {
     let snapshot = app.snapshot();
     if let Err(refused) = admin_only(&snapshot.config, &request, STATUS) {
-        return refused.into_response();
+        return refuse(&app, refused, &request);
     }
     let view = crate::status::gather(&app).await;
     (
@@ -189,7 +283,7 @@ async fn status_json(
 ) -> Response {
     let snapshot = app.snapshot();
     if let Err(refused) = admin_only(&snapshot.config, &request, STATUS_JSON) {
-        return refused.into_response();
+        return refuse(&app, refused, &request);
     }
     (
         [(axum::http::header::CACHE_CONTROL, "no-store")],

@@ -1,5 +1,5 @@
-//! Serving: the listening socket shared by `server.workers` serving threads ([`worker`]), the
-//! proxy's own endpoints ([`admin`]), and graceful shutdown.
+//! Serving: the listening socket shared by `server.workers` serving threads (`worker`), the
+//! proxy's own endpoints (`admin`), the request-head limit (`head`), and graceful shutdown.
 
 use crate::state::AppState;
 use std::future::Future;
@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 mod admin;
 mod balance;
+mod head;
 mod worker;
 
 pub use admin::router;

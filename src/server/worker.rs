@@ -4,6 +4,7 @@
 
 use super::admin;
 use super::balance;
+use super::head;
 use crate::forward;
 use crate::state::AppState;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -49,6 +50,8 @@ pub(super) async fn work(
         ..worker
     };
     let builder = connection_builder(&worker.state, deadlines);
+    // Read once: the setting needs a restart to change (see `crate::reload`).
+    let max_header_bytes = worker.state.snapshot().config.server.max_header_bytes;
     let app = admin::router(worker.state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -77,11 +80,18 @@ pub(super) async fn work(
         let _ = stream.set_nodelay(true);
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(stream),
-            connection_service(&worker, &app, peer),
+            connection_service(&worker, &app, peer, max_header_bytes),
         );
         let conn = graceful.watch(conn.into_owned());
+        let recent = worker.state.recent.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await
+                && e.downcast_ref::<hyper::Error>().is_some_and(head_too_large)
+            {
+                // hyper answered a head beyond even its buffer with its own empty 431.
+                let request_id = forward::request_id(&axum::http::HeaderMap::new());
+                crate::refusal::refused_by_http_layer(&recent, &request_id, max_header_bytes);
+            }
             drop(counted);
         });
     }
@@ -93,7 +103,8 @@ pub(super) async fn work(
 }
 
 /// How this thread serves a connection: HTTP/1.1 with the thread's deadlines for the header
-/// read, HTTP/2, both with the configured header limit.
+/// read, HTTP/2; both buffer a little more than the configured header limit, so that the
+/// proxy measures an oversized head and answers it itself ([`head`]).
 fn connection_builder(
     state: &AppState,
     deadlines: crate::deadline::Deadlines,
@@ -103,12 +114,14 @@ fn connection_builder(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .max_buf_size(server.max_header_bytes)
+        .max_buf_size(head::buffer_limit(server.max_header_bytes))
         .timer(crate::deadline::HyperTimer(deadlines))
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
-        .max_header_list_size(server.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_header_list_size(
+            head::buffer_limit(server.max_header_bytes).min(u32::MAX as usize) as u32,
+        )
         .timer(TokioTimer::new());
     builder
 }
@@ -116,12 +129,14 @@ fn connection_builder(
 /// Longest wait for a request's headers (HTTP/1.1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A connection's requests: proxied ones straight to the handler (the router, with its path
-/// matching and boxed services, is only for the proxy's own endpoints).
+/// A connection's requests: a head over `server.max_header_bytes` refused at once, proxied
+/// ones straight to the handler (the router, with its path matching and boxed services, is
+/// only for the proxy's own endpoints).
 fn connection_service(
     worker: &Worker,
     app: &axum::Router,
     peer: std::net::SocketAddr,
+    max_header_bytes: usize,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -139,11 +154,15 @@ fn connection_service(
     let worker = worker.clone();
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let mut request = request.map(axum::body::Body::new);
-        if admin::is_own_endpoint(request.uri().path()) {
+        let size = head::size(&request);
+        if size > max_header_bytes {
+            let refused = too_large(&worker.state, &request, size, max_header_bytes);
+            Either::Left(Either::Left(std::future::ready(Ok(refused))))
+        } else if admin::is_own(&request, peer) {
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
-            Either::Left(app.clone().oneshot(request))
+            Either::Left(Either::Right(app.clone().oneshot(request)))
         } else {
             // Boxed: a connection keeps its in-flight slot for as long as it lives, and the
             // handler's state is kilobytes that only a request in flight needs.
@@ -155,6 +174,42 @@ fn connection_service(
             Either::Right(handled.map(Ok::<_, std::convert::Infallible>))
         }
     })
+}
+
+/// Whether hyper refused a request head as too large (its 431), not a URI as too long (414).
+fn head_too_large(e: &hyper::Error) -> bool {
+    e.is_parse_too_large() && !e.to_string().contains("URI too long")
+}
+
+/// The answer to a request whose head is over `server.max_header_bytes`: 431 with a JSON body
+/// naming the setting, logged, counted and on `/status`.
+fn too_large<B>(
+    state: &AppState,
+    request: &hyper::Request<B>,
+    size: usize,
+    limit: usize,
+) -> axum::response::Response {
+    let request_id = forward::request_id(request.headers());
+    let refused = crate::refusal::Refused {
+        request_id: &request_id,
+        method: request.method(),
+        uri: request.uri(),
+        caller: None,
+    };
+    let e = crate::error::ProxyError::HeadersTooLarge { size, limit };
+    let mut response = crate::refusal::answer(&state.recent, e, refused);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(forward::REQUEST_ID, v);
+    }
+    // The client's next request would likely be as large, and the body is left unread: no
+    // keep-alive (HTTP/2 has no such header; its stream simply ends).
+    if request.version() < axum::http::Version::HTTP_2 {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// At shutdown: lets open connections finish for the grace period as configured now (it

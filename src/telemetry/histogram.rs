@@ -88,6 +88,9 @@ pub(crate) fn render(out: &mut String) {
     names.sort_unstable();
     names.dedup();
     for name in names {
+        if let Some(help) = super::help_of(name) {
+            let _ = writeln!(out, "# HELP {name} {help}");
+        }
         let _ = writeln!(out, "# TYPE {name} histogram");
         for h in all.iter().filter(|h| h.name == name) {
             h.render(out);

@@ -1,10 +1,15 @@
-//! The Prometheus recorder behind `GET /metrics` (no HTTP listener of its own), the bounded
-//! memory of recent traffic behind `GET /status` ([`recent`]), and OpenTelemetry traces
+//! The Prometheus recorder behind `GET /metrics` (no HTTP listener of its own, every metric
+//! described: [`recorder`]), the bounded memory of recent traffic behind `GET /status`
+//! ([`recent`], and the charts' last minutes: [`history`]), and OpenTelemetry traces
 //! ([`trace`]).
 
 pub(crate) mod histogram;
+pub(crate) mod history;
 pub(crate) mod recent;
+mod recorder;
 pub(crate) mod trace;
+
+pub(crate) use recorder::help_of;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -29,13 +34,15 @@ impl Metrics {
     /// [`UPKEEP_EVERY`], so a proxy nobody scrapes holds no more than a scraped one.
     pub fn install() -> Metrics {
         let handle = HANDLE.get_or_init(|| {
-            let handle = match PrometheusBuilder::new().install_recorder() {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics recorder not installed");
-                    return None;
-                }
-            };
+            let inner = PrometheusBuilder::new().build_recorder();
+            let handle = inner.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder::Counting { inner }) {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                return None;
+            }
+            recorder::describe();
+            // Every refusal code from the start, at 0, so a rate over it has a beginning.
+            let _ = rejected_counters();
             let upkeep = handle.clone();
             let started = std::thread::Builder::new()
                 .name("metrics-upkeep".into())
@@ -66,6 +73,33 @@ impl Metrics {
         out
     }
 }
+
+/// `entra_proxy_rejected_requests_total{code}`, one handle per code of [`crate::error::CODES`]
+/// (registered once the recorder is installed).
+fn rejected_counters() -> &'static [(&'static str, metrics::Counter)] {
+    static COUNTERS: OnceLock<Vec<(&'static str, metrics::Counter)>> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        crate::error::CODES
+            .iter()
+            .map(|code| {
+                let counter =
+                    metrics::counter!("entra_proxy_rejected_requests_total", "code" => *code);
+                (*code, counter)
+            })
+            .collect()
+    })
+}
+
+/// Counts one request the proxy answered itself with the error `code`.
+pub(crate) fn count_rejected(code: &str) {
+    if let Some((_, counter)) = rejected_counters().iter().find(|(c, _)| *c == code) {
+        counter.increment(1);
+    }
+}
+
+/// The one spelling of "the request named no model" (and no deployment) in metric labels and
+/// access lines.
+pub(crate) const NO_MODEL: &str = "none";
 
 /// How often the recorder's upkeep runs.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -219,7 +253,7 @@ impl RequestMetrics {
 
     fn register(&self, backend: &str, model: ModelLabel, status: u16) -> metrics::Counter {
         let model = match model {
-            ModelLabel::None => String::new(),
+            ModelLabel::None => NO_MODEL.to_string(),
             ModelLabel::Unconfigured => "unconfigured".to_string(),
             ModelLabel::Configured(i) => self.models.get(i).cloned().unwrap_or_default(),
         };

@@ -1,5 +1,7 @@
 //! What the status page shows about recent traffic, kept in memory and bounded: the last
-//! diagnoses and each caller's requests in the current one-minute window. Outlives reloads.
+//! diagnoses of Azure's refusals, the last of the proxy's own refusals (each in a list of its
+//! own, so a flood of one cannot push out the other), and each caller's requests in the current
+//! one-minute window. Outlives reloads.
 
 use crate::fast_hash::FastMap;
 use crate::inbound::{Caller, CallerLabel};
@@ -11,6 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How many diagnoses are kept.
 pub(crate) const DIAGNOSES_KEPT: usize = 50;
+/// How many of the proxy's own refusals are kept.
+pub(crate) const REFUSALS_KEPT: usize = 50;
+/// The longest path kept with a refusal (a client chooses it; the rest is cut).
+const REFUSAL_PATH_KEPT: usize = 256;
 /// The length of the per-caller request window.
 pub(crate) const WINDOW_SECS: u64 = 60;
 /// Callers counted at most per window (Entra and app callers are not bounded by the config).
@@ -31,6 +37,54 @@ pub struct DiagnosisRecord {
     pub code: String,
     /// The fix, in one sentence.
     pub fix: String,
+}
+
+/// One request the proxy answered itself with an error (it never reached Azure, or Azure could
+/// not be reached).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusalRecord {
+    /// Unix seconds.
+    pub at: i64,
+    pub request_id: String,
+    /// The caller's label when the credential was accepted (`key:team-a`, …); `None` when the
+    /// credential itself was refused or none was read. Never a credential.
+    pub caller: Option<String>,
+    pub method: String,
+    /// The path (never the query, which may hold a key), cut at 256 characters.
+    pub path: String,
+    pub status: u16,
+    /// The answer body's `error.code`, e.g. `invalid_api_key`.
+    pub code: String,
+    /// The fix, in one sentence.
+    pub fix: String,
+}
+
+impl RefusalRecord {
+    /// A refusal now.
+    pub fn new(
+        request_id: &str,
+        caller: Option<String>,
+        method: &str,
+        path: &str,
+        status: u16,
+        code: &str,
+        fix: &str,
+    ) -> RefusalRecord {
+        let path = match path.char_indices().nth(REFUSAL_PATH_KEPT) {
+            Some((cut, _)) => format!("{}…", &path[..cut]),
+            None => path.to_string(),
+        };
+        RefusalRecord {
+            at: now() as i64,
+            request_id: request_id.to_string(),
+            caller,
+            method: method.to_string(),
+            path,
+            status,
+            code: code.to_string(),
+            fix: fix.to_string(),
+        }
+    }
 }
 
 /// One caller's requests in the current window.
@@ -98,6 +152,7 @@ impl KeyWindow {
 #[derive(Debug, Default)]
 pub struct Recent {
     diagnoses: Mutex<VecDeque<DiagnosisRecord>>,
+    refusals: Mutex<VecDeque<RefusalRecord>>,
     /// Configured keys by name, resolved when a config is installed: a key's request takes no
     /// lock and builds no string. Only grows (bounded by the keys ever configured).
     keys: ArcSwap<FastMap<CallerLabel, Arc<KeyWindow>>>,
@@ -244,6 +299,21 @@ impl Recent {
         d.push_back(record);
     }
 
+    /// Records one of the proxy's own refusals.
+    pub fn refusal(&self, record: RefusalRecord) {
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == REFUSALS_KEPT {
+            r.pop_front();
+        }
+        r.push_back(record);
+    }
+
+    /// The kept refusals, newest first.
+    pub fn refusals(&self) -> Vec<RefusalRecord> {
+        let r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().cloned().collect()
+    }
+
     /// The kept diagnoses, newest first.
     pub fn diagnoses(&self) -> Vec<DiagnosisRecord> {
         let d = self.diagnoses.lock().unwrap_or_else(|p| p.into_inner());
@@ -325,6 +395,31 @@ mod tests {
         assert_eq!(d[49].request_id, "10");
         assert_eq!(d[0].code, "code-x");
         assert_eq!(d[0].fix, "do it.");
+    }
+
+    #[test]
+    fn refusals_keep_a_list_of_their_own() {
+        let r = Recent::default();
+        r.diagnosis("d", "key:a", "/p", "b", 401, Some("code-x: s; fix: do it."));
+        for i in 0..REFUSALS_KEPT + 10 {
+            let record = RefusalRecord::new(
+                &i.to_string(),
+                None,
+                "POST",
+                "/p",
+                401,
+                "invalid_api_key",
+                "f.",
+            );
+            r.refusal(record);
+        }
+        let refused = r.refusals();
+        assert_eq!(refused.len(), REFUSALS_KEPT);
+        assert_eq!(refused[0].request_id, (REFUSALS_KEPT + 9).to_string());
+        // The flood of refusals left the diagnosis alone.
+        assert_eq!(r.diagnoses().len(), 1);
+        let long = RefusalRecord::new("x", None, "GET", &"é".repeat(1000), 404, "no_route", "f.");
+        assert_eq!(long.path.chars().count(), REFUSAL_PATH_KEPT + 1);
     }
 
     #[test]

@@ -104,7 +104,10 @@ async fn text_lines_name_the_caller_route_status_and_usage_and_never_the_key() {
         .unwrap();
     assert!(rejected.contains(" method=POST "), "{rejected}");
     assert!(rejected.contains("&api-key=*** "), "{rejected}");
-    assert!(rejected.contains(" status=401 error="), "{rejected}");
+    assert!(
+        rejected.contains(" status=401 code=invalid_api_key error="),
+        "{rejected}"
+    );
 }
 
 #[tokio::test]
@@ -147,6 +150,7 @@ async fn json_lines_are_one_object_each_with_typed_fields() {
     }
     let rejected = lines.iter().find(|l| l["message"] == "rejected").unwrap();
     assert_eq!(rejected["status"], 401, "{rejected}");
+    assert_eq!(rejected["code"], "invalid_api_key", "{rejected}");
     assert_eq!(
         rejected["query"], "api-version=2024-10-21&api-key=***",
         "{rejected}"

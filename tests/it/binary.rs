@@ -108,6 +108,13 @@ async fn app_service_managed_identity_from_the_environment() {
         logs.contains("IDENTITY_ENDPOINT"),
         "the log names the credential: {logs}"
     );
+    // A plain-HTTP backend that is not the emulator is allowed, with a warning at start.
+    assert!(
+        logs.lines().any(|l| l.contains(" WARN ")
+            && l.contains("config: backends[0].endpoint: http://127.0.0.1:")
+            && l.contains("is plain HTTP")),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
@@ -170,6 +177,91 @@ fn demo_once_shows_the_swap() {
         stdout.contains("AzureOpenAI(") && stdout.contains("OpenAI(base_url="),
         "{stdout}"
     );
+    assert!(stdout.contains("pip install openai"), "{stdout}");
+    let config = demo_config_path(&stdout);
+    assert!(!config.exists(), "removed at exit: {}", config.display());
+}
+
+/// The config path `demo` printed.
+#[cfg(feature = "demo")]
+fn demo_config_path(stdout: &str) -> std::path::PathBuf {
+    const SAID: &str = "Config the proxy runs (removed when the demo exits): ";
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(SAID))
+        .unwrap_or_else(|| panic!("no config path in {stdout}"));
+    std::path::PathBuf::from(line)
+}
+
+#[cfg(feature = "demo")]
+#[tokio::test]
+async fn demo_says_where_its_emulator_and_config_are_and_keeps_the_config_only_while_it_runs() {
+    use tokio::io::AsyncBufReadExt as _;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(binary())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if line.starts_with("Serving until Ctrl-C") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .unwrap();
+    let emulator = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Azure emulator (Entra ID, managed identity, Azure OpenAI): "))
+        .unwrap_or_else(|| panic!("no emulator address in {stdout}"))
+        .to_string();
+    assert!(emulator.starts_with("http://127.0.0.1:"), "{emulator}");
+    let config = demo_config_path(&stdout);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!("emulator = \"{emulator}/\"")),
+        "{text}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner only: {mode:o}");
+    }
+    // /status.json names the config it runs by the hash of that very text.
+    let status: serde_json::Value = client()
+        .get(format!("http://127.0.0.1:{port}/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["config_hash"], KeyDigest::of(&text).to_hex());
+    // The emulator is where the demo said.
+    assert!(reqwest::get(&emulator).await.is_ok());
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!config.exists(), "removed at exit: {}", config.display());
 }
 
 #[test]

@@ -312,3 +312,77 @@ fn every_example_config_is_accepted() {
     }
     assert!(checked >= 1);
 }
+
+/// The names of every metric the proxy describes (`src/telemetry/recorder.rs`, whose own unit
+/// test holds that table to every metric in the source).
+fn described_metrics() -> BTreeSet<String> {
+    let table = read("src/telemetry/recorder.rs");
+    let table = &table[..table.find("pub(crate) fn help_of").unwrap()];
+    table
+        .match_indices("\"entra_proxy_")
+        .map(|(at, _)| {
+            let name = &table[at + 1..];
+            name[..name.find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_is_in_the_observe_chapter() {
+    let observe = read("docs/src/observe.md");
+    let metrics = described_metrics();
+    assert!(metrics.len() > 20, "{metrics:?}");
+    let missing: Vec<&String> = metrics
+        .iter()
+        .filter(|m| !observe.contains(&format!("`{m}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/src/observe.md does not list {missing:?}"
+    );
+}
+
+#[test]
+fn every_command_and_long_option_is_in_the_commands_chapter() {
+    use clap::CommandFactory as _;
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, Vec<String>)>) {
+        let path = if path.is_empty() {
+            cmd.get_name().to_string()
+        } else {
+            format!("{path} {}", cmd.get_name())
+        };
+        let longs = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "help" | "version"))
+            .map(|l| format!("--{l}"))
+            .collect();
+        out.push((path.clone(), longs));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, &path, out);
+        }
+    }
+    let mut commands = Vec::new();
+    walk(&entra_proxy::cli::Cli::command(), "", &mut commands);
+    let chapter = read("docs/src/commands.md");
+    let mut missing = Vec::new();
+    for (path, longs) in &commands[1..] {
+        // The command's own line in the table, e.g. `entra-proxy keys new --name NAME …`.
+        match chapter
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{path}")))
+        {
+            None => missing.push(path.clone()),
+            Some(line) => missing.extend(
+                longs
+                    .iter()
+                    .filter(|l| !line.contains(l.as_str()))
+                    .map(|l| format!("{path} {l}")),
+            ),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/src/commands.md's table lacks {missing:?}"
+    );
+}

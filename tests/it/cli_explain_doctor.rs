@@ -27,12 +27,17 @@ impl Run {
 
 /// Runs the binary with an empty environment (no Azure variables leak in) and optional stdin.
 async fn run(args: &[&str], stdin: Option<&str>) -> Run {
+    run_with(args, stdin, &[("RUST_LOG", "error")]).await
+}
+
+/// [`run`] with these environment variables.
+async fn run_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     use tokio::io::AsyncWriteExt as _;
     let mut child = tokio::process::Command::new(binary())
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -105,6 +110,25 @@ async fn doctor(config: &str, json: bool) -> Run {
         args.push("--json");
     }
     run(&args, None).await
+}
+
+/// `doctor` on `config` with these environment variables, and how long it took.
+async fn doctor_with(config: &str, env: &[(&str, &str)]) -> (Run, std::time::Duration) {
+    let path = write_config(config);
+    let started = std::time::Instant::now();
+    let r = run_with(&["doctor", "--config", path.0.to_str().unwrap()], None, env).await;
+    (r, started.elapsed())
+}
+
+/// The one failed line of a report that stops at the token, after passing everything before.
+fn failed_at_the_token(r: &Run) -> String {
+    assert_eq!(r.code, 1, "{}", r.all());
+    let lines = marked(&r.stdout);
+    let failed: Vec<&&str> = lines.iter().filter(|l| l.starts_with('✗')).collect();
+    assert_eq!(failed.len(), 1, "{}", r.stdout);
+    assert!(failed[0].contains("primary: token"), "{}", r.stdout);
+    assert_eq!(lines.last(), Some(*failed.first().unwrap()), "{}", r.stdout);
+    failed[0].to_string()
 }
 
 async fn config_check(config: &str) -> Run {
@@ -271,6 +295,62 @@ async fn explain_refuses_what_is_not_a_jwt_without_echoing_it() {
         assert_eq!(r.code, 1, "{input}: {}", r.all());
         assert!(r.stderr.contains(words), "{input}: {}", r.stderr);
         assert!(!r.all().contains(input), "{input} was echoed: {}", r.all());
+    }
+}
+
+#[tokio::test]
+async fn explain_says_what_a_proxy_key_a_resource_key_and_a_client_secret_are_and_what_to_do() {
+    let proxy_key = "ep-s_yfH85xSDxxYDIgEqmNLIupO0ur7MeuobUkfDE7nDQ";
+    let old_key = "0123456789abcdef0123456789abcdef";
+    let new_key =
+        "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s9t0u1v2w3x4y5zJQQJ99BDACYeBjFXJ3w3AAAAACOGabcd";
+    let secret = "abc8Q~Zx.y_z-0123456789abcdefghijklmnopq";
+    for (input, credential, what, todo) in [
+        (
+            proxy_key,
+            "proxy-key",
+            "a key this proxy issued",
+            "api-key: KEY",
+        ),
+        (
+            old_key,
+            "azure-resource-key",
+            "an Azure resource key (32 hexadecimal characters)",
+            "keys hash --legacy",
+        ),
+        (
+            new_key,
+            "azure-resource-key",
+            "an Azure resource key (84 characters, the newer form)",
+            "keys regenerate",
+        ),
+        (
+            secret,
+            "client-secret",
+            "an Entra ID client secret",
+            "az ad app credential reset",
+        ),
+    ] {
+        let r = explain(input, &[]).await;
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stderr.contains(what), "{}", r.stderr);
+        assert!(r.stderr.contains(todo), "{}", r.stderr);
+        assert!(
+            !r.all().contains(input),
+            "the secret was echoed: {}",
+            r.all()
+        );
+        // From stdin, pasted with a Bearer prefix, the same.
+        let r = run(&["explain", "--json"], Some(&format!("Bearer {input}\n"))).await;
+        assert_eq!(r.code, 1);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["credential"], credential, "{v}");
+        assert_eq!(v["accepted"], false);
+        assert!(
+            !r.all().contains(input),
+            "the secret was echoed: {}",
+            r.all()
+        );
     }
     let r = explain("not-a-jwt.at-all", &["--json"]).await;
     assert_eq!(r.code, 1);
@@ -469,6 +549,134 @@ async fn doctor_with_the_identity_endpoint_down_fails_at_the_token_line() {
     );
     assert_eq!(at, lines.len() - 1, "the chain stops there: {}", r.stdout);
     assert!(r.stdout.contains("some checks failed"), "{}", r.stdout);
+}
+
+#[tokio::test]
+async fn doctor_with_an_identity_endpoint_refusing_connections_says_so_at_once_with_the_fix() {
+    let emu = emulator().await;
+    let closed = free_port();
+    // Every identity call goes to [azure] emulator: here a port nothing listens on.
+    let config = base_config(&emu.url()).replace(
+        &format!("emulator = \"{}\"", emu.url()),
+        &format!("emulator = \"http://127.0.0.1:{closed}\""),
+    );
+    let (r, took) = doctor_with(&config, &[]).await;
+    let line = failed_at_the_token(&r);
+    assert!(
+        line.contains(&format!("connection refused by 127.0.0.1:{closed}; fix: ")),
+        "{line}"
+    );
+    assert!(line.contains("[azure] emulator"), "{line}");
+    // Not the 15 s of upstream.identity_timeout_secs.
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+
+    // App Service / Container Apps style: IDENTITY_ENDPOINT names a port nothing listens on.
+    let config = base_config(&emu.url()).replace(&format!("emulator = \"{}\"\n", emu.url()), "");
+    let endpoint = format!("http://127.0.0.1:{closed}/msi/token");
+    let (r, took) = doctor_with(
+        &config,
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.as_str()),
+            ("IDENTITY_HEADER", "h"),
+        ],
+    )
+    .await;
+    let line = failed_at_the_token(&r);
+    assert!(line.contains("connection refused by 127.0.0.1"), "{line}");
+    assert!(
+        line.contains("IDENTITY_ENDPOINT is set but nothing answers"),
+        "{line}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn doctor_with_an_identity_endpoint_that_never_answers_names_the_timeout_and_its_setting() {
+    let emu = emulator().await;
+    // Takes connections (the kernel completes them) and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let config = base_config(&emu.url())
+        .replace(
+            &format!("emulator = \"{}\"", emu.url()),
+            &format!("emulator = \"http://127.0.0.1:{port}\""),
+        )
+        .replace(
+            "[azure]",
+            "[upstream]\nidentity_timeout_secs = 1\n\n[azure]",
+        );
+    let (r, took) = doctor_with(&config, &[]).await;
+    let line = failed_at_the_token(&r);
+    assert!(line.contains("timeout: "), "{line}");
+    assert!(
+        line.contains("within 1s (upstream.identity_timeout_secs); fix: "),
+        "{line}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn doctor_names_an_aadsts_refusal_of_the_proxys_identity_with_its_fix() {
+    let emu = emulator().await;
+    let tenant = emu.config().tenant_id.clone();
+    let app = "11111111-2222-3333-4444-555555555555";
+    emu.register_app(&tenant, app, "Sup3r~Secret.Value_123");
+    let config = base_config(&emu.url()).replace(
+        "[identity]\nkind = \"managed-identity\"\n",
+        &format!(
+            "[identity]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{app}\"\nclient_secret = \"Sup3r~Secret.Value_123\"\n"
+        ),
+    );
+    for (aadsts, fix) in [
+        (7000215, "send the secret's Value, not its Secret ID"),
+        (7000222, "has expired"),
+        (700016, "was not found in tenant"),
+    ] {
+        emu.set_identity_fault(Some(IdentityFault::Error {
+            status: 401,
+            aadsts,
+        }));
+        let (r, _) = doctor_with(&config, &[]).await;
+        let line = failed_at_the_token(&r);
+        assert!(
+            line.contains(&format!("Entra refused with AADSTS{aadsts}; fix: ")),
+            "{line}"
+        );
+        assert!(line.contains(fix), "{line}");
+        assert!(!r.all().contains("Sup3r~Secret"), "{}", r.all());
+    }
+}
+
+#[tokio::test]
+async fn doctor_keeps_library_logs_out_of_its_report_unless_verbose() {
+    let emu = emulator().await;
+    let config = base_config(&emu.url());
+    let (r, _) = doctor_with(&config, &[("RUST_LOG", "trace")]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.stderr, "", "nothing but the report");
+    for line in r.stdout.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            ["✓", "✗", "!", "-"].iter().any(|m| line.starts_with(m)) || line == "all checks passed",
+            "not a report line: {line}"
+        );
+    }
+    // What the probe answer means, not only that it came.
+    assert!(
+        r.stdout.contains("deployment gpt-4o exists and accepted the token (HTTP 400 is Azure refusing the empty test body"),
+        "{}",
+        r.stdout
+    );
+    let path = write_config(&config);
+    let r = run_with(
+        &["doctor", "--verbose", "--config", path.0.to_str().unwrap()],
+        None,
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("DEBUG"), "--verbose logs: {}", r.stderr);
+    assert!(!r.stdout.contains("DEBUG"), "but never into the report");
 }
 
 #[tokio::test]
@@ -672,6 +880,33 @@ endpoint = "https://myres.cognitiveservices.azure.com"
     ] {
         assert!(r.stdout.contains(words), "{words:?} in\n{}", r.stdout);
     }
+}
+
+#[tokio::test]
+async fn plain_http_to_an_azure_host_is_a_config_error_and_elsewhere_a_warning() {
+    let config = "[identity]\nkind = \"azure-cli\"\n\n[[backends]]\nname = \"primary\"\nendpoint = \"http://myres.openai.azure.com\"\n";
+    let r = config_check(config).await;
+    assert_eq!(r.code, 64, "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "backends[0].endpoint: http://myres.openai.azure.com is plain HTTP to an Azure host: the proxy would send its bearer token in clear text; use https://myres.openai.azure.com"
+        ),
+        "{}",
+        r.stderr
+    );
+    let config = config.replace(
+        "http://myres.openai.azure.com\"",
+        "http://aoai-gateway.internal:8080\"\nscope = \"https://cognitiveservices.azure.com\"",
+    );
+    let r = config_check(&config).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(
+            "warning: backends[0].endpoint: http://aoai-gateway.internal:8080 is plain HTTP"
+        ),
+        "{}",
+        r.stdout
+    );
 }
 
 #[tokio::test]

@@ -21,6 +21,12 @@ const HOSTILE_PATH: &str = "/openai/deployments/%3Cb%20onmouseover=alert(2)%3E/c
 /// cognitiveservices scope, so Azure answers 401 and the proxy diagnoses the audience), the
 /// test key and a key whose name is markup, and an admin key.
 fn config(emu: &Emulator, foundry: &url::Url) -> String {
+    config_tagged(emu, foundry, "")
+}
+
+/// [`config`] with `tag` after the names of the test key and the backends: the charts count per
+/// process (as `/metrics` does), so a test that counts bars gives its series names of its own.
+fn config_tagged(emu: &Emulator, foundry: &url::Url, tag: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -33,25 +39,25 @@ emulator = "{emu}"
 kind = "managed-identity"
 
 [[backends]]
-name = "openai"
+name = "openai{tag}"
 endpoint = "{emu}"
 
 [[backends]]
-name = "foundry"
+name = "foundry{tag}"
 endpoint = "{foundry}"
 
 [[models]]
 name = "gpt-4o"
-backend = "openai"
+backend = "openai{tag}"
 deployment = "gpt-4o"
 
 [[models]]
 name = "foundry-chat"
-backend = "foundry"
+backend = "foundry{tag}"
 deployment = "gpt-4o"
 
 [[keys]]
-name = "team-a"
+name = "team-a{tag}"
 sha256 = "{team_a}"
 
 [[keys]]
@@ -69,12 +75,20 @@ sha256 = "{hostile_digest}"
 /// The proxy, after: one good request (team-a), one wrong-audience request (the hostile key),
 /// and one request to a deployment named with markup, sent as raw bytes (the hostile key).
 async fn with_traffic() -> Harness {
+    with_traffic_tagged("").await.0
+}
+
+/// [`with_traffic`] with tagged names ([`config_tagged`]); also returns the good request's
+/// tokens.
+async fn with_traffic_tagged(tag: &str) -> (Harness, u64) {
     let emu = emulator().await;
     let foundry = emu.add_resource(ResourceKind::Foundry).await.unwrap();
-    let text = config(&emu, &foundry);
+    let text = config_tagged(&emu, &foundry, tag);
     let h = proxy(emu, &text).await;
     let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let tokens = body["usage"]["total_tokens"].as_u64().unwrap();
     let r = client()
         .post(h.url("/v1/chat/completions"))
         .header("api-key", HOSTILE_KEY)
@@ -96,13 +110,13 @@ async fn with_traffic() -> Harness {
             "/openai/deployments/{HOSTILE_DEPLOYMENT}/chat/completions?api-version=2024-10-21"
         )))
         .header("api-key", HOSTILE_KEY)
-        .header("x-entra-proxy-backend", "openai")
+        .header("x-entra-proxy-backend", format!("openai{tag}"))
         .json(&chat_body("gpt-4o"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    h
+    (h, tokens)
 }
 
 async fn status_json(h: &Harness) -> serde_json::Value {
@@ -294,10 +308,12 @@ async fn status_html_escapes_hostile_names_and_refreshes_itself() {
     assert!(!html.contains("<b onmouseover"), "unescaped markup: {html}");
     assert!(html.contains("key:&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(html.contains(HOSTILE_PATH));
-    // No external assets: nothing is loaded from anywhere.
+    // No external assets: nothing is loaded from anywhere (not even a favicon: the page says
+    // it has none, inline).
     assert!(!html.contains("src="), "{html}");
+    let html_without_icon = html.replace("<link rel=\"icon\" href=\"data:,\">", "");
     for external in ["<link", "@import", "url(", "<iframe", "<object"] {
-        assert!(!html.contains(external), "{external}");
+        assert!(!html_without_icon.contains(external), "{external}");
     }
     for text in ["openai", "foundry", "audience-mismatch", DEFAULT_TENANT_ID] {
         assert!(html.contains(text), "{text} missing");
@@ -411,8 +427,25 @@ fn tempfile_dir() -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn status_page_renders_in_headless_chromium_with_hostile_names_as_text() {
-    let h = with_traffic().await;
+async fn status_page_renders_in_headless_chromium_with_refusals_charts_and_hostile_names_as_text() {
+    let (h, tokens) = with_traffic_tagged("-charts").await;
+    // The proxy's own refusals: no credential, and headers over the limit.
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .header("x-padding", "a".repeat(70_000))
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
     let url = h.url("/status");
     let dom = {
         let url = url.clone();
@@ -426,11 +459,22 @@ async fn status_page_renders_in_headless_chromium_with_hostile_names_as_text() {
         "chromium failed: {}",
         String::from_utf8_lossy(&dom.stderr)
     );
+    // The page says it has no icon, so the browser asked for none (and no refusal was recorded).
+    let v = status_json(&h).await;
+    let refused: Vec<&str> = v["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, ["/v1/chat/completions"; 2], "{v}");
     for text in [
-        "<td data-label=\"Name\">openai</td>",
-        "<td data-label=\"Name\">foundry</td>",
+        "<td data-label=\"Name\">openai-charts</td>",
+        "<td data-label=\"Name\">foundry-charts</td>",
         "audience-mismatch",
         "Token expires",
+        "<td data-label=\"Code\"><code>missing_credential</code></td>",
+        "<td data-label=\"Code\"><code>headers_too_large</code></td>",
     ] {
         assert!(html.contains(text), "{text} missing from the DOM:\n{html}");
     }
@@ -447,10 +491,27 @@ async fn status_page_renders_in_headless_chromium_with_hostile_names_as_text() {
     assert!(!html.contains("<script"), "{html}");
     assert!(!html.contains("<b onmouseover"), "{html}");
 
+    // The charts: fifteen bars each, whose titles add up to the traffic sent (whichever minute
+    // each request fell in).
+    let (requests, errors, _) = chart_totals(&html, "requests", "key:team-a-charts");
+    assert_eq!((requests, errors), (1, 0));
+    let (_, _, used) = chart_totals(&html, "tokens", "key:team-a-charts");
+    assert_eq!(used, tokens);
+    let (requests, errors, _) = chart_totals(&html, "requests", "openai-charts");
+    assert_eq!(
+        (requests, errors),
+        (2, 1),
+        "the good request and Azure's 404"
+    );
+    let (_, _, used) = chart_totals(&html, "tokens", "openai-charts");
+    assert_eq!(used, tokens);
+    let (requests, errors, _) = chart_totals(&html, "requests", "foundry-charts");
+    assert_eq!((requests, errors), (1, 1), "Azure's 401");
+
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status.png");
     let arg = format!("--screenshot={}", shot.display());
     let out =
-        tokio::task::spawn_blocking(move || run_chromium(&[&arg, "--window-size=1280,900", &url]))
+        tokio::task::spawn_blocking(move || run_chromium(&[&arg, "--window-size=1280,2000", &url]))
             .await
             .unwrap();
     assert!(
@@ -461,6 +522,42 @@ async fn status_page_renders_in_headless_chromium_with_hostile_names_as_text() {
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     h.stop().await;
+}
+
+/// The `class` chart (`requests` or `tokens`) of `series` in the DOM: checks it has a bar with a
+/// title per minute, and returns the requests, errors and tokens its titles add up to.
+fn chart_totals(dom: &str, class: &str, series: &str) -> (u64, u64, u64) {
+    let start = format!("<svg class=\"chart {class}\" role=\"img\" aria-label=\"{series}: ");
+    let at = dom
+        .find(&start)
+        .unwrap_or_else(|| panic!("no {class} chart of {series} in\n{dom}"));
+    let svg = &dom[at..at + dom[at..].find("</svg>").unwrap()];
+    assert_eq!(svg.matches("<g class=\"bar\">").count(), 15, "{svg}");
+    let titles: Vec<&str> = svg
+        .split("<title>")
+        .skip(1)
+        .map(|t| &t[..t.find("</title>").unwrap()])
+        .collect();
+    assert_eq!(titles.len(), 15, "{svg}");
+    // `07:51 UTC: 2 requests, 1 error`.
+    let number_before = |title: &str, word: &str| -> u64 {
+        title
+            .split(", ")
+            .map(|part| part.rsplit(": ").next().unwrap())
+            .find_map(|part| {
+                part.strip_suffix(&format!(" {word}s"))
+                    .or_else(|| part.strip_suffix(&format!(" {word}")))
+            })
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let mut totals = (0, 0, 0);
+    for t in &titles {
+        assert!(t.contains(" UTC: "), "{t}");
+        totals.0 += number_before(t, "request");
+        totals.1 += number_before(t, "error");
+        totals.2 += number_before(t, "token");
+    }
+    totals
 }
 
 #[cfg(feature = "demo")]
@@ -475,7 +572,7 @@ fn demo_prints_the_status_page_url() {
     assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "Status page (identity, backends, last diagnoses): http://127.0.0.1:{port}/status\n"
+            "Status page (identity, backends, refusals, diagnoses, the last 15 minutes): http://127.0.0.1:{port}/status\n"
         )),
         "{stdout}"
     );

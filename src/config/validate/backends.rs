@@ -60,9 +60,11 @@ impl Backends {
     }
 }
 
+/// `emulated`: `[azure] emulator` is set, so a loopback backend is the local stand-in for Azure.
 pub(super) fn validate_backends(
     raw: Vec<RawBackend>,
     cloud: Cloud,
+    emulated: bool,
     notes: &mut Vec<Note>,
     errors: &mut Errors,
 ) -> Backends {
@@ -86,7 +88,7 @@ pub(super) fn validate_backends(
             }
             let name = b.name.clone();
             let written = b.deployments.clone();
-            let backend = validate_backend(b, &at, cloud, notes, errors);
+            let backend = validate_backend(b, &at, cloud, emulated, notes, errors);
             let backend = backend.filter(|_| errors.len() == before);
             Slot {
                 name,
@@ -102,11 +104,16 @@ fn validate_backend(
     b: RawBackend,
     at: &str,
     cloud: Cloud,
+    emulated: bool,
     notes: &mut Vec<Note>,
     errors: &mut Errors,
 ) -> Option<Backend> {
     let norm = errors.check(format!("{at}.endpoint"), normalize_endpoint(&b.endpoint))?;
     let before = errors.len();
+    errors.check(
+        format!("{at}.endpoint"),
+        clear_text(&norm.base, at, emulated, notes),
+    );
     let api_version = api_version(&b, &norm, at, notes);
     let api_version = errors.check(format!("{at}.api_version"), {
         validate_api_version(&api_version).map(|()| api_version)
@@ -148,6 +155,43 @@ fn validate_backend(
         max_concurrent: b.max_concurrent,
         queue_timeout: queue_timeout?,
     })
+}
+
+/// A plain `http://` endpoint: refused on an Azure host (the proxy would send its bearer token
+/// in clear text across the network), allowed elsewhere — a loopback or private name, a
+/// TLS-terminating sidecar — with a warning, except on loopback with `[azure] emulator` set
+/// (the local stand-in for Azure).
+fn clear_text(
+    endpoint: &url::Url,
+    at: &str,
+    emulated: bool,
+    notes: &mut Vec<Note>,
+) -> Result<(), String> {
+    if endpoint.scheme() != "http" {
+        return Ok(());
+    }
+    let host = endpoint.host_str().unwrap_or_default();
+    if Cloud::of_host(host).is_some() {
+        let mut https = endpoint.clone();
+        let _ = https.set_scheme("https");
+        let _ = https.set_port(None);
+        return Err(format!(
+            "{} is plain HTTP to an Azure host: the proxy would send its bearer token in clear text; use {}",
+            endpoint.as_str().trim_end_matches('/'),
+            https.as_str().trim_end_matches('/')
+        ));
+    }
+    if emulated && is_loopback(endpoint) {
+        return Ok(());
+    }
+    notes.push(Note {
+        level: NoteLevel::Warning,
+        message: format!(
+            "{at}.endpoint: {} is plain HTTP, so the proxy's bearer token for it travels unencrypted; fine on loopback or to a TLS-terminating sidecar, otherwise use https://",
+            endpoint.as_str().trim_end_matches('/')
+        ),
+    });
+    Ok(())
 }
 
 /// The api-version to use: as set, else from a pasted URL, else the default. Notes what was
@@ -315,6 +359,63 @@ mod tests {
             "https://ai.azure.com/.default"
         );
         assert_eq!(c.scopes().len(), 1);
+    }
+
+    #[test]
+    fn plain_http_to_an_azure_host_is_an_error_naming_https() {
+        for (host, https) in [
+            (
+                "http://res.openai.azure.com",
+                "use https://res.openai.azure.com",
+            ),
+            (
+                "http://res.cognitiveservices.azure.com:80/",
+                "use https://res.cognitiveservices.azure.com",
+            ),
+            (
+                "http://proj.services.ai.azure.com",
+                "use https://proj.services.ai.azure.com",
+            ),
+            (
+                "http://res.openai.azure.us",
+                "use https://res.openai.azure.us",
+            ),
+            (
+                "http://eastus.api.cognitive.microsoft.com",
+                "use https://eastus.api.cognitive.microsoft.com",
+            ),
+        ] {
+            let e = err(&format!("[[backends]]\nname='a'\nendpoint='{host}'"));
+            assert!(
+                e.contains("backends[0].endpoint: ")
+                    && e.contains("clear text")
+                    && e.contains(https),
+                "{host}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_elsewhere_is_a_warning_unless_it_is_the_emulator() {
+        let warned = |text: &str| {
+            parse(text)
+                .unwrap()
+                .notes
+                .iter()
+                .any(|n| n.level == NoteLevel::Warning && n.message.contains("plain HTTP"))
+        };
+        assert!(warned(
+            "[[backends]]\nname='a'\nendpoint='http://aoai.internal:8080'\nscope='https://cognitiveservices.azure.com'"
+        ));
+        assert!(warned(
+            "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:9'"
+        ));
+        assert!(!warned(
+            "[azure]\nemulator='http://127.0.0.1:1'\n[[backends]]\nname='a'\nendpoint='http://127.0.0.1:9'"
+        ));
+        assert!(!warned(
+            "[[backends]]\nname='a'\nendpoint='https://res.openai.azure.com'"
+        ));
     }
 
     #[test]

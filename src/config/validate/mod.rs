@@ -30,7 +30,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         Some(e) => errors.check("azure.emulator", parse_emulator(&e)).map(Some),
     };
     let identity = identity::validate_identity(raw.identity, &mut errors);
-    let mut backends = backends::validate_backends(raw.backends, cloud, &mut notes, &mut errors);
+    let local = emulator.as_ref().is_some_and(Option::is_some);
+    let mut backends =
+        backends::validate_backends(raw.backends, cloud, local, &mut notes, &mut errors);
     let models = models::validate_models(raw.models, &mut backends, &mut errors);
     let has_keys = !raw.keys.is_empty();
     let keys = keys::validate_keys(raw.keys, &models, &backends, &mut errors);
