@@ -10,7 +10,9 @@
 # an api-key, through /v1/chat/completions to the emulator on 127.0.0.1 — and prints
 # (instructions(LARGE) - instructions(SMALL)) / (LARGE - SMALL): start-up, token acquisition and
 # shutdown cancel out. The proxy logs at RUST_LOG (default info: one access line per request,
-# as shipped). Loopback only; needs valgrind (apt-get install valgrind).
+# as shipped). KEY_LIMITS="tokens_per_minute = 1000000000" (any [[keys]] lines) gives the key
+# limits, so admission, the prompt estimate and the usage meter run on every request.
+# Loopback only; needs valgrind (apt-get install valgrind).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROXY="${1:-$ROOT/target/release/entra-proxy}"
@@ -78,6 +80,7 @@ deployment = "gpt-4o"
 [[keys]]
 name = "bench"
 sha256 = "$SHA"
+${KEY_LIMITS:-}
 EOF
   RUST_LOG="${RUST_LOG:-info}" valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$PROXY" serve --config "$WORK/proxy-$n.toml" >"$WORK/proxy-$n.log" 2>&1 &
