@@ -72,6 +72,17 @@ impl Cloud {
         }
     }
 
+    /// The audience of a token presented as a federated identity credential (a managed or
+    /// workload identity's, exchanged for an app's). Microsoft Learn, "Configure an application
+    /// to trust a managed identity": `api://AzureADTokenExchange` and its sovereign forms.
+    pub fn token_exchange_audience(self) -> &'static str {
+        match self {
+            Cloud::Public => "api://AzureADTokenExchange",
+            Cloud::Usgov => "api://AzureADTokenExchangeUSGov",
+            Cloud::China => "api://AzureADTokenExchangeChina",
+        }
+    }
+
     /// The Azure Resource Manager audience: the classic wrong audience.
     pub fn management_audience(self) -> &'static str {
         match self {

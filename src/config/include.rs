@@ -85,6 +85,37 @@ pub(super) fn read_keys_file(
     ))
 }
 
+/// Reads the files `[on_behalf_of]` names (a client secret, a certificate, a private key),
+/// relative to the config file, into the raw section for validation; returns those read, to
+/// be watched with the config.
+pub(super) fn read_obo_files(
+    obo: &mut super::raw::RawOnBehalfOf,
+    sources: &Sources<'_>,
+) -> Vec<SourceFile> {
+    let named: Vec<String> = [
+        &obo.client_secret_file,
+        &obo.certificate_file,
+        &obo.private_key_file,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    let mut read = Vec::new();
+    for written in named {
+        let path = resolve(sources.base_dir, &written);
+        let text = (sources.read)(&path);
+        if let Ok(t) = &text {
+            read.push(SourceFile {
+                path: path.clone(),
+                text: t.clone(),
+            });
+        }
+        obo.read.push((written, text));
+    }
+    read
+}
+
 /// The key names in keys-file text, checked against the keys-file schema (unknown fields and
 /// tables refused) but with `${VAR}` left as written and values unchecked: what the `keys`
 /// command needs to edit a file without breaking it.

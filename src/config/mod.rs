@@ -4,6 +4,7 @@
 //! (`raw`), then validation (`validate`), which reports every problem with its exact key.
 //! Defaults are the named constants below.
 
+mod certificate;
 mod emulator;
 mod endpoint;
 mod env;
@@ -17,6 +18,7 @@ mod scope;
 mod testing;
 mod validate;
 
+pub use certificate::AppCertificate;
 pub use emulator::redirect;
 pub use endpoint::{NormalizedEndpoint, normalize_endpoint};
 pub use errors::ConfigError;
@@ -88,6 +90,8 @@ pub struct Config {
     pub keys: Vec<KeyEntry>,
     /// Entra and app callers with a name and a policy, matched by their claims.
     pub identities: Vec<IdentityEntry>,
+    /// The proxy's app for the on-behalf-of exchange, when configured.
+    pub on_behalf_of: Option<OnBehalfOf>,
     /// Serve callers without any credential (only ever implicit on a loopback listener).
     pub allow_unauthenticated: bool,
     pub inbound: InboundConfig,
@@ -302,7 +306,118 @@ pub struct IdentityEntry {
     /// Each user's (`oid`'s) own budget inside the identity (`per_user_tokens_per_minute`,
     /// `per_user_token_quota` over the identity's `token_quota_period`).
     pub per_user: Option<KeyBudget>,
+    /// What reaches Azure for its Entra callers; `None`: `[inbound.entra] upstream`.
+    pub upstream: Option<Upstream>,
 }
+
+/// What reaches Azure for an Entra caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// By the token's audience: a token for the proxy is swapped for the proxy's own, one
+    /// already for the backend's audience is forwarded.
+    ByAudience,
+    /// The proxy's own token, whatever the caller's was for.
+    Proxy,
+    /// The caller's token as it is: it must be for the backend's audience.
+    Caller,
+    /// A token for the signed-in user, exchanged from the caller's (for the proxy) with the
+    /// on-behalf-of grant.
+    OnBehalfOf,
+}
+
+impl Upstream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Upstream::ByAudience => "by audience",
+            Upstream::Proxy => "proxy",
+            Upstream::Caller => "caller",
+            Upstream::OnBehalfOf => "on-behalf-of",
+        }
+    }
+}
+
+/// `[on_behalf_of]`: the proxy's app registration and how it proves it is that app.
+#[derive(Debug, Clone)]
+pub struct OnBehalfOf {
+    pub client_id: String,
+    pub tenant_id: String,
+    pub proof: AppProof,
+    /// Users whose delegated tokens are cached at once; least recently used go first.
+    pub max_users: u64,
+}
+
+/// How the proxy proves it is its app to Entra in the on-behalf-of exchange.
+#[derive(Debug, Clone)]
+pub enum AppProof {
+    /// A client secret (`client_secret` or `client_secret_file`).
+    ClientSecret(SecretString),
+    /// A certificate: a signed client assertion.
+    Certificate(std::sync::Arc<AppCertificate>),
+    /// The proxy's own managed identity, as a federated credential of the app: no secret.
+    ManagedIdentity,
+    /// The proxy's own workload identity, as a federated credential of the app: no secret.
+    WorkloadIdentity,
+}
+
+impl OnBehalfOf {
+    /// How the proxy proves it is its app, in words (`explain`, traces).
+    pub fn describe(&self) -> String {
+        format!(
+            "app {} (tenant {}) by {}",
+            self.client_id,
+            self.tenant_id,
+            match &self.proof {
+                AppProof::ClientSecret(_) => "its client secret".to_string(),
+                AppProof::Certificate(c) => {
+                    format!("its certificate (x5t#S256 {})", c.x5t_s256())
+                }
+                AppProof::ManagedIdentity => {
+                    "the proxy's managed identity, a federated credential of the app (no secret)"
+                        .into()
+                }
+                AppProof::WorkloadIdentity => {
+                    "the proxy's workload identity, a federated credential of the app (no secret)"
+                        .into()
+                }
+            }
+        )
+    }
+
+    /// Whether `other` describes the same app proved the same way: a reload that leaves
+    /// `[on_behalf_of]` alone keeps the users' cached tokens.
+    pub fn same_as(&self, other: &OnBehalfOf) -> bool {
+        use secrecy::ExposeSecret as _;
+        self.client_id == other.client_id
+            && self.tenant_id == other.tenant_id
+            && self.max_users == other.max_users
+            && match (&self.proof, &other.proof) {
+                (AppProof::ClientSecret(a), AppProof::ClientSecret(b)) => {
+                    a.expose_secret() == b.expose_secret()
+                }
+                (AppProof::Certificate(a), AppProof::Certificate(b)) => {
+                    a.x5t_s256() == b.x5t_s256()
+                }
+                (AppProof::ManagedIdentity, AppProof::ManagedIdentity)
+                | (AppProof::WorkloadIdentity, AppProof::WorkloadIdentity) => true,
+                _ => false,
+            }
+    }
+}
+
+impl AppProof {
+    /// The `credential = …` it was configured as.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AppProof::ClientSecret(_) => "client-secret",
+            AppProof::Certificate(_) => "certificate",
+            AppProof::ManagedIdentity => "managed-identity",
+            AppProof::WorkloadIdentity => "workload-identity",
+        }
+    }
+}
+
+/// Default of `[on_behalf_of] max_users`.
+pub const DEFAULT_OBO_MAX_USERS: u64 = 10_000;
 
 /// What a token must carry to be an identity; every field that is set must hold. Ids are
 /// lower-case GUIDs.
@@ -522,6 +637,9 @@ pub struct InboundConfig {
     /// Callers no identity matches: `[inbound.entra] unmatched`, by default `deny` once any
     /// identity is configured and `allow` otherwise.
     pub unmatched: Unmatched,
+    /// What reaches Azure for an Entra caller whose identity does not say: `[inbound.entra]
+    /// upstream`, by audience when unset.
+    pub upstream: Upstream,
 }
 
 impl InboundConfig {
@@ -647,6 +765,9 @@ impl Config {
             raw.keys.extend(extra.keys);
             raw.identities.extend(extra.identities);
             included.push(file);
+        }
+        if let Some(obo) = &mut raw.on_behalf_of {
+            included.extend(include::read_obo_files(obo, sources));
         }
         if let Some(ca) = &mut raw.limits.redis_ca_file {
             *ca = include::resolve(sources.base_dir, ca).display().to_string();

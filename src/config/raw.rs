@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) keys: Vec<RawKey>,
     #[serde(default)]
     pub(super) identities: Vec<RawIdentityEntry>,
+    pub(super) on_behalf_of: Option<RawOnBehalfOf>,
     #[serde(default)]
     pub(super) inbound: RawInbound,
     #[serde(default)]
@@ -75,6 +76,26 @@ pub(super) struct RawEntraInbound {
     pub(super) jwks_url: Option<String>,
     /// `deny` or `allow`: an Entra or app caller no `[[identities]]` block matches.
     pub(super) unmatched: Option<String>,
+    /// What reaches Azure for an Entra caller by default: `proxy`, `caller`, `on-behalf-of`.
+    pub(super) upstream: Option<String>,
+}
+
+/// `[on_behalf_of]`: the proxy's app registration, and how it proves it is that app, for the
+/// on-behalf-of exchange.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOnBehalfOf {
+    pub(super) client_id: String,
+    pub(super) tenant_id: String,
+    pub(super) credential: String,
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) client_secret_file: Option<String>,
+    pub(super) certificate_file: Option<String>,
+    pub(super) private_key_file: Option<String>,
+    pub(super) max_users: Option<i64>,
+    /// The files named above, as read (path, text or why not), before validation.
+    #[serde(skip)]
+    pub(super) read: Vec<(String, Result<String, String>)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +238,8 @@ pub(super) struct RawIdentityEntry {
     pub(super) token_quota_period: Option<String>,
     pub(super) per_user_tokens_per_minute: Option<i64>,
     pub(super) per_user_token_quota: Option<i64>,
+    /// What reaches Azure for this identity's Entra callers.
+    pub(super) upstream: Option<String>,
     /// The keys file this identity was read from; `None` for the main config file.
     #[serde(skip)]
     pub(super) file: Option<String>,

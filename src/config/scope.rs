@@ -18,6 +18,12 @@ impl Scope {
         self.0.strip_suffix("/.default").unwrap_or(&self.0)
     }
 
+    /// The scope of the token a managed or workload identity presents as an app's federated
+    /// credential (`api://AzureADTokenExchange/.default` in the public cloud).
+    pub fn token_exchange(cloud: crate::cloud::Cloud) -> Scope {
+        Scope(format!("{}/.default", cloud.token_exchange_audience()))
+    }
+
     /// The `/.default` scope of `audience`.
     pub(super) fn for_audience(audience: &str) -> Scope {
         Scope(scope_for_audience(audience))

@@ -123,6 +123,12 @@ fn validate_identity(
         &format!("{at}.per_user_token_quota"),
         errors,
     );
+    let upstream = match raw.upstream.as_deref() {
+        None => Some(None),
+        Some(u) => errors
+            .check(format!("{at}.upstream"), super::inbound::upstream(u))
+            .map(Some),
+    };
     let per_user_set =
         raw.per_user_tokens_per_minute.is_some() || raw.per_user_token_quota.is_some();
     if per_user_set && matcher.object_id.is_some() {
@@ -152,6 +158,7 @@ fn validate_identity(
             token_quota_period,
         },
         per_user,
+        upstream: upstream?,
     })
 }
 

@@ -4,7 +4,8 @@
 use crate::config::errors::Errors;
 use crate::config::raw::{RawClientCredentials, RawEntraInbound};
 use crate::config::{
-    ClientCredentialsInbound, DEFAULT_MAX_APPS, EntraInbound, InboundConfig, InboundMode, Unmatched,
+    ClientCredentialsInbound, DEFAULT_MAX_APPS, EntraInbound, InboundConfig, InboundMode,
+    Unmatched, Upstream,
 };
 use url::Url;
 
@@ -21,6 +22,10 @@ pub(super) fn validate_inbound(
         has_identities,
         errors,
     );
+    let default_upstream = match entra.as_ref().and_then(|e| e.upstream.as_deref()) {
+        None => Some(Upstream::ByAudience),
+        Some(u) => errors.check("inbound.entra.upstream", upstream(u)),
+    };
     let has_client_credentials = client_credentials.is_some();
     let entra = match entra {
         None => Some(None),
@@ -36,7 +41,20 @@ pub(super) fn validate_inbound(
         entra: entra?,
         client_credentials: client_credentials?,
         unmatched: unmatched?,
+        upstream: default_upstream?,
     })
+}
+
+/// An `upstream = …` as written.
+pub(super) fn upstream(v: &str) -> Result<Upstream, String> {
+    match v {
+        "proxy" => Ok(Upstream::Proxy),
+        "caller" => Ok(Upstream::Caller),
+        "on-behalf-of" => Ok(Upstream::OnBehalfOf),
+        other => Err(format!(
+            "{other:?} is not one of \"proxy\" (the proxy's own token), \"caller\" (the caller's token, for the backend's audience), \"on-behalf-of\" (a token for the signed-in user, exchanged)"
+        )),
+    }
 }
 
 /// `inbound.entra.unmatched`: `deny` by default once any identity is configured (a caller

@@ -9,6 +9,7 @@ mod inbound;
 mod keys;
 mod limits;
 mod models;
+mod obo;
 mod server;
 mod telemetry;
 
@@ -53,6 +54,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         has_identities,
         &mut errors,
     );
+    let on_behalf_of = match raw.on_behalf_of {
+        None => Some(None),
+        Some(o) => obo::validate_obo(o, identity.as_ref(), &mut errors).map(Some),
+    };
+    needs_obo(
+        inbound.as_ref(),
+        identities.as_deref(),
+        on_behalf_of.as_ref(),
+        &mut errors,
+    );
     let limits = limits::validate_limits(raw.limits, &mut errors);
     let telemetry = telemetry::validate_telemetry(raw.telemetry, &mut errors);
     let allow_unauthenticated = server.as_ref().and_then(|server| {
@@ -74,6 +85,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         Some(models),
         Some(keys),
         Some(identities),
+        Some(on_behalf_of),
         Some(allow_unauthenticated),
         Some(inbound),
         Some(limits),
@@ -87,6 +99,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         models.into_valid(),
         keys,
         identities,
+        on_behalf_of,
         allow_unauthenticated,
         inbound,
         limits,
@@ -105,12 +118,36 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         models,
         keys,
         identities,
+        on_behalf_of,
         allow_unauthenticated,
         inbound,
         limits,
         telemetry,
         notes,
     }))
+}
+
+/// `upstream = "on-behalf-of"`, in `[inbound.entra]` or an identity, needs `[on_behalf_of]`.
+fn needs_obo(
+    inbound: Option<&crate::config::InboundConfig>,
+    identities: Option<&[crate::config::IdentityEntry]>,
+    on_behalf_of: Option<&Option<crate::config::OnBehalfOf>>,
+    errors: &mut Errors,
+) {
+    use crate::config::Upstream;
+    // Present (valid, or invalid and already reported): nothing more to say.
+    if on_behalf_of.is_none_or(Option::is_some) {
+        return;
+    }
+    let missing = "needs an [on_behalf_of] section (the proxy's app registration: client_id, tenant_id, credential)";
+    if inbound.is_some_and(|i| i.upstream == Upstream::OnBehalfOf) {
+        errors.add("inbound.entra.upstream", missing);
+    }
+    for (i, identity) in identities.into_iter().flatten().enumerate() {
+        if identity.upstream == Some(Upstream::OnBehalfOf) {
+            errors.add(format!("identities[{i}].upstream"), missing);
+        }
+    }
 }
 
 /// Whether callers without any credential are served: only when set, or implied by a loopback
