@@ -92,6 +92,7 @@ fn benches(c: &mut Criterion) {
     let identities = entra_proxy::inbound::Identities::new(
         &ids_config.identities,
         ids_config.inbound.unmatched,
+        ids_config.inbound.upstream,
         &entra_proxy::limits::Limits::in_memory(),
     );
     let claims: entra_proxy::claims::Claims = serde_json::from_value(serde_json::json!({

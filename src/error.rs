@@ -108,6 +108,9 @@ pub enum ProxyError {
         backend: String,
         detail: &'static str,
     },
+    /// The on-behalf-of exchange for the signed-in user did not give a token.
+    #[error(transparent)]
+    OnBehalfOf(#[from] crate::identity::OboError),
 }
 
 /// Every value [`ProxyError::code`] can return, in the order the troubleshooting chapter of the
@@ -134,6 +137,13 @@ pub const CODES: &[&str] = &[
     "signing_keys_unavailable",
     "missing_tenant",
     "invalid_client_credentials",
+    // On behalf of the signed-in user.
+    "obo_no_user",
+    "obo_consent_required",
+    "obo_interaction_required",
+    "obo_token_rejected",
+    "obo_app_rejected",
+    "obo_unavailable",
     // What the caller may do.
     "model_not_allowed",
     "forbidden",
@@ -208,6 +218,24 @@ pub fn fix_for(code: &str) -> &'static str {
         }
         "invalid_client_credentials" => {
             "Fix the app's client id or secret as the AADSTS code in the message says."
+        }
+        "obo_no_user" => {
+            "Send a token a user signed in for (delegated), or serve this app with upstream = \"proxy\"."
+        }
+        "obo_consent_required" => {
+            "Grant the proxy's app the delegated permission user_impersonation on Microsoft Cognitive Services (admin consent at the URL the message names)."
+        }
+        "obo_interaction_required" => {
+            "Have the client sign the user in again with the claims challenge from WWW-Authenticate."
+        }
+        "obo_token_rejected" => {
+            "Request the caller's token for the proxy's own app (its Application ID URI), not for Azure."
+        }
+        "obo_app_rejected" => {
+            "Fix the proxy's app registration or [on_behalf_of] credential as the message says."
+        }
+        "obo_unavailable" => {
+            "Retry; if it persists, run `entra-proxy doctor` to see whether Entra is reachable."
         }
         "model_not_allowed" => "Ask for a model the key's `models` lists, or add this one there.",
         "forbidden" => "Call from loopback, or send the admin key in x-admin-key.",
@@ -366,6 +394,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::OnBehalfOf(e) => e.status(),
         }
     }
 
@@ -395,6 +424,7 @@ impl ProxyError {
             ProxyError::TooManyWebSockets { .. } => "too_many_websockets",
             ProxyError::WebSocketHandshake { .. } => "invalid_websocket_handshake",
             ProxyError::MissingQueryModel { .. } => "missing_model",
+            ProxyError::OnBehalfOf(e) => e.code(),
         }
     }
 
@@ -445,7 +475,13 @@ impl IntoResponse for ProxyError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if let ProxyError::OnBehalfOf(e) = &self
+            && let Some(challenge) = e.www_authenticate()
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        } else if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"entra-proxy\""),
@@ -644,6 +680,33 @@ mod tests {
                 detail: "",
             },
         ]);
+        use crate::identity::OboError;
+        all.extend(
+            [
+                OboError::ConsentRequired {
+                    client_id: s(),
+                    consent_url: s(),
+                },
+                OboError::InteractionRequired {
+                    code: 50076,
+                    reason: s(),
+                    claims: None,
+                },
+                OboError::AssertionRejected {
+                    code: 50013,
+                    reason: s(),
+                },
+                OboError::ClientRejected {
+                    code: 7000215,
+                    client_id: s(),
+                    setting: "",
+                    fix: s(),
+                },
+                OboError::Unavailable { reason: s() },
+                OboError::NoUser { claim: "oid" },
+            ]
+            .map(ProxyError::OnBehalfOf),
+        );
         for e in &all {
             kind_of(e);
         }
@@ -703,6 +766,14 @@ mod tests {
             | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamReset { .. } => {}
+            ProxyError::OnBehalfOf(o) => match o {
+                crate::identity::OboError::ConsentRequired { .. }
+                | crate::identity::OboError::InteractionRequired { .. }
+                | crate::identity::OboError::AssertionRejected { .. }
+                | crate::identity::OboError::ClientRejected { .. }
+                | crate::identity::OboError::Unavailable { .. }
+                | crate::identity::OboError::NoUser { .. } => {}
+            },
         }
     }
 

@@ -9,7 +9,7 @@
 //!   → inbound::Authenticator   headers → Caller (virtual key | legacy key | Entra JWT |
 //!                              client credentials | anonymous sidecar), or inbound::AuthError
 //!   → routing::resolve         request → Route(s) (backend id, upstream URI, body rewrite)
-//!   → identity::token_for      (caller, backend) → bearer from a cache refreshed in the background
+//!   → forward::bearer          (caller, backend) → bearer from a cache refreshed in the background
 //!   → forward::handle          phases: request_filter → upstream_peers → attempts (pure retry
 //!                              / failover policy) → upstream_request → response_filter
 //!   → diagnose::annotate       on Azure 401/403/404: a one-line diagnosis header and log line

@@ -6,7 +6,7 @@
 //! changes the keys, routes or limits under a request already running.
 
 use crate::config::{Config, Scope};
-use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
+use crate::identity::{AppTokens, IdentityEnv, OboTokens, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
 use crate::limits::Limits;
 use crate::routing::RoutingTable;
@@ -48,6 +48,9 @@ pub struct Snapshot {
     /// only while client credentials are configured.
     pub tokens: TokenCache,
     pub apps: Option<AppTokens>,
+    /// Users' delegated tokens, while `[on_behalf_of]` is configured; kept across a reload
+    /// that leaves that section alone.
+    pub obo: Option<OboTokens>,
     /// The same handle as [`AppState::recent`].
     pub recent: Arc<crate::telemetry::recent::Recent>,
     /// The same store as [`AppState::limits`] (a shared handle).
@@ -129,6 +132,7 @@ impl AppState {
                 recent: recent.clone(),
                 limits: limits.clone(),
                 tracing: tracing.clone(),
+                obo: None,
             },
             origin,
         )?;
@@ -160,6 +164,7 @@ impl AppState {
                 recent: self.recent.clone(),
                 limits: self.limits.clone(),
                 tracing: self.tracing.clone(),
+                obo: self.snapshot().obo.clone(),
             },
             origin,
         )
@@ -185,6 +190,8 @@ struct Shared {
     recent: Arc<crate::telemetry::recent::Recent>,
     limits: Limits,
     tracing: Tracing,
+    /// The running snapshot's exchange, reused when `[on_behalf_of]` is unchanged.
+    obo: Option<OboTokens>,
 }
 
 impl Snapshot {
@@ -195,8 +202,22 @@ impl Snapshot {
             recent,
             limits,
             tracing,
+            obo,
         } = shared;
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
+        let obo = match &config.on_behalf_of {
+            None => None,
+            Some(settings) => match obo.filter(|o| o.settings().same_as(settings)) {
+                Some(kept) => Some(kept),
+                None => Some(OboTokens::new(
+                    settings,
+                    config.cloud,
+                    config.emulator.clone(),
+                    tokens.clone(),
+                    config.upstream.identity_timeout,
+                )?),
+            },
+        };
         let routes = RoutingTable::new(&config);
         let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
         // Counters and gauges of every configured key, resolved before a request needs them.
@@ -216,6 +237,7 @@ impl Snapshot {
             request_metrics,
             tokens,
             apps,
+            obo,
             recent,
             limits,
             tracing,

@@ -737,32 +737,47 @@ fn missing_role(ctx: &Context<'_>, err: &ErrorBody) -> Diagnosis {
         .unwrap_or_else(|| "<object id of the calling identity>".to_string());
     let action = err.quoted_after("data action");
     let role = Role::for_request(ctx, action.as_deref());
-    // Name the app only when the principal is the token's own.
-    let app = ctx
+    // The token's own principal: name its app, and whether it is a signed-in user.
+    let own = ctx
         .token
-        .filter(|_| token_oid.as_deref() == Some(principal.as_str()))
+        .filter(|_| token_oid.as_deref() == Some(principal.as_str()));
+    let user = own.is_some_and(|c| c.scp.is_some() && c.idtyp.as_deref() != Some("app"));
+    let app = own
         .and_then(Claims::app_id)
-        .map(|a| format!(" (app {a})"))
+        .map(|a| {
+            if user {
+                format!(", signed in through app {a} and sent on their behalf")
+            } else {
+                format!(" (app {a})")
+            }
+        })
         .unwrap_or_default();
+    let who = if user { "user" } else { "principal" };
     let summary = match &action {
         Some(action) => format!(
-            "principal {principal}{app} lacks the data action {action} on {}: it has no \
+            "{who} {principal}{app} lacks the data action {action} on {}: it has no \
              data-plane role there",
             ctx.host
         ),
         None => format!(
-            "principal {principal}{app} has no data-plane role on {}",
+            "{who} {principal}{app} has no data-plane role on {}",
             ctx.host
         ),
+    };
+    let to_whom = if user {
+        ", to the user or to a group the user is in (Azure checks the user's own roles on a \
+         token sent on their behalf, not the proxy's)"
+    } else {
+        ""
     };
     // The command comes first so that it survives the header's length cap.
     let fix = format!(
         "az role assignment create --assignee {principal} --role \"{name}\" --scope $(az \
          cognitiveservices account show --name {account} --resource-group <resource-group> \
          --query id -o tsv), i.e. grant the role \"{name}\" (role definition id {id}) on the \
-         resource {host}. Cognitive Services Contributor and subscription Owner are not enough: \
-         they are control-plane roles without data actions. New role assignments can take \
-         several minutes to apply.",
+         resource {host}{to_whom}. Cognitive Services Contributor and subscription Owner are not \
+         enough: they are control-plane roles without data actions. New role assignments can \
+         take several minutes to apply.",
         name = role.name,
         id = role.id,
         account = resource_name(ctx),
@@ -1445,6 +1460,26 @@ mod tests {
                 .contains("Cognitive Services Contributor and subscription Owner are not enough")
         );
         assert!(d.fix.contains("several minutes"));
+    }
+
+    #[test]
+    fn permission_denied_to_a_users_delegated_token_names_the_user_and_their_groups() {
+        let mut c = claims(COG);
+        c.scp = Some("user_impersonation".into());
+        let d = run(
+            403,
+            PERMISSION_DENIED,
+            &ctx("myres.openai.azure.com", Some(&c)),
+        );
+        assert_eq!(d.code, DiagnosisCode::MissingRole);
+        assert!(
+            d.summary.starts_with(&format!("user {OID}")),
+            "{}",
+            d.summary
+        );
+        assert!(d.summary.contains("on their behalf"), "{}", d.summary);
+        assert!(d.fix.contains("to a group the user is in"), "{}", d.fix);
+        assert!(d.fix.contains(&format!("--assignee {OID}")));
     }
 
     #[test]

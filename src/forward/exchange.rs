@@ -318,17 +318,22 @@ impl Exchange<'_> {
     pub(super) async fn token(&self, backend: &BackendEntry) -> Result<UpstreamToken, ProxyError> {
         let state = self.state;
         let mut span = self.trace.token_lookup(backend.config.scope.as_str());
-        let found = identity::token_lookup(
-            &state.tokens,
-            state.apps.as_ref(),
-            self.caller,
-            &backend.config,
-        )
-        .await;
+        let bearers = super::bearer::Bearers {
+            tokens: &state.tokens,
+            apps: state.apps.as_ref(),
+            obo: state.obo.as_ref(),
+        };
+        let found = super::bearer::token_lookup(bearers, self.caller, &backend.config).await;
         match found {
             Ok((token, lookup)) => {
-                span.token(lookup.name(), || match self.caller.held {
+                span.token(lookup.name(), || match &self.caller.held {
                     Held::App(_) => "client credentials".to_string(),
+                    Held::Entra {
+                        use_: crate::inbound::EntraUse::OnBehalfOf,
+                        ..
+                    } => state.obo.as_ref().map_or_else(String::new, |o| {
+                        format!("on behalf of the user: {}", o.describe())
+                    }),
                     _ if lookup == identity::Lookup::Passthrough => "caller's token".to_string(),
                     _ => state.tokens.describe(),
                 });

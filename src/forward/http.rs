@@ -333,7 +333,9 @@ impl Exchange<'_> {
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let claims = match &attempted.token {
-            UpstreamToken::Cached { token, .. } => token.claims.as_ref(),
+            UpstreamToken::Cached { token, .. } | UpstreamToken::Delegated { token, .. } => {
+                token.claims.as_ref()
+            }
             UpstreamToken::Passthrough(_) => None,
         };
         let refresh_may_help =
@@ -350,8 +352,17 @@ impl Exchange<'_> {
     async fn refresh(&self, refused: Attempted<'_>) {
         let backend = self.backend(refused.route);
         tracing::warn!(backend = %backend.name(), "Azure refused the cached token with 401: refreshing it and replaying once");
-        let UpstreamToken::Cached { token, scope } = &refused.token else {
-            return;
+        let (token, scope) = match &refused.token {
+            UpstreamToken::Cached { token, scope } => (token, scope),
+            UpstreamToken::Delegated { scope, .. } => {
+                if let (Some(obo), Held::Entra { claims, .. }) =
+                    (&self.state.obo, &self.caller.held)
+                {
+                    obo.invalidate(claims, scope).await;
+                }
+                return;
+            }
+            UpstreamToken::Passthrough(_) => return,
         };
         self.state.tokens.invalidate(scope, token).await;
         if let Some(apps) = &self.state.apps

@@ -6,6 +6,7 @@
 
 mod answer;
 mod attempts;
+mod bearer;
 mod body;
 mod exchange;
 mod headers;

@@ -4,11 +4,13 @@
 mod apps;
 mod azure;
 mod cache;
+mod obo;
 mod transport;
 
 pub use apps::AppTokens;
 pub use azure::{AzureTokenSource, IdentityEnv, build_token_source, client_secret_source};
 pub use cache::{CachedToken, Lookup, SlotStatus, TokenCache, expiry_margin, refresh_at};
+pub use obo::{OboError, OboFailure, OboStatus, OboTokens};
 pub use transport::RewritingTransport;
 
 use crate::config::Scope;
@@ -70,12 +72,19 @@ pub enum UpstreamToken {
     },
     /// The caller's own Entra token, forwarded as it is.
     Passthrough(axum::http::HeaderValue),
+    /// The signed-in user's own token for the backend, exchanged on their behalf.
+    Delegated {
+        token: std::sync::Arc<CachedToken>,
+        scope: Scope,
+    },
 }
 
 impl UpstreamToken {
     pub fn header(&self) -> &axum::http::HeaderValue {
         match self {
-            UpstreamToken::Cached { token, .. } => &token.header,
+            UpstreamToken::Cached { token, .. } | UpstreamToken::Delegated { token, .. } => {
+                &token.header
+            }
             UpstreamToken::Passthrough(h) => h,
         }
     }
@@ -83,7 +92,9 @@ impl UpstreamToken {
     /// Claims of the token sent upstream, for diagnosis. Never the token.
     pub fn claims(&self) -> Option<crate::claims::Claims> {
         match self {
-            UpstreamToken::Cached { token, .. } => token.claims.clone(),
+            UpstreamToken::Cached { token, .. } | UpstreamToken::Delegated { token, .. } => {
+                token.claims.clone()
+            }
             UpstreamToken::Passthrough(h) => h
                 .to_str()
                 .ok()
@@ -94,121 +105,15 @@ impl UpstreamToken {
     }
 }
 
-/// Picks the upstream bearer for a caller and backend: the caller's own token (passthrough,
-/// only when minted for this backend's audience), the caller's app token (client credentials),
-/// or the proxy's own token.
-pub async fn token_for(
-    tokens: &TokenCache,
-    apps: Option<&AppTokens>,
-    caller: &crate::inbound::Caller,
-    backend: &crate::config::Backend,
-) -> Result<UpstreamToken, crate::error::ProxyError> {
-    token_lookup(tokens, apps, caller, backend)
-        .await
-        .map(|(t, _)| t)
-}
-
-/// [`token_for`], saying how the token was had (for the request's trace).
-pub async fn token_lookup(
-    tokens: &TokenCache,
-    apps: Option<&AppTokens>,
-    caller: &crate::inbound::Caller,
-    backend: &crate::config::Backend,
-) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
-    use crate::error::ProxyError;
-    use crate::inbound::{AuthError, EntraUse, Held};
-    match &caller.held {
-        Held::Entra {
-            claims,
-            use_: EntraUse::Passthrough,
-            token,
-        } => passthrough(claims, token, backend),
-        Held::App(app) => {
-            let Some(apps) = apps else {
-                return Err(AuthError::MissingTenant.into());
-            };
-            Box::pin(app_token(apps, app, backend)).await
-        }
-        Held::Key
-        | Held::Nothing
-        | Held::Entra {
-            use_: EntraUse::Swap,
-            ..
-        } => match tokens.lookup(&backend.scope).await {
-            Ok((token, lookup)) => Ok((
-                UpstreamToken::Cached {
-                    token,
-                    scope: backend.scope.clone(),
-                },
-                lookup,
-            )),
-            Err(e) => Err(ProxyError::IdentityUnavailable {
-                credential: tokens.describe(),
-                scope: backend.scope.to_string(),
-                reason: e.to_string(),
-                since: tokens.failing_since(&backend.scope).await,
-            }),
-        },
+/// The innermost cause of an HTTP client error, in words.
+pub(crate) fn root_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
     }
-}
-
-/// The caller's own token, forwarded as it is when it is already for the backend's audience.
-fn passthrough(
-    claims: &crate::claims::Claims,
-    token: &secrecy::SecretString,
-    backend: &crate::config::Backend,
-) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
-    use crate::error::ProxyError;
-    use crate::inbound::AuthError;
-    use secrecy::ExposeSecret as _;
-    let needs = backend.scope.audience();
-    let has = claims.audience().unwrap_or("none");
-    if !crate::cloud::same_audience(has, needs) {
-        return Err(ProxyError::PassthroughAudience {
-            has: has.to_string(),
-            needs: needs.to_string(),
-            backend: backend.name.clone(),
-            scope: backend.scope.to_string(),
-        });
-    }
-    let mut h = axum::http::HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
-        .map_err(|_| {
-            ProxyError::from(AuthError::MalformedAuthorization(
-                "the bearer token has characters not allowed in a header",
-            ))
-        })?;
-    h.set_sensitive(true);
-    Ok((UpstreamToken::Passthrough(h), Lookup::Passthrough))
-}
-
-/// The app's own token, from its client credentials (cached per app and scope).
-async fn app_token(
-    apps: &AppTokens,
-    app: &crate::inbound::AppCredential,
-    backend: &crate::config::Backend,
-) -> Result<(UpstreamToken, Lookup), crate::error::ProxyError> {
-    use crate::error::ProxyError;
-    match apps.get(app, &backend.scope).await {
-        Ok((token, lookup)) => Ok((
-            UpstreamToken::Cached {
-                token,
-                scope: backend.scope.clone(),
-            },
-            lookup,
-        )),
-        Err(e) => match e.aadsts() {
-            Some(code) => Err(ProxyError::ClientCredentialsRejected {
-                code,
-                fix: aadsts_fix(code, &app.client_id, &app.tenant),
-            }),
-            None => Err(ProxyError::IdentityUnavailable {
-                credential: format!("client credentials of app {}", app.client_id),
-                scope: backend.scope.to_string(),
-                reason: e.to_string(),
-                since: None,
-            }),
-        },
-    }
+    last
 }
 
 impl IdentityError {

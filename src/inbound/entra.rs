@@ -92,6 +92,24 @@ pub enum EntraUse {
     Passthrough,
     /// Minted for the proxy itself: swap it for the proxy's own token.
     Swap,
+    /// Minted for the proxy itself, for a signed-in user: exchange it for the user's own token
+    /// for the backend (on-behalf-of).
+    OnBehalfOf,
+}
+
+impl EntraUse {
+    /// What a token validated for `self` becomes under an identity's `upstream`.
+    pub fn under(self, upstream: crate::config::Upstream) -> EntraUse {
+        use crate::config::Upstream;
+        match (upstream, self) {
+            (Upstream::ByAudience, use_) => use_,
+            (Upstream::Proxy, _) => EntraUse::Swap,
+            (Upstream::Caller, _) => EntraUse::Passthrough,
+            // A token already for Azure carries the user to Azure as it is: nothing to exchange.
+            (Upstream::OnBehalfOf, EntraUse::Passthrough) => EntraUse::Passthrough,
+            (Upstream::OnBehalfOf, _) => EntraUse::OnBehalfOf,
+        }
+    }
 }
 
 /// A token's signing keys could not be had.
@@ -241,50 +259,7 @@ impl EntraValidator {
     }
 
     fn audience_use(&self, c: &Claims) -> Result<EntraUse, TokenRejection> {
-        let auds: Vec<&str> = c.aud.as_ref().map(|a| a.values()).unwrap_or_default();
-        let azure_ai = [
-            self.cloud.cognitive_audience(),
-            self.cloud.foundry_audience(),
-        ];
-        if self.config.passthrough
-            && auds
-                .iter()
-                .any(|a| azure_ai.iter().any(|x| cloud::same_audience(a, x)))
-        {
-            return Ok(EntraUse::Passthrough);
-        }
-        if auds.iter().any(|a| {
-            self.config
-                .audiences
-                .iter()
-                .any(|x| cloud::same_audience(a, x))
-        }) {
-            return Ok(EntraUse::Swap);
-        }
-        let mut accepted = Vec::new();
-        if self.config.passthrough {
-            accepted.push(format!(
-                "{} (forwarded as is)",
-                self.cloud.cognitive_audience()
-            ));
-        }
-        for a in &self.config.audiences {
-            accepted.push(format!("{a} (swapped for the proxy's token)"));
-        }
-        if accepted.is_empty() {
-            accepted.push(
-                "no audience (passthrough is off and inbound.entra.audiences is empty)".into(),
-            );
-        }
-        Err(TokenRejection::WrongAudience {
-            has: if auds.is_empty() {
-                "missing".into()
-            } else {
-                auds.join(", ")
-            },
-            accepted: accepted.join(" or "),
-            scope: cloud::scope_for_audience(self.cloud.cognitive_audience()),
-        })
+        audience_use(&self.config, self.cloud, c)
     }
 
     async fn key_for(&self, tid: &str, kid: &str) -> Result<DecodingKey, EntraError> {
@@ -452,6 +427,51 @@ pub fn check_lifetime(c: &Claims, now: i64) -> Result<(), TokenRejection> {
         });
     }
     Ok(())
+}
+
+/// What a token of these claims is for at this proxy, by its audience: forwarded (an Azure AI
+/// audience, with passthrough on), the proxy's own (one of `audiences`), or refused naming
+/// what is accepted. Signature, tenant and lifetime are checked elsewhere.
+pub fn audience_use(
+    config: &EntraInbound,
+    cloud: Cloud,
+    c: &Claims,
+) -> Result<EntraUse, TokenRejection> {
+    let auds: Vec<&str> = c.aud.as_ref().map(|a| a.values()).unwrap_or_default();
+    let azure_ai = [cloud.cognitive_audience(), cloud.foundry_audience()];
+    if config.passthrough
+        && auds
+            .iter()
+            .any(|a| azure_ai.iter().any(|x| cloud::same_audience(a, x)))
+    {
+        return Ok(EntraUse::Passthrough);
+    }
+    if auds
+        .iter()
+        .any(|a| config.audiences.iter().any(|x| cloud::same_audience(a, x)))
+    {
+        return Ok(EntraUse::Swap);
+    }
+    let mut accepted = Vec::new();
+    if config.passthrough {
+        accepted.push(format!("{} (forwarded as is)", cloud.cognitive_audience()));
+    }
+    for a in &config.audiences {
+        accepted.push(format!("{a} (minted for the proxy)"));
+    }
+    if accepted.is_empty() {
+        accepted
+            .push("no audience (passthrough is off and inbound.entra.audiences is empty)".into());
+    }
+    Err(TokenRejection::WrongAudience {
+        has: if auds.is_empty() {
+            "missing".into()
+        } else {
+            auds.join(", ")
+        },
+        accepted: accepted.join(" or "),
+        scope: cloud::scope_for_audience(cloud.cognitive_audience()),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use super::label::CallerLabel;
 use super::policy::Policy;
 use crate::claims::{ClaimList, Claims};
-use crate::config::{IdentityEntry, IdentityMatch, Unmatched};
+use crate::config::{IdentityEntry, IdentityMatch, Unmatched, Upstream};
 use crate::fast_hash::FastMap;
 use crate::limits::Limits;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Identity {
     pub name: Arc<str>,
     pub matcher: IdentityMatch,
+    /// What reaches Azure for its Entra callers.
+    pub upstream: Upstream,
     pub label: CallerLabel,
     pub policy: Arc<Policy>,
     /// [`IdentityMatch::specificity`], computed once.
@@ -33,6 +35,8 @@ pub struct Identities {
     by_role: FastMap<String, Vec<usize>>,
     by_group: FastMap<String, Vec<usize>>,
     unmatched: Unmatched,
+    /// What reaches Azure for Entra callers no identity names (and identities that do not say).
+    upstream: Upstream,
 }
 
 /// What a caller is, as identities match it: read from an Entra token's claims, or a
@@ -92,7 +96,12 @@ impl<'a> Principal<'a> {
 
 impl Identities {
     /// The identities of `entries`, their policies' accounts resolved in `limits`.
-    pub fn new(entries: &[IdentityEntry], unmatched: Unmatched, limits: &Limits) -> Identities {
+    pub fn new(
+        entries: &[IdentityEntry],
+        unmatched: Unmatched,
+        upstream: Upstream,
+        limits: &Limits,
+    ) -> Identities {
         let mut ids = Identities {
             all: Vec::with_capacity(entries.len()),
             by_object: FastMap::default(),
@@ -101,6 +110,7 @@ impl Identities {
             by_role: FastMap::default(),
             by_group: FastMap::default(),
             unmatched,
+            upstream,
         };
         for (i, e) in entries.iter().enumerate() {
             let m = &e.matcher;
@@ -120,11 +130,17 @@ impl Identities {
                 label: CallerLabel::Identity(name.clone()),
                 name,
                 matcher: m.clone(),
+                upstream: e.upstream.unwrap_or(upstream),
                 policy: Arc::new(Policy::for_identity(e, limits)),
                 specificity: m.specificity(),
             });
         }
         ids
+    }
+
+    /// What reaches Azure for an Entra caller no identity names.
+    pub fn default_upstream(&self) -> Upstream {
+        self.upstream
     }
 
     /// Whether any identity is configured.
@@ -294,7 +310,12 @@ mod tests {
             "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\ndeployments=['d']\n[inbound.entra]\ntenants=['{TENANT}']\n{blocks}"
         );
         let c = Config::parse(&text, "t", &|_| None).unwrap();
-        Identities::new(&c.identities, c.inbound.unmatched, &Limits::in_memory())
+        Identities::new(
+            &c.identities,
+            c.inbound.unmatched,
+            c.inbound.upstream,
+            &Limits::in_memory(),
+        )
     }
 
     fn claims(json: serde_json::Value) -> Claims {

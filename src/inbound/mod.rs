@@ -17,8 +17,8 @@ pub mod subprotocol;
 
 pub use client_credentials::{AppCredential, TENANT_HEADER, parse_basic};
 pub use entra::{
-    EntraError, EntraUse, EntraValidator, KeysUnavailable, TokenRejection, check_lifetime,
-    human_duration,
+    EntraError, EntraUse, EntraValidator, KeysUnavailable, TokenRejection, audience_use,
+    check_lifetime, human_duration,
 };
 pub use error::{AuthError, CredentialSource};
 pub use identities::{Identities, Identity, NoIdentity, Principal};
@@ -104,6 +104,19 @@ impl Caller {
         let found = identities
             .find(principal)
             .map_err(|e| AuthError::NoIdentity(Box::new(e)))?;
+        let upstream = found.map_or(identities.default_upstream(), |i| i.upstream);
+        let held = match held {
+            Held::Entra {
+                claims,
+                use_,
+                token,
+            } => Held::Entra {
+                claims,
+                use_: use_.under(upstream),
+                token,
+            },
+            other => other,
+        };
         Ok(match found {
             Some(identity) => Caller {
                 label: identity.label.clone(),
@@ -163,7 +176,12 @@ impl Authenticator {
         };
         Ok(Authenticator {
             keys: KeyStore::new(&config.keys, limits),
-            identities: Identities::new(&config.identities, config.inbound.unmatched, limits),
+            identities: Identities::new(
+                &config.identities,
+                config.inbound.unmatched,
+                config.inbound.upstream,
+                limits,
+            ),
             allow_unauthenticated: config.allow_unauthenticated,
             inbound: config.inbound.clone(),
             entra,

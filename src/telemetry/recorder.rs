@@ -47,6 +47,14 @@ pub(crate) const DESCRIPTIONS: &[(&str, &str)] = &[
         "Token requests to Entra or the managed-identity endpoint, by scope, kind and result.",
     ),
     (
+        "entra_proxy_obo_exchanges_total",
+        "On-behalf-of exchanges at Entra of a user's token for the user's own token, by result (ok, consent_required, interaction_required, assertion_rejected, client_rejected, unavailable).",
+    ),
+    (
+        "entra_proxy_obo_cached_users",
+        "Users' delegated tokens cached now (bounded by [on_behalf_of] max_users).",
+    ),
+    (
         "entra_proxy_token_expiry_seconds",
         "Seconds until the proxy's cached token for a scope expires.",
     ),
