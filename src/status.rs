@@ -20,6 +20,8 @@ pub(crate) struct StatusView {
     pub now: i64,
     pub config_hash: String,
     pub identity: IdentityView,
+    /// The on-behalf-of exchange, while `[on_behalf_of]` is configured.
+    pub on_behalf_of: Option<crate::identity::OboStatus>,
     pub backends: Vec<BackendView>,
     /// The proxy's own refusals, newest first, at most
     /// [`crate::telemetry::recent::REFUSALS_KEPT`].
@@ -216,6 +218,7 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
         now,
         config_hash: state.origin.hash.clone(),
         identity,
+        on_behalf_of: state.obo.as_ref().map(crate::identity::OboTokens::status),
         backends,
         refusals: app.recent.refusals(),
         diagnoses,
@@ -603,6 +606,51 @@ fn history_row(s: &SeriesView) -> Vec<String> {
     vec![escape(&s.name), calls, used]
 }
 
+/// The on-behalf-of exchange: the app, exchanges by result, users cached, the last failures
+/// by code (a user's object id is an id, not a secret).
+fn obo_section(out: &mut String, obo: &crate::identity::OboStatus) {
+    let results: Vec<String> = obo
+        .exchanges
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{} {n}", escape(r)))
+        .collect();
+    let _ = write!(
+        out,
+        "<section id=\"on-behalf-of\"><h2>On behalf of users</h2><dl><dt>App</dt><dd>{}</dd>\
+<dt>Proved by</dt><dd>{}</dd><dt>Exchanges</dt><dd>{}</dd><dt>Users cached</dt><dd>{}</dd></dl>",
+        escape(&obo.client_id),
+        escape(obo.credential),
+        if results.is_empty() {
+            "none yet".to_string()
+        } else {
+            results.join(", ")
+        },
+        obo.cached_users,
+    );
+    let rows: Vec<Vec<String>> = obo
+        .last_failures
+        .iter()
+        .map(|f| {
+            vec![
+                escape(&time_of(f.at)),
+                format!("<code>{}</code>", escape(f.code)),
+                f.aadsts
+                    .map_or_else(|| "—".to_string(), |c| format!("AADSTS{c}")),
+                escape(&f.oid),
+                escape(crate::error::fix_for(f.code)),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        "obo-failures",
+        &["At", "Code", "Entra", "User", "Fix"],
+        &rows,
+    );
+    out.push_str("</section>");
+}
+
 /// The page's icon: none, said inline, so a browser does not ask for `/favicon.ico` every time
 /// it refreshes (and collect a refusal for it).
 pub(crate) const NO_ICON: &str = "data:,";
@@ -669,6 +717,10 @@ pub(crate) fn html(v: &StatusView) -> String {
         &rows,
     );
     out.push_str("</section>");
+
+    if let Some(obo) = &v.on_behalf_of {
+        obo_section(&mut out, obo);
+    }
 
     out.push_str("<section id=\"backends\"><h2>Backends</h2>");
     let rows: Vec<Vec<String>> = v

@@ -166,6 +166,7 @@ fn explain_match(token: Option<&str>, config: &std::path::Path) -> ExitCode {
     let identities = Identities::new(
         &config.identities,
         config.inbound.unmatched,
+        config.inbound.upstream,
         &Limits::in_memory(),
     );
     let principal = Principal::of_claims(&claims);

@@ -1,6 +1,7 @@
 //! Subcommands: `serve`, `demo` (feature `demo`), `keys` (editing a keys file: `keys_file`),
 //! `identities` (`identities`), `config check`, `explain`, `doctor`, `usage`.
 
+mod at_proxy;
 mod identities;
 mod keys_file;
 mod usage;
@@ -81,6 +82,11 @@ pub struct ExplainArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also say what this proxy would do with the token: whether [inbound.entra] takes it,
+    /// the identity it gets, and what reaches Azure (the token, the proxy's, or the user's own
+    /// on their behalf, with which credential).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -376,6 +382,13 @@ fn explain(args: &ExplainArgs) -> ExitCode {
         },
         tenant: args.tenant.clone(),
     };
+    let config = match args.config.as_deref().map(Config::load).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let explanation = match crate::diagnose::explain(&input, &target, now) {
         Ok(e) => e,
@@ -395,8 +408,18 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let at_proxy = config
+        .as_ref()
+        .map(|c| at_proxy::report(c, &explanation.claims));
     if args.json {
-        match serde_json::to_string_pretty(&explanation) {
+        let mut value = serde_json::to_value(&explanation).unwrap_or_default();
+        if let (Some(at), Some(map)) = (&at_proxy, value.as_object_mut()) {
+            map.insert(
+                "at_proxy".into(),
+                serde_json::to_value(at).unwrap_or_default(),
+            );
+        }
+        match serde_json::to_string_pretty(&value) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("entra-proxy: {e}");
@@ -409,8 +432,12 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             "{}",
             crate::diagnose::render_text(&explanation, &target, now, offset)
         );
+        if let Some(at) = &at_proxy {
+            print!("{}", at.text());
+        }
     }
-    if explanation.accepted {
+    // With a config, the verdict is the proxy's: a token for the proxy is not for Azure.
+    if at_proxy.map_or(explanation.accepted, |a| a.accepted) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -66,7 +66,9 @@ fn problem_is_about_another_setting(problem: &str, key: &str) -> bool {
     if path.is_empty() || path.starts_with("line ") || SERDE.iter().any(|s| message.contains(s)) {
         return false;
     }
-    message.starts_with("not used by kind") || !(path == key || path.ends_with(&format!(".{key}")))
+    message.starts_with("not used by kind")
+        || message.starts_with("is not used with credential")
+        || !(path == key || path.ends_with(&format!(".{key}")))
 }
 
 #[test]
