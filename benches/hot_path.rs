@@ -195,6 +195,18 @@ fn benches(c: &mut Criterion) {
     c.bench_function("sse_usage_parser_per_chunk", |b| {
         b.iter(|| black_box(meter.feed(black_box(&chunk))))
     });
+    // The same, when the proxy asked for the usage chunk the client did not: every chunk
+    // carries `"usage":null`, which the meter takes out again. A 400-byte delta, as long
+    // answers stream.
+    let long = format!(
+        "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n",
+        "lorem ipsum \\\"dolor\\\" sit amet, ".repeat(12)
+    );
+    let long = Bytes::from(long);
+    let mut hiding = entra_proxy::metering::SseMeter::new(true);
+    c.bench_function("sse_usage_hiding_per_chunk", |b| {
+        b.iter(|| black_box(hiding.feed(black_box(&long))))
+    });
 
     // The usage of a whole JSON answer (a chat completion), read at its end.
     let answer = br#"{"id":"chatcmpl-static","object":"chat.completion","created":1733000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, nice to meet."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":7,"total_tokens":21}}"#;

@@ -14,28 +14,76 @@ const SSE_LINE_LIMIT: usize = 1024 * 1024;
 /// it in its first chunks, and a stream that does not costs no more than this many reads.
 const MODEL_LOOKS: u8 = 8;
 
-/// The parts of one SSE `data:` payload the meter reads.
+/// The parts of one SSE `data:` payload the meter reads. Text is measured, not kept: a content
+/// delta costs its length, not an allocation.
 #[derive(Deserialize)]
-struct Chunk {
+struct Chunk<'a> {
     choices: Option<Vec<Choice>>,
     /// `Some(Value::Null)` for `"usage":null`, `None` when there is no `usage`.
     #[serde(default, deserialize_with = "present")]
     usage: Option<Value>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    delta: Option<Value>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    delta: Option<TextLen>,
     response: Option<ResponseObject>,
 }
 
 #[derive(Deserialize)]
 struct Choice {
     delta: Option<Delta>,
-    text: Option<Value>,
+    text: Option<TextLen>,
 }
 
 #[derive(Deserialize)]
 struct Delta {
-    content: Option<Value>,
+    content: Option<TextLen>,
+}
+
+/// The length in bytes of a JSON string; 0 for any other value, which is read past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextLen(usize);
+
+impl<'de> Deserialize<'de> for TextLen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TextLen, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct Measure;
+        impl<'de> Visitor<'de> for Measure {
+            type Value = TextLen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TextLen, E> {
+                Ok(TextLen(v.len()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TextLen, E> {
+                Ok(TextLen(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TextLen, E> {
+                Ok(TextLen(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TextLen, E> {
+                Ok(TextLen(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TextLen, E> {
+                Ok(TextLen(0))
+            }
+            fn visit_unit<E>(self) -> Result<TextLen, E> {
+                Ok(TextLen(0))
+            }
+            fn visit_none<E>(self) -> Result<TextLen, E> {
+                Ok(TextLen(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextLen, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TextLen(0))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextLen, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TextLen(0))
+            }
+        }
+        d.deserialize_any(Measure)
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,13 +143,18 @@ fn without_null_usage(line: &[u8]) -> Option<Vec<u8>> {
     let mut i = 0;
     while let Some(&b) = line.get(i) {
         if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+            if escaped {
+                escaped = false;
+                i += 1;
+                continue;
             }
-            i += 1;
+            // Straight to the string's next quote or backslash.
+            let at = i + memchr::memchr2(b'"', b'\\', &line[i..])?;
+            match line[at] {
+                b'"' => in_string = false,
+                _ => escaped = true,
+            }
+            i = at + 1;
             continue;
         }
         match b {
@@ -146,9 +199,9 @@ fn without_null_usage(line: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Tokens a content delta counts for when a stream has no usage: at least 1.
-fn delta_tokens(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(4).max(1)
+/// Tokens a content delta of `len` bytes counts for when a stream has no usage: at least 1.
+fn delta_tokens(len: usize) -> u64 {
+    (len as u64).div_ceil(4).max(1)
 }
 
 /// Reads an SSE stream as it passes. With `hide_usage_chunk`, it also removes what asking for
@@ -186,7 +239,7 @@ impl SseMeter {
         let mut out = self.hide_usage_chunk.then(BytesMut::new);
         let mut rest = chunk;
         while !rest.is_empty() {
-            let (piece, ends_line) = match rest.iter().position(|b| *b == b'\n') {
+            let (piece, ends_line) = match memchr::memchr(b'\n', rest) {
                 Some(i) => (&rest[..=i], true),
                 None => (rest, false),
             };
@@ -276,17 +329,18 @@ impl SseMeter {
             self.usage = Some(usage_of(u));
         }
         for choice in chunk.choices.iter().flatten() {
-            let content = choice.delta.as_ref().and_then(|d| d.content.as_ref());
-            if let Some(Value::String(s)) = content.or(choice.text.as_ref())
-                && !s.is_empty()
+            let content = choice.delta.as_ref().and_then(|d| d.content);
+            if let Some(TextLen(len)) = content.or(choice.text)
+                && len > 0
             {
-                self.seen_completion += delta_tokens(s);
+                self.seen_completion += delta_tokens(len);
             }
         }
         if chunk.kind.as_deref() == Some("response.output_text.delta")
-            && let Some(Value::String(s)) = &chunk.delta
+            && let Some(TextLen(len)) = chunk.delta
+            && len > 0
         {
-            self.seen_completion += delta_tokens(s);
+            self.seen_completion += delta_tokens(len);
         }
         if !self.hide_usage_chunk {
             LineEffect::Pass
@@ -468,6 +522,15 @@ mod tests {
             1,
             "empty deltas count nothing, others at least 1"
         );
+        // Content of other types (null, a list of parts, a number) counts nothing and does not
+        // stop the chunk's usage being read; escapes count as the text they stand for.
+        let mut m = SseMeter::new(false);
+        m.feed(b"data: {\"choices\":[{\"delta\":{\"content\":null}},{\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}},{\"delta\":{\"content\":7}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n");
+        assert_eq!(m.seen_completion(), 0);
+        assert_eq!(m.result(true).map(|u| u.total), Ok(7));
+        let mut m = SseMeter::new(false);
+        m.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"\\u00e9\\\"12345\"}}]}\n\n");
+        assert_eq!(m.seen_completion(), 2, "\u{e9}\\\"12345 is 8 bytes");
     }
 
     #[test]
