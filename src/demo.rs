@@ -90,12 +90,10 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     // On disk while the demo runs, to read or to start `serve` with; removed when it ends.
     let written = ConfigFile::write(&text).map_err(DemoError::Setup)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| DemoError::Listen {
-            addr: listen,
-            source,
-        })?;
+    let listener = crate::server::bind(listen).map_err(|source| DemoError::Listen {
+        addr: listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_or(listen, |a| a);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, state, async move {

@@ -289,7 +289,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
     // From here on SIGHUP reloads instead of ending the process.
     let watcher = crate::reload::spawn(state.clone(), args.config.clone(), loaded.files);
     let _stop_watcher = AbortOnDrop(watcher);
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match server::bind(listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("entra-proxy: cannot listen on {listen}: {e}");

@@ -13,6 +13,23 @@ mod head;
 mod worker;
 
 pub use admin::router;
+
+/// Connections the kernel queues for the proxy before it accepts them (capped by
+/// `net.core.somaxconn`). The standard library's 128 drops SYNs under a burst of new
+/// connections — thousands of streams opening at once — well before the proxy is busy.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the proxy's listener: `SO_REUSEADDR` (a restart rebinds at once) and a backlog of
+/// [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 pub use worker::Worker;
 use worker::{Seat, work};
 
@@ -150,5 +167,30 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_listener_queues_as_many_connections_as_the_kernel_allows() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        // For a listening socket, `ss` shows the backlog as Send-Q.
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backlog: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no listening socket in {text:?}"));
+        assert_eq!(backlog, super::LISTEN_BACKLOG.min(somaxconn));
     }
 }
