@@ -102,6 +102,11 @@ pub fn check(data: &[u8]) {
             _ => std::str::from_utf8(f[0]).ok(),
         },
         known_deployments: &known,
+        // The request's path: a client's (the `retry-after` field doubles as it), or none.
+        request_path: (at(7) & 4 == 4)
+            .then(|| std::str::from_utf8(f[0]).ok())
+            .flatten(),
+        endpoint_path: if at(7) & 8 == 8 { "/aoai" } else { "/" },
         api_version: match at(6) >> 4 & 3 {
             0 => None,
             1 => Some("2024-10-21"),

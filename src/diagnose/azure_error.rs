@@ -72,6 +72,11 @@ pub struct Context<'a> {
     pub deployment: Option<&'a str>,
     /// Deployments configured for this backend (may be empty).
     pub known_deployments: &'a [String],
+    /// The path the request was sent to, when the request was a client's (not `doctor`'s own
+    /// probe).
+    pub request_path: Option<&'a str>,
+    /// The path of the backend's configured endpoint: `/` for a resource base.
+    pub endpoint_path: &'a str,
     pub api_version: Option<&'a str>,
     /// Unix seconds.
     pub now: i64,
@@ -966,23 +971,72 @@ fn api_version_missing(ctx: &Context<'_>) -> Diagnosis {
 }
 
 fn resource_not_found(ctx: &Context<'_>) -> Diagnosis {
-    diagnosis(
-        ctx,
-        DiagnosisCode::ResourceNotFound,
-        format!(
-            "Azure has nothing at the requested path on {}: the backend endpoint or the request \
-             path is wrong",
-            ctx.host
+    let endpoint_path = ctx.endpoint_path.trim_end_matches('/');
+    // The endpoint is at fault when it has a path of its own (a resource serves at its root),
+    // or when no client's path is known (`doctor`'s probes are paths Azure has).
+    // A well-formed Azure OpenAI path on a resource base finds at least "deployment not
+    // found" on an Azure OpenAI resource: a 404 for it says the host is not such a resource.
+    let well_formed = |p: &str| {
+        p.starts_with("/openai/v1/")
+            || (p.starts_with("/openai/deployments/")
+                && p.split('/').filter(|s| !s.is_empty()).count() >= 4)
+    };
+    let (summary, fix) = match ctx.request_path {
+        Some(path) if endpoint_path.is_empty() && !well_formed(path) => (
+            format!(
+                "Azure has nothing at {} on {}: the backend endpoint is the resource base, so \
+                 the request's path is wrong",
+                words::one_line(path, MAX_QUOTED_LEN),
+                ctx.host
+            ),
+            request_path_fix(path),
         ),
-        format!(
-            "set backend {}'s endpoint to the resource base {} with no path; common causes: a \
-             full deployment URL pasted as the endpoint, /openai duplicated \
-             (/openai/openai/...), or the wrong API shape for this resource (e.g. an OpenAI /v1 \
-             path where /openai/deployments/<deployment>/... is expected)",
-            ctx.backend,
-            custom_subdomain_example(ctx)
+        _ if !endpoint_path.is_empty() => (
+            format!(
+                "Azure has nothing at the requested path on {}: backend {}'s endpoint has the \
+                 path {endpoint_path}, and Azure AI resources serve at their root",
+                ctx.host, ctx.backend
+            ),
+            format!(
+                "set backend {}'s endpoint to the resource base {} with no path (unless an API \
+                 gateway in front of the resource serves {endpoint_path})",
+                ctx.backend,
+                custom_subdomain_example(ctx)
+            ),
         ),
-    )
+        _ => (
+            format!(
+                "Azure has nothing at the requested path on {}: the backend endpoint is not the \
+                 Azure OpenAI or AI Services resource it should be",
+                ctx.host
+            ),
+            format!(
+                "set backend {}'s endpoint to the resource's own base URL, {} (its Keys and \
+                 Endpoint page), and check that a custom domain or DNS name points at that resource",
+                ctx.backend,
+                custom_subdomain_example(ctx)
+            ),
+        ),
+    };
+    diagnosis(ctx, DiagnosisCode::ResourceNotFound, summary, fix)
+}
+
+/// What the client should send instead of `path`, by its shape.
+fn request_path_fix(path: &str) -> String {
+    if path.contains("/openai/openai/") {
+        "the path has /openai twice: the client's base URL already ends in /openai; give the \
+         SDK the proxy's address alone (AzureOpenAI(azure_endpoint=\"http://PROXY:PORT\"))"
+            .to_string()
+    } else if path.starts_with("/openai/") {
+        "send an Azure OpenAI path: /openai/deployments/<deployment>/chat/completions (or \
+         embeddings, …) with ?api-version=, or /openai/v1/… with the deployment as the body's \
+         model; or the OpenAI-style /v1/chat/completions, which the proxy maps"
+            .to_string()
+    } else {
+        "send a path this service's API has (its REST reference), or an OpenAI-style \
+         /v1/chat/completions, which the proxy maps to a deployment"
+            .to_string()
+    }
 }
 
 fn api_version_rejected(ctx: &Context<'_>, err: &ErrorBody) -> Diagnosis {
@@ -1233,6 +1287,8 @@ mod tests {
             expected_tenant: None,
             deployment: Some("gpt-4o"),
             known_deployments: &[],
+            request_path: Some("/openai/deployments/gpt-4o/chat/completions"),
+            endpoint_path: "/",
             api_version: Some("2024-10-21"),
             now: NOW,
         }
@@ -1617,17 +1673,53 @@ mod tests {
     }
 
     #[test]
-    fn resource_not_found_with_api_version_is_a_wrong_endpoint() {
-        let d = run(404, RESOURCE_404, &ctx("myres.openai.azure.com", None));
+    fn resource_not_found_blames_the_endpoint_only_when_the_endpoint_is_at_fault() {
+        // A resource base as the endpoint: the client's path is wrong, and the fix says so.
+        let mut x = ctx("myres.openai.azure.com", None);
+        let d = run(404, RESOURCE_404, &x);
+        assert!(
+            d.summary.contains("is not the Azure OpenAI"),
+            "{}",
+            d.summary
+        );
+        assert!(
+            d.fix.contains("set backend primary's endpoint"),
+            "{}",
+            d.fix
+        );
+        x.request_path = Some("/openai/chat/completions");
+        let d = run(404, RESOURCE_404, &x);
         assert_eq!(d.code, DiagnosisCode::ResourceNotFound);
         assert!(
-            d.fix
-                .contains("resource base https://myres.openai.azure.com")
+            d.summary.contains("the request's path is wrong"),
+            "{}",
+            d.summary
         );
-        assert!(d.fix.contains("full deployment URL"));
-        assert!(d.fix.contains("/openai duplicated"));
-        let d = run(404, RESOURCE_404, &ctx("127.0.0.1", None));
-        assert!(d.fix.contains("https://<name>.openai.azure.com"));
+        assert!(
+            d.fix.contains("/openai/deployments/<deployment>/"),
+            "{}",
+            d.fix
+        );
+        assert!(!d.fix.contains("endpoint"), "{}", d.fix);
+        x.request_path = Some("/openai/openai/deployments/gpt-4o/chat/completions");
+        assert!(run(404, RESOURCE_404, &x).fix.contains("/openai twice"));
+        // An endpoint with a path of its own: the endpoint.
+        x.endpoint_path = "/aoai";
+        let d = run(404, RESOURCE_404, &x);
+        assert!(d.summary.contains("has the path /aoai"), "{}", d.summary);
+        assert!(
+            d.fix
+                .contains("resource base https://myres.openai.azure.com with no path")
+        );
+        // doctor's own probe (a path Azure has): the endpoint is not the resource.
+        let mut x = ctx("127.0.0.1", None);
+        x.request_path = None;
+        let d = run(404, RESOURCE_404, &x);
+        assert!(
+            d.fix.contains("https://<name>.openai.azure.com"),
+            "{}",
+            d.fix
+        );
     }
 
     #[test]

@@ -392,6 +392,8 @@ impl BackendCheck<'_> {
             expected_tenant: None,
             deployment: Some(f.deployment),
             known_deployments: &self.b.deployments,
+            request_path: None,
+            endpoint_path: self.b.endpoint.path(),
             api_version: Some(&self.b.api_version),
             now: unix_now(),
         };

@@ -36,6 +36,8 @@ pub struct Upstream<'a> {
     pub cloud: Cloud,
     /// The upstream URL the request was sent to.
     pub uri: &'a http::Uri,
+    /// The path of the backend's configured endpoint (`/` for a resource base).
+    pub endpoint_path: &'a str,
     /// The deployment the request targeted.
     pub deployment: Option<&'a str>,
 }
@@ -69,6 +71,8 @@ pub(crate) fn classify_for_route(
         expected_tenant: None,
         deployment: upstream.deployment,
         known_deployments: upstream.known_deployments,
+        request_path: Some(upstream.uri.path()),
+        endpoint_path: upstream.endpoint_path,
         // The v1 API needs no api-version; don't blame a missing one.
         api_version: if is_v1 {
             Some("v1")

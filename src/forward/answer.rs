@@ -235,6 +235,7 @@ fn upstream_facts<'a>(state: &'a Snapshot, route: &'a Route) -> diagnose::Upstre
         known_deployments: &backend.deployments,
         cloud: state.config.cloud,
         uri: &route.uri,
+        endpoint_path: backend.endpoint.path(),
         deployment: route.deployment.as_deref(),
     }
 }

@@ -1,7 +1,7 @@
 //! OpenAI-style `/v1/…` paths: the model mapped, the operation placed on the backend's API shape.
 
 use super::model::{ModelField, body_model_at, with_model_at};
-use super::plan::{V1Op, v1_op};
+use super::plan::{V1Op, near_v1_path, v1_op};
 use super::route::{Incoming, Payload, Route};
 use super::table::Candidate;
 use super::uri::{upstream_uri, with_realtime_version};
@@ -57,6 +57,12 @@ impl<'a> OpenAiRequest<'a> {
     /// Classifies the operation and reads its model: a form's field, else the JSON body's.
     fn new(req: &'a Incoming<'a>, rest: &'a [String]) -> Result<OpenAiRequest<'a>, ProxyError> {
         let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        if let Some(meant) = near_v1_path(&rest) {
+            return Err(ProxyError::NoRoute {
+                path: req.path.to_string(),
+                hint: format!("no such OpenAI operation; did you mean {meant}?"),
+            });
+        }
         let op = v1_op(&rest);
         let field = if op == V1Op::RealtimeClientSecrets {
             ModelField::InSession

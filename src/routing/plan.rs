@@ -106,9 +106,107 @@ pub(super) fn v1_op(rest: &[&str]) -> V1Op {
     }
 }
 
+/// Every `/v1/…` operation the proxy knows, for "did you mean".
+fn known_v1_paths() -> impl Iterator<Item = String> {
+    DEPLOYMENT_OPERATIONS
+        .iter()
+        .map(|op| op.join("/"))
+        .chain(RESOURCE_ROOTS.iter().map(|r| (*r).to_string()))
+        .chain(
+            [
+                "models",
+                "realtime",
+                "realtime/client_secrets",
+                "realtime/sessions",
+            ]
+            .into_iter()
+            .map(str::to_string),
+        )
+}
+
+/// The known `/v1/…` path an unknown one is a slip of: within two edits of a known operation
+/// (`chat/completion`, `embedding`), or of a resource root with the rest kept
+/// (`respones/resp_1` → `responses/resp_1`). `None` for a known path or nothing close.
+pub(super) fn near_v1_path(rest: &[&str]) -> Option<String> {
+    if v1_op(rest) != V1Op::Unsupported || rest.first() == Some(&"models") {
+        return None;
+    }
+    let whole = rest.join("/");
+    let closest = |wanted: &str| {
+        known_v1_paths()
+            .map(|known| (edit_distance(wanted, &known), known))
+            .filter(|(d, _)| (1..=2).contains(d))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, known)| known)
+    };
+    if let Some(known) = closest(&whole) {
+        return Some(format!("/v1/{known}"));
+    }
+    let (root, tail) = rest.split_first()?;
+    RESOURCE_ROOTS
+        .iter()
+        .find(|r| (1..=2).contains(&edit_distance(root, r)))
+        .map(|r| match tail {
+            [] => format!("/v1/{r}"),
+            _ => format!("/v1/{r}/{}", tail.join("/")),
+        })
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A whole URL where the path goes (`/https://res.openai.azure.com/openai/…`, or the host alone
+/// as the first segment): an SDK given the resource's URL after the proxy's. Refused, naming
+/// the path to send and the base URL the SDK wants, before anything reaches Azure.
+fn url_as_path(segments: &[String], path: &str) -> Option<ProxyError> {
+    let first = segments.first()?.to_ascii_lowercase();
+    let scheme = first == "http:" || first == "https:";
+    let host_at = usize::from(scheme);
+    let host = segments.get(host_at)?;
+    let lower = host.to_ascii_lowercase();
+    let looks_like_host = lower.contains('.')
+        && [
+            ".azure.com",
+            ".azure.us",
+            ".azure.cn",
+            ".azure-api.net",
+            ".microsoft.com",
+        ]
+        .iter()
+        .any(|suffix| lower.split(':').next().unwrap_or(&lower).ends_with(suffix));
+    if !scheme && !looks_like_host {
+        return None;
+    }
+    let rest = segments[host_at + 1..].join("/");
+    Some(ProxyError::NoRoute {
+        path: path.to_string(),
+        hint: format!(
+            "the path holds a whole URL (of {host}); send only the path after the host, /{rest}, to the proxy: give the SDK the proxy's own address as its endpoint (AzureOpenAI(azure_endpoint=\"http://PROXY:PORT\"), or OpenAI(base_url=\"http://PROXY:PORT/v1\")), and the proxy sends the request to the backend it is configured with"
+        ),
+    })
+}
+
 /// Splits a request path into decoded segments and classifies it.
 pub fn plan(path: &str) -> Result<Plan, ProxyError> {
     let mut segments = split_path(path)?;
+    if let Some(refusal) = url_as_path(&segments, path) {
+        return Err(refusal);
+    }
     let is = |segments: &[String], i: usize, want: &str| segments.get(i).is_some_and(|s| s == want);
     Ok(
         if is(&segments, 0, "openai") && is(&segments, 1, "deployments") && segments.len() > 3 {
@@ -177,6 +275,62 @@ fn percent_encoding_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slip_in_a_v1_path_gets_the_path_it_was_meant_to_be() {
+        let near = |p: &str| near_v1_path(&p.split('/').collect::<Vec<_>>());
+        assert_eq!(
+            near("chat/completion").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            near("chat/compleitons").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(near("embedding").as_deref(), Some("/v1/embeddings"));
+        assert_eq!(near("model").as_deref(), Some("/v1/models"));
+        assert_eq!(
+            near("respones/resp_1").as_deref(),
+            Some("/v1/responses/resp_1")
+        );
+        // Known operations, and paths not close to any, are left alone.
+        for p in [
+            "chat/completions",
+            "files/file-1/content",
+            "models/gpt-4o",
+            "realtime",
+            "moderations",
+            "containers",
+            "chat/completions/chatcmpl-1",
+        ] {
+            assert_eq!(near(p), None, "{p}");
+        }
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(edit_distance("é", "e"), 1);
+    }
+
+    #[test]
+    fn a_whole_url_as_the_path_is_refused_naming_the_path_to_send() {
+        for path in [
+            "/https://myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions",
+            "/https:/myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions",
+            "/myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions",
+            "/HTTP://myres.cognitiveservices.azure.com:443/openai/deployments/gpt-4o/chat/completions",
+        ] {
+            let Err(ProxyError::NoRoute { hint, .. }) = plan(path) else {
+                panic!("{path} was not refused");
+            };
+            assert!(
+                hint.contains("send only the path after the host, /openai/deployments/gpt-4o/chat/completions,"),
+                "{hint}"
+            );
+            assert!(hint.contains("azure_endpoint"), "{hint}");
+        }
+        // A service path that merely has a dot in it is not a host.
+        assert!(plan("/speechtotext/v3.2/transcriptions").is_ok());
+        assert!(plan("/docintelligence/documentModels/prebuilt-read:analyze").is_ok());
+    }
 
     #[test]
     fn paths_are_classified_by_their_leading_segments() {

@@ -30,6 +30,8 @@ fn context<'a>(token: Option<&'a entra_proxy::claims::Claims>) -> Context<'a> {
         expected_tenant: None,
         deployment: Some("chat"),
         known_deployments: &[],
+        request_path: None,
+        endpoint_path: "/",
         api_version: Some("2024-10-21"),
         now: NOW,
     }

@@ -386,7 +386,7 @@ async fn litellm_azure_prefix_in_a_v1_model_is_named_as_the_mistake() {
 }
 
 #[tokio::test]
-async fn resource_not_found_points_at_the_endpoint_and_a_pasted_url() {
+async fn resource_not_found_for_a_well_formed_path_points_at_the_endpoint() {
     let h = start().await;
     let a = scripted(&h, AzureSample::ResourceNotFound404).await;
     assert_eq!(a.status, 404);
@@ -401,7 +401,7 @@ async fn resource_not_found_points_at_the_endpoint_and_a_pasted_url() {
         a.diagnosis
     );
     assert!(
-        a.diagnosis.contains("full deployment URL"),
+        a.diagnosis.contains("resource's own base URL"),
         "{}",
         a.diagnosis
     );

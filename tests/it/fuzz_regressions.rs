@@ -139,6 +139,8 @@ fn a_bearer_token_in_an_azure_error_body_never_reaches_the_diagnosis() {
         expected_tenant: None,
         deployment: Some("gpt-4o"),
         known_deployments: &[],
+        request_path: None,
+        endpoint_path: "/",
         api_version: Some("2023-13-45-preview"),
         now: 1_735_812_000,
     };

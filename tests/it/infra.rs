@@ -256,6 +256,8 @@ fn bicep_roles_match_the_roles_the_diagnosis_names() {
             expected_tenant: None,
             deployment: Some("gpt-4o"),
             known_deployments: &[],
+            request_path: None,
+            endpoint_path: "/",
             api_version: Some("2024-10-21"),
             now: 1_735_812_000,
         };

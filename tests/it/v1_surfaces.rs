@@ -361,3 +361,44 @@ async fn realtime_ephemeral_keys_refuse_an_unknown_model_or_a_malformed_session(
     assert!(h.emulator.requests().is_empty(), "nothing reached Azure");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_whole_url_as_the_path_or_a_slip_in_a_v1_path_is_answered_without_calling_azure() {
+    let h = start().await;
+    let cases = [
+        (
+            "/https://myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            "send only the path after the host, /openai/deployments/gpt-4o/chat/completions,",
+        ),
+        (
+            "/myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions",
+            "azure_endpoint=",
+        ),
+        ("/v1/chat/completion", "did you mean /v1/chat/completions?"),
+        ("/v1/embedding", "did you mean /v1/embeddings?"),
+    ];
+    for (path, says) in cases {
+        let r = client()
+            .post(h.url(path))
+            .header("api-key", KEY)
+            .json(&chat_body("gpt-4o"))
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message) = error_of(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (404, "no_route"),
+            "{path}: {message}"
+        );
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    assert!(
+        h.emulator
+            .requests()
+            .iter()
+            .all(|r| !r.path_and_query.starts_with("/openai")),
+        "nothing reached Azure's data plane"
+    );
+    h.stop().await;
+}
