@@ -20,7 +20,7 @@ pub use admin::router;
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the proxy's listener: `SO_REUSEADDR` (a restart rebinds at once) and a backlog of
-/// [`LISTEN_BACKLOG`].
+/// 4096 (`LISTEN_BACKLOG`).
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match addr {
         std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
