@@ -17,7 +17,7 @@ use crate::routing::Route;
 use crate::telemetry::RetryReason;
 use crate::telemetry::trace::ChildSpan;
 use crate::upstream;
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::HeaderMap;
 use axum::http::request;
 use axum::response::Response;
 use http_body_util::BodyExt as _;
@@ -292,7 +292,10 @@ impl Exchange<'_> {
         span: &ChildSpan,
     ) -> axum::http::Request<upstream::RequestBody> {
         let mut headers = std::mem::take(&mut sending.headers);
-        headers.insert(header::AUTHORIZATION, token.header().clone());
+        // The token in the form the backend's service takes (Speech's aad#, Translator's
+        // headers beside it).
+        let presenter = &self.backend(sending.route).config.presenter;
+        presenter.apply(sending.route.uri.path(), token.header(), &mut headers);
         span.propagate(&mut headers);
         let limit = self.state.config.server.max_body_bytes;
         let body = inbound.for_attempt(sending.route.body.as_ref(), &mut headers, limit);
