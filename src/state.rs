@@ -8,6 +8,7 @@
 use crate::config::{Config, Scope};
 use crate::identity::{AppTokens, IdentityEnv, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
+use crate::inbound::issued::Issuer;
 use crate::limits::Limits;
 use crate::routing::RoutingTable;
 /// The `OTEL_*` variables [`AppState::build_with`] reads traces' settings from.
@@ -34,6 +35,9 @@ pub struct AppState {
     pub tracing: crate::telemetry::trace::Tracing,
     /// The scopes the token keeper refreshes: every backend's, updated on reload.
     scopes: tokio::sync::watch::Sender<Vec<Scope>>,
+    /// This process's key for `issueToken` tokens (unless the config names a shared secret):
+    /// made at start, kept across reloads, so tokens outlive a reload but not a restart.
+    issuer: Arc<Issuer>,
 }
 
 /// One validated config and everything built from it, read by a request from start to end.
@@ -121,6 +125,7 @@ impl AppState {
         let (scopes, _) = tokio::sync::watch::channel(config.scopes());
         let recent = Arc::new(crate::telemetry::recent::Recent::default());
         let limits = Limits::new(&config.limits)?;
+        let issuer = Arc::new(Issuer::random()?);
         let snapshot = Snapshot::build(
             config,
             Shared {
@@ -129,6 +134,7 @@ impl AppState {
                 recent: recent.clone(),
                 limits: limits.clone(),
                 tracing: tracing.clone(),
+                issuer: issuer.clone(),
             },
             origin,
         )?;
@@ -141,6 +147,7 @@ impl AppState {
             limits,
             tracing,
             scopes,
+            issuer,
         })
     }
 
@@ -160,6 +167,7 @@ impl AppState {
                 recent: self.recent.clone(),
                 limits: self.limits.clone(),
                 tracing: self.tracing.clone(),
+                issuer: self.issuer.clone(),
             },
             origin,
         )
@@ -185,6 +193,7 @@ struct Shared {
     recent: Arc<crate::telemetry::recent::Recent>,
     limits: Limits,
     tracing: Tracing,
+    issuer: Arc<Issuer>,
 }
 
 impl Snapshot {
@@ -195,6 +204,7 @@ impl Snapshot {
             recent,
             limits,
             tracing,
+            issuer,
         } = shared;
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
         let routes = RoutingTable::new(&config);
@@ -211,7 +221,7 @@ impl Snapshot {
         );
         limits.publish_quotas(&config.keys);
         Ok(Snapshot {
-            auth: Authenticator::new(&config, &limits)?,
+            auth: Authenticator::new(&config, &limits)?.with_issuer(&issuer),
             routes,
             request_metrics,
             tokens,

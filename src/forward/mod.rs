@@ -10,6 +10,7 @@ mod body;
 mod exchange;
 mod headers;
 mod http;
+mod issue;
 mod multipart;
 mod replay;
 mod websocket;
@@ -104,6 +105,9 @@ async fn serve(
     let (parts, body) = request.into_parts();
     if parts.method == Method::GET && routing::plan(parts.uri.path())? == Plan::ListModels {
         return Ok(answer::list_models(state));
+    }
+    if issue::is_issue_token(&parts.method, parts.uri.path()) {
+        return issue::answer(state, caller, request_id, parts.uri.path(), started);
     }
     let asking = Asking {
         state,

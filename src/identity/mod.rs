@@ -131,6 +131,7 @@ pub async fn token_lookup(
         }
         Held::Key
         | Held::Nothing
+        | Held::Issued { .. }
         | Held::Entra {
             use_: EntraUse::Swap,
             ..
