@@ -23,8 +23,13 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 impl Exchange<'_> {
-    /// Logs and counts the answer, then hands it to the client.
-    pub(super) async fn finish(&mut self, a: Attempted<'_>) -> Response {
+    /// Logs and counts the answer, then hands it to the client (its links to the backend
+    /// pointing at the proxy).
+    pub(super) async fn finish(&mut self, mut a: Attempted<'_>) -> Response {
+        if self.rewrite_links(&mut a.response, a.route) {
+            // Boxed: only the services' small JSON answers take this path.
+            a = Box::pin(self.rewrite_body(a)).await;
+        }
         let backend = &self.state.routes.backends()[a.route.backend];
         let status = a.response.status().as_u16();
         self.state.request_metrics.request(

@@ -11,6 +11,7 @@ mod exchange;
 mod headers;
 mod http;
 mod issue;
+mod links;
 mod multipart;
 mod replay;
 mod websocket;
@@ -123,6 +124,7 @@ async fn serve(
         request_id,
         path: parts.uri.path(),
         query: parts.uri.query(),
+        authority: exchange::authority(&parts),
         started,
         deadline: started + state.config.upstream.request_timeout,
         metering: admitted.metering,

@@ -126,6 +126,7 @@ pub(super) async fn serve(
         request_id,
         path: parts.uri.path(),
         query: parts.uri.query(),
+        authority: exchange::authority(&parts),
         started,
         deadline: started + state.config.upstream.request_timeout,
         metering: admitted.metering,
