@@ -134,7 +134,11 @@ impl Exchange<'_> {
             // Claims are read only on this (error) path.
             let claims = a.token.claims();
             let mut headers = downstream_headers(a.response.headers().clone());
-            let facts = upstream_facts(self.state, a.route);
+            let challenge = headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let facts = super::facts::upstream_facts(self.state, a.route, challenge.as_deref());
             // Boxed: errors are rare, and their reading state would size every request's future.
             let (body, diagnosis) =
                 Box::pin(diagnose::annotate(a.response, &facts, claims.as_ref())).await;
@@ -227,21 +231,6 @@ pub(super) fn token_counters(state: &Snapshot, caller: &Caller, route: &Route) -
         deployment,
         backend: backend.name(),
     })
-}
-
-/// What diagnosis needs to know about where the request went.
-fn upstream_facts<'a>(state: &'a Snapshot, route: &'a Route) -> diagnose::Upstream<'a> {
-    let backend = &state.routes.backends()[route.backend].config;
-    diagnose::Upstream {
-        backend: &backend.name,
-        host: backend.host(),
-        host_kind: backend.host_kind,
-        audience: backend.scope.audience(),
-        known_deployments: &backend.deployments,
-        cloud: state.config.cloud,
-        uri: &route.uri,
-        deployment: route.deployment.as_deref(),
-    }
 }
 
 /// The proxy's own error as the client's answer (logged, counted and recorded by

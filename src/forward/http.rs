@@ -339,8 +339,17 @@ impl Exchange<'_> {
             UpstreamToken::Cached { token, .. } => token.claims.as_ref(),
             UpstreamToken::Passthrough(_) => None,
         };
+        let challenge = head
+            .headers
+            .get(axum::http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok());
+        let facts = super::facts::upstream_facts(self.state, attempted.route, challenge);
+        // A refusal the service's own rule explains (a wrong audience for Search, Speech
+        // without a custom domain, Translator without its region) is the config's: a fresh
+        // token would be refused the same way.
         let refresh_may_help =
-            diagnose::refresh_may_help(status, &body, backend.config.scope.audience(), claims);
+            diagnose::refresh_may_help(status, &body, backend.config.scope.audience(), claims)
+                && diagnose::classify_service(&facts, status, &body, claims).is_none();
         attempted.response = upstream::with_read_body(head, body);
         Outcome::Refused {
             answer: attempted,

@@ -8,6 +8,7 @@ mod answer;
 mod attempts;
 mod body;
 mod exchange;
+mod facts;
 mod headers;
 mod http;
 mod issue;
