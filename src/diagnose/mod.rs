@@ -5,6 +5,7 @@ mod azure_error;
 pub mod dns;
 pub mod doctor;
 mod explain;
+mod probe;
 pub mod reach;
 mod services;
 mod when;
