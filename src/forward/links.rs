@@ -222,14 +222,22 @@ impl Exchange<'_> {
     /// Rewrites the link headers of Azure's answer on `route`; says whether its body is worth
     /// reading for links too ([`Exchange::rewrite_body`]).
     pub(super) fn rewrite_links(&self, response: &mut upstream::Response, route: &Route) -> bool {
+        // Most answers (every chat completion) have neither: nothing is built for them.
+        let link_header = LINK_HEADERS
+            .iter()
+            .any(|name| response.headers().contains_key(name));
+        let body = response.status().is_success()
+            && body_may_link(self.backend(route).config.service, route.uri.path())
+            && is_json(response.headers())
+            && upstream::content_length(response).is_some_and(|n| n > 0 && n <= MAX_LINKED_BODY);
+        if !link_header && !body {
+            return false;
+        }
         let Some(rewrite) = self.rewrite_for(route) else {
             return false;
         };
         rewrite.headers(response.headers_mut());
-        response.status().is_success()
-            && body_may_link(self.backend(route).config.service, route.uri.path())
-            && is_json(response.headers())
-            && upstream::content_length(response).is_some_and(|n| n > 0 && n <= MAX_LINKED_BODY)
+        body
     }
 
     /// Reads a small JSON answer and rewrites its links. A body that breaks off (or stalls

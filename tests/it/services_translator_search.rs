@@ -174,3 +174,56 @@ async fn search_refuses_a_cognitive_services_token_and_the_diagnosis_names_the_f
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn with_several_backends_a_services_paths_go_to_its_only_backend() {
+    let emu = emulator().await;
+    let search = add_service(&emu, ResourceKind::Search, ServiceOptions::default()).await;
+    let ai = add_service(&emu, ResourceKind::AiServices, ServiceOptions::default()).await;
+    // The OpenAI backend first, then a search and a multi-service backend: no header needed.
+    let text = base_config(&emu.url()).replacen(
+        "[[models]]",
+        &format!(
+            "[[backends]]\nname = \"search\"\nendpoint = \"{search}\"\nservice = \"search\"\n\n[[backends]]\nname = \"multi\"\nendpoint = \"{ai}\"\nservice = \"cognitive\"\n\n[[models]]"
+        ),
+        1,
+    );
+    let h = proxy(emu, &text).await;
+    let r = client()
+        .get(h.url("/indexes?api-version=2024-07-01"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h.emulator.requests().pop().unwrap().auth,
+        AuthForm::Bearer {
+            audience: Some("https://search.azure.com".into())
+        }
+    );
+    let r = client()
+        .get(h.url("/documentintelligence/documentModels?api-version=2024-11-30"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Speech's paths go to the multi-service resource, the only one that serves them.
+    let r = client()
+        .get(h.url("/tts/cognitiveservices/voices/list"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Anything else still needs the header.
+    let r = client()
+        .get(h.url("/somewhere/else"))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.1, "no_route");
+    h.stop().await;
+}
