@@ -1,6 +1,6 @@
 //! The Azure AI services a backend can be, and what each one states: its token audience per
 //! cloud, the hosts only it is served from, the path families its clients call, and how the
-//! proxy's bearer token is presented to it upstream ([`present`]). Plain data: the config
+//! proxy's bearer token is presented to it upstream ([`Presenter`]). Plain data: the config
 //! builds a backend's [`Presenter`], the request path applies it, diagnosis reads [`Service`].
 
 mod arm;
