@@ -63,6 +63,8 @@ write("inbound", "query_blank_then_key", bytes([0x23]), "", "", "", "api-key=+&A
 write("inbound", "query_and_header", bytes([0x24]), "nope-Key-0123456789", "", "", "api-key=ep-virtual-Key-0123456789", "")
 write("inbound", "subprotocol_key", bytes([0x40]), "", "", "", "", "realtime, openai-insecure-api-key.ep-virtual-Key-0123456789, openai-beta.realtime-v1")
 write("inbound", "subprotocol_values", bytes([0x41]), "", "", "", "", "realtime\nopenai-insecure-api-key.\nopenai-insecure-api-key.wrong-Key-12345678")
+write("inbound", "query_authorization", bytes([0x20]), "", "", "", "language=en-US&Authorization=Bearer%20ep-virtual-Key-0123456789&X-ConnectionId=c1", "")
+write("inbound", "query_subscription_key_region", bytes([0x20]), "", "", "", "Ocp-Apim-Subscription-Key=ep-virtual-Key-0123456789&Subscription-Region=westeurope&to=de", "")
 write("inbound", "query_and_subprotocol", bytes([0x62]), "", "", "", "deployment=gpt-4o-realtime&api-key=", "openai-insecure-api-key.0123456789abcdef0123456789ABCDEF,realtime")
 
 # jwt: selector (wrap<<1, target, offset h, offset m), header JSON, claims JSON, signature, now

@@ -144,6 +144,10 @@ pub const CODES: &[&str] = &[
     "obo_token_rejected",
     "obo_app_rejected",
     "obo_unavailable",
+    "issued_token_expired",
+    "issued_token_invalid",
+    "issued_token_revoked",
+    "issue_token_not_for_caller",
     // What the caller may do.
     "model_not_allowed",
     "forbidden",
@@ -237,6 +241,18 @@ pub fn fix_for(code: &str) -> &'static str {
         "obo_unavailable" => {
             "Retry; if it persists, run `entra-proxy doctor` to see whether Entra is reachable."
         }
+        "issued_token_expired" => {
+            "Fetch a new token from POST /sts/v1.0/issueToken with the key; they last 10 minutes."
+        }
+        "issued_token_invalid" => {
+            "Fetch a new token from this proxy; to share them across replicas set [server] issued_token_secret on every replica."
+        }
+        "issued_token_revoked" => {
+            "Fetch a new token with the key the proxy has now (the old key was removed or rotated)."
+        }
+        "issue_token_not_for_caller" => {
+            "Call the service with your own Entra token or client credentials; issueToken is for key callers."
+        }
         "model_not_allowed" => "Ask for a model the key's `models` lists, or add this one there.",
         "forbidden" => "Call from loopback, or send the admin key in x-admin-key.",
         "rate_limited" => "Wait for Retry-After, or raise the key's requests_per_minute.",
@@ -317,8 +333,9 @@ fn auth_status(e: &AuthError) -> StatusCode {
         | AuthError::ModeDisabled { .. }
         | AuthError::TokenRejected(_)
         | AuthError::KeyExpired { .. }
-        | AuthError::MissingTenant => StatusCode::UNAUTHORIZED,
-        AuthError::NoIdentity(_) => StatusCode::FORBIDDEN,
+        | AuthError::MissingTenant
+        | AuthError::IssuedToken(_) => StatusCode::UNAUTHORIZED,
+        AuthError::NoIdentity(_) | AuthError::IssueNotForCaller { .. } => StatusCode::FORBIDDEN,
         AuthError::SigningKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -334,6 +351,8 @@ fn auth_code(e: &AuthError) -> &'static str {
         AuthError::KeyExpired { .. } => "key_expired",
         AuthError::MissingTenant => "missing_tenant",
         AuthError::NoIdentity(_) => "no_matching_identity",
+        AuthError::IssuedToken(r) => r.code(),
+        AuthError::IssueNotForCaller { .. } => "issue_token_not_for_caller",
     }
 }
 
@@ -527,6 +546,7 @@ mod tests {
     /// (here, in `AuthError`, `TokenRejection` or `LimitError`) stops the build there until it
     /// has a sample here and its code is in [`CODES`].
     fn one_of_each() -> Vec<ProxyError> {
+        use crate::inbound::issued::IssuedRejection;
         use crate::inbound::{CredentialSource, KeysUnavailable, TokenRejection};
         let s = String::new;
         let rejections = [
@@ -583,6 +603,10 @@ mod tests {
                     groups_overage: false,
                     malformed: vec![],
                 })),
+                AuthError::IssuedToken(IssuedRejection::Expired { at: s() }),
+                AuthError::IssuedToken(IssuedRejection::Invalid),
+                AuthError::IssuedToken(IssuedRejection::Revoked { caller: s() }),
+                AuthError::IssueNotForCaller { caller: s() },
             ]
             .map(ProxyError::Auth),
         );
@@ -737,7 +761,13 @@ mod tests {
                 | AuthError::SigningKeysUnavailable(_)
                 | AuthError::KeyExpired { .. }
                 | AuthError::MissingTenant
-                | AuthError::NoIdentity(_) => {}
+                | AuthError::NoIdentity(_)
+                | AuthError::IssueNotForCaller { .. } => {}
+                AuthError::IssuedToken(r) => match r {
+                    crate::inbound::issued::IssuedRejection::Expired { .. }
+                    | crate::inbound::issued::IssuedRejection::Invalid
+                    | crate::inbound::issued::IssuedRejection::Revoked { .. } => {}
+                },
             },
             ProxyError::Limit(l) => match l {
                 LimitError::Requests { .. }

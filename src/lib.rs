@@ -46,6 +46,7 @@ mod refusal;
 mod reload;
 pub mod routing;
 pub mod server;
+pub mod services;
 pub mod state;
 mod status;
 mod telemetry;

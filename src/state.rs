@@ -8,6 +8,7 @@
 use crate::config::{Config, Scope};
 use crate::identity::{AppTokens, IdentityEnv, OboTokens, TokenCache, build_token_source};
 use crate::inbound::Authenticator;
+use crate::inbound::issued::Issuer;
 use crate::limits::Limits;
 use crate::routing::RoutingTable;
 /// The `OTEL_*` variables [`AppState::build_with`] reads traces' settings from.
@@ -34,6 +35,9 @@ pub struct AppState {
     pub tracing: crate::telemetry::trace::Tracing,
     /// The scopes the token keeper refreshes: every backend's, updated on reload.
     scopes: tokio::sync::watch::Sender<Vec<Scope>>,
+    /// This process's key for `issueToken` tokens (unless the config names a shared secret):
+    /// made at start, kept across reloads, so tokens outlive a reload but not a restart.
+    issuer: Arc<Issuer>,
 }
 
 /// One validated config and everything built from it, read by a request from start to end.
@@ -124,6 +128,7 @@ impl AppState {
         let (scopes, _) = tokio::sync::watch::channel(config.scopes());
         let recent = Arc::new(crate::telemetry::recent::Recent::default());
         let limits = Limits::new(&config.limits)?;
+        let issuer = Arc::new(Issuer::random()?);
         let snapshot = Snapshot::build(
             config,
             Shared {
@@ -133,6 +138,7 @@ impl AppState {
                 limits: limits.clone(),
                 tracing: tracing.clone(),
                 obo: None,
+                issuer: issuer.clone(),
             },
             origin,
         )?;
@@ -145,6 +151,7 @@ impl AppState {
             limits,
             tracing,
             scopes,
+            issuer,
         })
     }
 
@@ -165,6 +172,7 @@ impl AppState {
                 limits: self.limits.clone(),
                 tracing: self.tracing.clone(),
                 obo: self.snapshot().obo.clone(),
+                issuer: self.issuer.clone(),
             },
             origin,
         )
@@ -192,6 +200,7 @@ struct Shared {
     tracing: Tracing,
     /// The running snapshot's exchange, reused when `[on_behalf_of]` is unchanged.
     obo: Option<OboTokens>,
+    issuer: Arc<Issuer>,
 }
 
 impl Snapshot {
@@ -203,6 +212,7 @@ impl Snapshot {
             limits,
             tracing,
             obo,
+            issuer,
         } = shared;
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
         let obo = match &config.on_behalf_of {
@@ -232,7 +242,7 @@ impl Snapshot {
         );
         limits.publish_quotas(&config.keys);
         Ok(Snapshot {
-            auth: Authenticator::new(&config, &limits)?,
+            auth: Authenticator::new(&config, &limits)?.with_issuer(&issuer),
             routes,
             request_metrics,
             tokens,

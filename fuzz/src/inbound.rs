@@ -139,18 +139,51 @@ fn form_decode(raw: &str) -> Vec<u8> {
 /// decoded, is `api-key` or `subscription-key` in any ASCII case.
 fn credential_part(part: &str) -> bool {
     let name = form_decode(part.split_once('=').map_or(part, |(n, _)| n));
-    [&b"api-key"[..], b"subscription-key"]
-        .iter()
-        .any(|c| name.eq_ignore_ascii_case(c))
+    [
+        &b"api-key"[..],
+        b"subscription-key",
+        b"ocp-apim-subscription-key",
+        b"authorization",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// The key a query presents: the value (everything after the first `=`, decoded) of its first
-/// credential parameter, unless that is blank.
+/// Whether a raw query part is never forwarded: a credential parameter, or the region a key
+/// goes with (`Subscription-Region`).
+fn consumed_part(part: &str) -> bool {
+    let name = form_decode(part.split_once('=').map_or(part, |(n, _)| n));
+    credential_part(part) || name.eq_ignore_ascii_case(b"subscription-region")
+}
+
+/// Whether a raw query part is an `Authorization` parameter (`Bearer <key or token>`).
+fn authorization_part(part: &str) -> bool {
+    form_decode(part.split_once('=').map_or(part, |(n, _)| n)).eq_ignore_ascii_case(b"authorization")
+}
+
+/// The credential value a query carries: the value (everything after the first `=`, decoded)
+/// of its first credential parameter, unless that is blank.
 fn query_key(query: Option<&str>) -> Option<String> {
     let part = query?.split('&').find(|p| credential_part(p))?;
     let value = part.split_once('=').map_or("", |(_, v)| v);
     let value = String::from_utf8_lossy(&form_decode(value)).into_owned();
     (!value.trim().is_empty()).then_some(value)
+}
+
+/// The key a query presents: [`query_key`], or for an `Authorization` parameter what follows
+/// its `Bearer ` scheme.
+fn query_presented(query: Option<&str>) -> Option<String> {
+    let value = query_key(query)?;
+    let authorization = query?
+        .split('&')
+        .find(|p| credential_part(p))
+        .is_some_and(authorization_part);
+    if !authorization {
+        return Some(value);
+    }
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty())
+        .then(|| rest.trim().to_string())
 }
 
 /// Every subprotocol offered, trimmed, in order, from the header values that are visible ASCII.
@@ -183,12 +216,12 @@ fn check_query_and_subprotocols(query: Option<&str>, headers: &HeaderMap) {
     // order and as encoded (the query as sent when it has none; nothing when none is left).
     let forwarded = q::without_credentials(query);
     let expected = query.map(|query| {
-        if !query.split('&').any(credential_part) {
+        if !query.split('&').any(consumed_part) {
             return Some(query.to_string());
         }
         let kept: Vec<&str> = query
             .split('&')
-            .filter(|p| !p.is_empty() && !credential_part(p))
+            .filter(|p| !p.is_empty() && !consumed_part(p))
             .collect();
         (!kept.is_empty()).then(|| kept.join("&"))
     });
@@ -199,7 +232,7 @@ fn check_query_and_subprotocols(query: Option<&str>, headers: &HeaderMap) {
     );
     assert_eq!(
         q::has_credential(query),
-        query.is_some_and(|q| q.split('&').any(credential_part))
+        query.is_some_and(|q| q.split('&').any(consumed_part))
     );
     let masked = query.map(|query| q::Masked(query).to_string());
     if let Some(query) = query {
@@ -313,7 +346,7 @@ pub fn check(data: &[u8]) {
         Some(_) => api_key.is_some_and(|k| k.trim().is_empty()),
     };
     let no_header = blank_api_key && headers.get("authorization").is_none();
-    let from_query = no_header.then(|| query_key(query)).flatten();
+    let from_query = no_header.then(|| query_presented(query)).flatten();
     let from_subprotocol = (no_header && from_query.is_none())
         .then(|| subprotocol_key(&headers))
         .flatten();
@@ -323,15 +356,22 @@ pub fn check(data: &[u8]) {
             || from_subprotocol.as_deref() == Some(key)
     };
     // Never hand the authenticator a token for the accepted tenant: it would fetch JWKS.
+    let for_tenant = |token: &str| {
+        claims::decode_unverified(token.trim()).is_ok_and(|u| {
+            u.claims
+                .tid
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(TENANT))
+        })
+    };
     if setup.entra
         && let Some(a) = authorization
         && let Some((_, token)) = a.trim().split_once(' ')
-        && let Ok(u) = claims::decode_unverified(token.trim())
-        && u.claims
-            .tid
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case(TENANT))
+        && for_tenant(token)
     {
+        return;
+    }
+    if setup.entra && from_query.as_deref().is_some_and(for_tenant) {
         return;
     }
 

@@ -134,6 +134,12 @@ pub struct ServerConfig {
     pub max_websockets: usize,
     /// A WebSocket with no frame either way for this long is closed (1001 to the client).
     pub websocket_idle_timeout: Duration,
+    /// The proxy's external base URL (scheme, host, port; no path), which links in answers
+    /// that point at a backend are rewritten to; `None`: the request's `Host`, over `http`.
+    pub public_url: Option<Url>,
+    /// The secret `issueToken` tokens are signed with, shared by replicas; `None`: a random
+    /// one per process.
+    pub issued_token_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +223,14 @@ pub struct Backend {
     /// Most requests in flight to this backend; more wait up to `queue_timeout`, then 503.
     pub max_concurrent: Option<usize>,
     pub queue_timeout: Duration,
+    /// What kind of Azure AI service it is.
+    pub service: crate::services::Service,
+    /// The account's ARM id (Speech, Translator).
+    pub resource_id: Option<crate::services::ResourceId>,
+    /// The resource's region (Translator).
+    pub region: Option<String>,
+    /// How the proxy's token goes to it.
+    pub presenter: crate::services::Presenter,
 }
 
 impl Backend {

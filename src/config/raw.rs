@@ -122,6 +122,10 @@ pub(super) struct RawServer {
     pub(super) keys_file: Option<String>,
     pub(super) max_websockets: Option<usize>,
     pub(super) websocket_idle_timeout_secs: Option<f64>,
+    /// The proxy's external URL, for links in answers that point at a backend.
+    pub(super) public_url: Option<String>,
+    /// The HMAC secret of `issueToken` tokens, shared by replicas; default a per-process one.
+    pub(super) issued_token_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -179,6 +183,12 @@ pub(super) struct RawBackend {
     pub(super) deployments: Vec<String>,
     pub(super) max_concurrent: Option<usize>,
     pub(super) queue_timeout_secs: Option<f64>,
+    /// `openai` (default), `speech`, `translator`, `search` or `cognitive`.
+    pub(super) service: Option<crate::services::Service>,
+    /// The account's ARM id: Speech's `aad#…` form, Translator's `Ocp-Apim-ResourceId`.
+    pub(super) resource_id: Option<String>,
+    /// Translator's region, sent as `Ocp-Apim-Subscription-Region`.
+    pub(super) region: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,7 +28,7 @@ pub fn render_normalized(config: &Config) -> String {
     }
     for b in &config.backends {
         s.push_str(&format!(
-            "backend {}: endpoint {} api_version {} scope {} api {:?} deployments [{}]\n",
+            "backend {}: endpoint {} api_version {} scope {} api {:?} deployments [{}]",
             b.name,
             b.endpoint.as_str().trim_end_matches('/'),
             b.api_version,
@@ -36,6 +36,25 @@ pub fn render_normalized(config: &Config) -> String {
             b.api,
             b.deployments.join(", ")
         ));
+        if b.service != crate::services::Service::OpenAi {
+            s.push_str(&format!(" service {}", b.service));
+        }
+        if let Some(id) = &b.resource_id {
+            s.push_str(&format!(" resource_id {id}"));
+        }
+        if let Some(region) = &b.region {
+            s.push_str(&format!(" region {region}"));
+        }
+        s.push('\n');
+    }
+    if let Some(url) = &config.server.public_url {
+        s.push_str(&format!(
+            "server.public_url = {}\n",
+            url.as_str().trim_end_matches('/')
+        ));
+    }
+    if config.server.issued_token_secret.is_some() {
+        s.push_str("server.issued_token_secret = ****\n");
     }
     for m in &config.models {
         let targets: Vec<String> = m

@@ -29,6 +29,12 @@ pub enum DiagnosisCode {
     NotPrivateEndpoint,
     Throttled,
     RegionalEndpoint,
+    /// Azure AI Search refused a token for another audience.
+    SearchAudience,
+    /// Speech refused an Entra token: no custom domain, or not in the `aad#` form it needs.
+    SpeechCustomDomain,
+    /// Translator refused an Entra token without the resource's region and id beside it.
+    TranslatorRegion,
 }
 
 /// The claims of the token that was sent, as far as a diagnosis may show them: never the token.
@@ -176,6 +182,9 @@ every_diagnosis_code!(
     NotPrivateEndpoint,
     Throttled,
     RegionalEndpoint,
+    SearchAudience,
+    SpeechCustomDomain,
+    TranslatorRegion,
 );
 
 impl DiagnosisCode {
@@ -198,6 +207,9 @@ impl DiagnosisCode {
             DiagnosisCode::NotPrivateEndpoint => "not-private-endpoint",
             DiagnosisCode::Throttled => "throttled",
             DiagnosisCode::RegionalEndpoint => "regional-endpoint",
+            DiagnosisCode::SearchAudience => "search-audience",
+            DiagnosisCode::SpeechCustomDomain => "speech-custom-domain",
+            DiagnosisCode::TranslatorRegion => "translator-region",
         }
     }
 }
@@ -478,7 +490,12 @@ fn facts(ctx: &Context<'_>) -> Option<TokenFacts> {
     ctx.token.map(TokenFacts::from)
 }
 
-fn diagnosis(ctx: &Context<'_>, code: DiagnosisCode, summary: String, fix: String) -> Diagnosis {
+pub(super) fn diagnosis(
+    ctx: &Context<'_>,
+    code: DiagnosisCode,
+    summary: String,
+    fix: String,
+) -> Diagnosis {
     Diagnosis {
         code,
         summary,
@@ -542,7 +559,7 @@ fn token_refused(ctx: &Context<'_>, err: &ErrorBody) -> Diagnosis {
 
 /// The first thing the token's claims prove wrong for this backend: audience, then lifetime,
 /// then tenant. `None` when there is no token or nothing is provably wrong.
-fn token_problem(ctx: &Context<'_>, needed: &str) -> Option<Diagnosis> {
+pub(super) fn token_problem(ctx: &Context<'_>, needed: &str) -> Option<Diagnosis> {
     let claims = ctx.token?;
     let expired = claims.exp.filter(|exp| *exp < ctx.now);
     match claims.audience() {

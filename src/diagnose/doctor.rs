@@ -181,6 +181,10 @@ impl BackendCheck<'_> {
         };
         let claims = token.claims.clone().unwrap_or_default();
         self.claims(r, &claims);
+        if let Some(probe) = super::probe::for_service(self.b.service, &self.host) {
+            self.service_call(r, &token, &claims, &probe).await;
+            return;
+        }
         if self.b.deployments.is_empty() {
             r.push(
                 self.name("call"),
@@ -372,6 +376,139 @@ impl BackendCheck<'_> {
         };
         let detail = self.explain_call(failed, listed).await;
         r.push(name, Status::Fail, detail, t);
+    }
+
+    /// One authenticated call to a backend of a service beside OpenAI, with the token in the
+    /// form that service takes: passes unless the service refuses it (401, 403), which is
+    /// explained by the service's own rule.
+    async fn service_call(
+        &self,
+        r: &mut Recorder,
+        token: &CachedToken,
+        claims: &Claims,
+        probe: &super::probe::Probe,
+    ) {
+        let t = Instant::now();
+        let name = self.name(&format!("call {}", self.b.service));
+        let base = self.b.endpoint.as_str().trim_end_matches('/');
+        let mut answer = None;
+        for (i, path) in probe.paths.iter().enumerate() {
+            let mut headers = http::HeaderMap::new();
+            let bare_path = path.split('?').next().unwrap_or(path);
+            self.b
+                .presenter
+                .apply(bare_path, &token.header, &mut headers);
+            let url = format!("{base}{path}");
+            let request = match probe.body {
+                Some(body) => self
+                    .http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body),
+                None => self.http.get(url),
+            };
+            let resp = match request.headers(headers).send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    r.push(name, Status::Fail, reach::error_chain(&e), t);
+                    return;
+                }
+            };
+            let status = resp.status().as_u16();
+            if status == 404 && i + 1 < probe.paths.len() {
+                continue;
+            }
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = resp.bytes().await.unwrap_or_default();
+            answer = Some((*path, status, challenge, body));
+            break;
+        }
+        let Some((path, status, challenge, body)) = answer else {
+            return;
+        };
+        let form = self
+            .b
+            .presenter
+            .form(path.split('?').next().unwrap_or(path));
+        let (status_mark, detail) = match status {
+            401 | 403 => (
+                Status::Fail,
+                self.explain_service(status, challenge.as_deref(), &body, claims, form),
+            ),
+            404 => (
+                Status::Warn,
+                format!(
+                    "{} ({path}) answered HTTP 404: the token was not refused, but this is not a {} endpoint at that path",
+                    probe.what, self.b.service
+                ),
+            ),
+            _ => (
+                Status::Pass,
+                format!(
+                    "{} ({path}) answered HTTP {status}: the service took the token{}",
+                    probe.what,
+                    match (form, self.b.presenter.sends_translator_headers()) {
+                        (crate::services::TokenForm::SpeechAad, _) =>
+                            " as aad#<resource id>#<token>",
+                        (_, true) => " with Ocp-Apim-ResourceId and Ocp-Apim-Subscription-Region",
+                        _ => "",
+                    }
+                ),
+            ),
+        };
+        r.push(name, status_mark, detail, t);
+    }
+
+    /// A service's 401 or 403 explained: by the service's own rule, else the general one.
+    fn explain_service(
+        &self,
+        status: u16,
+        challenge: Option<&str>,
+        body: &[u8],
+        claims: &Claims,
+        form: crate::services::TokenForm,
+    ) -> String {
+        let ctx = Context {
+            backend: &self.b.name,
+            host: &self.host,
+            cloud: self.config.cloud,
+            host_kind: self.b.host_kind,
+            expected_audience: self.b.scope.audience(),
+            token: Some(claims),
+            expected_tenant: None,
+            deployment: None,
+            known_deployments: &[],
+            request_path: None,
+            endpoint_path: self.b.endpoint.path(),
+            api_version: Some(&self.b.api_version),
+            now: unix_now(),
+        };
+        let facts = super::ServiceFacts {
+            service: self.b.service,
+            form,
+            translator_headers: self.b.presenter.sends_translator_headers(),
+            resource_id: self.b.resource_id.as_ref().map(|id| id.as_str()),
+            region: self.b.region.as_deref(),
+            challenge,
+        };
+        super::services::classify(status, body, &facts, &ctx)
+            .or_else(|| classify(status, None, body, &ctx))
+            .map_or_else(
+                || {
+                    format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(body)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    )
+                },
+                |d| d.header_value(),
+            )
     }
 
     /// The diagnosis of a failed call; for a deployment that does not exist, against Azure's own

@@ -5,7 +5,9 @@ mod azure_error;
 pub mod dns;
 pub mod doctor;
 mod explain;
+mod probe;
 pub mod reach;
+mod services;
 mod when;
 mod words;
 
@@ -15,6 +17,7 @@ pub use explain::{
     Credential, ExplainError, Explanation, Problem, Target, TargetKind, explain, extract_token,
     render_text,
 };
+pub use services::ServiceFacts;
 
 use crate::claims::Claims;
 use crate::cloud::{Cloud, HostKind};
@@ -40,6 +43,48 @@ pub struct Upstream<'a> {
     pub endpoint_path: &'a str,
     /// The deployment the request targeted.
     pub deployment: Option<&'a str>,
+    /// The backend's service, and how the token went to it.
+    pub service: ServiceFacts<'a>,
+}
+
+/// The service's own reading of a refusal (Search's audience, Speech's custom domain,
+/// Translator's region), when its rule explains it: such a refusal is the config's, and a fresh
+/// token would be refused the same way.
+pub(crate) fn classify_service(
+    upstream: &Upstream<'_>,
+    status: u16,
+    body: &[u8],
+    claims: Option<&Claims>,
+) -> Option<Diagnosis> {
+    let ctx = context(upstream, claims, None);
+    services::classify(status, body, &upstream.service, &ctx)
+}
+
+/// What classification knows of a request to `upstream`.
+fn context<'a>(
+    upstream: &Upstream<'a>,
+    claims: Option<&'a Claims>,
+    api_version: Option<&'a str>,
+) -> Context<'a> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Context {
+        backend: upstream.backend,
+        host: upstream.host,
+        cloud: upstream.cloud,
+        host_kind: upstream.host_kind,
+        expected_audience: upstream.audience,
+        token: claims,
+        expected_tenant: None,
+        deployment: upstream.deployment,
+        known_deployments: upstream.known_deployments,
+        request_path: Some(upstream.uri.path()),
+        endpoint_path: upstream.endpoint_path,
+        api_version,
+        now,
+    }
 }
 
 /// Classifies an upstream error for one request; `None` when there is nothing to add. The
@@ -56,32 +101,16 @@ pub(crate) fn classify_for_route(
             .find(|(k, _)| k == "api-version")
             .map(|(_, v)| v.into_owned())
     });
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let is_v1 = upstream.uri.path().contains("/openai/v1/");
-    let ctx = Context {
-        backend: upstream.backend,
-        host: upstream.host,
-        cloud: upstream.cloud,
-        host_kind: upstream.host_kind,
-        expected_audience: upstream.audience,
-        token: claims,
-        expected_tenant: None,
-        deployment: upstream.deployment,
-        known_deployments: upstream.known_deployments,
-        request_path: Some(upstream.uri.path()),
-        endpoint_path: upstream.endpoint_path,
-        // The v1 API needs no api-version; don't blame a missing one.
-        api_version: if is_v1 {
-            Some("v1")
-        } else {
-            api_version.as_deref()
-        },
-        now,
+    // The v1 API needs no api-version; don't blame a missing one.
+    let api_version = if is_v1 {
+        Some("v1")
+    } else {
+        api_version.as_deref()
     };
-    let d = classify(status, retry_after, body, &ctx)?;
+    let ctx = context(upstream, claims, api_version);
+    let d = services::classify(status, body, &upstream.service, &ctx)
+        .or_else(|| classify(status, retry_after, body, &ctx))?;
     tracing::warn!(
         diagnosis = d.code.as_str(),
         backend = %upstream.backend,

@@ -23,8 +23,13 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 impl Exchange<'_> {
-    /// Logs and counts the answer, then hands it to the client.
-    pub(super) async fn finish(&mut self, a: Attempted<'_>) -> Response {
+    /// Logs and counts the answer, then hands it to the client (its links to the backend
+    /// pointing at the proxy).
+    pub(super) async fn finish(&mut self, mut a: Attempted<'_>) -> Response {
+        if self.rewrite_links(&mut a.response, a.route) {
+            // Boxed: only the services' small JSON answers take this path.
+            a = Box::pin(self.rewrite_body(a)).await;
+        }
         let backend = &self.state.routes.backends()[a.route.backend];
         let status = a.response.status().as_u16();
         self.state.request_metrics.request(
@@ -129,7 +134,11 @@ impl Exchange<'_> {
             // Claims are read only on this (error) path.
             let claims = a.token.claims();
             let mut headers = downstream_headers(a.response.headers().clone());
-            let facts = upstream_facts(self.state, a.route);
+            let challenge = headers
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let facts = super::facts::upstream_facts(self.state, a.route, challenge.as_deref());
             // Boxed: errors are rare, and their reading state would size every request's future.
             let (body, diagnosis) =
                 Box::pin(diagnose::annotate(a.response, &facts, claims.as_ref())).await;
@@ -222,22 +231,6 @@ pub(super) fn token_counters(state: &Snapshot, caller: &Caller, route: &Route) -
         deployment,
         backend: backend.name(),
     })
-}
-
-/// What diagnosis needs to know about where the request went.
-fn upstream_facts<'a>(state: &'a Snapshot, route: &'a Route) -> diagnose::Upstream<'a> {
-    let backend = &state.routes.backends()[route.backend].config;
-    diagnose::Upstream {
-        backend: &backend.name,
-        host: backend.host(),
-        host_kind: backend.host_kind,
-        audience: backend.scope.audience(),
-        known_deployments: &backend.deployments,
-        cloud: state.config.cloud,
-        uri: &route.uri,
-        endpoint_path: backend.endpoint.path(),
-        deployment: route.deployment.as_deref(),
-    }
 }
 
 /// The proxy's own error as the client's answer (logged, counted and recorded by

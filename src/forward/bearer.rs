@@ -55,6 +55,7 @@ pub(super) async fn token_lookup(
         }
         Held::Key
         | Held::Nothing
+        | Held::Issued { .. }
         | Held::Entra {
             use_: EntraUse::Swap,
             ..

@@ -29,6 +29,9 @@ pub(super) struct Exchange<'a> {
     pub(super) path: &'a str,
     /// The client's query as sent: logged only through [`crate::inbound::query::Masked`].
     pub(super) query: Option<&'a str>,
+    /// The authority the client addressed (`Host`, or the URI's for HTTP/2): where links in
+    /// answers point when `[server] public_url` is not set.
+    pub(super) authority: Option<&'a str>,
     pub(super) started: Instant,
     /// No attempt starts after this (`upstream.request_timeout_secs`).
     pub(super) deadline: Instant,
@@ -159,6 +162,15 @@ fn route_websocket(
     let route =
         routing::resolve_websocket(table, plan, path, query.as_deref(), chosen_backend(parts))?;
     Ok((Inbound::Read(bytes::Bytes::new()), vec![route]))
+}
+
+/// The authority the client addressed: its `Host` header, or the request URI's (HTTP/2).
+pub(super) fn authority(parts: &request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// The backend a client chose with [`BACKEND_HEADER`].

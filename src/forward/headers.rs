@@ -1,9 +1,10 @@
-//! Which headers cross the proxy: the client's minus credentials, hop-by-hop headers and proxy
-//! controls on the way in; Azure's minus hop-by-hop headers on the way out; the request id.
+//! Which headers cross the proxy: the client's minus credentials (and the region a key goes
+//! with), hop-by-hop headers and proxy controls on the way in; Azure's minus hop-by-hop headers on the way out; the request id.
 
 use super::REQUEST_ID;
 use crate::inbound::{API_KEY, SUBSCRIPTION_KEY};
 use crate::routing::BACKEND_HEADER;
+use crate::services::REGION_HEADER;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Azure's request id header, which its logs and support tickets quote.
@@ -68,6 +69,7 @@ pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
             || name == header::AUTHORIZATION
             || name == header::CONTENT_LENGTH
             || name == BACKEND_HEADER
+            || name == REGION_HEADER
             || connection_listed.contains(name)
         {
             continue;
@@ -136,6 +138,7 @@ mod tests {
             ("te", "trailers"),
             ("host", "proxy"),
             ("x-entra-proxy-backend", "a"),
+            ("ocp-apim-subscription-region", "eastus"),
             ("content-type", "application/json"),
             ("accept", "text/event-stream"),
         ]);

@@ -17,7 +17,7 @@ use crate::routing::Route;
 use crate::telemetry::RetryReason;
 use crate::telemetry::trace::ChildSpan;
 use crate::upstream;
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::HeaderMap;
 use axum::http::request;
 use axum::response::Response;
 use http_body_util::BodyExt as _;
@@ -292,7 +292,10 @@ impl Exchange<'_> {
         span: &ChildSpan,
     ) -> axum::http::Request<upstream::RequestBody> {
         let mut headers = std::mem::take(&mut sending.headers);
-        headers.insert(header::AUTHORIZATION, token.header().clone());
+        // The token in the form the backend's service takes (Speech's aad#, Translator's
+        // headers beside it).
+        let presenter = &self.backend(sending.route).config.presenter;
+        presenter.apply(sending.route.uri.path(), token.header(), &mut headers);
         span.propagate(&mut headers);
         let limit = self.state.config.server.max_body_bytes;
         let body = inbound.for_attempt(sending.route.body.as_ref(), &mut headers, limit);
@@ -338,8 +341,17 @@ impl Exchange<'_> {
             }
             UpstreamToken::Passthrough(_) => None,
         };
+        let challenge = head
+            .headers
+            .get(axum::http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok());
+        let facts = super::facts::upstream_facts(self.state, attempted.route, challenge);
+        // A refusal the service's own rule explains (a wrong audience for Search, Speech
+        // without a custom domain, Translator without its region) is the config's: a fresh
+        // token would be refused the same way.
         let refresh_may_help =
-            diagnose::refresh_may_help(status, &body, backend.config.scope.audience(), claims);
+            diagnose::refresh_may_help(status, &body, backend.config.scope.audience(), claims)
+                && diagnose::classify_service(&facts, status, &body, claims).is_none();
         attempted.response = upstream::with_read_body(head, body);
         Outcome::Refused {
             answer: attempted,

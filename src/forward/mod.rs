@@ -9,8 +9,11 @@ mod attempts;
 mod bearer;
 mod body;
 mod exchange;
+mod facts;
 mod headers;
 mod http;
+mod issue;
+mod links;
 mod multipart;
 mod replay;
 mod websocket;
@@ -106,6 +109,9 @@ async fn serve(
     if parts.method == Method::GET && routing::plan(parts.uri.path())? == Plan::ListModels {
         return Ok(answer::list_models(state));
     }
+    if issue::is_issue_token(&parts.method, parts.uri.path()) {
+        return issue::answer(state, caller, request_id, parts.uri.path(), started);
+    }
     let asking = Asking {
         state,
         caller,
@@ -120,6 +126,7 @@ async fn serve(
         request_id,
         path: parts.uri.path(),
         query: parts.uri.query(),
+        authority: exchange::authority(&parts),
         started,
         deadline: started + state.config.upstream.request_timeout,
         metering: admitted.metering,

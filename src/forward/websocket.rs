@@ -126,6 +126,7 @@ pub(super) async fn serve(
         request_id,
         path: parts.uri.path(),
         query: parts.uri.query(),
+        authority: exchange::authority(&parts),
         started,
         deadline: started + state.config.upstream.request_timeout,
         metering: admitted.metering,
@@ -171,8 +172,8 @@ impl Exchange<'_> {
         let handshake =
             upstream_handshake(&request, &route.uri, &offered, &our_key, self.request_id).map(
                 |mut r| {
-                    r.headers_mut()
-                        .insert(header::AUTHORIZATION, token.header().clone());
+                    let presenter = &backend.config.presenter;
+                    presenter.apply(route.uri.path(), token.header(), r.headers_mut());
                     span.propagate(r.headers_mut());
                     r
                 },

@@ -10,7 +10,8 @@ pub enum CredentialSource {
     /// The `Ocp-Apim-Subscription-Key` header of Cognitive Services clients (Speech, Language).
     SubscriptionKeyHeader,
     BearerHeader,
-    /// An `api-key` or `subscription-key` query parameter.
+    /// An `api-key`, `subscription-key` or `Ocp-Apim-Subscription-Key` query parameter (or a
+    /// key as `Authorization=Bearer …` in the query, as the Speech SDK sends from browsers).
     QueryParameter,
     /// An `openai-insecure-api-key.<key>` WebSocket subprotocol.
     Subprotocol,
@@ -54,4 +55,10 @@ pub enum AuthError {
     MissingTenant,
     #[error("{0}")]
     NoIdentity(Box<super::identities::NoIdentity>),
+    #[error("{0}")]
+    IssuedToken(super::issued::IssuedRejection),
+    #[error(
+        "{caller} reaches Azure as itself (its own Entra token or app), so the proxy issues it no token: call the service with that credential directly"
+    )]
+    IssueNotForCaller { caller: String },
 }

@@ -153,6 +153,16 @@ impl Identities {
         &self.all
     }
 
+    /// The identity named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Identity> {
+        self.all.iter().find(|i| &*i.name == name)
+    }
+
+    /// Whether callers no identity matches are served (unnamed).
+    pub fn admits_unmatched(&self) -> bool {
+        self.unmatched == Unmatched::Allow
+    }
+
     /// The identity `p` is, or `Ok(None)` when none matches and unmatched callers are let
     /// through; `Err` when none matches and they are refused.
     pub fn find(&self, p: &Principal<'_>) -> Result<Option<&Identity>, NoIdentity> {

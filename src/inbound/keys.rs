@@ -21,12 +21,18 @@ pub struct KeyHolder {
 #[derive(Debug, Default)]
 pub struct KeyStore {
     by_digest: HashMap<KeyDigest, KeyHolder>,
+    /// Each key's digest by its name (to find the key an issued token was bound to).
+    by_name: HashMap<Arc<str>, KeyDigest>,
 }
 
 impl KeyStore {
     /// The keys of `entries`, each with its account in `limits`.
     pub fn new(entries: &[KeyEntry], limits: &crate::limits::Limits) -> KeyStore {
         KeyStore {
+            by_name: entries
+                .iter()
+                .map(|k| (Arc::from(k.name.as_str()), k.digest))
+                .collect(),
             by_digest: entries
                 .iter()
                 .map(|k| {
@@ -45,6 +51,12 @@ impl KeyStore {
 
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
+    }
+
+    /// The key named `name`: its digest and holder.
+    pub fn by_name(&self, name: &str) -> Option<(&KeyDigest, &KeyHolder)> {
+        let digest = self.by_name.get(name)?;
+        self.by_digest.get_key_value(digest)
     }
 
     pub fn lookup(&self, presented: &str) -> Option<&KeyHolder> {

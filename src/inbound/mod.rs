@@ -8,6 +8,7 @@ mod client_credentials;
 mod entra;
 mod error;
 mod identities;
+pub mod issued;
 mod keys;
 mod label;
 mod policy;
@@ -67,6 +68,12 @@ pub enum Held {
     App(Arc<AppCredential>),
     /// No credential, allowed because the proxy is a loopback sidecar (or so configured).
     Nothing,
+    /// A token the proxy issued (`issueToken`) for a key or an Entra caller it speaks for: never
+    /// forwarded; the proxy's token goes up. The Entra caller's ids, for logs.
+    Issued {
+        oid: Option<Arc<str>>,
+        azp: Option<Arc<str>>,
+    },
 }
 
 impl Caller {
@@ -141,6 +148,7 @@ impl Caller {
         match &self.held {
             Held::Entra { claims, .. } => (claims.oid.as_deref(), claims.app_id()),
             Held::App(app) => (None, Some(&app.client_id)),
+            Held::Issued { oid, azp } => (oid.as_deref(), azp.as_deref()),
             Held::Key | Held::Nothing => (None, None),
         }
     }
@@ -151,6 +159,7 @@ impl Caller {
         match &self.held {
             Held::Entra { claims, .. } => claims.app_id().or(claims.oid.as_deref()),
             Held::App(app) => Some(&app.client_id),
+            Held::Issued { oid, azp } => azp.as_deref().or(oid.as_deref()),
             Held::Key | Held::Nothing => None,
         }
     }
@@ -165,14 +174,22 @@ pub struct Authenticator {
     allow_unauthenticated: bool,
     inbound: InboundConfig,
     entra: Option<EntraValidator>,
+    /// Signs and checks the tokens of `issueToken`.
+    issuer: Arc<issued::Issuer>,
 }
 
 impl Authenticator {
     /// Checks callers against `config`; keys count against their accounts in `limits`.
+    /// Issued tokens are signed with `[server] issued_token_secret`, else with a key of this
+    /// authenticator's own (see [`Authenticator::with_issuer`] for one that outlives reloads).
     pub fn new(config: &Config, limits: &crate::limits::Limits) -> Result<Authenticator, String> {
         let entra = match &config.inbound.entra {
             Some(e) => Some(EntraValidator::new(config, e)?),
             None => None,
+        };
+        let issuer = match &config.server.issued_token_secret {
+            Some(secret) => issued::Issuer::from_secret(secret),
+            None => issued::Issuer::random()?,
         };
         Ok(Authenticator {
             keys: KeyStore::new(&config.keys, limits),
@@ -185,7 +202,39 @@ impl Authenticator {
             allow_unauthenticated: config.allow_unauthenticated,
             inbound: config.inbound.clone(),
             entra,
+            issuer: Arc::new(issuer),
         })
+    }
+
+    /// Signs issued tokens with `process_issuer` (this process's own key, kept across reloads)
+    /// unless the config names a shared secret.
+    pub fn with_issuer(mut self, process_issuer: &Arc<issued::Issuer>) -> Authenticator {
+        if !self.issuer.is_shared() {
+            self.issuer = process_issuer.clone();
+        }
+        self
+    }
+
+    /// A token for `caller` from `issueToken`, valid for 10 minutes (never past its key's
+    /// expiry); refused to callers whose own identity reaches Azure.
+    pub fn issue_token(&self, caller: &Caller) -> Result<issued::Issued, AuthError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        issued::issue(&self.issuer, caller, &self.keys, now)
+    }
+
+    /// The caller an issued token stands for, checked against the current keys and identities.
+    fn authenticate_issued(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = time::OffsetDateTime::now_utc();
+        let claims = self
+            .issuer
+            .verify(token, now.unix_timestamp())
+            .map_err(AuthError::IssuedToken)?;
+        let callers = issued::Callers {
+            keys: &self.keys,
+            identities: &self.identities,
+            allow_unauthenticated: self.allow_unauthenticated,
+        };
+        issued::caller_of(claims, &callers, now)
     }
 
     /// Every configured identity (the status page's rows).
@@ -245,8 +294,10 @@ impl Authenticator {
                     .as_ref()
                     .ok_or_else(|| self.disabled(InboundMode::Entra))?;
                 // Boxed: it may fetch signing keys, and key callers should not carry that state.
-                Box::pin(entra::authenticate(validator, &self.identities, token)).await
+                Box::pin(entra::authenticate(validator, &self.identities, &token)).await
             }
+            // Issued for a caller this proxy accepted, under whatever mode it came in.
+            Presented::Issued(token) => self.authenticate_issued(&token),
             Presented::Basic(value) => {
                 self.require(InboundMode::ClientCredentials)?;
                 let settings = self

@@ -1,12 +1,32 @@
-//! Credentials in a query string (`api-key`, `subscription-key`, any case): read as the
-//! caller's key, masked in logs, and always removed before a request is forwarded.
+//! Credentials in a query string (`api-key`, `subscription-key`, `Ocp-Apim-Subscription-Key`,
+//! any case; `Authorization=Bearer …`, as the Speech SDK sends its headers from a browser):
+//! read as the caller's credential, masked in logs, and always removed before a request is
+//! forwarded, with the region a key goes with (`Subscription-Region`).
 
 use std::borrow::Cow;
 use std::fmt;
 
-/// Query parameter names that carry a key, matched ignoring ASCII case (so `Subscription-Key`
-/// too), after percent-decoding.
-const CREDENTIAL_PARAMS: [&str; 2] = ["api-key", "subscription-key"];
+/// Query parameter names that carry a credential, matched ignoring ASCII case (so
+/// `Subscription-Key` too), after percent-decoding.
+const CREDENTIAL_PARAMS: [&str; 4] = [
+    "api-key",
+    "subscription-key",
+    "ocp-apim-subscription-key",
+    "authorization",
+];
+/// The name whose value is an `Authorization` header's (`Bearer <token or key>`).
+const AUTHORIZATION_PARAM: &str = "authorization";
+/// Not a credential, but never forwarded either: the region a key caller names (Translator's
+/// `Subscription-Region`); the proxy sends the backend's own.
+const REGION_PARAM: &str = "subscription-region";
+
+/// A credential found in a query string: its value, decoded, and whether it is an
+/// `Authorization` value (`Bearer …`) rather than a bare key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryCredential<'a> {
+    pub value: Cow<'a, str>,
+    pub authorization: bool,
+}
 
 /// What a masked credential value is shown as.
 const MASK: &str = "***";
@@ -16,19 +36,29 @@ const MASK: &str = "***";
 #[derive(Debug, Clone, Copy)]
 pub struct Masked<'a>(pub &'a str);
 
-/// Whether a raw `name` (as in the query, maybe percent-encoded) names a credential.
-fn is_credential(raw_name: &str) -> bool {
+/// A raw `name` (as in the query, maybe percent-encoded), decoded.
+fn decoded_name(raw_name: &str) -> Cow<'_, str> {
     // Nothing to decode in the usual case: no allocation.
-    let decoded = if raw_name.contains(['%', '+']) {
+    if raw_name.contains(['%', '+']) {
         url::form_urlencoded::parse(raw_name.as_bytes())
             .next()
             .map_or(Cow::Borrowed(raw_name), |(k, _)| Cow::Owned(k.into_owned()))
     } else {
         Cow::Borrowed(raw_name)
-    };
+    }
+}
+
+/// Whether a raw `name` names a credential.
+fn is_credential(raw_name: &str) -> bool {
+    let decoded = decoded_name(raw_name);
     CREDENTIAL_PARAMS
         .iter()
         .any(|c| decoded.eq_ignore_ascii_case(c))
+}
+
+/// Whether a raw `name` is removed before forwarding: a credential, or the region of a key.
+fn is_consumed(raw_name: &str) -> bool {
+    is_credential(raw_name) || decoded_name(raw_name).eq_ignore_ascii_case(REGION_PARAM)
 }
 
 /// The query's `name=value` pairs, raw.
@@ -44,8 +74,15 @@ fn pairs(query: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 
 /// The first credential parameter's value, decoded; `None` when there is none (or it is empty).
 pub fn credential(query: Option<&str>) -> Option<Cow<'_, str>> {
+    credential_param(query).map(|c| c.value)
+}
+
+/// The first credential parameter, its value decoded; `None` when there is none (or it is
+/// empty).
+pub fn credential_param(query: Option<&str>) -> Option<QueryCredential<'_>> {
     let query = query?;
-    let (_, raw) = pairs(query).find(|(n, _)| is_credential(n))?;
+    let (name, raw) = pairs(query).find(|(n, _)| is_credential(n))?;
+    let authorization = decoded_name(name).eq_ignore_ascii_case(AUTHORIZATION_PARAM);
     let raw = raw.unwrap_or_default();
     let value = if raw.contains(['%', '+']) {
         // Decoded as the value of a pair, so an `=` in it is kept (a name would end there).
@@ -60,16 +97,21 @@ pub fn credential(query: Option<&str>) -> Option<Cow<'_, str>> {
         Cow::Borrowed(raw)
     };
     let trimmed_empty = value.trim().is_empty();
-    (!trimmed_empty).then_some(value)
+    (!trimmed_empty).then_some(QueryCredential {
+        value,
+        authorization,
+    })
 }
 
-/// Whether the query carries a credential parameter at all (even an empty one).
+/// Whether the query carries a parameter that is never forwarded (a credential, even an empty
+/// one, or a key's region).
 pub fn has_credential(query: Option<&str>) -> bool {
-    query.is_some_and(|q| pairs(q).any(|(n, _)| is_credential(n)))
+    query.is_some_and(|q| pairs(q).any(|(n, _)| is_consumed(n)))
 }
 
-/// The query without its credential parameters, the others kept in order and as encoded.
-/// Borrowed (no allocation) when there was none to remove; `None` when nothing is left.
+/// The query without its credential parameters (and a key's region), the others kept in
+/// order and as encoded. Borrowed (no allocation) when there was none to remove; `None` when
+/// nothing is left.
 pub fn without_credentials(query: Option<&str>) -> Option<Cow<'_, str>> {
     let query = query?;
     if !has_credential(Some(query)) {
@@ -78,7 +120,7 @@ pub fn without_credentials(query: Option<&str>) -> Option<Cow<'_, str>> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter(|p| !is_credential(p.split_once('=').map_or(*p, |(n, _)| n)))
+        .filter(|p| !is_consumed(p.split_once('=').map_or(*p, |(n, _)| n)))
         .collect();
     (!kept.is_empty()).then(|| Cow::Owned(kept.join("&")))
 }
@@ -104,20 +146,24 @@ impl fmt::Display for Masked<'_> {
 mod tests {
     use super::*;
 
+    fn value(query: &str) -> Option<(String, bool)> {
+        credential_param(Some(query)).map(|c| (c.value.into_owned(), c.authorization))
+    }
+
     #[test]
     fn credentials_are_found_under_every_name_and_decoded() {
-        assert_eq!(credential(Some("api-key=k1")).as_deref(), Some("k1"));
+        let key = |k: &str| Some((k.to_string(), false));
+        assert_eq!(value("api-key=k1"), key("k1"));
+        assert_eq!(value("a=1&subscription-key=k%2B2"), key("k+2"));
+        assert_eq!(value("Subscription-Key=k3&x=y"), key("k3"));
+        assert_eq!(value("api%2Dkey=k4"), key("k4"));
+        assert_eq!(value("Ocp-Apim-Subscription-Key=k5"), key("k5"));
         assert_eq!(
-            credential(Some("a=1&subscription-key=k%2B2")).as_deref(),
-            Some("k+2")
+            value("language=en-US&Authorization=Bearer%20tok&X-ConnectionId=1"),
+            Some(("Bearer tok".to_string(), true))
         );
-        assert_eq!(
-            credential(Some("Subscription-Key=k3&x=y")).as_deref(),
-            Some("k3")
-        );
-        assert_eq!(credential(Some("api%2Dkey=k4")).as_deref(), Some("k4"));
-        assert_eq!(credential(Some("api-key=")), None);
-        assert_eq!(credential(Some("api-keys=k")), None);
+        assert_eq!(value("api-key="), None);
+        assert_eq!(value("api-keys=k"), None);
         assert_eq!(credential(None), None);
     }
 
@@ -130,6 +176,12 @@ mod tests {
         );
         assert_eq!(q("api-key=k"), None);
         assert_eq!(q("API-KEY=k&subscription-key"), None);
+        assert_eq!(
+            q(
+                "language=de-DE&Authorization=Bearer%20t&Ocp-Apim-Subscription-Key=k&Subscription-Region=westeurope&X-ConnectionId=c1"
+            ),
+            Some("language=de-DE&X-ConnectionId=c1".to_string())
+        );
         assert!(matches!(
             without_credentials(Some("a=1&b=2")),
             Some(Cow::Borrowed("a=1&b=2"))
@@ -144,6 +196,10 @@ mod tests {
         assert_eq!(
             shown,
             "deployment=gpt-4o&api-key=***&Subscription-Key=***&a=1"
+        );
+        assert_eq!(
+            Masked("Authorization=Bearer%20tok&ocp-apim-subscription-key=k").to_string(),
+            "Authorization=***&ocp-apim-subscription-key=***"
         );
         assert_eq!(Masked("a=1&b").to_string(), "a=1&b");
     }

@@ -108,6 +108,7 @@ impl RoutingTable {
         }
         match (self.backends.len(), self.backends.ids().next()) {
             (1, Some(only)) => Ok(only),
+            _ if let Some(found) = self.only_for_service(path) => Ok(found),
             _ => Err(ProxyError::NoRoute {
                 path: path.to_string(),
                 hint: format!(
@@ -116,6 +117,24 @@ impl RoutingTable {
                 ),
             }),
         }
+    }
+
+    /// The one backend of the service whose family `path` is (Speech, Translator, Search,
+    /// the other Cognitive Services), else the one multi-service (`cognitive`) backend that
+    /// serves it; `None` when there is none or more than one.
+    fn only_for_service(&self, path: &str) -> Option<BackendId> {
+        let family = crate::services::path_family(path)?;
+        let only = |serves: &dyn Fn(crate::services::Service) -> bool| {
+            let mut found = self
+                .backends
+                .ids()
+                .filter(|&id| serves(self.backends[id].config.service));
+            match (found.next(), found.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        };
+        only(&|s| s == family).or_else(|| only(&|s| s.serves(family)))
     }
 
     fn backend_names(&self) -> String {
@@ -242,5 +261,43 @@ mod tests {
         }
         // weight 3:1 -> about 300 of 400
         assert!((240..=360).contains(&first_east), "{first_east}");
+    }
+
+    #[test]
+    fn a_service_path_goes_to_the_only_backend_of_that_service() {
+        let c = Config::parse(
+            "[[backends]]\nname='aoai'\nendpoint='https://e.openai.azure.com'\n[[backends]]\nname='search'\nendpoint='https://s.search.windows.net'\n[[backends]]\nname='multi'\nendpoint='https://m.cognitiveservices.azure.com'\nservice='cognitive'\n[[backends]]\nname='lang'\nendpoint='https://l.cognitiveservices.azure.com'\nservice='cognitive'",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let t = RoutingTable::new(&c);
+        let name = |path: &str| {
+            t.pick_backend(None, path)
+                .map(|id| t.backends()[id].name().to_string())
+        };
+        assert_eq!(
+            name("/indexes('h')/docs/search.post.search").unwrap(),
+            "search"
+        );
+        // Two cognitive backends: the client has to choose.
+        assert!(name("/documentintelligence/documentModels").is_err());
+        assert!(name("/cognitiveservices/v1").is_err());
+        assert!(name("/openai/deployments/x/chat/completions").is_err());
+        assert_eq!(
+            t.pick_backend(Some("lang"), "/language/:analyze-text")
+                .map(|id| t.backends()[id].name().to_string())
+                .unwrap(),
+            "lang"
+        );
+        let c = Config::parse(
+            "[[backends]]\nname='aoai'\nendpoint='https://e.openai.azure.com'\n[[backends]]\nname='multi'\nendpoint='https://m.cognitiveservices.azure.com'\nservice='cognitive'",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let t = RoutingTable::new(&c);
+        let id = t.pick_backend(None, "/tts/cognitiveservices/v1").unwrap();
+        assert_eq!(t.backends()[id].name(), "multi");
     }
 }

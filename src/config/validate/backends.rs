@@ -128,10 +128,26 @@ fn validate_backend(
             ),
         });
     }
-    let scope = match (&b.scope, host_kind) {
-        (Some(s), _) => errors.check(format!("{at}.scope"), Scope::parse(s)),
-        (None, Some(kind)) => Some(default_scope(&norm, kind, cloud, at, notes)),
-        (None, None) => None,
+    let written = super::services::Written {
+        service: b.service,
+        resource_id: b.resource_id.as_deref(),
+        region: b.region.as_deref(),
+    };
+    let service = super::services::backend_service(
+        written,
+        &host,
+        host_kind.flatten(),
+        cloud,
+        at,
+        notes,
+        errors,
+    );
+    let audience = service.as_ref().and_then(|s| s.service.audience(cloud));
+    let scope = match (&b.scope, audience, host_kind) {
+        (Some(s), _, _) => errors.check(format!("{at}.scope"), Scope::parse(s)),
+        (None, Some(audience), _) => Some(Scope::for_audience(audience)),
+        (None, None, Some(kind)) => Some(default_scope(&norm, kind, cloud, at, notes)),
+        (None, None, None) => None,
     };
     let deployments = deployments(&b, norm.deployment_from_url.as_deref(), at, errors);
     if b.max_concurrent == Some(0) {
@@ -144,6 +160,7 @@ fn validate_backend(
     if errors.len() != before {
         return None;
     }
+    let service = service?;
     Some(Backend {
         name: b.name,
         endpoint: norm.base,
@@ -154,6 +171,10 @@ fn validate_backend(
         deployments,
         max_concurrent: b.max_concurrent,
         queue_timeout: queue_timeout?,
+        service: service.service,
+        resource_id: service.resource_id,
+        region: service.region,
+        presenter: service.presenter,
     })
 }
 
@@ -171,7 +192,7 @@ fn clear_text(
         return Ok(());
     }
     let host = endpoint.host_str().unwrap_or_default();
-    if Cloud::of_host(host).is_some() {
+    if Cloud::of_host(host).is_some() || crate::services::service_host(host).is_some() {
         let mut https = endpoint.clone();
         let _ = https.set_scheme("https");
         let _ = https.set_port(None);

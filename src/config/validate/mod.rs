@@ -11,6 +11,7 @@ mod limits;
 mod models;
 mod obo;
 mod server;
+mod services;
 mod telemetry;
 
 use super::emulator::parse_emulator;
@@ -24,6 +25,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let mut errors = Errors::default();
     let mut notes = Vec::new();
     let server = server::validate_server(raw.server, &mut errors);
+    if let Some(server) = &server {
+        services::weak_secret(server.issued_token_secret.as_ref(), &mut notes);
+    }
     let upstream = server::validate_upstream(raw.upstream, &mut errors);
     let cloud = raw.azure.cloud;
     let emulator = match raw.azure.emulator {

@@ -68,6 +68,14 @@ pub(super) fn validate_server(raw: RawServer, errors: &mut Errors) -> Option<Ser
             DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
         ),
     );
+    let public_url = errors.check(
+        "server.public_url",
+        super::services::public_url(raw.public_url.as_deref()),
+    );
+    let issued_token_secret = errors.check(
+        "server.issued_token_secret",
+        super::services::token_secret(raw.issued_token_secret),
+    );
     Some(ServerConfig {
         listen: listen?,
         max_body_bytes: max_body_bytes?,
@@ -80,6 +88,8 @@ pub(super) fn validate_server(raw: RawServer, errors: &mut Errors) -> Option<Ser
         workers: workers?,
         max_websockets: max_websockets?,
         websocket_idle_timeout: websocket_idle_timeout?,
+        public_url: public_url?,
+        issued_token_secret: issued_token_secret?,
     })
 }
 

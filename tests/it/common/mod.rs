@@ -88,6 +88,52 @@ sha256 = "{digest}"
     )
 }
 
+/// A config whose one backend, `svc`, is an Azure AI service the emulator plays at
+/// `endpoint`; `backend` adds keys to its table (`service`, `resource_id`, `region`), `extra`
+/// adds tables after it. The test key is `team-a`'s.
+pub fn service_config(
+    emulator: &url::Url,
+    endpoint: &url::Url,
+    backend: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[azure]
+emulator = "{emulator}"
+
+[identity]
+kind = "managed-identity"
+
+[[backends]]
+name = "svc"
+endpoint = "{endpoint}"
+{backend}
+
+[[keys]]
+name = "team-a"
+sha256 = "{digest}"
+
+{extra}
+"#,
+        digest = KeyDigest::of(KEY).to_hex()
+    )
+}
+
+/// Another listener of the emulator playing a resource of `kind` with `options`.
+pub async fn add_service(
+    emulator: &Emulator,
+    kind: azure_emulator::ResourceKind,
+    options: azure_emulator::ServiceOptions,
+) -> url::Url {
+    emulator
+        .add_service(kind, options)
+        .await
+        .expect("service listener starts")
+}
+
 pub async fn emulator() -> Emulator {
     emulator_with(EmulatorConfig::default()).await
 }
