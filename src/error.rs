@@ -93,6 +93,13 @@ pub enum ProxyError {
         param: &'static str,
         known: Vec<String>,
     },
+    #[error(
+        "the request names {name:?} more than once in its {place} (letter case aside); Azure reads names without regard to case, so name it once"
+    )]
+    DuplicateParameter {
+        name: &'static str,
+        place: &'static str,
+    },
     #[error("backend {backend} is unreachable: {reason}")]
     UpstreamUnreachable { backend: String, reason: String },
     #[error("backend {backend} did not answer within {limit_secs}s ({limit})")]
@@ -144,6 +151,7 @@ pub const CODES: &[&str] = &[
     // The request itself.
     "model_not_found",
     "missing_model",
+    "duplicate_parameter",
     "invalid_json",
     "no_route",
     "deployment_not_configured",
@@ -222,6 +230,9 @@ pub fn fix_for(code: &str) -> &'static str {
         "model_not_found" => "Ask for a model in [[models]] (GET /v1/models lists them).",
         "missing_model" => {
             "Name the model: \"model\" in a /v1 body, ?model= or ?deployment= for realtime."
+        }
+        "duplicate_parameter" => {
+            "Name the model (or deployment) once, in one letter case, in the body or the query."
         }
         "invalid_json" => "Send the body as a JSON object.",
         "no_route" => {
@@ -359,7 +370,8 @@ impl ProxyError {
             | ProxyError::BodyNotJson { .. }
             | ProxyError::BodyRead(_)
             | ProxyError::WebSocketHandshake { .. }
-            | ProxyError::MissingQueryModel { .. } => StatusCode::BAD_REQUEST,
+            | ProxyError::MissingQueryModel { .. }
+            | ProxyError::DuplicateParameter { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -395,6 +407,7 @@ impl ProxyError {
             ProxyError::TooManyWebSockets { .. } => "too_many_websockets",
             ProxyError::WebSocketHandshake { .. } => "invalid_websocket_handshake",
             ProxyError::MissingQueryModel { .. } => "missing_model",
+            ProxyError::DuplicateParameter { .. } => "duplicate_parameter",
         }
     }
 
@@ -630,6 +643,10 @@ mod tests {
                 param: "model",
                 known: vec![],
             },
+            ProxyError::DuplicateParameter {
+                name: "model",
+                place: "query",
+            },
             ProxyError::UpstreamUnreachable {
                 backend: s(),
                 reason: s(),
@@ -700,6 +717,7 @@ mod tests {
             | ProxyError::TooManyWebSockets { .. }
             | ProxyError::WebSocketHandshake { .. }
             | ProxyError::MissingQueryModel { .. }
+            | ProxyError::DuplicateParameter { .. }
             | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamReset { .. } => {}

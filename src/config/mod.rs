@@ -21,8 +21,8 @@ pub use emulator::redirect;
 pub use endpoint::{NormalizedEndpoint, normalize_endpoint};
 pub use errors::ConfigError;
 pub use include::{
-    SourceFile, Sources, digest as digest_files, digest_on_disk, keys_file_identity_names,
-    keys_file_names,
+    MAX_FILE_BYTES, SourceFile, Sources, digest as digest_files, digest_on_disk,
+    keys_file_identity_names, keys_file_names, read_bounded,
 };
 pub use key_digest::KeyDigest;
 pub use render::render_normalized;
@@ -570,9 +570,9 @@ impl Config {
     /// [`Config::load`], also telling which files were read (to watch them) and their digest.
     pub fn load_files(path: &std::path::Path) -> Result<Loaded, ConfigError> {
         let source_name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        let text = read_bounded(path).map_err(|reason| ConfigError::Read {
             source_name: source_name.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
         let base_dir = path
             .parent()
@@ -581,7 +581,7 @@ impl Config {
         let sources = Sources {
             env: &|name| std::env::var(name).ok(),
             base_dir,
-            read: &|p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+            read: &|p| read_bounded(p),
         };
         let (config, included) = Config::parse_with(&text, &source_name, &sources)?;
         let mut files = vec![SourceFile {

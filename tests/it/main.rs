@@ -28,6 +28,7 @@ mod reload;
 mod soak;
 mod status;
 mod surfaces;
+mod talk_around;
 mod traces;
 mod usage_faults;
 mod v1_surfaces;
