@@ -147,6 +147,7 @@ pub const CODES: &[&str] = &[
     "rate_limited",
     "tokens_rate_limited",
     "insufficient_quota",
+    "request_exceeds_budget",
     "limits_unavailable",
     // The request itself.
     "model_not_found",
@@ -222,7 +223,10 @@ pub fn fix_for(code: &str) -> &'static str {
         "rate_limited" => "Wait for Retry-After, or raise the key's requests_per_minute.",
         "tokens_rate_limited" => "Wait for Retry-After, or raise the key's tokens_per_minute.",
         "insufficient_quota" => {
-            "Wait until the quota period resets, or raise the key's token_quota."
+            "Wait until the quota or budget period resets, or raise the key's token_quota or budget."
+        }
+        "request_exceeds_budget" => {
+            "Lower the request's max_tokens (or shorten its prompt) as the message says, or raise the limit it names."
         }
         "limits_unavailable" => {
             "Bring Redis back, or set [limits] on_redis_error = \"allow\" to serve without it."
@@ -274,9 +278,11 @@ pub fn fix_for(code: &str) -> &'static str {
 /// under `on_redis_error = "deny"`.
 fn limit_status(e: &LimitError) -> StatusCode {
     match e {
-        LimitError::Requests { .. } | LimitError::Tokens { .. } | LimitError::Quota { .. } => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
+        LimitError::Requests { .. }
+        | LimitError::Tokens { .. }
+        | LimitError::Quota { .. }
+        | LimitError::Spend { .. }
+        | LimitError::TooLarge { .. } => StatusCode::TOO_MANY_REQUESTS,
         LimitError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -285,7 +291,8 @@ fn limit_code(e: &LimitError) -> &'static str {
     match e {
         LimitError::Requests { .. } => "rate_limited",
         LimitError::Tokens { .. } => "tokens_rate_limited",
-        LimitError::Quota { .. } => "insufficient_quota",
+        LimitError::Quota { .. } | LimitError::Spend { .. } => "insufficient_quota",
+        LimitError::TooLarge { .. } => "request_exceeds_budget",
         LimitError::StoreUnavailable => "limits_unavailable",
     }
 }
@@ -418,7 +425,7 @@ impl ProxyError {
 
     /// The OpenAI `type` that SDKs switch on.
     fn kind(&self) -> &'static str {
-        if let ProxyError::Limit(LimitError::Quota { .. }) = self {
+        if let ProxyError::Limit(LimitError::Quota { .. } | LimitError::Spend { .. }) = self {
             return "insufficient_quota";
         }
         match self.status() {
@@ -442,7 +449,7 @@ impl IntoResponse for ProxyError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ProxyError::BackendBusy { .. } | ProxyError::TooManyWebSockets { .. } => Some(1),
-            ProxyError::Limit(l) => Some(l.retry_after_secs()),
+            ProxyError::Limit(l) => l.retry_after_secs(),
             _ => None,
         };
         let body = serde_json::json!({
@@ -582,6 +589,21 @@ mod tests {
                     resets_at: s(),
                     retry_after_secs: 1,
                 },
+                LimitError::Spend {
+                    who: s(),
+                    spent: 1,
+                    budget: 1,
+                    currency: Box::from("USD"),
+                    period: "day",
+                    resets_at: 0,
+                    retry_after_secs: 1,
+                },
+                LimitError::TooLarge {
+                    who: s(),
+                    need: s(),
+                    limit: s(),
+                    fix: s(),
+                },
                 LimitError::StoreUnavailable,
             ]
             .map(ProxyError::Limit),
@@ -697,6 +719,8 @@ mod tests {
                 LimitError::Requests { .. }
                 | LimitError::Tokens { .. }
                 | LimitError::Quota { .. }
+                | LimitError::Spend { .. }
+                | LimitError::TooLarge { .. }
                 | LimitError::StoreUnavailable => {}
             },
             ProxyError::AdminOnly { .. }

@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub recent: Arc<crate::telemetry::recent::Recent>,
     /// The same store as [`AppState::limits`] (a shared handle).
     pub limits: Limits,
+    /// Each configured deployment's model, price and answer reservation.
+    pub tariffs: crate::limits::Tariffs,
     /// The same tracer as [`AppState::tracing`].
     pub tracing: crate::telemetry::trace::Tracing,
     /// A digest of the files this snapshot was built from, and when it was built.
@@ -218,6 +220,7 @@ impl Snapshot {
             apps,
             recent,
             limits,
+            tariffs: crate::limits::Tariffs::new(&config),
             tracing,
             origin,
             config,

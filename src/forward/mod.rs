@@ -12,6 +12,7 @@ mod headers;
 mod http;
 mod multipart;
 mod replay;
+mod reserve;
 mod websocket;
 
 pub(crate) use headers::request_id;

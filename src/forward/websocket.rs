@@ -118,6 +118,7 @@ pub(super) async fn serve(
     let meter = SocketMeter::new(
         std::mem::take(&mut admitted.metering.admissions),
         super::answer::token_counters(state, caller, &route),
+        super::answer::pricing(state, caller, &route),
     );
     let mut exchange = Exchange {
         state,

@@ -253,7 +253,7 @@ mod limits {
                         prop_assert!(before < limit, "admitted with {before} of {limit} used");
                         admitted.push((now, 1));
                         prop_assert_eq!(standing.requests, before + 1);
-                        let a = Admitted { budget, standing, estimate: 0 };
+                        let a = Admitted { budget, standing };
                         let (l, remaining) = a.requests().unwrap();
                         prop_assert_eq!(l, limit);
                         prop_assert_eq!(remaining, limit - (before + 1));
@@ -281,7 +281,6 @@ mod limits {
         fn tokens_are_admitted_only_below_the_limit_and_retry_after_says_when(
             limit in 1u64..5_000,
             steps in proptest::collection::vec((step(), tokens()), 1..80),
-            estimate in 0u64..10_000,
         ) {
             let store = MemoryStore::default();
             let budget = KeyBudget { tokens_per_minute: Some(limit), ..KeyBudget::default() };
@@ -294,11 +293,11 @@ mod limits {
                     Verdict::Admitted(standing) => {
                         prop_assert!(used < limit, "admitted with {used} of {limit} tokens used");
                         prop_assert_eq!(standing.tokens, used);
-                        let a = Admitted { budget, standing, estimate };
+                        let a = Admitted { budget, standing };
                         let (l, remaining) = a.tokens().unwrap();
                         prop_assert_eq!(l, limit);
                         prop_assert!(remaining <= limit);
-                        prop_assert_eq!(remaining, limit.saturating_sub(used.saturating_add(estimate)));
+                        prop_assert_eq!(remaining, limit.saturating_sub(used));
                     }
                     Verdict::Refused(Refusal::Tokens { retry_after }) => {
                         prop_assert!(used >= limit, "refused with {used} of {limit} tokens used");

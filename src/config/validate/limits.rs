@@ -4,7 +4,8 @@
 use crate::config::errors::Errors;
 use crate::config::raw::RawLimits;
 use crate::config::{
-    DEFAULT_MAX_USERS, DEFAULT_REDIS_TIMEOUT, LimitsConfig, OnRedisError, RedisConfig,
+    DEFAULT_COMPLETION_RESERVATION, DEFAULT_MAX_USERS, DEFAULT_REDIS_TIMEOUT, LimitsConfig,
+    OnRedisError, RedisConfig,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use std::time::Duration;
@@ -76,7 +77,40 @@ pub(super) fn validate_limits(raw: RawLimits, errors: &mut Errors) -> Option<Lim
             DEFAULT_MAX_USERS
         }
     };
-    (errors.len() == before).then_some(LimitsConfig { redis, max_users })
+    let default_completion_reservation = completion_reservation(
+        raw.default_completion_reservation,
+        "limits.default_completion_reservation",
+        errors,
+    )
+    .unwrap_or(DEFAULT_COMPLETION_RESERVATION);
+    (errors.len() == before).then_some(LimitsConfig {
+        redis,
+        max_users,
+        default_completion_reservation,
+    })
+}
+
+/// The most tokens a completion reservation may name: far above any model's output.
+const MAX_COMPLETION_RESERVATION: i64 = 10_000_000;
+
+/// A completion reservation at `key`: 0 (reserve the prompt only) up to
+/// [`MAX_COMPLETION_RESERVATION`] tokens.
+pub(super) fn completion_reservation(
+    v: Option<i64>,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<u64> {
+    match v {
+        Some(n) if (0..=MAX_COMPLETION_RESERVATION).contains(&n) => Some(n as u64),
+        Some(n) => {
+            errors.add(
+                key,
+                format!("{n} is out of range: use 0 to {MAX_COMPLETION_RESERVATION} (tokens reserved for an answer)"),
+            );
+            None
+        }
+        None => None,
+    }
 }
 
 /// Checks a Redis URL and returns it without its password. Messages never repeat the URL
