@@ -508,8 +508,12 @@ impl Relay {
                 .number("responses", responses)
                 .number("prompt_tokens", used.prompt)
                 .number("completion_tokens", used.completion)
-                .number("total_tokens", used.total)
-                .write("websocket closed");
+                .number("total_tokens", used.total);
+            if let Some((micros, currency)) = self.meter.spent() {
+                line.text("spend", &crate::limits::money(micros))
+                    .text("currency", currency);
+            }
+            line.write("websocket closed");
         }
     }
 }

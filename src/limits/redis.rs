@@ -21,7 +21,7 @@ use super::store::Store;
 use super::window::period_bounds;
 use super::{Admit, BudgetKey, Limit, Refusal, Settlement, Standing};
 use crate::config::{KeyBudget, RedisConfig};
-pub use queue::{FLUSH_EVERY, MAX_QUEUED, RETRY_FOR};
+pub use queue::{FLUSH_EVERY, MARKER_SECS, MAX_QUEUED, RETRY_FOR};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -34,15 +34,17 @@ pub const PAUSE_AFTER_FAILURE_MS: i64 = 500;
 const PERIOD_MARGIN_SECS: i64 = 3600;
 
 /// Atomic admission of one request against every account in KEYS (four keys each: requests
-/// and tokens windows, quota and spend counters). Window hashes map second → amount; buckets
-/// older than the window are deleted. ARGV: now, reserved tokens, reserved micro-units, mode
-/// (`admit` or `peek`), then six per account: rpm, tpm, quota, budget (0: none), and when the
-/// quota and spend counters expire. Checks every account first (the reservation never fits:
-/// 5 tpm, 6 quota, 7 budget; used up: 1 requests, 2 tokens, 3 quota, 4 spend), then counts the
-/// request and its reservation in each. Returns {verdict, retry_after, account refused (or -1),
-/// then requests, tokens, quota, spend of each account after counting} (refused: of the one
-/// refused).
-const ADMIT: &str = r"
+/// and tokens windows, quota and spend counters), the last KEY marking the admission. Window
+/// hashes map second → amount; buckets older than the window are deleted. ARGV: now, reserved
+/// tokens, reserved micro-units, mode (`admit` or `peek`), then six per account: rpm, tpm,
+/// quota, budget (0: none), and when the quota and spend counters expire. Checks every account
+/// first (the reservation never fits: 5 tpm, 6 quota, 7 budget; used up: 1 requests, 2 tokens,
+/// 3 quota, 4 spend), then marks the admission (8, counting nothing, when it was given up
+/// already: see VOID) and counts the request and its reservation in each. Returns {verdict,
+/// retry_after, account refused (or -1), then requests, tokens, quota, spend of each account
+/// after counting} (refused: of the one refused).
+#[doc(hidden)] // public for the tests that run it against a real Redis
+pub const ADMIT: &str = r"
 local now = tonumber(ARGV[1])
 local rt, rm = tonumber(ARGV[2]), tonumber(ARGV[3])
 local function window(key)
@@ -64,8 +66,9 @@ local function retry_after(used, buckets, limit)
   return 1
 end
 local function need(n) if n < 1 then return 1 end return n end
+local accounts = (#KEYS - 1) / 4
 local seen = {}
-for i = 0, #KEYS / 4 - 1 do
+for i = 0, accounts - 1 do
   local k, a = i * 4, 4 + i * 6
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local quota, budget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
@@ -86,8 +89,9 @@ for i = 0, #KEYS / 4 - 1 do
   if budget > 0 and s + need(rm) > budget then return refuse(4, 0) end
   seen[i + 1] = {r, t, q, s}
 end
+if not redis.call('SET', KEYS[#KEYS], 'held', 'NX', 'EX', 60) then return {8, 0, -1} end
 local out = {0, 0, -1}
-for i = 0, #KEYS / 4 - 1 do
+for i = 0, accounts - 1 do
   local k, a = i * 4, 4 + i * 6
   redis.call('HINCRBY', KEYS[k + 1], ARGV[1], 1)
   redis.call('EXPIRE', KEYS[k + 1], 61)
@@ -114,12 +118,13 @@ return out
 /// added (ARGV[2] = '1') or given back (else) at second ARGV[1], in the window (KEYS[1]) and in
 /// the quota (KEYS[2]) and spend (KEYS[3]) counters of the periods holding that second. Given
 /// back never below zero, and never into a counter that is gone (expired, or a Redis that came
-/// back empty). KEYS[4] marks the settlement applied (for two minutes), so a batch sent again
-/// after a timeout is never counted twice. ARGV: second, add, tokens, micro-units, when the
+/// back empty). KEYS[4] marks the settlement applied (for a minute), so a batch sent again after
+/// a timeout is never counted twice. ARGV: second, add, tokens, micro-units, when the
 /// quota and spend counters expire. Returns {quota used, spend used}, or {-1, -1} when applied
 /// already.
-const SETTLE: &str = r"
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 120) then return {-1, -1} end
+#[doc(hidden)] // public for the tests that run it against a real Redis
+pub const SETTLE: &str = r"
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 60) then return {-1, -1} end
 local tokens, micros = tonumber(ARGV[3]), tonumber(ARGV[4])
 if ARGV[2] == '1' then
   if tokens > 0 then
@@ -150,6 +155,37 @@ end
 return {tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', KEYS[3]) or '0')}
 ";
 
+/// An admission given up by the proxy (no answer within the timeout): if Redis counted it after
+/// all (its marker KEYS[1] says `held`), its request and reservation are given back at second
+/// ARGV[1] in every account (KEYS from 2 on, four each: requests and tokens windows, quota and
+/// spend counters of the periods holding that second); then the marker says `void`, so an
+/// admission arriving after this counts nothing. ARGV: second, tokens, micro-units. Returns
+/// {-1, -1}.
+#[doc(hidden)] // public for the tests that run it against a real Redis
+pub const VOID: &str = r"
+local held = redis.call('GET', KEYS[1]) == 'held'
+redis.call('SET', KEYS[1], 'void', 'EX', 60)
+if not held then return {-1, -1} end
+local tokens, micros = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function take_field(key, n)
+  local v = tonumber(redis.call('HGET', key, ARGV[1]) or '0')
+  if v > n then redis.call('HINCRBY', key, ARGV[1], -n)
+  elseif v > 0 then redis.call('HDEL', key, ARGV[1]) end
+end
+local function take(key, n)
+  local v = tonumber(redis.call('GET', key) or '0')
+  if v > n then redis.call('DECRBY', key, n)
+  elseif v > 0 then redis.call('DEL', key) end
+end
+for i = 0, (#KEYS - 1) / 4 - 1 do
+  local k = 1 + i * 4
+  take_field(KEYS[k + 1], 1)
+  if tokens > 0 then take_field(KEYS[k + 2], tokens); take(KEYS[k + 3], tokens) end
+  if micros > 0 then take(KEYS[k + 4], micros) end
+end
+return {-1, -1}
+";
+
 /// Counters in Redis (cheap to clone: a call on its way holds one).
 #[derive(Clone)]
 pub struct RedisStore {
@@ -166,6 +202,7 @@ struct Connection {
     password: Option<SecretString>,
     admit: redis::Script,
     settle: redis::Script,
+    void: redis::Script,
     /// Settlements on their way to Redis.
     queue: queue::Queue,
     down: AtomicBool,
@@ -234,6 +271,7 @@ impl RedisStore {
                     .and_then(|u| u.password().map(|p| SecretString::from(p.to_string()))),
                 admit: redis::Script::new(ADMIT),
                 settle: redis::Script::new(SETTLE),
+                void: redis::Script::new(VOID),
                 queue: queue::Queue::default(),
                 down: AtomicBool::new(false),
                 paused_until: AtomicI64::new(0),
@@ -274,7 +312,7 @@ impl Store for RedisStore {
         for (slot, a) in asked.iter_mut().zip(accounts) {
             *slot = Some((a.key().clone(), *a.budget()));
         }
-        Answer::later(async move { this.admit(&asked, reserve, now).await })
+        Answer::later(async move { this.admit(asked, reserve, now).await })
     }
 
     fn settle(&self, account: &Account, settlement: Settlement) {
@@ -313,11 +351,37 @@ impl Store for RedisStore {
 
 impl Connection {
     /// Takes one request and its reservation from every budget `asked`, in one script call.
+    /// When no answer comes (a timeout, a connection lost on the way), the admission may still
+    /// reach Redis later: it is queued to be voided.
     async fn admit(
+        &self,
+        asked: [Option<(BudgetKey, KeyBudget)>; 2],
+        reserve: Amounts,
+        now: i64,
+    ) -> Result<Admit, StoreDown> {
+        let Some((first, _)) = &asked[0] else {
+            return Ok(Admit::Admitted([Standing::default(); 2]));
+        };
+        let marker = self.queue.admission_marker(&first.redis_base());
+        let result = self.admit_marked(&asked, reserve, now, &marker).await;
+        if matches!(result, Err(StoreDown::Timeout(_) | StoreDown::Redis(_))) {
+            self.queue.void(queue::Void {
+                asked,
+                at: now,
+                reserve,
+                marker,
+            });
+        }
+        result
+    }
+
+    /// [`Connection::admit`]'s script call, marking the admission with `marker`.
+    async fn admit_marked(
         &self,
         asked: &[Option<(BudgetKey, KeyBudget)>; 2],
         reserve: Amounts,
         now: i64,
+        marker: &str,
     ) -> Result<Admit, StoreDown> {
         let mut call = self.admit.prepare_invoke();
         call.arg(now)
@@ -339,7 +403,13 @@ impl Connection {
                 .arg(k.spend_expires);
             budgets[i] = *budget;
         }
+        call.key(marker);
         let r: Vec<i64> = self.run(call).await?;
+        if r.first() == Some(&8) {
+            return Err(StoreDown::Redis(
+                "the admission was given up already".into(),
+            ));
+        }
         Ok(admit_answer(&r, &budgets, now))
     }
 
@@ -355,7 +425,8 @@ impl Connection {
         call.key(&k.requests)
             .key(&k.tokens)
             .key(&k.quota)
-            .key(&k.spend);
+            .key(&k.spend)
+            .key(format!("{}:peek", key.redis_base()));
         call.arg(&[now, 0, 0][..])
             .arg("peek")
             .arg(&[0, 0, 0, 0, k.quota_expires, k.spend_expires][..]);
@@ -408,24 +479,7 @@ impl Connection {
             self.queue.again(batch);
             return;
         }
-        let mut calls = Vec::with_capacity(batch.len());
-        for sent in &batch {
-            let item = &sent.item;
-            let (key, budget) = (item.account.key(), item.account.budget());
-            let k = keys(key, budget, item.at);
-            let mut call = self.settle.prepare_invoke();
-            call.key(&k.tokens)
-                .key(&k.quota)
-                .key(&k.spend)
-                .key(self.queue.marker(&key.redis_base(), sent.marker));
-            call.arg(item.at)
-                .arg(if item.add { "1" } else { "0" })
-                .arg(item.amounts.tokens)
-                .arg(item.amounts.micros)
-                .arg(k.quota_expires)
-                .arg(k.spend_expires);
-            calls.push(call);
-        }
+        let calls: Vec<_> = batch.iter().map(|sent| self.call_of(sent)).collect();
         let mut pipe = redis::pipe();
         for call in &calls {
             pipe.invoke_script(call);
@@ -435,8 +489,10 @@ impl Connection {
         match result {
             Ok(answers) => {
                 for (sent, (quota, _)) in batch.iter().zip(answers) {
-                    if quota >= 0 {
-                        sent.item.account.publish(quota as u64);
+                    if let queue::Call::Settle { item, .. } = &sent.call
+                        && quota >= 0
+                    {
+                        item.account.publish(quota as u64);
                     }
                 }
             }
@@ -444,8 +500,45 @@ impl Connection {
         }
     }
 
-    /// Sends a pipeline of settlement scripts within the timeout; loads the script and sends
-    /// again once when Redis does not know it (a restart, a failover).
+    /// The script call of one batch item.
+    fn call_of<'a>(&'a self, sent: &queue::Sent) -> redis::ScriptInvocation<'a> {
+        match &sent.call {
+            queue::Call::Settle { item, marker } => {
+                let (key, budget) = (item.account.key(), item.account.budget());
+                let k = keys(key, budget, item.at);
+                let mut call = self.settle.prepare_invoke();
+                call.key(&k.tokens)
+                    .key(&k.quota)
+                    .key(&k.spend)
+                    .key(self.queue.marker(&key.redis_base(), *marker));
+                call.arg(item.at)
+                    .arg(if item.add { "1" } else { "0" })
+                    .arg(item.amounts.tokens)
+                    .arg(item.amounts.micros)
+                    .arg(k.quota_expires)
+                    .arg(k.spend_expires);
+                call
+            }
+            queue::Call::Void(void) => {
+                let mut call = self.void.prepare_invoke();
+                call.key(&void.marker);
+                for (key, budget) in void.asked.iter().flatten() {
+                    let k = keys(key, budget, void.at);
+                    call.key(&k.requests)
+                        .key(&k.tokens)
+                        .key(&k.quota)
+                        .key(&k.spend);
+                }
+                call.arg(void.at)
+                    .arg(void.reserve.tokens)
+                    .arg(void.reserve.micros);
+                call
+            }
+        }
+    }
+
+    /// Sends a pipeline of settlement scripts within the timeout; loads the scripts and sends
+    /// again once when Redis does not know one (a restart, a failover).
     async fn send(&self, pipe: &redis::Pipeline) -> Result<Vec<(i64, i64)>, StoreDown> {
         let mut conn = self.conn.clone();
         let call = async {
@@ -454,6 +547,7 @@ impl Connection {
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
                     self.settle.prepare_invoke().load_async(&mut conn).await?;
+                    self.void.prepare_invoke().load_async(&mut conn).await?;
                     pipe.query_async(&mut conn).await
                 }
                 other => other,
@@ -667,6 +761,15 @@ mod tests {
             identity.requests.contains("{analysts}"),
             "one slot: one script admits both"
         );
+    }
+
+    #[test]
+    fn the_scripts_keep_their_markers_as_long_as_the_queue_says() {
+        let ex = format!("'EX', {MARKER_SECS}");
+        for script in [ADMIT, SETTLE, VOID] {
+            assert!(script.contains(&ex), "{script}");
+        }
+        assert!(RETRY_FOR.as_secs() < MARKER_SECS);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct SocketMeter {
     pricing: Option<Pricing>,
     /// What the socket used so far.
     used: Usage,
+    /// What that cost, in micro-units (0 unpriced).
+    spent: u64,
     responses: u64,
 }
 
@@ -70,6 +72,7 @@ impl SocketMeter {
             labels,
             pricing,
             used: Usage::default(),
+            spent: 0,
             responses: 0,
         }
     }
@@ -91,12 +94,18 @@ impl SocketMeter {
         self.used.total += usage.total;
         self.labels.count(&usage);
         let used = amounts(&usage, self.pricing.as_ref());
+        self.spent = self.spent.saturating_add(used.micros);
         self.admissions.consume(used);
     }
 
     /// What the socket used so far, and in how many responses.
     pub(crate) fn used(&self) -> (Usage, u64) {
         (self.used, self.responses)
+    }
+
+    /// What the socket's responses cost so far, with the currency, when its model has a price.
+    pub(crate) fn spent(&self) -> Option<(u64, &str)> {
+        self.pricing.as_ref().map(|p| (self.spent, &*p.currency))
     }
 }
 

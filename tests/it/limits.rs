@@ -517,6 +517,11 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
             "tokens_this_period": total,
             "token_quota": 100000,
             "token_quota_period": "month",
+            "spend_this_period": "0.00",
+            "spend_micros": 0,
+            "budget": null,
+            "budget_period": "month",
+            "currency": "USD",
             "key": "cli",
         })
     );

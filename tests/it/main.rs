@@ -25,6 +25,7 @@ mod realtime;
 mod redis_tls;
 mod refusals;
 mod reload;
+mod reservations;
 mod soak;
 mod status;
 mod surfaces;

@@ -3,16 +3,21 @@
 //! is queued is merged (one account's settlements of one second and direction add up) and sent
 //! in one pipelined round trip of settlement scripts.
 //!
+//! An admission that got no answer in time may still reach Redis later (a Redis that stalled,
+//! then caught up): it is queued here too, as a [`Void`], which undoes it if Redis counted it,
+//! or keeps it from counting if it arrives after.
+//!
 //! What a crash can lose is bounded: the settlements queued since the last batch (at most
 //! [`FLUSH_EVERY`] of them), and, while Redis is away, those waiting to be sent again (at most
 //! [`RETRY_FOR`] old, at most [`MAX_QUEUED`]). A lost settlement leaves its reservation counted
 //! (until its 60 s window passes, and in its quota and budget periods) instead of what the
-//! answer used. Each batch item carries a marker Redis keeps for two minutes, so a batch sent
-//! again after a timeout is never counted twice.
+//! answer used. Each batch item carries a marker Redis keeps for [`MARKER_SECS`], so a batch
+//! sent again after a timeout is never counted twice.
 
 use super::super::Settlement;
-use super::super::account::Account;
+use super::super::account::{Account, BudgetKey};
 use super::super::reservation::Amounts;
+use crate::config::KeyBudget;
 use crate::fast_hash::FastMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,9 +27,11 @@ use std::time::{Duration, Instant};
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// The most settlements waiting at once; more are dropped (and counted).
 pub const MAX_QUEUED: usize = 100_000;
-/// How long a batch that failed is sent again; then its settlements are dropped (and counted).
-/// Shorter than the markers Redis keeps (120 s), so a late retry is still recognised.
-pub const RETRY_FOR: Duration = Duration::from_secs(100);
+/// How long Redis keeps the markers of settlements and admissions (seconds).
+pub const MARKER_SECS: u64 = 60;
+/// How long a batch that failed is sent again; then its items are dropped (and counted).
+/// Shorter than [`MARKER_SECS`], so a late retry is still recognised.
+pub const RETRY_FOR: Duration = Duration::from_secs(45);
 
 /// The queue of one process.
 pub(super) struct Queue {
@@ -38,10 +45,18 @@ pub(super) struct Queue {
 
 #[derive(Default)]
 struct Waiting {
-    /// Queued since the last batch.
+    /// Settlements queued since the last batch.
     new: Vec<Item>,
+    /// Admissions given up since the last batch.
+    voids: Vec<Void>,
     /// From batches that failed, to send again as they were.
     again: Vec<Sent>,
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.new.len() + self.voids.len() + self.again.len()
+    }
 }
 
 /// One settlement of one account: `amounts` added (`add`) or given back at second `at`.
@@ -52,10 +67,28 @@ pub(super) struct Item {
     pub(super) amounts: Amounts,
 }
 
-/// An item in a batch: its marker, and when it was first sent.
+/// An admission given up (no answer within the timeout): undone if Redis counted it after all,
+/// kept from counting if it comes after. `marker` is the key the admission marked itself with.
+pub(super) struct Void {
+    pub(super) asked: [Option<(BudgetKey, KeyBudget)>; 2],
+    pub(super) at: i64,
+    pub(super) reserve: Amounts,
+    pub(super) marker: String,
+}
+
+/// One call of a batch.
+pub(super) enum Call {
+    /// A settlement, with the number of its marker.
+    Settle {
+        item: Item,
+        marker: u64,
+    },
+    Void(Box<Void>),
+}
+
+/// A call in a batch, and when it was first sent.
 pub(super) struct Sent {
-    pub(super) item: Item,
-    pub(super) marker: u64,
+    pub(super) call: Call,
     pub(super) since: Instant,
 }
 
@@ -88,7 +121,7 @@ impl Queue {
             if amounts.is_zero() {
                 continue;
             }
-            if w.new.len() + w.again.len() >= MAX_QUEUED {
+            if w.len() >= MAX_QUEUED {
                 self.dropped.increment(1);
                 continue;
             }
@@ -101,11 +134,25 @@ impl Queue {
         }
     }
 
-    /// The next batch: what failed before, then what was queued since, merged.
+    /// Queues an admission given up, to undo it (or keep it from counting) in Redis.
+    pub(super) fn void(&self, void: Void) {
+        let mut w = self.lock();
+        if w.len() >= MAX_QUEUED {
+            self.dropped.increment(1);
+            return;
+        }
+        w.voids.push(void);
+    }
+
+    /// The next batch: what failed before, then what was queued since, settlements merged.
     pub(super) fn batch(&self) -> Vec<Sent> {
-        let (new, mut batch) = {
+        let (new, voids, mut batch) = {
             let mut w = self.lock();
-            (std::mem::take(&mut w.new), std::mem::take(&mut w.again))
+            (
+                std::mem::take(&mut w.new),
+                std::mem::take(&mut w.voids),
+                std::mem::take(&mut w.again),
+            )
         };
         let mut merged: FastMap<(usize, i64, bool), Item> = FastMap::default();
         for item in new {
@@ -116,8 +163,14 @@ impl Queue {
         }
         let since = Instant::now();
         batch.extend(merged.into_values().map(|item| Sent {
-            item,
-            marker: self.next.fetch_add(1, Ordering::Relaxed),
+            call: Call::Settle {
+                item,
+                marker: self.next.fetch_add(1, Ordering::Relaxed),
+            },
+            since,
+        }));
+        batch.extend(voids.into_iter().map(|v| Sent {
+            call: Call::Void(Box::new(v)),
             since,
         }));
         batch
@@ -128,7 +181,7 @@ impl Queue {
     pub(super) fn again(&self, failed: Vec<Sent>) {
         let mut w = self.lock();
         for sent in failed {
-            if sent.since.elapsed() < RETRY_FOR && w.new.len() + w.again.len() < MAX_QUEUED {
+            if sent.since.elapsed() < RETRY_FOR && w.len() < MAX_QUEUED {
                 w.again.push(sent);
             } else {
                 self.dropped.increment(1);
@@ -136,9 +189,15 @@ impl Queue {
         }
     }
 
-    /// The marker key of a batch item (in its account's hash slot).
+    /// The marker key of a settlement (in its account's hash slot).
     pub(super) fn marker(&self, base: &str, marker: u64) -> String {
         format!("{base}:settled:{}:{marker}", self.process)
+    }
+
+    /// A new marker key for an admission (in the hash slot of `base`, its first account's).
+    pub(super) fn admission_marker(&self, base: &str) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{base}:admitted:{}:{n}", self.process)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
@@ -177,9 +236,12 @@ mod tests {
         let mut batch: Vec<(String, i64, bool, u64)> = q
             .batch()
             .into_iter()
-            .map(|s| {
-                let key = s.item.account.key().name().to_string();
-                (key, s.item.at, s.item.add, s.item.amounts.tokens)
+            .map(|s| match s.call {
+                Call::Settle { item, .. } => {
+                    let key = item.account.key().name().to_string();
+                    (key, item.at, item.add, item.amounts.tokens)
+                }
+                Call::Void(_) => panic!("no admission was given up"),
             })
             .collect();
         batch.sort();
@@ -208,13 +270,18 @@ mod tests {
                 now: 2,
             },
         );
+        let marker_of = |s: &Sent| match &s.call {
+            Call::Settle { marker, .. } => *marker,
+            Call::Void(_) => u64::MAX,
+        };
         let first = q.batch();
-        let marker = first[0].marker;
+        let marker = marker_of(&first[0]);
         q.again(first);
         let second = q.batch();
         assert_eq!(second.len(), 1);
         assert_eq!(
-            second[0].marker, marker,
+            marker_of(&second[0]),
+            marker,
             "the same marker: never counted twice"
         );
         let mut old = second;
