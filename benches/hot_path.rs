@@ -187,6 +187,7 @@ fn benches(c: &mut Criterion) {
         completion: 1024,
         ceiling: entra_proxy::limits::Ceiling::Request("max_tokens"),
         micros: 10_290,
+        answer_micros: 10_240,
     };
     let used = entra_proxy::limits::Amounts {
         tokens: 42,

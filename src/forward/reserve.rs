@@ -31,17 +31,24 @@ pub(super) fn reservation(
             None => (default_completion, Ceiling::Default),
         },
     };
-    let micros = routes
+    // At the dearest of the deployments it may go to.
+    let (micros, answer_micros) = routes
         .iter()
         .filter_map(tariff)
-        .map(|t: &Tariff| t.cost(sizing.prompt, 0, completion))
+        .map(|t: &Tariff| {
+            (
+                t.cost(sizing.prompt, 0, completion),
+                t.cost(0, 0, completion),
+            )
+        })
         .max()
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     Reservation {
         prompt: sizing.prompt,
         completion,
         ceiling,
         micros,
+        answer_micros,
     }
 }
 

@@ -113,9 +113,10 @@ impl Counters {
                 resets_at: quota_end,
             });
         }
+        // A request that costs nothing (its model has no price) spends nothing of a budget.
         if budget
             .budget_micros
-            .is_some_and(|l| spend.saturating_add(need(reserve.micros)) > l)
+            .is_some_and(|l| reserve.micros > 0 && spend.saturating_add(reserve.micros) > l)
         {
             return Err(Refusal::Spend {
                 spent: spend,
@@ -346,6 +347,11 @@ mod tests {
                 resets_at: before_midnight + 1
             })
         );
+        // A request to a model without a price costs nothing: a budget never refuses it.
+        assert!(matches!(
+            b.admit(&budget, money(0), before_midnight),
+            Verdict::Admitted(_)
+        ));
         // The next day starts afresh; the answer that ends then gives back nothing of it.
         let next_day = before_midnight + 1;
         assert!(matches!(

@@ -493,10 +493,6 @@ fn too_large(who: String, budget: &KeyBudget, limit: Limit, r: &Reservation) -> 
         }
         Limit::Budget => {
             let value = budget.budget_micros.unwrap_or(0);
-            // The tokens that fit the budget, at the price this reservation was made at.
-            let fit = (u128::from(value) * u128::from(tokens))
-                .checked_div(u128::from(r.micros))
-                .map_or(0, |n| n.min(u128::from(u64::MAX)) as u64);
             LimitError::TooLarge {
                 who,
                 need: format!(
@@ -509,7 +505,7 @@ fn too_large(who: String, budget: &KeyBudget, limit: Limit, r: &Reservation) -> 
                     money(value),
                     period_word(budget.budget_period)
                 ),
-                fix: r.fix(fit),
+                fix: r.fix_money(value),
             }
         }
     }

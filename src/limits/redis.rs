@@ -86,7 +86,7 @@ for i = 0, accounts - 1 do
     return refuse(2, retry_after(t, tb, tpm - need(rt) + 1))
   end
   if quota > 0 and q + need(rt) > quota then return refuse(3, 0) end
-  if budget > 0 and s + need(rm) > budget then return refuse(4, 0) end
+  if budget > 0 and rm > 0 and s + rm > budget then return refuse(4, 0) end
   seen[i + 1] = {r, t, q, s}
 end
 if not redis.call('SET', KEYS[#KEYS], 'held', 'NX', 'EX', 60) then return {8, 0, -1} end

@@ -63,7 +63,10 @@ pub struct Reservation {
     pub prompt: u64,
     pub completion: u64,
     pub ceiling: Ceiling,
+    /// What the prompt and the answer may cost together.
     pub micros: Micros,
+    /// What the answer's part of that is.
+    pub answer_micros: Micros,
 }
 
 impl Reservation {
@@ -73,6 +76,7 @@ impl Reservation {
         completion: 0,
         ceiling: Ceiling::None,
         micros: 0,
+        answer_micros: 0,
     };
 
     /// The tokens and money held.
@@ -100,9 +104,26 @@ impl Reservation {
         }
     }
 
-    /// What to change so the request fits under `limit` tokens.
+    /// What to change so the request fits under a limit of `limit` tokens.
     pub fn fix(&self, limit: u64) -> String {
-        let room = limit.saturating_sub(self.prompt);
+        self.fix_room(limit.saturating_sub(self.prompt))
+    }
+
+    /// What to change so the request fits under a budget of `budget` micro-units, at the price
+    /// its reservation was made at.
+    pub fn fix_money(&self, budget: Micros) -> String {
+        let prompt = self.micros.saturating_sub(self.answer_micros);
+        let room = (u128::from(budget.saturating_sub(prompt)) * u128::from(self.completion))
+            .checked_div(u128::from(self.answer_micros))
+            .map_or(0, |n| n.min(u128::from(u64::MAX)) as u64);
+        match prompt > budget {
+            true => "shorten the prompt".to_string(),
+            false => self.fix_room(room),
+        }
+    }
+
+    /// What to change so the answer fits in `room` tokens.
+    fn fix_room(&self, room: u64) -> String {
         match self.ceiling {
             _ if room == 0 => "shorten the prompt".to_string(),
             Ceiling::Request(name) => format!("lower {name} to at most {room}"),
@@ -125,6 +146,7 @@ mod tests {
             completion: 1024,
             ceiling: Ceiling::Request("max_tokens"),
             micros: 0,
+            answer_micros: 0,
         };
         assert_eq!(r.amounts().tokens, 1034);
         assert_eq!(r.made_of(), "a prompt estimate of 10 + max_tokens 1024");

@@ -20,6 +20,7 @@ mod identities;
 mod infra;
 mod limits;
 mod metrics_text;
+mod money;
 mod properties;
 mod realtime;
 mod redis_tls;
