@@ -26,12 +26,15 @@ pub struct Tariffs {
 }
 
 impl Tariffs {
-    /// The tariffs of `config`'s models: each target deployment maps back to its model.
+    /// The tariffs of `config`'s models: each target deployment maps back to its model, a
+    /// model with a price first (a deployment has the price of any model that names one).
     pub fn new(config: &Config) -> Tariffs {
         let mut by_backend: Vec<FastMap<Box<str>, Tariff>> = (0..config.backends.len())
             .map(|_| FastMap::default())
             .collect();
-        for model in &config.models {
+        let priced = config.models.iter().filter(|m| m.price.is_some());
+        let unpriced = config.models.iter().filter(|m| m.price.is_none());
+        for model in priced.chain(unpriced) {
             let tariff = Tariff {
                 model: Arc::from(model.name.as_str()),
                 price: model.price,
@@ -111,6 +114,25 @@ mod tests {
         // Cached beyond the input is the input.
         assert_eq!(cost(&price, 10, 99, 0), cost(&price, 10, 10, 0));
         assert_eq!(cost(&price, u64::MAX, 0, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_deployment_has_the_price_of_any_model_that_names_one() {
+        let config = Config::parse(
+            "[[backends]]\nname='a'\nendpoint='https://r.openai.azure.com'\n\
+             [[models]]\nname='alias'\nbackend='a'\ndeployment='d'\n\
+             [[models]]\nname='priced'\nbackend='a'\ndeployment='d'\n\
+             price={input_per_1m=1.0,output_per_1m=1.0}\n",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let tariffs = Tariffs::new(&config);
+        let t = tariffs.of(0, Some("d")).unwrap();
+        assert_eq!(&*t.model, "priced");
+        assert!(t.price.is_some());
+        assert!(tariffs.of(0, Some("other")).is_none());
+        assert!(tariffs.of(9, Some("d")).is_none());
     }
 
     #[test]

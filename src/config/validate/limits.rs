@@ -309,6 +309,18 @@ mod tests {
             "{two}[[models]]\nname='alias'\nbackend='a'\ndeployment='big'\nprice={{input_per_1m=1.0,output_per_1m=1.0}}\n"
         );
         let e = err(&twice);
+        // A model naming no price for a priced deployment takes its price: not spend-free.
+        let alias = format!(
+            "{two}[[models]]\nname='alias'\nbackend='a'\ndeployment='big'\n[[keys]]\nname='k'\nsha256='{DIGEST}'\nbudget=1\n"
+        );
+        let c = parse(&alias).unwrap();
+        assert!(
+            !c.notes
+                .iter()
+                .any(|n| n.message.contains("\"alias\" has no price")),
+            "{:?}",
+            c.notes
+        );
         assert!(e.contains("models[2].price: model \"big\" and model \"alias\" both target deployment \"big\" with different prices"), "{e}");
         // A token limit no request without max_tokens can fit is noted.
         let c = parse(&key("tokens_per_minute = 100")).unwrap();

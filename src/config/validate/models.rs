@@ -42,11 +42,19 @@ impl Models {
             .map_or(DEFAULT_CURRENCY.to_string(), |(c, _)| c.clone())
     }
 
-    /// The names of the valid models with no price: spend-free.
+    /// The names of the valid models none of whose deployments has a price: spend-free.
     pub(super) fn unpriced(&self) -> Vec<&str> {
+        let priced = |t: &ModelTarget| {
+            self.valid.iter().any(|m| {
+                m.price.is_some()
+                    && m.targets
+                        .iter()
+                        .any(|o| o.backend == t.backend && o.deployment == t.deployment)
+            })
+        };
         self.valid
             .iter()
-            .filter(|m| m.price.is_none())
+            .filter(|m| !m.targets.iter().any(priced))
             .map(|m| m.name.as_str())
             .collect()
     }
@@ -114,14 +122,18 @@ pub(super) fn validate_models(
     models
 }
 
-/// A deployment targeted by two models must have one price: a request routed to it is charged
-/// whichever model it came by.
+/// A deployment targeted by two models has one price: a request routed to it is charged
+/// whichever model it came by. Two models naming different prices for it are an error; one
+/// naming none takes the other's.
 fn one_price_per_deployment(models: &[Model], errors: &mut Errors) {
-    let mut seen: std::collections::HashMap<(usize, &str), (&Model, usize)> = Default::default();
+    let mut seen: std::collections::HashMap<(usize, &str), &Model> = Default::default();
     for (i, m) in models.iter().enumerate() {
+        let Some(price) = m.price else {
+            continue;
+        };
         for t in &m.targets {
             match seen.get(&(t.backend, t.deployment.as_str())) {
-                Some((other, _)) if other.price != m.price => errors.add(
+                Some(other) if other.price != Some(price) => errors.add(
                     format!("models[{i}].price"),
                     format!(
                         "model {:?} and model {:?} both target deployment {:?} with different prices; a deployment has one price, so give both the same",
@@ -130,7 +142,7 @@ fn one_price_per_deployment(models: &[Model], errors: &mut Errors) {
                 ),
                 Some(_) => {}
                 None => {
-                    seen.insert((t.backend, t.deployment.as_str()), (m, i));
+                    seen.insert((t.backend, t.deployment.as_str()), m);
                 }
             }
         }
