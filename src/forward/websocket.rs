@@ -510,7 +510,7 @@ impl Relay {
                 .number("completion_tokens", used.completion)
                 .number("total_tokens", used.total);
             if let Some((micros, currency)) = self.meter.spent() {
-                line.text("spend", &crate::limits::money(micros))
+                line.display("spend", crate::limits::Money(micros))
                     .text("currency", currency);
             }
             line.write("websocket closed");

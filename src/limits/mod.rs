@@ -25,7 +25,7 @@ pub mod window;
 pub use account::{Account, Admission, Admissions, BudgetKey};
 pub use answer::{Answer, StoreDown};
 pub use bucket::Bucket;
-pub use price::{Tariff, Tariffs, money};
+pub use price::{Money, Tariff, Tariffs, money};
 pub use reservation::{Amounts, Ceiling, Reservation};
 pub use store::Store;
 

@@ -87,11 +87,24 @@ pub fn cost(price: &Price, input: u64, cached: u64, output: u64) -> Micros {
 
 /// Micro-units as an amount: two decimals at least, up to six (`250.00`, `0.000125`).
 pub fn money(micros: Micros) -> String {
-    let units = micros / 1_000_000;
-    let fraction = format!("{:06}", micros % 1_000_000);
-    let kept = fraction.trim_end_matches('0');
-    let kept = if kept.len() < 2 { &fraction[..2] } else { kept };
-    format!("{units}.{kept}")
+    Money(micros).to_string()
+}
+
+/// Micro-units shown as an amount, as [`money`] writes it, without building a string first
+/// (the access line writes it in place).
+#[derive(Debug, Clone, Copy)]
+pub struct Money(pub Micros);
+
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (units, mut fraction) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        let mut digits = 6;
+        while digits > 2 && fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        write!(f, "{units}.{fraction:0digits$}")
+    }
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl Settle {
                 line.number("reasoning_tokens", reasoning);
             }
             if let Some(p) = &self.pricing {
-                line.text("spend", &crate::limits::money(spent.micros))
+                line.display("spend", crate::limits::Money(spent.micros))
                     .text("currency", &p.currency);
             }
             line.flag("usage_estimated", estimated)
