@@ -499,20 +499,7 @@ def markdown(results):
             rows.append(["spawn → /readyz 200, first token included (median)",
                          f"{_num(su.get('ready_ms'), 1)} ms"])
             rows.append(["idle RSS after readiness", f"{_mb(su.get('idle_rss_kb'))} MB"])
-        lim = (ep.get("limits") or {}).get("setups", {})
-    mem = lim.get("memory", {}).get("median", {})
-    red = lim.get("redis", {}).get("median", {})
-    if mem and red:
-        x = _diff(red.get("p50_us"), mem.get("p50_us"))
-        goal("limits in Redis: added p50 ≤ 0.15 ms over limits in memory", x,
-             None if x is None else x <= 150, "µs")
-        x = _diff(red.get("cpu_us_per_req"), mem.get("cpu_us_per_req"))
-        goal("limits in Redis: proxy CPU ≤ +25 µs/request over limits in memory", x,
-             None if x is None else x <= 25, "µs")
-        x = red.get("redis_evalsha_per_req")
-        goal("limits in Redis: one script call (round trip) per request before the answer", x,
-             None if x is None else x <= 1.05, "calls/req, settlement batches included")
-    for ch in ep.get("token_churn", []):
+        for ch in ep.get("token_churn", []):
             rows.append([f"token acquisitions in {ch['load_secs']} s of saturation, "
                          f"{ch['token_lifetime_secs']} s tokens",
                          f"{ch['token_calls_under_load']} (one per refresh interval: at most "
