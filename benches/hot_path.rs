@@ -68,6 +68,8 @@ fn benches(c: &mut Criterion) {
             tokens_per_minute: None,
             token_quota: None,
             token_quota_period: Default::default(),
+            budget_micros: None,
+            budget_period: Default::default(),
         });
     }
     let store = KeyStore::new(&entries, &entra_proxy::limits::Limits::in_memory());
@@ -170,20 +172,32 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(upstream_headers(black_box(&headers), "req-1")))
     });
 
-    // Limits in memory: admit one request and settle its tokens, for a key with every limit,
-    // through the account its policy holds.
+    // Limits in memory: admit one request with its reservation and settle it to its usage, for
+    // a key with every limit, through the account its policy holds.
     let limits = entra_proxy::limits::Limits::in_memory();
     let budget = entra_proxy::config::KeyBudget {
         requests_per_minute: Some(u32::MAX),
         tokens_per_minute: Some(u64::MAX),
         token_quota: Some(u64::MAX),
+        budget_micros: Some(1_000_000_000_000_000),
         ..Default::default()
     };
     let account = limits.account(entra_proxy::limits::BudgetKey::key("team-a"), budget);
+    let reservation = entra_proxy::limits::Reservation {
+        prompt: 20,
+        completion: 1024,
+        ceiling: entra_proxy::limits::Ceiling::Request("max_tokens"),
+        micros: 10_290,
+        answer_micros: 10_240,
+    };
+    let used = entra_proxy::limits::Amounts {
+        tokens: 42,
+        micros: 270,
+    };
     c.bench_function("limits_admit_and_charge_memory", |b| {
         b.to_async(&rt).iter(|| async {
-            let admission = account.admit(20).await.unwrap();
-            black_box(admission.settle(42).pending().is_none());
+            let admission = account.admit(&reservation).await.unwrap();
+            admission.settle(black_box(used));
         })
     });
 

@@ -93,6 +93,13 @@ pub enum ProxyError {
         param: &'static str,
         known: Vec<String>,
     },
+    #[error(
+        "the request names {name:?} more than once in its {place} (letter case aside); Azure reads names without regard to case, so name it once"
+    )]
+    DuplicateParameter {
+        name: &'static str,
+        place: &'static str,
+    },
     #[error("backend {backend} is unreachable: {reason}")]
     UpstreamUnreachable { backend: String, reason: String },
     #[error("backend {backend} did not answer within {limit_secs}s ({limit})")]
@@ -154,10 +161,12 @@ pub const CODES: &[&str] = &[
     "rate_limited",
     "tokens_rate_limited",
     "insufficient_quota",
+    "request_exceeds_budget",
     "limits_unavailable",
     // The request itself.
     "model_not_found",
     "missing_model",
+    "duplicate_parameter",
     "invalid_json",
     "no_route",
     "deployment_not_configured",
@@ -258,7 +267,10 @@ pub fn fix_for(code: &str) -> &'static str {
         "rate_limited" => "Wait for Retry-After, or raise the key's requests_per_minute.",
         "tokens_rate_limited" => "Wait for Retry-After, or raise the key's tokens_per_minute.",
         "insufficient_quota" => {
-            "Wait until the quota period resets, or raise the key's token_quota."
+            "Wait until the quota or budget period resets, or raise the key's token_quota or budget."
+        }
+        "request_exceeds_budget" => {
+            "Lower the request's max_tokens (or shorten its prompt) as the message says, or raise the limit it names."
         }
         "limits_unavailable" => {
             "Bring Redis back, or set [limits] on_redis_error = \"allow\" to serve without it."
@@ -266,6 +278,9 @@ pub fn fix_for(code: &str) -> &'static str {
         "model_not_found" => "Ask for a model in [[models]] (GET /v1/models lists them).",
         "missing_model" => {
             "Name the model: \"model\" in a /v1 body, ?model= or ?deployment= for realtime."
+        }
+        "duplicate_parameter" => {
+            "Name the model (or deployment) once, in one letter case, in the body or the query."
         }
         "invalid_json" => "Send the body as a JSON object.",
         "no_route" => {
@@ -307,9 +322,11 @@ pub fn fix_for(code: &str) -> &'static str {
 /// under `on_redis_error = "deny"`.
 fn limit_status(e: &LimitError) -> StatusCode {
     match e {
-        LimitError::Requests { .. } | LimitError::Tokens { .. } | LimitError::Quota { .. } => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
+        LimitError::Requests { .. }
+        | LimitError::Tokens { .. }
+        | LimitError::Quota { .. }
+        | LimitError::Spend { .. }
+        | LimitError::TooLarge { .. } => StatusCode::TOO_MANY_REQUESTS,
         LimitError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -318,7 +335,8 @@ fn limit_code(e: &LimitError) -> &'static str {
     match e {
         LimitError::Requests { .. } => "rate_limited",
         LimitError::Tokens { .. } => "tokens_rate_limited",
-        LimitError::Quota { .. } => "insufficient_quota",
+        LimitError::Quota { .. } | LimitError::Spend { .. } => "insufficient_quota",
+        LimitError::TooLarge { .. } => "request_exceeds_budget",
         LimitError::StoreUnavailable => "limits_unavailable",
     }
 }
@@ -406,7 +424,8 @@ impl ProxyError {
             | ProxyError::BodyNotJson { .. }
             | ProxyError::BodyRead(_)
             | ProxyError::WebSocketHandshake { .. }
-            | ProxyError::MissingQueryModel { .. } => StatusCode::BAD_REQUEST,
+            | ProxyError::MissingQueryModel { .. }
+            | ProxyError::DuplicateParameter { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -444,6 +463,7 @@ impl ProxyError {
             ProxyError::WebSocketHandshake { .. } => "invalid_websocket_handshake",
             ProxyError::MissingQueryModel { .. } => "missing_model",
             ProxyError::OnBehalfOf(e) => e.code(),
+            ProxyError::DuplicateParameter { .. } => "duplicate_parameter",
         }
     }
 
@@ -454,7 +474,7 @@ impl ProxyError {
 
     /// The OpenAI `type` that SDKs switch on.
     fn kind(&self) -> &'static str {
-        if let ProxyError::Limit(LimitError::Quota { .. }) = self {
+        if let ProxyError::Limit(LimitError::Quota { .. } | LimitError::Spend { .. }) = self {
             return "insufficient_quota";
         }
         match self.status() {
@@ -478,7 +498,7 @@ impl IntoResponse for ProxyError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ProxyError::BackendBusy { .. } | ProxyError::TooManyWebSockets { .. } => Some(1),
-            ProxyError::Limit(l) => Some(l.retry_after_secs()),
+            ProxyError::Limit(l) => l.retry_after_secs(),
             _ => None,
         };
         let body = serde_json::json!({
@@ -629,6 +649,21 @@ mod tests {
                     resets_at: s(),
                     retry_after_secs: 1,
                 },
+                LimitError::Spend {
+                    who: s(),
+                    spent: 1,
+                    budget: 1,
+                    currency: Box::from("USD"),
+                    period: "day",
+                    resets_at: 0,
+                    retry_after_secs: 1,
+                },
+                LimitError::TooLarge {
+                    who: s(),
+                    need: s(),
+                    limit: s(),
+                    fix: s(),
+                },
                 LimitError::StoreUnavailable,
             ]
             .map(ProxyError::Limit),
@@ -689,6 +724,10 @@ mod tests {
             ProxyError::MissingQueryModel {
                 param: "model",
                 known: vec![],
+            },
+            ProxyError::DuplicateParameter {
+                name: "model",
+                place: "query",
             },
             ProxyError::UpstreamUnreachable {
                 backend: s(),
@@ -773,6 +812,8 @@ mod tests {
                 LimitError::Requests { .. }
                 | LimitError::Tokens { .. }
                 | LimitError::Quota { .. }
+                | LimitError::Spend { .. }
+                | LimitError::TooLarge { .. }
                 | LimitError::StoreUnavailable => {}
             },
             ProxyError::AdminOnly { .. }
@@ -793,6 +834,7 @@ mod tests {
             | ProxyError::TooManyWebSockets { .. }
             | ProxyError::WebSocketHandshake { .. }
             | ProxyError::MissingQueryModel { .. }
+            | ProxyError::DuplicateParameter { .. }
             | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamReset { .. } => {}

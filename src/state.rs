@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub recent: Arc<crate::telemetry::recent::Recent>,
     /// The same store as [`AppState::limits`] (a shared handle).
     pub limits: Limits,
+    /// Each configured deployment's model, price and answer reservation.
+    pub tariffs: crate::limits::Tariffs,
     /// The same tracer as [`AppState::tracing`].
     pub tracing: crate::telemetry::trace::Tracing,
     /// A digest of the files this snapshot was built from, and when it was built.
@@ -250,6 +252,7 @@ impl Snapshot {
             obo,
             recent,
             limits,
+            tariffs: crate::limits::Tariffs::new(&config),
             tracing,
             origin,
             config,

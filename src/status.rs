@@ -125,6 +125,16 @@ pub(crate) struct KeyUsage {
     pub quota_used: u64,
     /// What is left of the quota, when the key has one.
     pub quota_remaining: Option<u64>,
+    /// Money spent this budget period (running requests count what they reserved), in
+    /// `currency`; 0 when no model has a price.
+    pub spend: f64,
+    /// The money budget per `budget_period`, when the key has one.
+    pub budget: Option<f64>,
+    /// `day`, `week` or `month`: the period `spend` is counted over.
+    pub budget_period: &'static str,
+    /// What is left of the budget, when the key has one.
+    pub budget_remaining: Option<f64>,
+    pub currency: String,
     /// Why the counts could not be read (the limits store did not answer).
     pub error: Option<String>,
 }
@@ -201,14 +211,14 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
         let caller = crate::inbound::CallerLabel::key(&k.name, k.legacy).to_string();
         let w = keys.get(&caller);
         let mut view = caller_view(caller, w);
-        view.usage = Some(key_usage(&state.limits, k).await);
+        view.usage = Some(key_usage(&state.limits, k, &state.config.currency).await);
         callers.push(view);
     }
     for i in state.auth.identities().all() {
         let caller = i.label.to_string();
         let w = keys.get(&caller);
         let mut view = caller_view(caller, w);
-        view.usage = Some(account_usage(&i.policy.account).await);
+        view.usage = Some(account_usage(&i.policy.account, &state.config.currency).await);
         callers.push(view);
     }
     for w in &others {
@@ -273,22 +283,28 @@ fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
 }
 
 /// A key's standing, read from the limits store without counting anything.
-async fn key_usage(limits: &crate::limits::Limits, key: &KeyEntry) -> KeyUsage {
+async fn key_usage(limits: &crate::limits::Limits, key: &KeyEntry, currency: &str) -> KeyUsage {
     let budget = key.budget();
     let peeked = limits
         .peek(&crate::limits::BudgetKey::key(&key.name), &budget)
         .await;
-    usage_of(budget, peeked)
+    usage_of(budget, peeked, currency)
 }
 
 /// The usage row of an account (an identity's).
-async fn account_usage(account: &crate::limits::Account) -> KeyUsage {
-    usage_of(*account.budget(), account.peek().await)
+async fn account_usage(account: &crate::limits::Account, currency: &str) -> KeyUsage {
+    usage_of(*account.budget(), account.peek().await, currency)
+}
+
+/// Micro-units as currency units, for people and JSON.
+fn units(micros: u64) -> f64 {
+    micros as f64 / 1e6
 }
 
 fn usage_of(
     budget: crate::config::KeyBudget,
     peeked: Result<crate::limits::Standing, String>,
+    currency: &str,
 ) -> KeyUsage {
     let (standing, error) = match peeked {
         Ok(s) => (s, None),
@@ -303,6 +319,13 @@ fn usage_of(
         quota_period: budget.token_quota.map(|_| budget.token_quota_period.name()),
         quota_used: standing.quota,
         quota_remaining: budget.token_quota.map(|q| q.saturating_sub(standing.quota)),
+        spend: units(standing.spend),
+        budget: budget.budget_micros.map(units),
+        budget_period: budget.budget_period.name(),
+        budget_remaining: budget
+            .budget_micros
+            .map(|b| units(b.saturating_sub(standing.spend))),
+        currency: currency.to_string(),
         error,
     }
 }
@@ -326,6 +349,22 @@ fn usage_cell(u: &KeyUsage) -> String {
         parts.push(format!(
             "quota <span class=\"{class}\">{left} of {q} left</span> this {}",
             escape(period)
+        ));
+    }
+    if let Some(b) = u.budget {
+        let left = u.budget_remaining.unwrap_or(0.0);
+        let class = if left <= 0.0 { "bad" } else { "ok" };
+        parts.push(format!(
+            "budget <span class=\"{class}\">{left:.2} of {b:.2} {} left</span> this {}",
+            escape(&u.currency),
+            u.budget_period
+        ));
+    } else if u.spend > 0.0 {
+        parts.push(format!(
+            "{:.2} {} spent this {}",
+            u.spend,
+            escape(&u.currency),
+            u.budget_period
         ));
     }
     parts.join(" · ")

@@ -221,6 +221,19 @@ def goals(results, ratios):
     if calls:
         goal("one token acquisition per token lifetime (1 h tokens, per variant run)", calls,
              all(c == 1 for c in calls))
+    lim = (ep.get("limits") or {}).get("setups", {})
+    mem = lim.get("memory", {}).get("median", {})
+    red = lim.get("redis", {}).get("median", {})
+    if mem and red:
+        x = _diff(red.get("p50_us"), mem.get("p50_us"))
+        goal("limits in Redis: added p50 ≤ 0.15 ms over limits in memory", x,
+             None if x is None else x <= 150, "µs")
+        x = _diff(red.get("cpu_us_per_req"), mem.get("cpu_us_per_req"))
+        goal("limits in Redis: proxy CPU ≤ +25 µs/request over limits in memory", x,
+             None if x is None else x <= 25, "µs")
+        x = red.get("redis_evalsha_per_req")
+        goal("limits in Redis: one script call (round trip) per request before the answer", x,
+             None if x is None else x <= 1.05, "calls/req, settlement batches included")
     for ch in ep.get("token_churn", []):
         ok = ch["token_calls_under_load"] <= ch["expected_under_load"] and ch["errors"] == 0
         goal(f"one acquisition per refresh interval under load, {ch['token_lifetime_secs']} s "
@@ -534,13 +547,17 @@ def markdown(results):
         lim = ep.get("limits")
         if lim and lim.get("setups"):
             rows = [["limits accounting (fast upstream)", "req/s", "CPU µs/req",
-                     "Redis CPU µs/req", f"p50 ms @{lim['rate']}/s", "p99 ms", "+p50 ms",
-                     "+p99 ms", "errors"]]
+                     "Redis CPU µs/req", "Redis cmds/req (round trips)",
+                     f"p50 ms @{lim['rate']}/s", "p99 ms", "+p50 ms", "+p99 ms", "errors"]]
             none = lim["setups"].get("none", {}).get("median", {})
             for name, rec in lim["setups"].items():
                 md = rec.get("median", {})
+                cmds = md.get("redis_commands_per_req")
                 rows.append([name, _num(md.get("rps")), _num(md.get("cpu_us_per_req")),
-                             _num(md.get("redis_cpu_us_per_req")), _ms(md.get("p50_us")),
+                             _num(md.get("redis_cpu_us_per_req")),
+                             "—" if cmds is None else
+                             f"{cmds:.2f} ({_num(md.get('redis_evalsha_per_req'))})",
+                             _ms(md.get("p50_us")),
                              _ms(md.get("p99_us")),
                              _signed_ms(_diff(md.get("p50_us"), none.get("p50_us"))),
                              _signed_ms(_diff(md.get("p99_us"), none.get("p99_us"))),

@@ -1359,6 +1359,42 @@ class RedisServer:
         self.ctx.procs.stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def commandstats(self):
+        """Calls per command so far (`INFO commandstats`: commands run inside scripts count
+        too), or None when Redis does not answer."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"INFO commandstats\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                    head, _, rest = data.partition(b"\r\n")
+                    if head.startswith(b"$") and len(rest) >= int(head[1:]):
+                        break
+        except OSError:
+            return None
+        calls = {}
+        for line in data.decode(errors="replace").splitlines():
+            # cmdstat_evalsha:calls=123,usec=...
+            if line.startswith("cmdstat_") and ":calls=" in line:
+                name, _, rest = line[len("cmdstat_"):].partition(":calls=")
+                calls[name] = int(rest.split(",", 1)[0])
+        return calls
+
+
+def commands_per_request(before, after, requests):
+    """Redis commands per proxied request between two `commandstats` samples: in all, and by
+    command (`evalsha` is the round trips; the rest run inside the scripts)."""
+    if before is None or after is None or requests <= 0:
+        return None
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    delta.pop("info", None)
+    by = {k: round(v / requests, 3) for k, v in sorted(delta.items()) if v > 0}
+    return {"total": round(sum(delta.values()) / requests, 3), "by_command": by}
+
 
 def limits_cost(ctx):
     """What per-key limits cost a request: entra-proxy against the fast upstream with no limits
@@ -1398,11 +1434,18 @@ def limits_cost(ctx):
             direct_rps.append(summarize_load(res)["rps"])
             for t in targets:
                 rep = {}
+                counting = redis is not None and t.name == "redis"
+                stats0 = redis.commandstats() if counting else None
                 cpu0 = procs.cpu_seconds(t.pid)
                 rcpu0 = procs.cpu_seconds(redis.proc.pid) if redis else None
                 res = load(ctx, t, BODY, m["throughput_conns"], m["throughput_secs"])
                 cpu1 = procs.cpu_seconds(t.pid)
                 rcpu1 = procs.cpu_seconds(redis.proc.pid) if redis else None
+                if counting:
+                    # The last settlements go out within 50 ms of the last answer.
+                    time.sleep(0.2)
+                    rep["redis_commands_per_req"] = commands_per_request(
+                        stats0, redis.commandstats(), res["requests"])
                 check_load(ctx, t, f"limits {t.name} throughput", res)
                 n = max(1, res["requests"])
                 rep["throughput"] = summarize_load(res)
@@ -1413,10 +1456,12 @@ def limits_cost(ctx):
                                           f"limits {t.name} fixed rate")
                 out["setups"][t.name]["reps"].append(rep)
                 lat = rep["fixed_rate"]["latency_us"]
+                cmds = rep.get("redis_commands_per_req")
                 log(f"limits {t.name:7s} {rep['throughput']['rps']:>9.1f} req/s  cpu "
                     f"{rep['cpu_us_per_req']}us/req"
                     + (f" (+redis {rep['redis_cpu_us_per_req']}us/req)"
                        if "redis_cpu_us_per_req" in rep else "")
+                    + (f"  redis {cmds['total']} cmds/req {cmds['by_command']}" if cmds else "")
                     + f"  p50 {lat['p50']}us p99 {lat['p99']}us @{m['limits_rate']}/s")
         for name, rec in out["setups"].items():
             reps = rec["reps"]
@@ -1424,6 +1469,11 @@ def limits_cost(ctx):
                 "rps": median([r["throughput"]["rps"] for r in reps]),
                 "cpu_us_per_req": median([r["cpu_us_per_req"] for r in reps]),
                 "redis_cpu_us_per_req": median([r.get("redis_cpu_us_per_req") for r in reps]),
+                "redis_commands_per_req": median([
+                    (r.get("redis_commands_per_req") or {}).get("total") for r in reps]),
+                "redis_evalsha_per_req": median([
+                    (r.get("redis_commands_per_req") or {}).get("by_command", {}).get("evalsha")
+                    for r in reps]),
                 "p50_us": median([r["fixed_rate"]["latency_us"]["p50"] for r in reps]),
                 "p99_us": median([r["fixed_rate"]["latency_us"]["p99"] for r in reps]),
                 "errors": sum(r["throughput"]["errors"] + r["fixed_rate"]["errors"]

@@ -129,10 +129,10 @@ fn check_block(block: &str) -> Result<(), String> {
 
 fn remove(name: &str, file: &std::path::Path) -> ExitCode {
     let shown = file.display().to_string();
-    let edited = std::fs::read_to_string(file)
-        .map_err(|e| keys_file::KeysFileError::Read {
+    let edited = crate::config::read_bounded(file)
+        .map_err(|reason| keys_file::KeysFileError::Read {
             path: shown.clone(),
-            reason: e.to_string(),
+            reason,
         })
         .and_then(|text| keys_file::with_block_removed(&shown, &text, Table::Identities, name))
         .and_then(|out| keys_file::write_atomically(file, &out));

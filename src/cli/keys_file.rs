@@ -247,14 +247,13 @@ pub(super) fn with_block_removed(
 
 /// Reads a keys file; a missing file reads as empty (the first `keys new` creates it).
 pub(super) fn read(path: &Path) -> Result<String, KeysFileError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(KeysFileError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        }),
+    if std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(String::new());
     }
+    crate::config::read_bounded(path).map_err(|reason| KeysFileError::Read {
+        path: path.display().to_string(),
+        reason,
+    })
 }
 
 /// Writes `contents` next to `path` and renames it over `path`: readers see the old file or

@@ -534,10 +534,10 @@ fn keys_add(name: &str, file: &std::path::Path) -> ExitCode {
 /// `keys revoke`: the key's block removed from the file.
 fn keys_revoke(name: &str, file: &std::path::Path) -> ExitCode {
     let shown = file.display().to_string();
-    let edited = std::fs::read_to_string(file)
-        .map_err(|e| keys_file::KeysFileError::Read {
+    let edited = crate::config::read_bounded(file)
+        .map_err(|reason| keys_file::KeysFileError::Read {
             path: shown.clone(),
-            reason: e.to_string(),
+            reason,
         })
         .and_then(|text| keys_file::with_key_removed(&shown, &text, name))
         .and_then(|out| keys_file::write_atomically(file, &out));

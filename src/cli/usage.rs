@@ -4,7 +4,7 @@
 
 use super::{EXIT_RUNTIME, EXIT_USAGE, load};
 use crate::config::{Config, KeyBudget};
-use crate::limits::{BudgetKey, Limits, StoreKind};
+use crate::limits::{BudgetKey, Limits, StoreKind, money};
 use clap::Args;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -71,14 +71,20 @@ pub(super) async fn usage(args: UsageArgs) -> ExitCode {
 async fn callers(config: &Config, limits: &Limits) -> Result<Value, String> {
     let mut keys = Vec::new();
     for key in &config.keys {
-        let mut r = row(limits, &BudgetKey::key(&key.name), key.budget()).await?;
+        let mut r = row(
+            limits,
+            &BudgetKey::key(&key.name),
+            key.budget(),
+            &config.currency,
+        )
+        .await?;
         r["key"] = json!(key.name);
         keys.push(r);
     }
     let mut identities = Vec::new();
     for identity in &config.identities {
         let key = BudgetKey::identity(&identity.name);
-        let mut r = row(limits, &key, identity.budget).await?;
+        let mut r = row(limits, &key, identity.budget, &config.currency).await?;
         r["identity"] = json!(identity.name);
         identities.push(r);
     }
@@ -98,7 +104,7 @@ async fn users(config: &Config, limits: &Limits) -> Result<Value, String> {
                 identity: name.clone(),
                 oid: std::sync::Arc::from(oid.as_str()),
             };
-            let mut r = row(limits, &key, budget).await?;
+            let mut r = row(limits, &key, budget, &config.currency).await?;
             r["identity"] = json!(identity.name);
             r["oid"] = json!(oid);
             users.push(r);
@@ -107,7 +113,15 @@ async fn users(config: &Config, limits: &Limits) -> Result<Value, String> {
     Ok(json!({ "users": users }))
 }
 
-async fn row(limits: &Limits, key: &BudgetKey, budget: KeyBudget) -> Result<Value, String> {
+/// One row: requests and tokens of the current minute, tokens of the quota period, money of
+/// the budget period (in micro-units too, so a script adds exact integers); running requests
+/// count what they reserved.
+async fn row(
+    limits: &Limits,
+    key: &BudgetKey,
+    budget: KeyBudget,
+    currency: &str,
+) -> Result<Value, String> {
     let s = limits.peek(key, &budget).await?;
     Ok(json!({
         "requests_last_minute": s.requests,
@@ -117,6 +131,11 @@ async fn row(limits: &Limits, key: &BudgetKey, budget: KeyBudget) -> Result<Valu
         "tokens_this_period": s.quota,
         "token_quota": budget.token_quota,
         "token_quota_period": budget.token_quota_period.name(),
+        "spend_this_period": money(s.spend),
+        "spend_micros": s.spend,
+        "budget": budget.budget_micros.map(money),
+        "budget_period": budget.budget_period.name(),
+        "currency": currency,
     }))
 }
 
@@ -150,12 +169,12 @@ fn table(report: &Value) -> String {
         .unwrap_or(0)
         .max(6);
     let mut out = format!(
-        "{:<width$} {:>14} {:>20} {:>26}\n",
-        "CALLER", "REQUESTS/MIN", "TOKENS/MIN", "TOKENS THIS PERIOD"
+        "{:<width$} {:>14} {:>20} {:>26} {:>28}\n",
+        "CALLER", "REQUESTS/MIN", "TOKENS/MIN", "TOKENS THIS PERIOD", "SPEND THIS PERIOD"
     );
     for (who, r) in rows {
         out.push_str(&format!(
-            "{:<width$} {:>14} {:>20} {:>26}\n",
+            "{:<width$} {:>14} {:>20} {:>26} {:>28}\n",
             who,
             format!(
                 "{}/{}",
@@ -172,6 +191,13 @@ fn table(report: &Value) -> String {
                 r["tokens_this_period"],
                 show(&r["token_quota"]),
                 r["token_quota_period"].as_str().unwrap_or_default()
+            ),
+            format!(
+                "{}/{} {} per {}",
+                r["spend_this_period"].as_str().unwrap_or_default(),
+                r["budget"].as_str().unwrap_or("-"),
+                r["currency"].as_str().unwrap_or_default(),
+                r["budget_period"].as_str().unwrap_or_default()
             ),
         ));
     }

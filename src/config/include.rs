@@ -30,6 +30,39 @@ pub(super) struct IncludeError {
     pub(super) problems: Vec<String>,
 }
 
+/// The largest config or keys file read: a bigger one is refused on load and on reload without
+/// being read whole (a config holds a few thousand keys at most; 16 MiB is far past that).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a config or keys file of at most [`MAX_FILE_BYTES`]: the size is checked before
+/// reading, and no more than one byte past the bound is ever read (a file that grows, or a
+/// pipe, stops there too). The error is the reason, for [`super::ConfigError::Read`].
+pub fn read_bounded(path: &Path) -> Result<String, String> {
+    let bytes = read_bytes_bounded(path).map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())
+}
+
+/// The bytes of the file at `path`, refusing one larger than [`MAX_FILE_BYTES`].
+fn read_bytes_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let too_large = |size: u64| {
+        std::io::Error::other(format!(
+            "is {size} bytes or more, over the limit of {MAX_FILE_BYTES} bytes (16 MiB) for a config or keys file"
+        ))
+    };
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// `path` as written, resolved against `base_dir` when relative.
 pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
@@ -164,9 +197,10 @@ pub fn digest<'a>(files: impl IntoIterator<Item = (&'a Path, Option<&'a [u8]>)>)
 }
 
 /// [`digest`] of the files at `paths` as they are on disk now (following symlinks, so a
-/// swapped `..data` link counts as a change).
+/// swapped `..data` link counts as a change). A file over [`MAX_FILE_BYTES`] counts as
+/// unreadable, never read whole: the reload it sets off is refused.
 pub fn digest_on_disk(paths: &[PathBuf]) -> String {
-    let contents: Vec<Option<Vec<u8>>> = paths.iter().map(|p| std::fs::read(p).ok()).collect();
+    let contents: Vec<Option<Vec<u8>>> = paths.iter().map(|p| read_bytes_bounded(p).ok()).collect();
     digest(
         paths
             .iter()
@@ -206,5 +240,28 @@ mod tests {
             digest([(a, Some(&b"x"[..])), (b, Some(&b"y"[..]))])
         );
         assert_eq!(base.len(), 64);
+    }
+
+    #[test]
+    fn a_file_over_the_bound_is_refused_without_being_read_whole() {
+        let dir = std::env::temp_dir().join(format!("ep-bound-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.toml");
+        let f = std::fs::File::create(&big).unwrap();
+        // Sparse: 16 MiB + 1 on disk costs nothing, and reading it whole would be slow.
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = read_bounded(&big).unwrap_err();
+        assert!(
+            e.contains("over the limit of 16777216 bytes (16 MiB)"),
+            "{e}"
+        );
+        let ok = dir.join("ok.toml");
+        std::fs::write(&ok, "a = 1\n").unwrap();
+        assert_eq!(read_bounded(&ok).unwrap(), "a = 1\n");
+        assert_ne!(
+            digest_on_disk(std::slice::from_ref(&big)),
+            digest([(big.as_path(), Some(&[0u8; 0][..]))])
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

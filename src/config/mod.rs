@@ -23,8 +23,8 @@ pub use emulator::redirect;
 pub use endpoint::{NormalizedEndpoint, normalize_endpoint};
 pub use errors::ConfigError;
 pub use include::{
-    SourceFile, Sources, digest as digest_files, digest_on_disk, keys_file_identity_names,
-    keys_file_names,
+    MAX_FILE_BYTES, SourceFile, Sources, digest as digest_files, digest_on_disk,
+    keys_file_identity_names, keys_file_names, read_bounded,
 };
 pub use key_digest::KeyDigest;
 pub use render::render_normalized;
@@ -74,6 +74,12 @@ pub const DEFAULT_MAX_WEBSOCKETS: usize = 1000;
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default longest wait for one call to the limits store in Redis.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default of `[limits] default_completion_reservation`: tokens reserved for the answer of a
+/// chat, completions, responses or realtime request that names no `max_tokens` (or
+/// `max_completion_tokens`, `max_output_tokens`).
+pub const DEFAULT_COMPLETION_RESERVATION: u64 = 1024;
+/// The currency of prices that name none.
+pub const DEFAULT_CURRENCY: &str = "USD";
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -99,6 +105,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[telemetry]`: read once at start (changing it needs a restart).
     pub telemetry: TelemetryConfig,
+    /// The one currency of every `[[models]] price` and money `budget` (`USD` unless the prices
+    /// name another).
+    pub currency: String,
     /// Things that are allowed but probably wrong, and changes made while normalizing.
     pub notes: Vec<Note>,
 }
@@ -245,6 +254,23 @@ pub struct Model {
     pub name: String,
     /// Never empty. Tried lowest `priority` first, weighted among equals.
     pub targets: Vec<ModelTarget>,
+    /// What its tokens cost; `None`: spend-free.
+    pub price: Option<Price>,
+    /// Tokens reserved for an answer whose request names no ceiling, instead of
+    /// `[limits] default_completion_reservation`.
+    pub completion_reservation: Option<u64>,
+}
+
+/// Money in millionths of the currency unit: counters add integers, so they never drift.
+pub type Micros = u64;
+
+/// A model's price per million tokens, in micro-units of [`Config::currency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input_per_1m: Micros,
+    /// Prompt tokens Azure reports as cached (`cached_tokens`); the input price unless set.
+    pub cached_input_per_1m: Micros,
+    pub output_per_1m: Micros,
 }
 
 /// One deployment that serves a model.
@@ -282,6 +308,9 @@ pub struct KeyEntry {
     /// Tokens per [`KeyEntry::token_quota_period`].
     pub token_quota: Option<u64>,
     pub token_quota_period: QuotaPeriod,
+    /// Money per [`KeyEntry::budget_period`], in micro-units of [`Config::currency`].
+    pub budget_micros: Option<Micros>,
+    pub budget_period: QuotaPeriod,
 }
 
 /// The `key` label of a configured key in every per-caller metric and span: `key:<name>`, or
@@ -303,6 +332,8 @@ impl KeyEntry {
             tokens_per_minute: self.tokens_per_minute,
             token_quota: self.token_quota,
             token_quota_period: self.token_quota_period,
+            budget_micros: self.budget_micros,
+            budget_period: self.budget_period,
         }
     }
 }
@@ -518,13 +549,17 @@ pub enum Unmatched {
     Allow,
 }
 
-/// What one key may use: requests and tokens per minute, tokens per quota period.
+/// What one key may use: requests and tokens per minute, tokens per quota period, money per
+/// budget period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyBudget {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub token_quota: Option<u64>,
     pub token_quota_period: QuotaPeriod,
+    /// Money per `budget_period`, in micro-units of [`Config::currency`].
+    pub budget_micros: Option<Micros>,
+    pub budget_period: QuotaPeriod,
 }
 
 impl KeyBudget {
@@ -533,9 +568,20 @@ impl KeyBudget {
         self.tokens_per_minute.is_some() || self.token_quota.is_some()
     }
 
+    /// Whether money is limited.
+    pub fn limits_spend(&self) -> bool {
+        self.budget_micros.is_some()
+    }
+
+    /// Whether a request must reserve what it may use before it is sent: its tokens or its
+    /// money are limited.
+    pub fn reserves(&self) -> bool {
+        self.limits_tokens() || self.limits_spend()
+    }
+
     /// Whether anything is limited at all.
     pub fn is_limited(&self) -> bool {
-        self.requests_per_minute.is_some() || self.limits_tokens()
+        self.requests_per_minute.is_some() || self.reserves()
     }
 }
 
@@ -586,16 +632,28 @@ pub struct TelemetryConfig {
 }
 
 /// `[limits]`: in memory (one replica) unless a Redis URL is set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LimitsConfig {
     pub redis: Option<RedisConfig>,
     /// Users of identities with per-user budgets whose counters are kept in this process at
     /// once; the least recently used go first (`[limits] max_users`).
     pub max_users: u64,
+    /// Tokens reserved for the answer of a generating request that names no ceiling.
+    pub default_completion_reservation: u64,
 }
 
 /// Default of `[limits] max_users`.
 pub const DEFAULT_MAX_USERS: u64 = 100_000;
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            redis: None,
+            max_users: DEFAULT_MAX_USERS,
+            default_completion_reservation: DEFAULT_COMPLETION_RESERVATION,
+        }
+    }
+}
 
 /// A Redis server shared by the replicas.
 #[derive(Debug, Clone)]
@@ -702,9 +760,9 @@ impl Config {
     /// [`Config::load`], also telling which files were read (to watch them) and their digest.
     pub fn load_files(path: &std::path::Path) -> Result<Loaded, ConfigError> {
         let source_name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        let text = read_bounded(path).map_err(|reason| ConfigError::Read {
             source_name: source_name.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
         let base_dir = path
             .parent()
@@ -713,7 +771,7 @@ impl Config {
         let sources = Sources {
             env: &|name| std::env::var(name).ok(),
             base_dir,
-            read: &|p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+            read: &|p| read_bounded(p),
         };
         let (config, included) = Config::parse_with(&text, &source_name, &sources)?;
         let mut files = vec![SourceFile {
@@ -905,7 +963,7 @@ mod tests {
                 "{ok}[[keys]]\nname='c'\nsha256='{}'\nmodel=['d']\n",
                 "ef".repeat(32)
             )),
-            "/etc/ep/keys/keys.toml: keys[1].model: unknown field `model`, expected one of `name`, `sha256`, `legacy`, `models`, `expires`, `requests_per_minute`, `tokens_per_minute`, `token_quota`, `token_quota_period`"
+            "/etc/ep/keys/keys.toml: keys[1].model: unknown field `model`, expected one of `name`, `sha256`, `legacy`, `models`, `expires`, `requests_per_minute`, `tokens_per_minute`, `token_quota`, `token_quota_period`, `budget`, `budget_period`"
         );
         assert!(
             keys_err("[server]\nlisten='x'\n").starts_with(

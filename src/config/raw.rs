@@ -55,6 +55,8 @@ pub(super) struct RawLimits {
     pub(super) redis_ca_file: Option<String>,
     /// Per-user counters kept in memory at once (least recently used go first).
     pub(super) max_users: Option<i64>,
+    /// Tokens reserved for the answer of a request that names no `max_tokens`.
+    pub(super) default_completion_reservation: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -198,6 +200,20 @@ pub(super) struct RawModel {
     pub(super) backend: Option<String>,
     pub(super) deployment: Option<String>,
     pub(super) targets: Option<Vec<RawTarget>>,
+    /// What the model costs, per million tokens.
+    pub(super) price: Option<RawPrice>,
+    /// Overrides `[limits] default_completion_reservation` for this model.
+    pub(super) completion_reservation: Option<i64>,
+}
+
+/// `[[models]] price = { … }`: per million tokens, in `currency`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrice {
+    pub(super) input_per_1m: f64,
+    pub(super) output_per_1m: f64,
+    pub(super) cached_input_per_1m: Option<f64>,
+    pub(super) currency: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +240,9 @@ pub(super) struct RawKey {
     pub(super) tokens_per_minute: Option<i64>,
     pub(super) token_quota: Option<i64>,
     pub(super) token_quota_period: Option<String>,
+    /// Money per `budget_period`, in the models' price currency.
+    pub(super) budget: Option<f64>,
+    pub(super) budget_period: Option<String>,
     /// The keys file this key was read from; `None` for the main config file.
     #[serde(skip)]
     pub(super) file: Option<String>,
@@ -250,6 +269,9 @@ pub(super) struct RawIdentityEntry {
     pub(super) per_user_token_quota: Option<i64>,
     /// What reaches Azure for this identity's Entra callers.
     pub(super) upstream: Option<String>,
+    /// Money per `budget_period`, shared by everyone the identity matches.
+    pub(super) budget: Option<f64>,
+    pub(super) budget_period: Option<String>,
     /// The keys file this identity was read from; `None` for the main config file.
     #[serde(skip)]
     pub(super) file: Option<String>,

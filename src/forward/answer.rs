@@ -13,8 +13,8 @@ use crate::inbound::query::Masked;
 use crate::limits::Admitted;
 use crate::logging::access;
 use crate::metering::Meter;
-use crate::metering::settle::{Metered, Settle};
-use crate::metering::tokens::{TokenCounters, TokenLabels};
+use crate::metering::settle::{Metered, Pricing, Settle};
+use crate::metering::tokens::{TokenCounters, TokenLabels, spend_counter};
 use crate::routing::Route;
 use crate::state::Snapshot;
 use crate::telemetry::NO_MODEL;
@@ -76,6 +76,7 @@ impl Exchange<'_> {
             admissions: std::mem::take(&mut self.metering.admissions),
             estimate: self.metering.estimate.kept(),
             labels: token_counters(self.state, self.caller, a.route),
+            pricing: pricing(self.state, self.caller, a.route),
             log: self.access_fields(&a),
             started: self.started,
             trace: self.trace.clone(),
@@ -230,6 +231,20 @@ pub(super) fn token_counters(state: &Snapshot, caller: &Caller, route: &Route) -
         model,
         deployment,
         backend: backend.name(),
+    })
+}
+
+/// The price of the deployment `route` went to, with the spend counter of the caller and its
+/// model; `None` when the deployment's model has no price (spend-free).
+pub(super) fn pricing(state: &Snapshot, caller: &Caller, route: &Route) -> Option<Pricing> {
+    let tariff = state
+        .tariffs
+        .of(route.backend.index(), route.deployment.as_deref())?;
+    tariff.price?;
+    Some(Pricing {
+        spent: spend_counter(&caller.label, &tariff.model),
+        tariff: tariff.clone(),
+        currency: state.tariffs.currency().clone(),
     })
 }
 

@@ -9,7 +9,7 @@ use crate::backends::BackendEntry;
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamToken};
 use crate::inbound::{Caller, Held};
-use crate::limits::{Account, Admissions, Admitted};
+use crate::limits::{Account, Admissions, Admitted, Reservation};
 use crate::metering::estimate::{self, Estimate};
 use crate::routing::{self, BACKEND_HEADER, Plan, Route, RoutingTable};
 use crate::state::Snapshot;
@@ -91,7 +91,14 @@ pub(super) async fn admit(asking: Asking<'_>, surface: Surface) -> Result<Cleare
     let first = &routes[0];
     trace.route(path, first.model.as_deref().or(first.deployment.as_deref()));
     policy(caller, first, path)?;
-    let (inbound, metering) = budgets(budget, caller.user.as_ref(), inbound).await?;
+    let asked = Budgets {
+        state,
+        account: budget,
+        user: caller.user.as_ref(),
+        routes: &routes,
+        path,
+    };
+    let (inbound, metering) = budgets(asked, inbound).await?;
     Ok(Cleared {
         routes,
         inbound,
@@ -132,8 +139,8 @@ async fn route_http(
     // Kept even without retries: a request Azure's closed keep-alive connection never
     // processed is always sent again.
     let replay_limit = Some(state.config.upstream.retry_buffer_bytes);
-    // A budget of tokens needs the body: for the estimate and to ask for usage.
-    let needs_body = plan.needs_body() || budget.is_some_and(|a| a.budget().limits_tokens());
+    // A budget of tokens or money needs the body: for the reservation and to ask for usage.
+    let needs_body = plan.needs_body() || budget.is_some_and(|a| a.budget().reserves());
     let inbound = Inbound::take(
         &parts.headers,
         body,
@@ -267,43 +274,50 @@ fn policy(caller: &Caller, first: &Route, path: &str) -> Result<(), ProxyError> 
     })
 }
 
-/// The caller's budgets: counts the request (or refuses it before anything is sent),
-/// estimating the prompt first when its tokens are limited, and asks Azure for the usage of a
-/// stream when they are. Otherwise the estimate waits for an answer whose usage cannot be read.
+/// What a request is counted against: its caller's account and its user's (either may be
+/// absent), and where it may go.
+struct Budgets<'a> {
+    state: &'a Snapshot,
+    account: Option<&'a Account>,
+    user: Option<&'a Account>,
+    routes: &'a [Route],
+    path: &'a str,
+}
+
+/// The caller's budgets: when its tokens or money are limited, sizes what the request may use
+/// (the prompt estimate and the room for its answer) and reserves it, with the request, in its
+/// caller's and its user's budgets at once (or refuses it before anything is sent), and asks
+/// Azure for the usage of a stream. Otherwise the request is only counted, and the estimate
+/// waits for an answer whose usage cannot be read.
 async fn budgets(
-    account: Option<&Account>,
-    user: Option<&Account>,
+    asked: Budgets<'_>,
     mut inbound: Inbound,
 ) -> Result<(Inbound, Metering), ProxyError> {
-    let limits_tokens = [account, user]
+    let Budgets {
+        state,
+        account,
+        user,
+        routes,
+        path,
+    } = asked;
+    let reserves = [account, user]
         .into_iter()
         .flatten()
-        .any(|a| a.budget().limits_tokens());
-    let estimate = match limits_tokens {
-        true => Estimate::now(inbound.bytes()),
-        false => Estimate::later(inbound.bytes()),
+        .any(|a| a.budget().reserves());
+    let (estimate, reservation) = match reserves {
+        true => {
+            let (estimate, sizing) = Estimate::sized(inbound.bytes());
+            let default = state.config.limits.default_completion_reservation;
+            let r = super::reserve::reservation(&state.tariffs, routes, path, sizing, default);
+            (estimate, r)
+        }
+        false => (Estimate::later(inbound.bytes()), Reservation::NONE),
     };
-    if account.is_none() && user.is_none() {
-        let metering = Metering {
-            admissions: Admissions::default(),
-            admitted: None,
-            estimate,
-            hide_usage_chunk: false,
-        };
-        return Ok((inbound, metering));
-    }
-    // The user's budget first: when it refuses, the identity's total has counted nothing.
-    let user = match user {
-        Some(u) => Some(u.admit(estimate.made()).await?),
-        None => None,
-    };
-    let caller = match account {
-        Some(a) => Some(a.admit(estimate.made()).await?),
-        None => None,
-    };
-    let admissions = Admissions::new(caller, user);
+    let admissions = Admissions::admit(account, user, &reservation)
+        .await
+        .map_err(|e| e.in_currency(&state.config.currency))?;
     let injected = match inbound.bytes() {
-        Some(b) if limits_tokens => estimate::inject_include_usage(b),
+        Some(b) if reserves => estimate::inject_include_usage(b),
         _ => None,
     };
     let hide_usage_chunk = injected.is_some();

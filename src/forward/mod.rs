@@ -16,6 +16,7 @@ mod issue;
 mod links;
 mod multipart;
 mod replay;
+mod reserve;
 mod websocket;
 
 pub(crate) use headers::request_id;

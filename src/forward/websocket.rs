@@ -118,6 +118,7 @@ pub(super) async fn serve(
     let meter = SocketMeter::new(
         std::mem::take(&mut admitted.metering.admissions),
         super::answer::token_counters(state, caller, &route),
+        super::answer::pricing(state, caller, &route),
     );
     let mut exchange = Exchange {
         state,
@@ -508,8 +509,12 @@ impl Relay {
                 .number("responses", responses)
                 .number("prompt_tokens", used.prompt)
                 .number("completion_tokens", used.completion)
-                .number("total_tokens", used.total)
-                .write("websocket closed");
+                .number("total_tokens", used.total);
+            if let Some((micros, currency)) = self.meter.spent() {
+                line.display("spend", crate::limits::Money(micros))
+                    .text("currency", currency);
+            }
+            line.write("websocket closed");
         }
     }
 }

@@ -123,6 +123,8 @@ mod tests {
             tokens_per_minute: None,
             token_quota: None,
             token_quota_period: Default::default(),
+            budget_micros: None,
+            budget_period: Default::default(),
         }];
         let store = KeyStore::new(&entries, &crate::limits::Limits::in_memory());
         assert_eq!(&*store.lookup("secret-key").unwrap().name, "team-a");

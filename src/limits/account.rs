@@ -1,19 +1,21 @@
 //! Whose budget a request is counted against ([`BudgetKey`]), the handle a caller's policy holds
-//! for it ([`Account`]), an admitted request ([`Admission`]) and a charge on its way
-//! ([`Charging`]).
+//! for it ([`Account`]), and an admitted request ([`Admission`], [`Admissions`]): the reservation
+//! it holds until its answer ends.
 //!
 //! An account is resolved once, when a snapshot is built, and held by the caller's policy: the
 //! request path finds its counters without a lookup, and locks only that key's counters. A
 //! reload resolves the same counters again by name, so a key that remains keeps its counts.
+//!
+//! An admission holds its reservation until it is settled with what the answer used: what it
+//! did not use goes back, what it used beyond is added. Dropped unsettled (no answer came: the
+//! request failed before Azure answered, or the client went away), it gives back everything it
+//! did not use.
 
-use super::answer::{Answer, StoreDown};
 use super::bucket::Bucket;
-use super::{Admitted, LimitError, Limits, Standing, Verdict, now, refusal};
+use super::reservation::{Amounts, Reservation};
+use super::{Admit, Admitted, LimitError, Limits, Settlement, Standing, Verdict, now, refusal};
 use crate::config::KeyBudget;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// Whose budget: a configured key (virtual or legacy), an identity, or one user inside an
 /// identity. Names are unique among keys and among identities (`config::validate`), and the
@@ -45,36 +47,31 @@ struct Inner {
     limits: Limits,
 }
 
-/// A request admitted by its account: what the client is told about its budget, and what the
-/// answer's usage is charged to. Settled when the answer ends; an admission dropped unsettled
-/// (no answer came) charges nothing.
+/// A request admitted by its account, holding its reservation: what the client is told about
+/// its budget, and what the answer's usage settles. Dropped unsettled, it gives back what it
+/// did not use.
 #[derive(Debug)]
 pub struct Admission {
     account: Account,
     admitted: Admitted,
+    /// The second the reservation was counted in: its window bucket and its periods.
+    at: i64,
+    /// What is counted for this request now: its reservation, and what it used beyond.
+    held: Amounts,
+    /// What an exchange that stays open (a realtime socket) used so far.
+    used: Amounts,
+    /// Counted in this process's memory because the store did not answer: settled here too,
+    /// never in a store that did not count it.
+    here: bool,
+    settled: bool,
 }
 
 /// A request's admissions: its caller's budget (a key's or an identity's), and its user's own
-/// inside a shared identity. Settled together with the answer's usage.
+/// inside a shared identity. Admitted together, settled together.
 #[derive(Debug, Default)]
 pub struct Admissions {
     caller: Option<Admission>,
     user: Option<Admission>,
-}
-
-/// The charges of a request's admissions, on their way to the store.
-#[must_use = "a charge waiting for the store does nothing unless awaited or spawned"]
-pub struct Charges([Charging; 2]);
-
-/// A charge on its way to the store: recorded already (memory), or waiting for Redis.
-#[must_use = "a charge waiting for the store does nothing unless awaited or spawned"]
-pub struct Charging(Option<Waiting>);
-
-struct Waiting {
-    answer: Answer<u64>,
-    account: Account,
-    now: i64,
-    tokens: u64,
 }
 
 impl BudgetKey {
@@ -107,8 +104,9 @@ impl BudgetKey {
     }
 
     /// The common start of this budget's keys in Redis. The `{…}` hash tag keeps a key's, or an
-    /// identity's and all its users', in one cluster slot; keys of identities are apart from
-    /// those of keys whatever their names.
+    /// identity's and all its users', in one cluster slot (so one script admits a user and its
+    /// identity together); keys of identities are apart from those of keys whatever their
+    /// names.
     pub fn redis_base(&self) -> String {
         match self {
             BudgetKey::Key(name) => format!("entra-proxy:{{{name}}}"),
@@ -157,53 +155,24 @@ impl Account {
     }
 
     /// This key's counters in this process.
-    pub(super) fn bucket(&self) -> &Bucket {
+    pub fn bucket(&self) -> &Bucket {
         &self.inner.bucket
     }
 
-    /// Counts one request (or refuses it when the key has no budget left). In memory this
-    /// completes without waiting and allocates nothing.
-    pub async fn admit(&self, estimate: u64) -> Result<Admission, LimitError> {
-        let limits = &self.inner.limits;
-        let now = now();
-        let verdict = match limits.store().admit(self, now).await {
-            Ok(v) => v,
-            Err(_) if limits.count_here_when_down() => self.bucket().admit(self.budget(), now),
-            Err(_) => return Err(LimitError::StoreUnavailable),
-        };
-        match verdict {
-            Verdict::Admitted(standing) => Ok(Admission {
-                account: self.clone(),
-                admitted: Admitted {
-                    budget: *self.budget(),
-                    standing,
-                    estimate,
-                },
-            }),
-            Verdict::Refused(r) => Err(refusal(self.key(), self.budget(), r, now)),
-        }
+    /// The same account, as an address (the Redis queue merges one account's settlements).
+    pub(super) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
-    /// Adds `tokens` to the key's window and quota period: recorded before this returns in
-    /// memory, else when the returned charge completes.
-    pub fn charge(&self, tokens: u64) -> Charging {
-        let now = now();
-        match self.inner.limits.store().charge(self, now, tokens) {
-            Answer::Ready(r) => {
-                self.charged(now, tokens, r.unwrap_or(Err(StoreDown::Paused)));
-                Charging(None)
-            }
-            answer => Charging(Some(Waiting {
-                answer,
-                account: self.clone(),
-                now,
-                tokens,
-            })),
-        }
+    /// Counts one request and reserves `reservation` (or refuses it when it does not fit). In
+    /// memory this completes without waiting and allocates nothing.
+    pub async fn admit(&self, reservation: &Reservation) -> Result<Admission, LimitError> {
+        let [admission, _] = admit(&[self], reservation).await?;
+        admission.ok_or(LimitError::StoreUnavailable)
     }
 
-    /// What the key used in the current window and quota period, without counting. `Err` names
-    /// the store that did not answer.
+    /// What the key used in the current window and periods, without counting. `Err` names the
+    /// store that did not answer.
     pub async fn peek(&self) -> Result<Standing, String> {
         let limits = &self.inner.limits;
         limits
@@ -213,18 +182,100 @@ impl Account {
             .map_err(|e| format!("limits.redis_url ({}): {e}", limits.shown()))
     }
 
-    /// Records the store's answer to a charge: a failed one is counted here until Redis is
-    /// back (`deny` refuses new requests meanwhile). Then the quota gauge follows.
-    fn charged(&self, now: i64, tokens: u64, answer: Result<u64, StoreDown>) {
-        let used = match answer {
-            Ok(used) => used,
-            Err(_) => self.bucket().charge(self.budget(), now, tokens),
-        };
+    /// Shows what is left of the quota, now that `used` of it is used.
+    pub(super) fn publish(&self, used: u64) {
         if let (Some(gauge), Some(quota)) = (&self.inner.quota_remaining, self.budget().token_quota)
         {
             gauge.set(quota.saturating_sub(used) as f64);
         }
     }
+
+    /// Settles a reservation of this account: in this process when it was counted here (or
+    /// there is no other store), else by the store (queued, in Redis).
+    fn settle(&self, here: bool, settlement: Settlement) {
+        match here {
+            true => settle_here(self, settlement),
+            false => self.inner.limits.store().settle(self, settlement),
+        }
+    }
+}
+
+/// Admits one request against `accounts` (one, or a user's then its identity's) in one step
+/// of the store, reserving `reservation` in each; applies `on_redis_error` when the store does
+/// not answer. The admissions come back in the order asked.
+async fn admit(
+    accounts: &[&Account],
+    reservation: &Reservation,
+) -> Result<[Option<Admission>; 2], LimitError> {
+    let Some(first) = accounts.first() else {
+        return Ok([None, None]);
+    };
+    let limits = &first.inner.limits;
+    let reserve = reservation.amounts();
+    let now = now();
+    let (answer, here) = match limits.store().admit(accounts, reserve, now).await {
+        Ok(a) => (a, limits.is_memory()),
+        Err(_) if limits.count_here_when_down() => (admit_here(accounts, reserve, now), true),
+        Err(_) => return Err(LimitError::StoreUnavailable),
+    };
+    let standings = match answer {
+        Admit::Admitted(standings) => standings,
+        Admit::Refused { which, refusal: r } => {
+            let account = accounts.get(which).unwrap_or(first);
+            return Err(refusal(
+                account.key(),
+                account.budget(),
+                r,
+                now,
+                reservation,
+            ));
+        }
+    };
+    let mut out = [None, None];
+    for ((slot, account), standing) in out.iter_mut().zip(accounts).zip(standings) {
+        account.publish(standing.quota);
+        *slot = Some(Admission {
+            account: (*account).clone(),
+            admitted: Admitted {
+                budget: *account.budget(),
+                standing,
+            },
+            at: now,
+            held: reserve,
+            used: Amounts::default(),
+            here,
+            settled: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Admits against the accounts' own [`Bucket`]s (locked together when there are two), with no
+/// lookup and no allocation.
+pub(super) fn admit_here(accounts: &[&Account], reserve: Amounts, now: i64) -> Admit {
+    match accounts {
+        [one] => match one.bucket().admit(one.budget(), reserve, now) {
+            Verdict::Admitted(s) => Admit::Admitted([s, Standing::default()]),
+            Verdict::Refused(refusal) => Admit::Refused { which: 0, refusal },
+        },
+        [first, second, ..] => {
+            let first = (first.bucket(), first.budget());
+            let second = (second.bucket(), second.budget());
+            match Bucket::admit_both(first, second, reserve, now) {
+                Ok(both) => Admit::Admitted(both),
+                Err((which, refusal)) => Admit::Refused { which, refusal },
+            }
+        }
+        [] => Admit::Admitted([Standing::default(); 2]),
+    }
+}
+
+/// Settles in the account's own [`Bucket`] and shows the quota left.
+pub(super) fn settle_here(account: &Account, s: Settlement) {
+    let after = account
+        .bucket()
+        .settle(account.budget(), s.at, s.release, s.charge, s.now);
+    account.publish(after.quota);
 }
 
 impl Admission {
@@ -237,27 +288,91 @@ impl Admission {
         &self.account
     }
 
-    /// Charges what an exchange that stays open used so far (a realtime socket's responses).
-    pub fn charge(&self, tokens: u64) -> Charging {
-        self.account.charge(tokens)
+    /// What an exchange that stays open (a realtime socket) used since the last call: taken
+    /// from what its reservation holds, and charged now where it goes beyond.
+    pub fn consume(&mut self, used: Amounts) {
+        self.used = self.used.plus(used);
+        let beyond = self.used.beyond(self.held);
+        if beyond.is_zero() {
+            return;
+        }
+        self.held = self.held.max(self.used);
+        let now = now();
+        self.account.settle(
+            self.here,
+            Settlement {
+                at: now,
+                release: Amounts::default(),
+                charge: beyond,
+                now,
+            },
+        );
     }
 
-    /// Ends the admission with the answer's usage.
-    pub fn settle(self, tokens: u64) -> Charging {
-        self.account.charge(tokens)
+    /// Ends the admission with what the answer used in all.
+    pub fn settle(mut self, spent: Amounts) {
+        self.finish(spent);
+    }
+
+    /// Gives back what is held beyond `spent`, and charges what `spent` goes beyond it.
+    fn finish(&mut self, spent: Amounts) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let release = self.held.beyond(spent);
+        let charge = spent.beyond(self.held);
+        if release.is_zero() && charge.is_zero() {
+            return;
+        }
+        self.account.settle(
+            self.here,
+            Settlement {
+                at: self.at,
+                release,
+                charge,
+                now: now(),
+            },
+        );
     }
 }
 
-impl Charging {
-    /// `None` when the charge is recorded already; else the charge, to await or spawn.
-    pub fn pending(self) -> Option<Charging> {
-        self.0.is_some().then_some(self)
+impl Drop for Admission {
+    /// No answer settled it: what it used so far stays, the rest of its reservation goes back.
+    fn drop(&mut self) {
+        let used = self.used;
+        self.finish(used);
     }
 }
 
 impl Admissions {
-    pub fn new(caller: Option<Admission>, user: Option<Admission>) -> Admissions {
-        Admissions { caller, user }
+    /// Admits one request against its caller's account and its user's (either may be absent)
+    /// in one step, reserving `reservation` in each: the user's budget is checked first, and
+    /// when either refuses, neither counts anything.
+    pub async fn admit(
+        caller: Option<&Account>,
+        user: Option<&Account>,
+        reservation: &Reservation,
+    ) -> Result<Admissions, LimitError> {
+        let [first, second] = match (user, caller) {
+            (Some(u), Some(c)) => admit(&[u, c], reservation).await?,
+            (Some(one), None) | (None, Some(one)) => admit(&[one], reservation).await?,
+            (None, None) => return Ok(Admissions::default()),
+        };
+        Ok(match (user, caller) {
+            (Some(_), Some(_)) => Admissions {
+                user: first,
+                caller: second,
+            },
+            (Some(_), None) => Admissions {
+                user: first,
+                caller: None,
+            },
+            _ => Admissions {
+                caller: first,
+                user: None,
+            },
+        })
     }
 
     /// What the client is told of its budget (`x-ratelimit-*`): its caller's, else its user's.
@@ -268,58 +383,17 @@ impl Admissions {
             .map(Admission::admitted)
     }
 
-    /// Charges what an exchange that stays open used so far (a realtime socket's responses).
-    pub fn charge(&self, tokens: u64) -> Charges {
-        let charge =
-            |a: &Option<Admission>| a.as_ref().map_or(Charging(None), |a| a.charge(tokens));
-        Charges([charge(&self.caller), charge(&self.user)])
-    }
-
-    /// Ends the admissions with the answer's usage.
-    pub fn settle(self, tokens: u64) -> Charges {
-        let settle = |a: Option<Admission>| a.map_or(Charging(None), |a| a.settle(tokens));
-        Charges([settle(self.caller), settle(self.user)])
-    }
-}
-
-impl Charges {
-    /// `None` when every charge is recorded already; else the charges, to await or spawn.
-    pub fn pending(self) -> Option<Charges> {
-        self.0.iter().any(|c| c.0.is_some()).then_some(self)
-    }
-}
-
-impl Future for Charges {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let mut done = true;
-        for charge in &mut this.0 {
-            done &= Pin::new(charge).poll(cx).is_ready();
-        }
-        match done {
-            true => Poll::Ready(()),
-            false => Poll::Pending,
+    /// What an exchange that stays open used since the last call ([`Admission::consume`]).
+    pub fn consume(&mut self, used: Amounts) {
+        for a in [&mut self.caller, &mut self.user].into_iter().flatten() {
+            a.consume(used);
         }
     }
-}
 
-impl Future for Charging {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let Some(waiting) = &mut this.0 else {
-            return Poll::Ready(());
-        };
-        match Pin::new(&mut waiting.answer).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                waiting.account.charged(waiting.now, waiting.tokens, r);
-                this.0 = None;
-                Poll::Ready(())
-            }
+    /// Ends the admissions with what the answer used in all.
+    pub fn settle(self, spent: Amounts) {
+        for a in [self.caller, self.user].into_iter().flatten() {
+            a.settle(spent);
         }
     }
 }

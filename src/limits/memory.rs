@@ -4,11 +4,12 @@
 //! on restart; with Redis configured, the same buckets carry the counting while Redis is away
 //! (`on_redis_error = "allow"`).
 
-use super::account::Account;
+use super::account::{Account, admit_here, settle_here};
 use super::answer::Answer;
 use super::bucket::Bucket;
+use super::reservation::Amounts;
 use super::store::Store;
-use super::{BudgetKey, Standing, Verdict};
+use super::{Admit, BudgetKey, Settlement, Standing, Verdict};
 use crate::config::KeyBudget;
 use crate::fast_hash::FastMap;
 use std::sync::{Arc, Mutex};
@@ -64,10 +65,37 @@ impl MemoryStore {
         }
     }
 
-    /// Takes one request from key `name`'s budget, or says why not and until when. By name:
-    /// resolves the key's counters first (tests and tools; requests go through an account).
+    /// Takes one request, reserving nothing, from key `name`'s budget, or says why not and
+    /// until when. By name: resolves the key's counters first (tests and tools; requests go
+    /// through an account).
     pub fn admit(&self, name: &str, budget: &KeyBudget, now: i64) -> Verdict {
-        self.bucket(&BudgetKey::key(name)).admit(budget, now)
+        self.admit_reserving(name, budget, Amounts::default(), now)
+    }
+
+    /// Takes one request and its reservation from key `name`'s budget.
+    pub fn admit_reserving(
+        &self,
+        name: &str,
+        budget: &KeyBudget,
+        reserve: Amounts,
+        now: i64,
+    ) -> Verdict {
+        self.bucket(&BudgetKey::key(name))
+            .admit(budget, reserve, now)
+    }
+
+    /// Settles a reservation of key `name` counted at `at`.
+    pub fn settle(
+        &self,
+        name: &str,
+        budget: &KeyBudget,
+        at: i64,
+        release: Amounts,
+        charge: Amounts,
+        now: i64,
+    ) -> Standing {
+        self.bucket(&BudgetKey::key(name))
+            .settle(budget, at, release, charge, now)
     }
 
     /// Adds `tokens` to key `name`'s window and quota; returns the quota used.
@@ -82,14 +110,18 @@ impl MemoryStore {
     }
 }
 
-/// Counts in the account's own [`Bucket`]: every answer is ready at once.
+/// Counts in the accounts' own [`Bucket`]s: every answer is ready at once.
 impl Store for MemoryStore {
-    fn admit(&self, account: &Account, now: i64) -> Answer<Verdict> {
-        Answer::now(Ok(account.bucket().admit(account.budget(), now)))
+    fn admit(&self, accounts: &[&Account], reserve: Amounts, now: i64) -> Answer<Admit> {
+        Answer::now(Ok(admit_here(accounts, reserve, now)))
     }
 
-    fn charge(&self, account: &Account, now: i64, tokens: u64) -> Answer<u64> {
-        Answer::now(Ok(account.bucket().charge(account.budget(), now, tokens)))
+    fn settle(&self, account: &Account, settlement: Settlement) {
+        settle_here(account, settlement);
+    }
+
+    fn flush(&self) -> Answer<()> {
+        Answer::now(Ok(()))
     }
 
     fn peek(&self, account: &Account, now: i64) -> Answer<Standing> {
@@ -134,7 +166,8 @@ mod tests {
             Verdict::Admitted(Standing {
                 requests: 1,
                 tokens: 0,
-                quota: 0
+                quota: 0,
+                spend: 0
             })
         ));
         assert_eq!(s.charge("k", &budget, t, 120), 120);
@@ -198,18 +231,33 @@ mod tests {
         let account = limits.account(BudgetKey::key("k"), budget);
         let t = 1_773_900_000;
         let store = MemoryStore::default();
+        let none = Amounts::default();
         assert!(matches!(
-            Store::admit(&store, &account, t),
-            Answer::Ready(Some(Ok(Verdict::Admitted(_))))
+            Store::admit(&store, &[&account], none, t),
+            Answer::Ready(Some(Ok(Admit::Admitted(_))))
         ));
-        assert!(matches!(
-            Store::charge(&store, &account, t, 9),
-            Answer::Ready(Some(Ok(9)))
-        ));
+        let charge = Amounts {
+            tokens: 9,
+            micros: 0,
+        };
+        Store::settle(
+            &store,
+            &account,
+            Settlement {
+                at: t,
+                release: none,
+                charge,
+                now: t,
+            },
+        );
+        assert_eq!(account.bucket().peek(&budget, t).tokens, 9);
         // No lookup in the store: the counts are the account's own.
         assert!(matches!(
-            Store::admit(&MemoryStore::default(), &account, t),
-            Answer::Ready(Some(Ok(Verdict::Refused(Refusal::Requests { .. }))))
+            Store::admit(&MemoryStore::default(), &[&account], none, t),
+            Answer::Ready(Some(Ok(Admit::Refused {
+                which: 0,
+                refusal: Refusal::Requests { .. }
+            })))
         ));
     }
 }

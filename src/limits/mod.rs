@@ -1,30 +1,39 @@
-//! Request and token budgets per key: `requests_per_minute` and `tokens_per_minute` over any
-//! 60 s window, `token_quota` per calendar period (UTC). Counters live behind the [`Store`]
-//! trait: in this process ([`memory`]) or in a Redis shared by the replicas ([`redis`]), held
-//! by [`Limits`] in [`crate::state::AppState`].
+//! Request, token and money budgets per key and identity: `requests_per_minute` and
+//! `tokens_per_minute` over any 60 s window, `token_quota` and the money `budget` per calendar
+//! period (UTC). Counters live behind the [`Store`] trait: in this process ([`memory`]) or in a
+//! Redis shared by the replicas ([`redis`]), held by [`Limits`] in [`crate::state::AppState`].
 //!
 //! A caller's policy holds its key's [`Account`], resolved once per snapshot (the same counters
 //! again after a reload, by key name). A request is admitted before it is sent
-//! ([`Account::admit`]: one request counted, or refused when the key has no budget left), and
-//! the [`Admission`] is settled with the answer's tokens when the answer ends.
+//! ([`Admissions::admit`]: one request counted and its [`Reservation`] held, or refused when it
+//! does not fit), and the [`Admission`] is settled with what the answer used when the answer
+//! ends, or gives its reservation back when no answer comes.
+//!
+//! The invariant: the tokens (and money) of the requests admitted in any window or period never
+//! exceed the budget by more than what their reservations under-estimated.
 
 mod account;
 mod answer;
 mod bucket;
 pub mod memory;
+pub mod price;
 pub mod redis;
+mod reservation;
 mod store;
 pub mod window;
 
-pub use account::{Account, Admission, Admissions, BudgetKey, Charges, Charging};
+pub use account::{Account, Admission, Admissions, BudgetKey};
 pub use answer::{Answer, StoreDown};
 pub use bucket::Bucket;
+pub use price::{Money, Tariff, Tariffs, money};
+pub use reservation::{Amounts, Ceiling, Reservation};
 pub use store::Store;
 
 use crate::config::{IdentityEntry, KeyBudget, KeyEntry, LimitsConfig, OnRedisError, QuotaPeriod};
 use std::sync::Arc;
 
-/// What a key used, as a store reports it (after counting the request being admitted).
+/// What a key used, as a store reports it (after counting the request being admitted and its
+/// reservation); reservations of requests still running count as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Standing {
     /// Requests in the current 60 s window.
@@ -33,6 +42,8 @@ pub struct Standing {
     pub tokens: u64,
     /// Tokens in the current quota period.
     pub quota: u64,
+    /// Money in the current budget period, in micro-units.
+    pub spend: u64,
 }
 
 /// A store's answer to an admission.
@@ -42,12 +53,33 @@ pub enum Verdict {
     Refused(Refusal),
 }
 
-/// Which budget is used up, and when it frees (seconds from now, or a unix time).
+/// Which budget is used up, and when it frees (seconds from now, or a unix time); or which a
+/// request's reservation can never fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    Requests { retry_after: u64 },
-    Tokens { retry_after: u64 },
-    Quota { resets_at: i64 },
+    Requests {
+        retry_after: u64,
+    },
+    Tokens {
+        retry_after: u64,
+    },
+    Quota {
+        resets_at: i64,
+    },
+    /// The budget's money: `spent` of it (reservations of running requests included).
+    Spend {
+        spent: u64,
+        resets_at: i64,
+    },
+    TooLarge(Limit),
+}
+
+/// A limit a reservation is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    TokensPerMinute,
+    TokenQuota,
+    Budget,
 }
 
 /// A request refused by its key's budget, or by an unavailable store.
@@ -76,14 +108,38 @@ pub enum LimitError {
         retry_after_secs: u64,
     },
     #[error(
+        "{who} has spent {} {currency} of its budget of {} {currency} for this {period} (requests still running count what they reserved); it resets at {}",
+        money(*.spent), money(*.budget), window::rfc3339(*.resets_at)
+    )]
+    Spend {
+        who: String,
+        /// Micro-units.
+        spent: u64,
+        /// Micro-units.
+        budget: u64,
+        currency: Box<str>,
+        period: &'static str,
+        /// Unix seconds.
+        resets_at: i64,
+        retry_after_secs: u64,
+    },
+    /// A request whose own reservation is larger than a whole limit: it can never fit.
+    #[error("this request may {need}, more than {who}'s whole {limit}; {fix}")]
+    TooLarge {
+        who: String,
+        need: String,
+        limit: String,
+        fix: String,
+    },
+    #[error(
         "the limits store (limits.redis_url) did not answer and limits.on_redis_error is \"deny\"; retry shortly"
     )]
     StoreUnavailable,
 }
 
 impl LimitError {
-    /// Seconds until the request may succeed.
-    pub fn retry_after_secs(&self) -> u64 {
+    /// Seconds until the request may succeed; `None` when waiting cannot help.
+    pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             LimitError::Requests {
                 retry_after_secs, ..
@@ -93,19 +149,58 @@ impl LimitError {
             }
             | LimitError::Quota {
                 retry_after_secs, ..
-            } => *retry_after_secs,
-            LimitError::StoreUnavailable => 1,
+            }
+            | LimitError::Spend {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            LimitError::StoreUnavailable => Some(1),
+            LimitError::TooLarge { .. } => None,
         }
+    }
+
+    /// The error with money named in `currency` (the config's, which the store does not know).
+    pub fn in_currency(mut self, named: &str) -> LimitError {
+        match &mut self {
+            LimitError::Spend { currency, .. } => *currency = named.into(),
+            LimitError::TooLarge { need, limit, .. } => {
+                *need = need.replace(CURRENCY, named);
+                *limit = limit.replace(CURRENCY, named);
+            }
+            _ => {}
+        }
+        self
     }
 }
 
-/// An admitted request's budget as the client is told it (`x-ratelimit-*` headers).
+/// Where a message names the currency, until [`LimitError::in_currency`] names it.
+const CURRENCY: &str = "{currency}";
+
+/// A store's answer to an admission over one or two accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Every account counted the request; what each uses now, in the order asked.
+    Admitted([Standing; 2]),
+    /// The account at `which` (in the order asked) does not fit; nothing was counted.
+    Refused { which: usize, refusal: Refusal },
+}
+
+/// The end of a reservation: what it did not use, given back where it was counted, and what it
+/// used beyond it, added now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// The second the reservation was counted in.
+    pub at: i64,
+    pub release: Amounts,
+    pub charge: Amounts,
+    pub now: i64,
+}
+
+/// An admitted request's budget as the client is told it (`x-ratelimit-*` headers): its
+/// standing counts the request's own reservation as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
     pub budget: KeyBudget,
     pub standing: Standing,
-    /// The request's prompt estimate, counted as used in `remaining_tokens`.
-    pub estimate: u64,
 }
 
 impl Admitted {
@@ -122,10 +217,7 @@ impl Admitted {
             (None, Some(q)) => (q, self.standing.quota),
             (None, None) => return None,
         };
-        Some((
-            limit,
-            limit.saturating_sub(used.saturating_add(self.estimate)),
-        ))
+        Some((limit, limit.saturating_sub(used)))
     }
 }
 
@@ -139,6 +231,8 @@ pub struct Limits {
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
+    /// The same store, when it is Redis (its settlement queue).
+    redis: Option<redis::RedisStore>,
     /// Every account's counters in this process: the store itself without Redis, the fallback
     /// (`on_redis_error = "allow"`) with it.
     memory: Arc<memory::MemoryStore>,
@@ -163,9 +257,11 @@ impl Limits {
         let Some(r) = &config.redis else {
             return Ok(Limits::with_memory(memory));
         };
+        let redis = redis::RedisStore::new(r)?;
         Ok(Limits {
             inner: Arc::new(Inner {
-                store: Arc::new(redis::RedisStore::new(r)?),
+                store: Arc::new(redis.clone()),
+                redis: Some(redis),
                 memory,
                 refuse_when_down: r.on_error == OnRedisError::Deny,
                 kind: StoreKind::Redis,
@@ -183,6 +279,7 @@ impl Limits {
         Limits {
             inner: Arc::new(Inner {
                 store: memory.clone(),
+                redis: None,
                 memory,
                 refuse_when_down: false,
                 kind: StoreKind::Memory,
@@ -197,6 +294,24 @@ impl Limits {
 
     fn store(&self) -> &dyn Store {
         &*self.inner.store
+    }
+
+    /// Whether the store is this process's memory (so what it counts is settled here).
+    fn is_memory(&self) -> bool {
+        self.inner.kind == StoreKind::Memory
+    }
+
+    /// Starts sending settlements queued for Redis in batches, every
+    /// [`redis::FLUSH_EVERY`], on the current runtime; `None` without Redis (or when started
+    /// already). Call [`Limits::flush`] at shutdown for what is queued then.
+    pub fn start_settling(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.redis.as_ref()?.start_settling()
+    }
+
+    /// Sends the settlements queued for Redis now (at shutdown), waiting at most the store's
+    /// timeout.
+    pub async fn flush(&self) {
+        let _ = self.store().flush().await;
     }
 
     fn shown(&self) -> &str {
@@ -317,9 +432,17 @@ fn quota_gauge(legacy: bool, name: &str) -> metrics::Gauge {
     )
 }
 
-/// The error for a refusal, naming whose budget, the limit and when it frees up.
-fn refusal(key: &BudgetKey, budget: &KeyBudget, r: Refusal, now: i64) -> LimitError {
+/// The error for a refusal, naming whose budget, the limit and when it frees up (or, for a
+/// request that can never fit, what it reserved and what to lower).
+fn refusal(
+    key: &BudgetKey,
+    budget: &KeyBudget,
+    r: Refusal,
+    now: i64,
+    reservation: &Reservation,
+) -> LimitError {
     let who = key.describe();
+    let retry_until = |resets_at: i64| (resets_at - now).max(1) as u64;
     match r {
         Refusal::Requests { retry_after } => LimitError::Requests {
             who,
@@ -336,8 +459,55 @@ fn refusal(key: &BudgetKey, budget: &KeyBudget, r: Refusal, now: i64) -> LimitEr
             limit: budget.token_quota.unwrap_or(0),
             period: period_word(budget.token_quota_period),
             resets_at: window::rfc3339(resets_at),
-            retry_after_secs: (resets_at - now).max(1) as u64,
+            retry_after_secs: retry_until(resets_at),
         },
+        Refusal::Spend { spent, resets_at } => LimitError::Spend {
+            who,
+            spent,
+            budget: budget.budget_micros.unwrap_or(0),
+            currency: Box::from(""),
+            period: period_word(budget.budget_period),
+            resets_at,
+            retry_after_secs: retry_until(resets_at),
+        },
+        Refusal::TooLarge(limit) => too_large(who, budget, limit, reservation),
+    }
+}
+
+/// The error for a reservation larger than a whole limit.
+fn too_large(who: String, budget: &KeyBudget, limit: Limit, r: &Reservation) -> LimitError {
+    let tokens = r.amounts().tokens;
+    match limit {
+        Limit::TokensPerMinute | Limit::TokenQuota => {
+            let (name, value) = match limit {
+                Limit::TokensPerMinute => ("tokens_per_minute", budget.tokens_per_minute),
+                _ => ("token_quota", budget.token_quota),
+            };
+            let value = value.unwrap_or(0);
+            LimitError::TooLarge {
+                who,
+                need: format!("use up to {tokens} tokens ({})", r.made_of()),
+                limit: format!("{name} of {value}"),
+                fix: r.fix(value),
+            }
+        }
+        Limit::Budget => {
+            let value = budget.budget_micros.unwrap_or(0);
+            LimitError::TooLarge {
+                who,
+                need: format!(
+                    "cost up to {} {CURRENCY} ({tokens} tokens: {}, at the model's price)",
+                    money(r.micros),
+                    r.made_of()
+                ),
+                limit: format!(
+                    "budget of {} {CURRENCY} per {}",
+                    money(value),
+                    period_word(budget.budget_period)
+                ),
+                fix: r.fix_money(value),
+            }
+        }
     }
 }
 
@@ -366,7 +536,21 @@ mod tests {
             tokens_per_minute: None,
             token_quota,
             token_quota_period: QuotaPeriod::Day,
+            budget_micros: None,
+            budget_period: QuotaPeriod::Month,
         }
+    }
+
+    /// What a request of `tokens` prompt tokens and no answer reserves.
+    fn reserving(tokens: u64) -> Reservation {
+        Reservation {
+            prompt: tokens,
+            ..Reservation::NONE
+        }
+    }
+
+    fn used(tokens: u64) -> Amounts {
+        Amounts { tokens, micros: 0 }
     }
 
     #[tokio::test]
@@ -374,10 +558,14 @@ mod tests {
         let limits = Limits::in_memory();
         // The snapshot before the reload resolves its accounts; requests count in them.
         let before = limits.account_for(&entry("team-a", Some(2), None));
-        assert!(before.admit(0).await.unwrap().settle(7).pending().is_none());
-        before.admit(0).await.unwrap();
+        before
+            .admit(&Reservation::NONE)
+            .await
+            .unwrap()
+            .settle(used(7));
+        let _held = before.admit(&Reservation::NONE).await.unwrap();
         assert!(matches!(
-            before.admit(0).await,
+            before.admit(&Reservation::NONE).await,
             Err(LimitError::Requests { limit: 2, .. })
         ));
         // The reloaded snapshot resolves the same key again, with a new budget.
@@ -385,9 +573,12 @@ mod tests {
         let standing = after.peek().await.unwrap();
         assert_eq!((standing.requests, standing.tokens), (2, 7));
         assert_eq!(standing.quota, 7);
-        let admitted = after.admit(0).await.unwrap();
+        let admitted = after.admit(&Reservation::NONE).await.unwrap();
         assert_eq!(admitted.admitted().requests(), Some((3, 0)));
-        assert!(after.admit(0).await.is_err(), "three of three used");
+        assert!(
+            after.admit(&Reservation::NONE).await.is_err(),
+            "three of three used"
+        );
         // A key added by the reload starts at nothing.
         let added = limits.account_for(&entry("team-b", Some(1), None));
         assert_eq!(added.peek().await.unwrap(), Standing::default());
@@ -413,9 +604,9 @@ mod tests {
                         .build()
                         .unwrap();
                     for _ in 0..5_000 {
-                        let admission = rt.block_on(account.admit(0)).unwrap();
-                        // In memory a charge is recorded before it returns.
-                        assert!(admission.settle(3).pending().is_none());
+                        let admission = rt.block_on(account.admit(&reserving(2))).unwrap();
+                        // In memory a settlement is recorded before it returns.
+                        admission.settle(used(3));
                     }
                 });
             }
@@ -439,13 +630,13 @@ mod tests {
         let nobody = BudgetKey::key("nobody");
         assert_eq!(limits.peek(&nobody, &budget).await, Ok(Standing::default()));
         let adhoc = limits.account(BudgetKey::key("ad hoc {name}"), budget);
-        adhoc.admit(0).await.unwrap();
-        let refused = adhoc.admit(0).await.unwrap_err();
+        let _held = adhoc.admit(&Reservation::NONE).await.unwrap();
+        let refused = adhoc.admit(&Reservation::NONE).await.unwrap_err();
         assert_eq!(
             refused.to_string(),
             format!(
                 "key \"ad hoc {{name}}\" is over its requests_per_minute limit of 1; retry in {}s",
-                refused.retry_after_secs()
+                refused.retry_after_secs().unwrap()
             )
         );
         assert_eq!(
@@ -463,7 +654,6 @@ mod tests {
     fn redis_down(on_error: OnRedisError) -> Limits {
         let url = "redis://127.0.0.1:9/0";
         Limits::new(&LimitsConfig {
-            max_users: crate::config::DEFAULT_MAX_USERS,
             redis: Some(RedisConfig {
                 url: url.to_string().into(),
                 shown: url.into(),
@@ -471,6 +661,7 @@ mod tests {
                 on_error,
                 ca_file: None,
             }),
+            ..LimitsConfig::default()
         })
         .unwrap()
     }
@@ -484,14 +675,18 @@ mod tests {
         let allow = redis_down(OnRedisError::Allow);
         assert_eq!(allow.kind(), StoreKind::Redis);
         let account = allow.account(BudgetKey::key("k"), budget);
-        let admission = account.admit(0).await.unwrap();
+        let admission = account.admit(&reserving(10)).await.unwrap();
         assert_eq!(admission.admitted().requests(), Some((1, 0)));
-        // A charge that Redis did not take is counted here.
-        let charging = admission.settle(5).pending().expect("waits for Redis");
-        charging.await;
+        // Reserved here while Redis is away, so settled here: never sent to a Redis that did
+        // not count it.
+        assert_eq!(account.bucket().peek(&budget, now()).tokens, 10);
+        admission.settle(used(5));
         assert_eq!(account.bucket().peek(&budget, now()).tokens, 5);
         assert!(
-            matches!(account.admit(0).await, Err(LimitError::Requests { .. })),
+            matches!(
+                account.admit(&Reservation::NONE).await,
+                Err(LimitError::Requests { .. })
+            ),
             "counted here: the second request of the minute is refused"
         );
         let err = allow.peek(&BudgetKey::key("k"), &budget).await.unwrap_err();
@@ -504,7 +699,7 @@ mod tests {
         let deny = redis_down(OnRedisError::Deny);
         let account = deny.account(BudgetKey::key("k"), budget);
         assert!(matches!(
-            account.admit(0).await,
+            account.admit(&Reservation::NONE).await,
             Err(LimitError::StoreUnavailable)
         ));
     }

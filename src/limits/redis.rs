@@ -1,16 +1,27 @@
 //! The limits store in Redis, shared by every replica: per-second buckets of the 60 s windows
-//! in hashes, and one counter per quota period, each updated by one Lua script (atomic: no
-//! read-modify-write races between replicas) and each expiring by itself. A call that does not
-//! answer within `limits.redis_timeout_ms` fails; the caller then applies
-//! `limits.on_redis_error`. After a failure Redis is left alone for [`PAUSE_AFTER_FAILURE_MS`],
-//! so an outage costs requests nothing; the outage is logged once and counted.
+//! in hashes, and one counter per quota and budget period, each expiring by itself.
+//!
+//! One round trip before the answer: a request is admitted by one Lua script over every budget
+//! it is counted against (its caller's, and its user's inside an identity: one hash slot), which
+//! checks that the reservation fits each and then counts it in each, atomically across
+//! replicas. Settlement is off the request's path: queued in this process ([`queue`]) and sent
+//! in batches, one pipelined round trip every [`FLUSH_EVERY`] and at shutdown.
+//!
+//! A call that does not answer within `limits.redis_timeout_ms` fails; the caller then applies
+//! `limits.on_redis_error`. After a failure Redis is left alone for
+//! [`PAUSE_AFTER_FAILURE_MS`], so an outage costs requests nothing; the outage is logged once
+//! and counted.
+
+mod queue;
 
 use super::account::Account;
 use super::answer::{Answer, StoreDown};
+use super::reservation::Amounts;
 use super::store::Store;
 use super::window::period_bounds;
-use super::{BudgetKey, Refusal, Standing, Verdict};
+use super::{Admit, BudgetKey, Limit, Refusal, Settlement, Standing};
 use crate::config::{KeyBudget, RedisConfig};
+pub use queue::{FLUSH_EVERY, MARKER_SECS, MAX_QUEUED, RETRY_FOR};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -19,14 +30,23 @@ use std::time::Duration;
 
 /// After a failed call, calls fail at once for this long, then Redis is tried again.
 pub const PAUSE_AFTER_FAILURE_MS: i64 = 500;
-/// Quota counters outlive their period by this much (seconds), then expire.
-const QUOTA_MARGIN_SECS: i64 = 3600;
+/// Quota and budget counters outlive their period by this much (seconds), then expire.
+const PERIOD_MARGIN_SECS: i64 = 3600;
 
-/// Atomic admission. Window hashes map second → amount; buckets older than the window are
-/// deleted. Refuses (1 requests, 2 tokens, 3 quota) before counting; counts the request when
-/// admitted. Returns {verdict, retry_after, requests, tokens, quota}.
-const ADMIT: &str = r"
+/// Atomic admission of one request against every account in KEYS (four keys each: requests
+/// and tokens windows, quota and spend counters), the last KEY marking the admission. Window
+/// hashes map second → amount; buckets older than the window are deleted. ARGV: now, reserved
+/// tokens, reserved micro-units, mode (`admit` or `peek`), then six per account: rpm, tpm,
+/// quota, budget (0: none), and when the quota and spend counters expire. Checks every account
+/// first (the reservation never fits: 5 tpm, 6 quota, 7 budget; used up: 1 requests, 2 tokens,
+/// 3 quota, 4 spend), then marks the admission (8, counting nothing, when it was given up
+/// already: see VOID) and counts the request and its reservation in each. Returns {verdict,
+/// retry_after, account refused (or -1), then requests, tokens, quota, spend of each account
+/// after counting} (refused: of the one refused).
+#[doc(hidden)] // public for the tests that run it against a real Redis
+pub const ADMIT: &str = r"
 local now = tonumber(ARGV[1])
+local rt, rm = tonumber(ARGV[2]), tonumber(ARGV[3])
 local function window(key)
   local flat = redis.call('HGETALL', key)
   local buckets, used = {}, 0
@@ -45,26 +65,125 @@ local function retry_after(used, buckets, limit)
   end
   return 1
 end
-local rpm, tpm, quota = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local r, rb = window(KEYS[1])
-local t, tb = window(KEYS[2])
-local q = tonumber(redis.call('GET', KEYS[3]) or '0')
-if ARGV[5] == 'peek' then return {0, 0, r, t, q} end
-if rpm > 0 and r >= rpm then return {1, retry_after(r, rb, rpm), r, t, q} end
-if tpm > 0 and t >= tpm then return {2, retry_after(t, tb, tpm), r, t, q} end
-if quota > 0 and q >= quota then return {3, 0, r, t, q} end
-redis.call('HINCRBY', KEYS[1], now, 1)
-redis.call('EXPIRE', KEYS[1], 61)
-return {0, 0, r + 1, t, q}
+local function need(n) if n < 1 then return 1 end return n end
+local accounts = (#KEYS - 1) / 4
+local seen = {}
+for i = 0, accounts - 1 do
+  local k, a = i * 4, 4 + i * 6
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local quota, budget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local r, rb = window(KEYS[k + 1])
+  local t, tb = window(KEYS[k + 2])
+  local q = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+  local s = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+  if ARGV[4] == 'peek' then return {0, 0, -1, r, t, q, s} end
+  local function refuse(v, retry) return {v, retry, i, r, t, q, s} end
+  if tpm > 0 and rt > tpm then return refuse(5, 0) end
+  if quota > 0 and rt > quota then return refuse(6, 0) end
+  if budget > 0 and rm > budget then return refuse(7, 0) end
+  if rpm > 0 and r >= rpm then return refuse(1, retry_after(r, rb, rpm)) end
+  if tpm > 0 and t + need(rt) > tpm then
+    return refuse(2, retry_after(t, tb, tpm - need(rt) + 1))
+  end
+  if quota > 0 and q + need(rt) > quota then return refuse(3, 0) end
+  if budget > 0 and rm > 0 and s + rm > budget then return refuse(4, 0) end
+  seen[i + 1] = {r, t, q, s}
+end
+if not redis.call('SET', KEYS[#KEYS], 'held', 'NX', 'EX', 60) then return {8, 0, -1} end
+local out = {0, 0, -1}
+for i = 0, accounts - 1 do
+  local k, a = i * 4, 4 + i * 6
+  redis.call('HINCRBY', KEYS[k + 1], ARGV[1], 1)
+  redis.call('EXPIRE', KEYS[k + 1], 61)
+  if rt > 0 then
+    redis.call('HINCRBY', KEYS[k + 2], ARGV[1], ARGV[2])
+    redis.call('EXPIRE', KEYS[k + 2], 61)
+    redis.call('INCRBY', KEYS[k + 3], ARGV[2])
+    redis.call('EXPIREAT', KEYS[k + 3], ARGV[a + 5])
+  end
+  if rm > 0 then
+    redis.call('INCRBY', KEYS[k + 4], ARGV[3])
+    redis.call('EXPIREAT', KEYS[k + 4], ARGV[a + 6])
+  end
+  local c = seen[i + 1]
+  out[#out + 1] = c[1] + 1
+  out[#out + 1] = c[2] + rt
+  out[#out + 1] = c[3] + rt
+  out[#out + 1] = c[4] + rm
+end
+return out
 ";
 
-/// Atomic charge of tokens to the window and the quota period. Returns the quota used.
-const CHARGE: &str = r"
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], 61)
-local q = redis.call('INCRBY', KEYS[2], ARGV[2])
-redis.call('EXPIREAT', KEYS[2], ARGV[3])
-return q
+/// One settlement of one account (settlements of one second merged): tokens and micro-units
+/// added (ARGV[2] = '1') or given back (else) at second ARGV[1], in the window (KEYS[1]) and in
+/// the quota (KEYS[2]) and spend (KEYS[3]) counters of the periods holding that second. Given
+/// back never below zero, and never into a counter that is gone (expired, or a Redis that came
+/// back empty). KEYS[4] marks the settlement applied (for a minute), so a batch sent again after
+/// a timeout is never counted twice. ARGV: second, add, tokens, micro-units, when the
+/// quota and spend counters expire. Returns {quota used, spend used}, or {-1, -1} when applied
+/// already.
+#[doc(hidden)] // public for the tests that run it against a real Redis
+pub const SETTLE: &str = r"
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 60) then return {-1, -1} end
+local tokens, micros = tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[2] == '1' then
+  if tokens > 0 then
+    redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+    redis.call('EXPIRE', KEYS[1], 61)
+    redis.call('INCRBY', KEYS[2], ARGV[3])
+    redis.call('EXPIREAT', KEYS[2], ARGV[5])
+  end
+  if micros > 0 then
+    redis.call('INCRBY', KEYS[3], ARGV[4])
+    redis.call('EXPIREAT', KEYS[3], ARGV[6])
+  end
+else
+  if tokens > 0 then
+    local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+    if v > tokens then redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[3])
+    elseif v > 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+    local q = tonumber(redis.call('GET', KEYS[2]) or '0')
+    if q > tokens then redis.call('DECRBY', KEYS[2], ARGV[3])
+    elseif q > 0 then redis.call('DEL', KEYS[2]) end
+  end
+  if micros > 0 then
+    local s = tonumber(redis.call('GET', KEYS[3]) or '0')
+    if s > micros then redis.call('DECRBY', KEYS[3], ARGV[4])
+    elseif s > 0 then redis.call('DEL', KEYS[3]) end
+  end
+end
+return {tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', KEYS[3]) or '0')}
+";
+
+/// An admission given up by the proxy (no answer within the timeout): if Redis counted it after
+/// all (its marker KEYS[1] says `held`), its request and reservation are given back at second
+/// ARGV[1] in every account (KEYS from 2 on, four each: requests and tokens windows, quota and
+/// spend counters of the periods holding that second); then the marker says `void`, so an
+/// admission arriving after this counts nothing. ARGV: second, tokens, micro-units. Returns
+/// {-1, -1}.
+#[doc(hidden)] // public for the tests that run it against a real Redis
+pub const VOID: &str = r"
+local held = redis.call('GET', KEYS[1]) == 'held'
+redis.call('SET', KEYS[1], 'void', 'EX', 60)
+if not held then return {-1, -1} end
+local tokens, micros = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function take_field(key, n)
+  local v = tonumber(redis.call('HGET', key, ARGV[1]) or '0')
+  if v > n then redis.call('HINCRBY', key, ARGV[1], -n)
+  elseif v > 0 then redis.call('HDEL', key, ARGV[1]) end
+end
+local function take(key, n)
+  local v = tonumber(redis.call('GET', key) or '0')
+  if v > n then redis.call('DECRBY', key, n)
+  elseif v > 0 then redis.call('DEL', key) end
+end
+for i = 0, (#KEYS - 1) / 4 - 1 do
+  local k = 1 + i * 4
+  take_field(KEYS[k + 1], 1)
+  if tokens > 0 then take_field(KEYS[k + 2], tokens); take(KEYS[k + 3], tokens) end
+  if micros > 0 then take(KEYS[k + 4], micros) end
+end
+return {-1, -1}
 ";
 
 /// Counters in Redis (cheap to clone: a call on its way holds one).
@@ -82,7 +201,10 @@ struct Connection {
     /// The URL's password, only to scrub it from error texts.
     password: Option<SecretString>,
     admit: redis::Script,
-    charge: redis::Script,
+    settle: redis::Script,
+    void: redis::Script,
+    /// Settlements on their way to Redis.
+    queue: queue::Queue,
     down: AtomicBool,
     /// Unix milliseconds before which calls fail without trying.
     paused_until: AtomicI64,
@@ -98,19 +220,33 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// The Redis keys of one budget key; the `{…}` hash tag keeps them in one cluster slot.
-fn keys(key: &BudgetKey, budget: &KeyBudget, now: i64) -> ([String; 3], i64) {
-    let (start, end) = period_bounds(budget.token_quota_period, now);
-    let period = budget.token_quota_period.name();
+/// The Redis keys of one budget key at second `at`: its requests and tokens windows, its quota
+/// and spend counters of the periods holding `at`, and when those two expire. The `{…}` hash
+/// tag keeps them in one cluster slot.
+struct Keys {
+    requests: String,
+    tokens: String,
+    quota: String,
+    spend: String,
+    quota_expires: i64,
+    spend_expires: i64,
+}
+
+fn keys(key: &BudgetKey, budget: &KeyBudget, at: i64) -> Keys {
+    let (quota_start, quota_end) = period_bounds(budget.token_quota_period, at);
+    let (spend_start, spend_end) = period_bounds(budget.budget_period, at);
     let base = key.redis_base();
-    (
-        [
-            format!("{base}:requests"),
-            format!("{base}:tokens"),
-            format!("{base}:quota:{period}:{start}"),
-        ],
-        end + QUOTA_MARGIN_SECS,
-    )
+    Keys {
+        requests: format!("{base}:requests"),
+        tokens: format!("{base}:tokens"),
+        quota: format!(
+            "{base}:quota:{}:{quota_start}",
+            budget.token_quota_period.name()
+        ),
+        spend: format!("{base}:spend:{}:{spend_start}", budget.budget_period.name()),
+        quota_expires: quota_end + PERIOD_MARGIN_SECS,
+        spend_expires: spend_end + PERIOD_MARGIN_SECS,
+    }
 }
 
 impl RedisStore {
@@ -134,7 +270,9 @@ impl RedisStore {
                     .ok()
                     .and_then(|u| u.password().map(|p| SecretString::from(p.to_string()))),
                 admit: redis::Script::new(ADMIT),
-                charge: redis::Script::new(CHARGE),
+                settle: redis::Script::new(SETTLE),
+                void: redis::Script::new(VOID),
+                queue: queue::Queue::default(),
                 down: AtomicBool::new(false),
                 paused_until: AtomicI64::new(0),
                 failures: metrics::counter!("entra_proxy_limits_store_errors_total"),
@@ -146,18 +284,47 @@ impl RedisStore {
     pub fn shown(&self) -> &str {
         &self.inner.shown
     }
+
+    /// Sends queued settlements every [`FLUSH_EVERY`] on the current runtime, from now on;
+    /// `None` when started already.
+    pub(super) fn start_settling(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.inner.queue.start() {
+            return None;
+        }
+        let this = self.inner.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.flush().await;
+            }
+        }))
+    }
 }
 
-/// One script call per step, each owning what it needs (the answer may be spawned).
+/// Admission and peeks are one script call each, owning what they need (the answer may be
+/// spawned); settlements are queued.
 impl Store for RedisStore {
-    fn admit(&self, account: &Account, now: i64) -> Answer<Verdict> {
-        let (this, key, budget) = (self.inner.clone(), account.key().clone(), *account.budget());
-        Answer::later(async move { this.admit(&key, &budget, now).await })
+    fn admit(&self, accounts: &[&Account], reserve: Amounts, now: i64) -> Answer<Admit> {
+        let this = self.inner.clone();
+        let mut asked = [None, None];
+        for (slot, a) in asked.iter_mut().zip(accounts) {
+            *slot = Some((a.key().clone(), *a.budget()));
+        }
+        Answer::later(async move { this.admit(asked, reserve, now).await })
     }
 
-    fn charge(&self, account: &Account, now: i64, tokens: u64) -> Answer<u64> {
-        let (this, key, budget) = (self.inner.clone(), account.key().clone(), *account.budget());
-        Answer::later(async move { this.charge(&key, &budget, now, tokens).await })
+    fn settle(&self, account: &Account, settlement: Settlement) {
+        self.inner.queue.push(account, settlement);
+    }
+
+    fn flush(&self) -> Answer<()> {
+        let this = self.inner.clone();
+        Answer::later(async move {
+            this.flush().await;
+            Ok(())
+        })
     }
 
     fn peek(&self, account: &Account, now: i64) -> Answer<Standing> {
@@ -183,24 +350,67 @@ impl Store for RedisStore {
 }
 
 impl Connection {
-    /// Takes one request from `key`'s budget in Redis.
+    /// Takes one request and its reservation from every budget `asked`, in one script call.
+    /// When no answer comes (a timeout, a connection lost on the way), the admission may still
+    /// reach Redis later: it is queued to be voided.
     async fn admit(
         &self,
-        key: &BudgetKey,
-        budget: &KeyBudget,
+        asked: [Option<(BudgetKey, KeyBudget)>; 2],
+        reserve: Amounts,
         now: i64,
-    ) -> Result<Verdict, StoreDown> {
-        let (k, _) = keys(key, budget, now);
-        let args = [
-            now,
-            budget.requests_per_minute.map_or(0, i64::from),
-            budget.tokens_per_minute.map_or(0, |n| n as i64),
-            budget.token_quota.map_or(0, |n| n as i64),
-        ];
-        let mut call = self.admit.key(&k[..]);
-        call.arg(&args[..]).arg("admit");
+    ) -> Result<Admit, StoreDown> {
+        let Some((first, _)) = &asked[0] else {
+            return Ok(Admit::Admitted([Standing::default(); 2]));
+        };
+        let marker = self.queue.admission_marker(&first.redis_base());
+        let result = self.admit_marked(&asked, reserve, now, &marker).await;
+        if matches!(result, Err(StoreDown::Timeout(_) | StoreDown::Redis(_))) {
+            self.queue.void(queue::Void {
+                asked,
+                at: now,
+                reserve,
+                marker,
+            });
+        }
+        result
+    }
+
+    /// [`Connection::admit`]'s script call, marking the admission with `marker`.
+    async fn admit_marked(
+        &self,
+        asked: &[Option<(BudgetKey, KeyBudget)>; 2],
+        reserve: Amounts,
+        now: i64,
+        marker: &str,
+    ) -> Result<Admit, StoreDown> {
+        let mut call = self.admit.prepare_invoke();
+        call.arg(now)
+            .arg(reserve.tokens)
+            .arg(reserve.micros)
+            .arg("admit");
+        let mut budgets = [KeyBudget::default(); 2];
+        for (i, (key, budget)) in asked.iter().flatten().enumerate() {
+            let k = keys(key, budget, now);
+            call.key(&k.requests)
+                .key(&k.tokens)
+                .key(&k.quota)
+                .key(&k.spend);
+            call.arg(budget.requests_per_minute.map_or(0, u64::from))
+                .arg(budget.tokens_per_minute.unwrap_or(0))
+                .arg(budget.token_quota.unwrap_or(0))
+                .arg(budget.budget_micros.unwrap_or(0))
+                .arg(k.quota_expires)
+                .arg(k.spend_expires);
+            budgets[i] = *budget;
+        }
+        call.key(marker);
         let r: Vec<i64> = self.run(call).await?;
-        Ok(verdict(&r, budget, now))
+        if r.first() == Some(&8) {
+            return Err(StoreDown::Redis(
+                "the admission was given up already".into(),
+            ));
+        }
+        Ok(admit_answer(&r, &budgets, now))
     }
 
     /// What `key` used, without counting anything.
@@ -210,26 +420,18 @@ impl Connection {
         budget: &KeyBudget,
         now: i64,
     ) -> Result<Standing, StoreDown> {
-        let (k, _) = keys(key, budget, now);
-        let mut call = self.admit.key(&k[..]);
-        call.arg(&[now, 0, 0, 0][..]).arg("peek");
+        let k = keys(key, budget, now);
+        let mut call = self.admit.prepare_invoke();
+        call.key(&k.requests)
+            .key(&k.tokens)
+            .key(&k.quota)
+            .key(&k.spend)
+            .key(format!("{}:peek", key.redis_base()));
+        call.arg(&[now, 0, 0][..])
+            .arg("peek")
+            .arg(&[0, 0, 0, 0, k.quota_expires, k.spend_expires][..]);
         let r: Vec<i64> = self.run(call).await?;
-        Ok(standing(&r))
-    }
-
-    /// Adds `tokens` to `key`'s window and quota period; returns the quota used.
-    async fn charge(
-        &self,
-        key: &BudgetKey,
-        budget: &KeyBudget,
-        now: i64,
-        tokens: u64,
-    ) -> Result<u64, StoreDown> {
-        let (k, expire_at) = keys(key, budget, now);
-        let mut call = self.charge.key(&k[1]);
-        call.key(&k[2]).arg(now).arg(tokens).arg(expire_at);
-        let q: i64 = self.run(call).await?;
-        Ok(q.max(0) as u64)
+        Ok(standing(r.get(3..).unwrap_or_default()))
     }
 
     /// The users of `identity` with counters in Redis: their keys found by `SCAN` (in steps, so
@@ -266,28 +468,132 @@ impl Connection {
         }
     }
 
+    /// Sends the queued settlements in one pipelined round trip (loading the script first if
+    /// Redis lost it); a batch that fails is kept to send again as it was.
+    async fn flush(&self) {
+        let batch = self.queue.batch();
+        if batch.is_empty() {
+            return;
+        }
+        if self.open().is_err() {
+            self.queue.again(batch);
+            return;
+        }
+        let calls: Vec<_> = batch.iter().map(|sent| self.call_of(sent)).collect();
+        let mut pipe = redis::pipe();
+        for call in &calls {
+            pipe.invoke_script(call);
+        }
+        let result = self.send(&pipe).await;
+        self.record(result.as_ref().err());
+        match result {
+            Ok(answers) => {
+                for (sent, (quota, _)) in batch.iter().zip(answers) {
+                    if let queue::Call::Settle { item, .. } = &sent.call
+                        && quota >= 0
+                    {
+                        item.account.publish(quota as u64);
+                    }
+                }
+            }
+            Err(_) => self.queue.again(batch),
+        }
+    }
+
+    /// The script call of one batch item.
+    fn call_of<'a>(&'a self, sent: &queue::Sent) -> redis::ScriptInvocation<'a> {
+        match &sent.call {
+            queue::Call::Settle { item, marker } => {
+                let (key, budget) = (item.account.key(), item.account.budget());
+                let k = keys(key, budget, item.at);
+                let mut call = self.settle.prepare_invoke();
+                call.key(&k.tokens)
+                    .key(&k.quota)
+                    .key(&k.spend)
+                    .key(self.queue.marker(&key.redis_base(), *marker));
+                call.arg(item.at)
+                    .arg(if item.add { "1" } else { "0" })
+                    .arg(item.amounts.tokens)
+                    .arg(item.amounts.micros)
+                    .arg(k.quota_expires)
+                    .arg(k.spend_expires);
+                call
+            }
+            queue::Call::Void(void) => {
+                let mut call = self.void.prepare_invoke();
+                call.key(&void.marker);
+                for (key, budget) in void.asked.iter().flatten() {
+                    let k = keys(key, budget, void.at);
+                    call.key(&k.requests)
+                        .key(&k.tokens)
+                        .key(&k.quota)
+                        .key(&k.spend);
+                }
+                call.arg(void.at)
+                    .arg(void.reserve.tokens)
+                    .arg(void.reserve.micros);
+                call
+            }
+        }
+    }
+
+    /// Sends a pipeline of settlement scripts within the timeout; loads the scripts and sends
+    /// again once when Redis does not know one (a restart, a failover).
+    async fn send(&self, pipe: &redis::Pipeline) -> Result<Vec<(i64, i64)>, StoreDown> {
+        let mut conn = self.conn.clone();
+        let call = async {
+            match pipe.query_async(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.settle.prepare_invoke().load_async(&mut conn).await?;
+                    self.void.prepare_invoke().load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(StoreDown::Timeout(self.timeout.as_millis())),
+            Ok(Err(e)) => Err(StoreDown::Redis(describe(&e, self.password.as_ref()))),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
     /// Runs one script call within the timeout, pausing after failures.
     async fn run<T: redis::FromRedisValue>(
         &self,
         call: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreDown> {
-        let now_ms = unix_ms();
-        if now_ms < self.paused_until.load(Ordering::Relaxed) {
-            return Err(StoreDown::Paused);
-        }
+        self.open()?;
         let mut conn = self.conn.clone();
         let result = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
             Err(_) => Err(StoreDown::Timeout(self.timeout.as_millis())),
             Ok(Err(e)) => Err(StoreDown::Redis(describe(&e, self.password.as_ref()))),
             Ok(Ok(v)) => Ok(v),
         };
-        match &result {
-            Ok(_) => {
+        self.record(result.as_ref().err());
+        result
+    }
+
+    /// `Err` while calls are paused after a failure.
+    fn open(&self) -> Result<(), StoreDown> {
+        match unix_ms() < self.paused_until.load(Ordering::Relaxed) {
+            true => Err(StoreDown::Paused),
+            false => Ok(()),
+        }
+    }
+
+    /// Notes a call's outcome: a failure pauses calls, is counted, and is logged once per
+    /// outage; the first success after one says Redis is back.
+    fn record(&self, failure: Option<&StoreDown>) {
+        match failure {
+            None => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(redis = %self.shown, "limits store is back: counting in Redis again");
                 }
             }
-            Err(e) => {
+            Some(e) => {
                 self.failures.increment(1);
                 self.paused_until
                     .store(unix_ms() + PAUSE_AFTER_FAILURE_MS, Ordering::Relaxed);
@@ -296,7 +602,6 @@ impl Connection {
                 }
             }
         }
-        result
     }
 }
 
@@ -385,25 +690,46 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Requests, tokens, quota and spend, from four numbers of a script's answer.
 fn standing(r: &[i64]) -> Standing {
     let at = |i: usize| r.get(i).copied().unwrap_or(0).max(0) as u64;
     Standing {
-        requests: at(2),
-        tokens: at(3),
-        quota: at(4),
+        requests: at(0),
+        tokens: at(1),
+        quota: at(2),
+        spend: at(3),
     }
 }
 
-fn verdict(r: &[i64], budget: &KeyBudget, now: i64) -> Verdict {
-    let retry_after = r.get(1).copied().unwrap_or(1).max(1) as u64;
-    match r.first().copied().unwrap_or(0) {
-        1 => Verdict::Refused(Refusal::Requests { retry_after }),
-        2 => Verdict::Refused(Refusal::Tokens { retry_after }),
-        3 => Verdict::Refused(Refusal::Quota {
+/// The admission script's answer: every account's standing, or which refused and why.
+fn admit_answer(r: &[i64], budgets: &[KeyBudget; 2], now: i64) -> Admit {
+    let at = |i: usize| r.get(i).copied().unwrap_or(0);
+    let which = at(2).clamp(0, 1) as usize;
+    let budget = &budgets[which];
+    let retry_after = at(1).max(1) as u64;
+    let refusal = match at(0) {
+        0 => {
+            let rest = r.get(3..).unwrap_or_default();
+            let mut both = [Standing::default(); 2];
+            for (slot, chunk) in both.iter_mut().zip(rest.chunks(4)) {
+                *slot = standing(chunk);
+            }
+            return Admit::Admitted(both);
+        }
+        1 => Refusal::Requests { retry_after },
+        2 => Refusal::Tokens { retry_after },
+        3 => Refusal::Quota {
             resets_at: period_bounds(budget.token_quota_period, now).1,
-        }),
-        _ => Verdict::Admitted(standing(r)),
-    }
+        },
+        4 => Refusal::Spend {
+            spent: at(6).max(0) as u64,
+            resets_at: period_bounds(budget.budget_period, now).1,
+        },
+        5 => Refusal::TooLarge(Limit::TokensPerMinute),
+        6 => Refusal::TooLarge(Limit::TokenQuota),
+        _ => Refusal::TooLarge(Limit::Budget),
+    };
+    Admit::Refused { which, refusal }
 }
 
 #[cfg(test)]
@@ -412,13 +738,76 @@ mod tests {
     use crate::limits::window::WINDOW_SECS;
 
     #[test]
-    fn keys_share_a_hash_tag_and_quota_keys_name_their_period() {
-        let budget = KeyBudget::default();
-        let ([r, t, q], expire) = keys(&BudgetKey::key("team-a"), &budget, 1_773_900_000);
-        assert_eq!(r, "entra-proxy:{team-a}:requests");
-        assert_eq!(t, "entra-proxy:{team-a}:tokens");
-        assert_eq!(q, "entra-proxy:{team-a}:quota:month:1772323200");
-        assert_eq!(expire, 1_775_001_600 + QUOTA_MARGIN_SECS);
+    fn keys_share_a_hash_tag_and_period_keys_name_their_period() {
+        let budget = KeyBudget {
+            budget_period: crate::config::QuotaPeriod::Day,
+            ..KeyBudget::default()
+        };
+        let k = keys(&BudgetKey::key("team-a"), &budget, 1_773_900_000);
+        assert_eq!(k.requests, "entra-proxy:{team-a}:requests");
+        assert_eq!(k.tokens, "entra-proxy:{team-a}:tokens");
+        assert_eq!(k.quota, "entra-proxy:{team-a}:quota:month:1772323200");
+        assert_eq!(k.spend, "entra-proxy:{team-a}:spend:day:1773878400");
+        assert_eq!(k.quota_expires, 1_775_001_600 + PERIOD_MARGIN_SECS);
+        assert_eq!(k.spend_expires, 1_773_964_800 + PERIOD_MARGIN_SECS);
         assert_eq!(WINDOW_SECS, 60, "the scripts assume a 60 s window");
+        let user = BudgetKey::User {
+            identity: Arc::from("analysts"),
+            oid: Arc::from("o"),
+        };
+        let identity = keys(&BudgetKey::identity("analysts"), &budget, 0);
+        assert!(keys(&user, &budget, 0).requests.contains("{analysts}"));
+        assert!(
+            identity.requests.contains("{analysts}"),
+            "one slot: one script admits both"
+        );
+    }
+
+    #[test]
+    fn the_scripts_keep_their_markers_as_long_as_the_queue_says() {
+        let ex = format!("'EX', {MARKER_SECS}");
+        for script in [ADMIT, SETTLE, VOID] {
+            assert!(script.contains(&ex), "{script}");
+        }
+        assert!(RETRY_FOR.as_secs() < MARKER_SECS);
+    }
+
+    #[test]
+    fn the_admission_answer_names_who_refused_and_why() {
+        let budgets = [KeyBudget::default(); 2];
+        assert_eq!(
+            admit_answer(&[0, 0, -1, 1, 10, 10, 0, 2, 10, 30, 5], &budgets, 0),
+            Admit::Admitted([
+                Standing {
+                    requests: 1,
+                    tokens: 10,
+                    quota: 10,
+                    spend: 0
+                },
+                Standing {
+                    requests: 2,
+                    tokens: 10,
+                    quota: 30,
+                    spend: 5
+                }
+            ])
+        );
+        assert_eq!(
+            admit_answer(&[4, 0, 1, 3, 0, 0, 77], &budgets, 0),
+            Admit::Refused {
+                which: 1,
+                refusal: Refusal::Spend {
+                    spent: 77,
+                    resets_at: 2_678_400
+                }
+            }
+        );
+        assert_eq!(
+            admit_answer(&[5, 0, 0, 0, 0, 0, 0], &budgets, 0),
+            Admit::Refused {
+                which: 0,
+                refusal: Refusal::TooLarge(Limit::TokensPerMinute)
+            }
+        );
     }
 }

@@ -4,19 +4,26 @@
 
 use super::account::Account;
 use super::answer::Answer;
-use super::{Standing, Verdict};
+use super::reservation::Amounts;
+use super::{Admit, Settlement, Standing};
 
-/// Where an account's counters are kept, and what is asked of them. Each method is one
-/// atomic step in the store (one Lua script in Redis, one lock of the account's counters in
-/// memory); [`crate::limits::Limits`] decides what a failed step means (`on_redis_error`).
+/// Where an account's counters are kept, and what is asked of them. Admission is one atomic
+/// step in the store (one Lua script in Redis over every account of the request, the accounts'
+/// own locks in memory); [`crate::limits::Limits`] decides what a failed step means
+/// (`on_redis_error`). Settlement never waits: applied at once, or queued.
 pub trait Store: std::fmt::Debug + Send + Sync {
-    /// Counts one request against `account`'s budget, or says which budget is used up.
-    fn admit(&self, account: &Account, now: i64) -> Answer<Verdict>;
+    /// Counts one request and reserves `reserve` against every account in `accounts` (one or
+    /// two: a user's, then its identity's), or against none and says which does not fit.
+    fn admit(&self, accounts: &[&Account], reserve: Amounts, now: i64) -> Answer<Admit>;
 
-    /// Adds `tokens` to `account`'s 60 s window and quota period; answers the quota used.
-    fn charge(&self, account: &Account, now: i64, tokens: u64) -> Answer<u64>;
+    /// Settles a reservation `account` counted at `settlement.at`: applied before this returns
+    /// in memory, queued for the next batch in Redis.
+    fn settle(&self, account: &Account, settlement: Settlement);
 
-    /// What `account` used in the current window and quota period, counting nothing.
+    /// Sends what is queued now (at shutdown); nothing to do in memory.
+    fn flush(&self) -> Answer<()>;
+
+    /// What `account` used in the current window and periods, counting nothing.
     fn peek(&self, account: &Account, now: i64) -> Answer<Standing>;
 
     /// Whether the store answers at all (start-up).

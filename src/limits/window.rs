@@ -51,6 +51,20 @@ impl Window {
         }
     }
 
+    /// Takes back up to `amount` counted at second `at` (a reservation released), if that
+    /// second is still in the window ending at `now`; a second the window already forgot has
+    /// nothing left to take back. Never counts below zero.
+    pub fn release(&mut self, at: i64, amount: u64, now: i64) {
+        self.prune(now);
+        if at <= now - WINDOW_SECS {
+            return;
+        }
+        // Counted in the bucket of `at`, or a later one when the clock stepped back meanwhile.
+        if let Some((_, n)) = self.buckets.iter_mut().find(|(sec, _)| *sec >= at) {
+            *n = n.saturating_sub(amount);
+        }
+    }
+
     /// Seconds from `now` until the window's use falls below `limit` (at least 1).
     pub fn retry_after(&mut self, now: i64, limit: u64) -> u64 {
         self.prune(now);
@@ -141,6 +155,22 @@ mod tests {
         assert_eq!(w.used(1060), 25, "second 1000 left the window");
         assert_eq!(w.used(1070), 0);
         assert_eq!(w.retry_after(1070, 1), 1, "never less than a second");
+    }
+
+    #[test]
+    fn a_release_takes_back_from_the_second_it_was_counted_in_while_the_window_holds_it() {
+        let mut w = Window::default();
+        w.add(1000, 30);
+        w.add(1010, 20);
+        w.release(1000, 25, 1020);
+        assert_eq!(w.used(1020), 25);
+        assert_eq!(w.retry_after(1020, 20), 50, "second 1010 holds the rest");
+        w.release(1010, 100, 1020);
+        assert_eq!(w.used(1020), 5, "never below zero");
+        // Forgotten by the window: nothing to take back.
+        w.add(1080, 7);
+        w.release(1010, 7, 1080);
+        assert_eq!(w.used(1080), 7);
     }
 
     #[test]

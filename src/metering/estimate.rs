@@ -15,7 +15,42 @@ pub const PER_REQUEST_TOKENS: u64 = 3;
 /// `None` when the body is not a JSON object.
 pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
     let value: Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object()?;
+    prompt_of(value.as_object()?)
+}
+
+/// The parameters that cap an answer's tokens, by API: chat and completions, o-series chat,
+/// the Responses API.
+pub const CEILINGS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+
+/// What a request may use, read before sending: its prompt estimate, and the ceiling it sets on
+/// its answer (the largest of [`CEILINGS`] it names, with that parameter's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sizing {
+    pub prompt: u64,
+    pub ceiling: Option<(u64, &'static str)>,
+}
+
+/// The [`Sizing`] of a request body (nothing when it is not a JSON object), from one parse.
+pub fn sizing(body: &[u8]) -> Sizing {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return Sizing::default();
+    };
+    // In any letter case, as Azure reads them: a ceiling the proxy missed would go unreserved.
+    let ceiling = object
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = CEILINGS.iter().find(|c| c.eq_ignore_ascii_case(k))?;
+            Some((v.as_u64()?, *name))
+        })
+        .max_by_key(|(n, _)| *n);
+    Sizing {
+        prompt: prompt_of(&object).unwrap_or(0),
+        ceiling,
+    }
+}
+
+/// The prompt estimate of a request's JSON object.
+fn prompt_of(object: &serde_json::Map<String, Value>) -> Option<u64> {
     let mut bytes = 0usize;
     let mut overhead = 0u64;
     if let Some(messages) = object.get("messages").and_then(Value::as_array) {
@@ -44,6 +79,12 @@ pub(crate) enum Estimate {
 impl Estimate {
     pub(crate) fn now(body: Option<&Bytes>) -> Estimate {
         Estimate::Made(body.and_then(|b| estimate_prompt(b)).unwrap_or(0))
+    }
+
+    /// The estimate made now with the request's ceiling, from one parse.
+    pub(crate) fn sized(body: Option<&Bytes>) -> (Estimate, Sizing) {
+        let sizing = body.map(|b| sizing(b)).unwrap_or_default();
+        (Estimate::Made(sizing.prompt), sizing)
     }
 
     pub(crate) fn later(body: Option<&Bytes>) -> Estimate {
@@ -127,6 +168,25 @@ mod tests {
         assert_eq!(estimate_prompt(br#"{"input":["abcd","abcd"]}"#), Some(2));
         assert_eq!(estimate_prompt(br#"{"prompt":"a"}"#), Some(1));
         assert_eq!(estimate_prompt(b"not json"), None);
+    }
+
+    #[test]
+    fn a_request_is_sized_by_its_prompt_and_the_largest_ceiling_it_names() {
+        let s = sizing(br#"{"messages":[{"role":"user","content":"abcd"}],"max_tokens":100}"#);
+        assert_eq!(
+            s,
+            Sizing {
+                prompt: 1 + 4 + 3,
+                ceiling: Some((100, "max_tokens"))
+            }
+        );
+        let s = sizing(br#"{"input":"x","max_output_tokens":50,"max_tokens":7}"#);
+        assert_eq!(s.ceiling, Some((50, "max_output_tokens")));
+        let s = sizing(br#"{"input":"x","max_tokens":7,"Max_Tokens":900}"#);
+        assert_eq!(s.ceiling, Some((900, "max_tokens")), "in any letter case");
+        let s = sizing(br#"{"messages":[],"max_completion_tokens":-1,"max_tokens":"9"}"#);
+        assert_eq!(s.ceiling, None, "not a count: no ceiling");
+        assert_eq!(sizing(b"[1]"), Sizing::default());
     }
 
     #[test]

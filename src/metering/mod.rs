@@ -8,7 +8,8 @@
 //! - [`meter`]: which of the two an answer gets;
 //! - `realtime`: a Realtime WebSocket's, from each `response.done` as its frame passes;
 //! - `tokens`: the `entra_proxy_tokens_total` counters of a label set;
-//! - `settle`: at an answer's end (or when it breaks off), counted, logged and charged.
+//! - `settle`: at an answer's end (or when it breaks off), counted, priced, logged and settled
+//!   against the request's reservation.
 //!
 //! When usage cannot be read, the charge falls back to an estimate: the prompt estimate plus,
 //! for streams, what the content deltas seen add up to.
@@ -23,7 +24,10 @@ pub mod sse;
 pub(crate) mod tokens;
 pub mod usage;
 
-pub use estimate::{PER_MESSAGE_TOKENS, PER_REQUEST_TOKENS, estimate_prompt, inject_include_usage};
+pub use estimate::{
+    CEILINGS, PER_MESSAGE_TOKENS, PER_REQUEST_TOKENS, Sizing, estimate_prompt,
+    inject_include_usage, sizing,
+};
 pub use json::{JSON_TEE_LIMIT, json_usage, usage_of};
 pub use meter::Meter;
 pub use realtime::realtime_usage;

@@ -1,8 +1,9 @@
 //! A Realtime WebSocket's usage: read from each `response.done` Azure sends as its frame passes
-//! (the frame is relayed unchanged), counted and charged at once.
+//! (the frame is relayed unchanged), counted, and taken from what the session reserved at its
+//! handshake (charged as it comes once that is used up); the rest goes back at close.
 
 use super::json::usage_of;
-use super::settle::charge_now_or_later;
+use super::settle::{Pricing, amounts};
 use super::tokens::TokenCounters;
 use super::usage::{Fallback, Usage};
 use crate::limits::Admissions;
@@ -43,24 +44,35 @@ pub fn realtime_usage(event: &str) -> Option<Result<Usage, Fallback>> {
 }
 
 /// The usage of a realtime WebSocket: each `response.done` Azure sends is read as its frame
-/// passes (the frame itself is relayed unchanged), counted in the token metrics and charged to
-/// the key at once. A `response.done` whose usage cannot be read is counted in
+/// passes (the frame itself is relayed unchanged), counted in the token metrics and taken from
+/// the session's reservation at once (what goes beyond it is charged at once). A
+/// `response.done` whose usage cannot be read is counted in
 /// `entra_proxy_usage_estimated_total` and charges nothing: a socket has no prompt estimate.
+/// When the meter is dropped (the socket closed), the unused rest of the reservation goes back.
 pub(crate) struct SocketMeter {
-    /// The socket's admissions, charged as responses complete.
+    /// The socket's admissions, holding its reservation until it closes.
     admissions: Admissions,
     labels: TokenCounters,
+    pricing: Option<Pricing>,
     /// What the socket used so far.
     used: Usage,
+    /// What that cost, in micro-units (0 unpriced).
+    spent: u64,
     responses: u64,
 }
 
 impl SocketMeter {
-    pub(crate) fn new(admissions: Admissions, labels: TokenCounters) -> SocketMeter {
+    pub(crate) fn new(
+        admissions: Admissions,
+        labels: TokenCounters,
+        pricing: Option<Pricing>,
+    ) -> SocketMeter {
         SocketMeter {
             admissions,
             labels,
+            pricing,
             used: Usage::default(),
+            spent: 0,
             responses: 0,
         }
     }
@@ -81,14 +93,19 @@ impl SocketMeter {
         self.used.completion += usage.completion;
         self.used.total += usage.total;
         self.labels.count(&usage);
-        if let Some(charge) = self.admissions.charge(usage.total).pending() {
-            charge_now_or_later(Box::pin(charge));
-        }
+        let used = amounts(&usage, self.pricing.as_ref());
+        self.spent = self.spent.saturating_add(used.micros);
+        self.admissions.consume(used);
     }
 
     /// What the socket used so far, and in how many responses.
     pub(crate) fn used(&self) -> (Usage, u64) {
         (self.used, self.responses)
+    }
+
+    /// What the socket's responses cost so far, with the currency, when its model has a price.
+    pub(crate) fn spent(&self) -> Option<(u64, &str)> {
+        self.pricing.as_ref().map(|p| (self.spent, &*p.currency))
     }
 }
 

@@ -1,16 +1,43 @@
-//! When an answer ends: its usage counted, logged and charged to the caller's budget — at once
-//! when the store answers at once, else in the background; and the body wrapper that meters an
-//! answer as it passes.
+//! When an answer ends: its usage counted, priced, logged and settled against the caller's
+//! reservation (in memory at once, for Redis queued: the client never waits for it); and the
+//! body wrapper that meters an answer as it passes.
 
 use super::estimate::Estimate;
 use super::meter::Meter;
 use super::tokens::TokenCounters;
 use super::usage::Usage;
-use crate::limits::Admissions;
+use crate::limits::{Admissions, Amounts, Tariff};
 use bytes::Bytes;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// What an answer's usage costs at its deployment's price, and the counter it adds to.
+pub(crate) struct Pricing {
+    pub(crate) tariff: Tariff,
+    /// `entra_proxy_spend_total` of the caller and the model.
+    pub(crate) spent: metrics::Counter,
+    /// The config's currency, for the access line.
+    pub(crate) currency: std::sync::Arc<str>,
+}
+
+impl Pricing {
+    /// What `usage` costs, counted in `entra_proxy_spend_total`.
+    pub(crate) fn spend(&self, usage: &Usage) -> u64 {
+        let micros = self
+            .tariff
+            .cost(usage.prompt, usage.cached.unwrap_or(0), usage.completion);
+        self.spent.increment(micros);
+        micros
+    }
+}
+
+/// What `usage` holds of a budget: its tokens, and what they cost (nothing unpriced).
+pub(crate) fn amounts(usage: &Usage, pricing: Option<&Pricing>) -> Amounts {
+    Amounts {
+        tokens: usage.total,
+        micros: pricing.map_or(0, |p| p.spend(usage)),
+    }
+}
 
 /// What happens when an answer ends: the labels and log fields of the request, the admission
 /// to settle.
@@ -18,6 +45,8 @@ pub(crate) struct Settle {
     pub(crate) admissions: Admissions,
     pub(crate) estimate: Estimate,
     pub(crate) labels: TokenCounters,
+    /// The answering deployment's price, when it has one.
+    pub(crate) pricing: Option<Pricing>,
     /// The access line's fields from the answer's head (`None` when access lines are off).
     pub(crate) log: Option<crate::logging::access::Fields>,
     pub(crate) started: std::time::Instant,
@@ -25,11 +54,9 @@ pub(crate) struct Settle {
     pub(crate) trace: crate::telemetry::trace::RequestSpan,
 }
 
-pub(super) type Charging = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 impl Settle {
-    /// Counts, logs and returns the charge of an answer that ended (`ended`) or broke off.
-    fn settle(self, meter: &Meter, ended: bool) -> Option<Charging> {
+    /// Counts, prices, logs and settles an answer that ended (`ended`) or broke off.
+    fn settle(self, meter: &Meter, ended: bool) {
         let (result, seen_completion) = meter.result(ended);
         let usage = match result {
             Ok(u) => u,
@@ -54,6 +81,7 @@ impl Settle {
             self.trace.response_model(&model);
         }
         self.labels.count(&usage);
+        let spent = amounts(&usage, self.pricing.as_ref());
         if let Some(mut line) = self.log {
             line.number("took_ms", self.started.elapsed().as_millis() as u64)
                 .number("prompt_tokens", usage.prompt)
@@ -65,23 +93,24 @@ impl Settle {
             if let Some(reasoning) = usage.reasoning {
                 line.number("reasoning_tokens", reasoning);
             }
+            if let Some(p) = &self.pricing {
+                line.display("spend", crate::limits::Money(spent.micros))
+                    .text("currency", &p.currency);
+            }
             line.flag("usage_estimated", estimated)
                 .flag("ended", ended)
                 .write("proxied");
         }
-        let charge = self.admissions.settle(usage.total).pending()?;
-        Some(Box::pin(charge))
+        self.admissions.settle(spent);
     }
 }
 
-/// An answer's body, metered as it passes. At its end the usage is counted, logged and charged
-/// (the client sees the end once the charge is recorded); when the stream breaks off or the
-/// client goes away, what was seen is charged in the background.
+/// An answer's body, metered as it passes. At its end the usage is counted, logged and settled;
+/// when the stream breaks off or the client goes away, what was seen.
 pub(crate) struct Metered<B: http_body::Body> {
     inner: B,
     meter: Meter,
     settle: Option<Settle>,
-    charging: Option<Charging>,
     flushed: bool,
 }
 
@@ -91,24 +120,14 @@ impl<B: http_body::Body> Metered<B> {
             inner,
             meter,
             settle: Some(settle),
-            charging: None,
             flushed: false,
         }
     }
 
-    fn settle(&mut self, ended: bool) -> Option<Charging> {
-        self.settle.take()?.settle(&self.meter, ended)
-    }
-}
-
-/// Runs a charge that waits for the store (Redis) now when it completes at once, else in the
-/// background. A charge in memory is recorded before it would get here.
-pub(super) fn charge_now_or_later(mut charge: Charging) {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    if charge.as_mut().poll(&mut cx).is_pending()
-        && let Ok(rt) = tokio::runtime::Handle::try_current()
-    {
-        rt.spawn(charge);
+    fn settle(&mut self, ended: bool) {
+        if let Some(settle) = self.settle.take() {
+            settle.settle(&self.meter, ended);
+        }
     }
 }
 
@@ -116,9 +135,7 @@ impl<B: http_body::Body> Drop for Metered<B> {
     fn drop(&mut self) {
         // A body whose length is known may be dropped once its last byte was sent.
         let ended = self.inner.is_end_stream();
-        if let Some(charge) = self.settle(ended) {
-            charge_now_or_later(charge);
-        }
+        self.settle(ended);
     }
 }
 
@@ -135,15 +152,6 @@ where
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         loop {
-            if let Some(charging) = this.charging.as_mut() {
-                return match charging.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        this.charging = None;
-                        Poll::Ready(None)
-                    }
-                    Poll::Pending => Poll::Pending,
-                };
-            }
             if this.settle.is_none() {
                 return match Pin::new(&mut this.inner).poll_frame(cx) {
                     // Settled at the last frame: only trailers or the end remain.
@@ -166,18 +174,13 @@ where
                         Err(frame) => frame,
                     };
                     // The client may not ask again after the last frame of a known length.
-                    if last
-                        && !this.meter.rewrites()
-                        && let Some(charge) = this.settle(true)
-                    {
-                        charge_now_or_later(charge);
+                    if last && !this.meter.rewrites() {
+                        this.settle(true);
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    if let Some(charge) = this.settle(false) {
-                        charge_now_or_later(charge);
-                    }
+                    this.settle(false);
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
@@ -189,10 +192,8 @@ where
                             return Poll::Ready(Some(Ok(http_body::Frame::data(rest))));
                         }
                     }
-                    match this.settle(true) {
-                        Some(charge) => this.charging = Some(charge),
-                        None => return Poll::Ready(None),
-                    }
+                    this.settle(true);
+                    return Poll::Ready(None);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -200,7 +201,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.settle.is_none() && self.charging.is_none()
+        self.settle.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

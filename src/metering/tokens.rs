@@ -1,5 +1,6 @@
 //! `entra_proxy_tokens_total`: the counters of one label set (caller, model, deployment,
-//! backend), registered once per label set and thread, then found without allocating.
+//! backend), registered once per label set and thread, then found without allocating; and
+//! `entra_proxy_spend_total` of a caller and a priced model, the same way.
 
 use super::usage::Usage;
 use crate::inbound::CallerLabel;
@@ -86,4 +87,37 @@ impl TokenCounters {
         completion.increment(usage.completion);
         total.increment(usage.total);
     }
+}
+
+/// `entra_proxy_spend_total` of `caller` on `model` (a configured model with a price): registered
+/// on first use on this thread, then looked up by a hash of the labels without formatting.
+pub(crate) fn spend_counter(caller: &CallerLabel, model: &str) -> metrics::Counter {
+    use crate::fast_hash::{FastMap, FastState};
+    use std::cell::RefCell;
+    use std::hash::BuildHasher as _;
+    type Cached = (Box<[String; 2]>, metrics::Counter);
+    thread_local! {
+        static SPEND: RefCell<(FastState, FastMap<u64, Cached>)> =
+            RefCell::new((FastState::default(), FastMap::default()));
+    }
+    let (prefix, name) = caller.parts();
+    let same = |kept: &[String; 2]| kept[0].strip_prefix(prefix) == Some(name) && kept[1] == model;
+    let register = || {
+        let kept = [format!("{prefix}{name}"), model.to_string()];
+        let counter = metrics::counter!(
+            "entra_proxy_spend_total",
+            "key" => kept[0].clone(),
+            "model" => kept[1].clone()
+        );
+        (Box::new(kept), counter)
+    };
+    SPEND.with(|cell| {
+        let (hasher, cache) = &mut *cell.borrow_mut();
+        let hash = hasher.hash_one((prefix, name, model));
+        match cache.get(&hash) {
+            Some((kept, counter)) if same(kept) => counter.clone(),
+            Some(_) => register().1,
+            None => cache.entry(hash).or_insert_with(register).1.clone(),
+        }
+    })
 }

@@ -80,11 +80,33 @@ fn push_encoded_segment(out: &mut String, segment: &str) {
     out.push_str(rest);
 }
 
-/// A query parameter's decoded value.
+/// A query parameter's decoded value; its name is matched in any letter case, as Azure reads
+/// it.
 pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.into_owned())
+}
+
+/// Refuses a query that names one of `names` more than once in any letter case (decoded):
+/// Azure reads query names without regard to case, so the one the proxy did not rewrite could
+/// be the one Azure uses.
+pub(super) fn named_once(query: Option<&str>, names: &[&'static str]) -> Result<(), ProxyError> {
+    let Some(query) = query else {
+        return Ok(());
+    };
+    for name in names {
+        let count = url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .count();
+        if count > 1 {
+            return Err(ProxyError::DuplicateParameter {
+                name,
+                place: "query",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The query with `name` set to `value` (replacing it where it was, else appended) and `drop`
@@ -100,7 +122,7 @@ pub(super) fn with_param(
         let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
         url::form_urlencoded::parse(raw.as_bytes())
             .next()
-            .is_some_and(|(k, _)| k == n)
+            .is_some_and(|(k, _)| k.eq_ignore_ascii_case(n))
     };
     let mut out: Vec<String> = Vec::new();
     let mut set = false;

@@ -2,7 +2,7 @@
 
 use super::plan::Plan;
 use super::route::{Incoming, Route};
-use super::uri::{query_param, upstream_uri, with_param, with_realtime_version};
+use super::uri::{named_once, query_param, upstream_uri, with_param, with_realtime_version};
 use crate::backends::BackendId;
 use crate::config::ApiShape;
 use crate::error::ProxyError;
@@ -65,6 +65,7 @@ impl Realtime {
 /// A realtime handshake: to the first place that serves the model, with the query's model
 /// parameter set to its deployment.
 pub(super) fn realtime(req: &Incoming<'_>, shape: Realtime) -> Result<Route, ProxyError> {
+    named_once(req.query, &["model", "deployment"])?;
     let model = query_param(req.query, shape.param());
     let (backend, deployment) = target(req, shape, model.as_ref())?;
     let b = req.backend(backend);
@@ -173,6 +174,26 @@ mod tests {
             ws(&t, "/v1/realtime", "x=1"),
             Err(ProxyError::MissingQueryModel { param: "model", .. })
         ));
+        // A model named twice, in any case, could reach Azure unmapped: refused.
+        for query in [
+            "model=gpt-4o&Model=gpt-4o-mini",
+            "model=gpt-4o&MODEL=gpt-4o",
+            "deployment=a&model=gpt-4o&Deployment=b",
+            "model=gpt-4o&mod%65l=x",
+        ] {
+            assert!(
+                matches!(
+                    ws(&t, "/openai/v1/realtime", query),
+                    Err(ProxyError::DuplicateParameter { place: "query", .. })
+                ),
+                "{query}"
+            );
+        }
+        // Named once in another case, it is mapped like `model`.
+        assert_eq!(
+            ws(&t, "/openai/v1/realtime", "Model=gpt-4o").unwrap(),
+            "https://res.openai.azure.com/openai/v1/realtime?model=gpt-4o-2024-08-06"
+        );
         // Other Azure AI WebSockets pass through.
         assert_eq!(
             ws(

@@ -38,7 +38,13 @@ pub(super) fn is_own<B>(request: &axum::http::Request<B>, peer: std::net::Socket
     is_own_endpoint(path)
         || (path == LANDING
             && request.method() == axum::http::Method::GET
-            && peer.ip().is_loopback())
+            && loopback_peer(peer.ip()))
+}
+
+/// Whether a peer is on the proxy's machine: a loopback address, including an IPv4 loopback
+/// peer seen as IPv4-mapped (`::ffff:127.0.0.1`) by a listener on `[::]`.
+pub(super) fn loopback_peer(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// The proxy's own endpoints (only the paths `is_own_endpoint` accepts reach the router).
@@ -60,7 +66,7 @@ async fn landing(State(app): State<Arc<AppState>>, request: axum::extract::Reque
     let loopback = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .is_some_and(|c| c.0.ip().is_loopback());
+        .is_some_and(|c| loopback_peer(c.0.ip()));
     if !loopback {
         // Only reached through `router` with another peer (the server proxies `/` from others).
         let e = crate::error::ProxyError::NoRoute {
@@ -238,7 +244,7 @@ fn admin_only(
     let peer_is_loopback = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .is_some_and(|c| c.0.ip().is_loopback());
+        .is_some_and(|c| loopback_peer(c.0.ip()));
     let admin_ok = match (
         &config.server.admin_key,
         request.headers().get("x-admin-key"),
@@ -290,4 +296,24 @@ async fn status_json(
         axum::Json(crate::status::gather(&app).await),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::loopback_peer;
+
+    #[test]
+    fn an_ipv4_mapped_loopback_peer_is_loopback_and_other_mapped_peers_are_not() {
+        for ip in ["127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:127.3.2.1"] {
+            assert!(loopback_peer(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "10.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "fe80::1",
+        ] {
+            assert!(!loopback_peer(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

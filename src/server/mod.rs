@@ -47,6 +47,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let keeper = state.tokens.spawn_keeper(state.watch_scopes());
+    // Settlements queued for Redis go out from this runtime, in batches.
+    let _settling = state.limits.start_settling().map(AbortOnDrop);
     // Settings read once here need a restart to change (see `crate::reload`).
     let server_config = state.snapshot().config.clone();
     let _stop_keeper = AbortOnDrop(keeper);
@@ -107,7 +109,9 @@ pub async fn serve(
     while let Some(outcome) = finished.join_next().await {
         record(&mut result, outcome);
     }
-    // The spans of the last requests go out before the process ends.
+    // The last answers' settlements reach Redis, and their spans the collector, before the
+    // process ends.
+    state.limits.flush().await;
     state.tracing.flush(TRACE_FLUSH).await;
     result
 }

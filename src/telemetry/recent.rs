@@ -440,6 +440,8 @@ mod tests {
             tokens_per_minute: None,
             token_quota: None,
             token_quota_period: Default::default(),
+            budget_micros: None,
+            budget_period: Default::default(),
         }
     }
 

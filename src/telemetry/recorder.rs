@@ -88,6 +88,14 @@ pub(crate) const DESCRIPTIONS: &[(&str, &str)] = &[
         "Failed calls to the Redis limits store.",
     ),
     (
+        "entra_proxy_limits_settlements_dropped_total",
+        "Settlements of reservations never sent to the Redis limits store (queue full, or Redis away longer than the retry window).",
+    ),
+    (
+        "entra_proxy_spend_total",
+        "Money spent at the configured prices, in micro-units (millionths) of the prices' currency, by caller and model (models with a price).",
+    ),
+    (
         "entra_proxy_config_reloads_total",
         "Config reloads applied.",
     ),

@@ -264,7 +264,6 @@ fn a_limit_window_holding_more_tokens_than_a_u64_stays_full() {
             tokens: u64::MAX,
             ..standing
         },
-        estimate: 10,
     };
     assert_eq!(full.tokens(), Some((1000, 0)));
 }

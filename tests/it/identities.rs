@@ -46,6 +46,13 @@ fn user_token(h: &Harness, user: &str, app: &str, groups: &[&str], roles: &[&str
     h.emulator.mint(&spec)
 }
 
+/// The `max_tokens` of [`chat_as`]'s requests.
+const ANSWER: u64 = 20;
+
+/// What one request of [`chat_as`] reserves: its prompt estimate (10 bytes of text: 3 tokens,
+/// + 4 for its message + 3) and its `max_tokens`.
+const RESERVED: u64 = 3 + 4 + 3 + ANSWER;
+
 async fn chat_as(h: &Harness, token: &str, model: &str) -> reqwest::Response {
     let path = if model == "embed" {
         "/v1/embeddings"
@@ -55,7 +62,7 @@ async fn chat_as(h: &Harness, token: &str, model: &str) -> reqwest::Response {
     client()
         .post(h.url(path))
         .bearer_auth(token)
-        .json(&json!({"model": model, "input": "hello", "messages": [{"role": "user", "content": "hello"}]}))
+        .json(&json!({"model": model, "input": "hello", "messages": [{"role": "user", "content": "hello"}], "max_tokens": ANSWER}))
         .send()
         .await
         .unwrap()
@@ -120,9 +127,10 @@ async fn the_most_specific_identity_names_the_caller_and_its_models_apply() {
 
 #[tokio::test]
 async fn an_identity_has_its_own_tokens_per_minute_and_quota() {
+    // Room for one request's reservation each; what the first uses leaves too little.
     let h = harness(&format!(
-        "[[identities]]\nname = \"search-app\"\napp_id = \"{APP}\"\ntoken_quota = 1\ntoken_quota_period = \"day\"\n\
-         [[identities]]\nname = \"batch-app\"\napp_id = \"{OTHER_APP}\"\ntokens_per_minute = 1\n"
+        "[[identities]]\nname = \"search-app\"\napp_id = \"{APP}\"\ntoken_quota = {RESERVED}\ntoken_quota_period = \"day\"\n\
+         [[identities]]\nname = \"batch-app\"\napp_id = \"{OTHER_APP}\"\ntokens_per_minute = {RESERVED}\n"
     ))
     .await;
     let quota = user_token(&h, USER_1, APP, &[], &[]);
@@ -130,9 +138,9 @@ async fn an_identity_has_its_own_tokens_per_minute_and_quota() {
     let (status, code, message) = error_of(chat_as(&h, &quota, "gpt-4o").await).await;
     assert_eq!((status, code.as_str()), (429, "insufficient_quota"));
     assert!(
-        message.starts_with(
-            "identity \"search-app\" has used its token_quota of 1 tokens for this day"
-        ),
+        message.starts_with(&format!(
+            "identity \"search-app\" has used its token_quota of {RESERVED} tokens for this day"
+        )),
         "{message}"
     );
     let tpm = user_token(&h, USER_1, OTHER_APP, &[], &[]);
@@ -140,7 +148,9 @@ async fn an_identity_has_its_own_tokens_per_minute_and_quota() {
     let (status, code, message) = error_of(chat_as(&h, &tpm, "gpt-4o").await).await;
     assert_eq!((status, code.as_str()), (429, "tokens_rate_limited"));
     assert!(
-        message.starts_with("identity \"batch-app\" is over its tokens_per_minute limit of 1"),
+        message.starts_with(&format!(
+            "identity \"batch-app\" is over its tokens_per_minute limit of {RESERVED}"
+        )),
         "{message}"
     );
     h.stop().await;
@@ -164,10 +174,15 @@ async fn two_users_of_one_group_are_each_stopped_by_their_own_budget_and_the_gro
     let t = user_token(&probe, USER_1, APP, &[GROUP], &[]);
     let one = tokens_of_one_chat(&probe, &t).await;
     probe.stop().await;
-    // Each user may spend one answer; the group two answers in all.
+    assert!(
+        one < RESERVED,
+        "an answer uses less than its request reserves"
+    );
+    // Each user has room for one request; the group for two: after the first user's answer
+    // (`one`), one more reservation fits, and after the second's, none.
     let h = harness(&format!(
-        "[[identities]]\nname = \"analysts\"\ngroup = \"{GROUP}\"\ntoken_quota = {}\nper_user_token_quota = {one}\n",
-        2 * one
+        "[[identities]]\nname = \"analysts\"\ngroup = \"{GROUP}\"\ntoken_quota = {}\nper_user_token_quota = {RESERVED}\n",
+        one + RESERVED
     ))
     .await;
     let user = |oid| user_token(&h, oid, APP, &[GROUP], &[]);
@@ -356,8 +371,10 @@ async fn realtime_as(h: &Harness, token: &str) -> Result<(), u16> {
 
 #[tokio::test]
 async fn realtime_sessions_are_admitted_and_charged_per_identity_and_per_user() {
+    // A session reserves the default room for an answer at its handshake: the user's whole
+    // quota, so what the first session uses leaves too little for a second.
     let h = harness(&format!(
-        "[[identities]]\nname = \"voice\"\ngroup = \"{GROUP}\"\nper_user_token_quota = 1\n"
+        "[limits]\ndefault_completion_reservation = 20\n\n[[identities]]\nname = \"voice\"\ngroup = \"{GROUP}\"\nper_user_token_quota = 20\n"
     ))
     .await;
     let u1 = user_token(&h, USER_1, APP, &[GROUP], &[]);

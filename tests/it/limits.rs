@@ -36,6 +36,19 @@ fn estimate(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4) + 4 + 3
 }
 
+/// What `prompt(text)` reserves: its estimate and, naming no `max_tokens`, the documented
+/// default room for a chat answer.
+fn reserved(text: &str) -> u64 {
+    estimate(text) + entra_proxy::config::DEFAULT_COMPLETION_RESERVATION
+}
+
+/// `prompt(text)` with its answer capped at `max_tokens`.
+fn capped(text: &str, max_tokens: u64) -> Value {
+    let mut body = prompt(text);
+    body["max_tokens"] = json!(max_tokens);
+    body
+}
+
 #[tokio::test]
 async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
     let emu = emulator().await;
@@ -48,7 +61,8 @@ async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
     let r = chat(h.addr, "json-usage-key", &prompt("count me")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "100000");
-    let remaining = (100_000 - estimate("count me")).to_string();
+    // What the request reserved counts as used while it runs.
+    let remaining = (100_000 - reserved("count me")).to_string();
     assert_eq!(
         r.headers()["x-ratelimit-remaining-tokens"],
         remaining.as_str()
@@ -77,10 +91,10 @@ async fn json_usage_is_counted_and_the_budget_shown_in_headers() {
             "{kind}"
         );
     }
-    // The next answer shows the tokens charged.
+    // The next answer shows the tokens the first one used (its reservation settled to them).
     let r = chat(h.addr, "json-usage-key", &prompt("count me")).await;
     let total = usage["total_tokens"].as_u64().unwrap();
-    let remaining = (100_000 - total - estimate("count me")).to_string();
+    let remaining = (100_000 - total - reserved("count me")).to_string();
     assert_eq!(
         r.headers()["x-ratelimit-remaining-tokens"],
         remaining.as_str()
@@ -262,15 +276,17 @@ async fn a_stream_cut_short_is_charged_the_estimate_and_the_deltas_seen() {
 #[tokio::test]
 async fn over_tokens_per_minute_is_refused_with_retry_after_before_azure_is_called() {
     let emu = emulator().await;
-    let text = with_key(&emu.url(), "tpm", "tokens_per_minute = 10");
+    let text = with_key(&emu.url(), "tpm", "tokens_per_minute = 30");
     let h = proxy(emu, &text).await;
+    // 10 estimated + 20 for the answer: the whole minute.
+    assert_eq!(estimate("spend it all") + 20, 30);
     assert_eq!(
-        chat(h.addr, "tpm-key", &prompt("spend it all"))
+        chat(h.addr, "tpm-key", &capped("spend it all", 20))
             .await
             .status(),
         200
     );
-    let r = chat(h.addr, "tpm-key", &prompt("and more")).await;
+    let r = chat(h.addr, "tpm-key", &capped("and more", 20)).await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -283,7 +299,7 @@ async fn over_tokens_per_minute_is_refused_with_retry_after_before_azure_is_call
         body,
         json!({"error": {
             "code": "tokens_rate_limited",
-            "message": format!("key \"tpm\" is over its tokens_per_minute limit of 10; retry in {retry}s"),
+            "message": format!("key \"tpm\" is over its tokens_per_minute limit of 30; retry in {retry}s"),
             "type": "rate_limit_error",
         }})
     );
@@ -301,14 +317,15 @@ async fn a_used_quota_is_insufficient_quota_naming_when_it_resets() {
     let text = with_key(
         &emu.url(),
         "quota",
-        "token_quota = 5\ntoken_quota_period = \"day\"",
+        "token_quota = 30\ntoken_quota_period = \"day\"",
     );
     let h = proxy(emu, &text).await;
-    let r = chat(h.addr, "quota-key", &prompt("hello")).await;
+    let r = chat(h.addr, "quota-key", &capped("hello", 21)).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "5");
-    let _ = r.bytes().await;
-    let r = chat(h.addr, "quota-key", &prompt("hello")).await;
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "30");
+    let used: Value = r.json().await.unwrap();
+    let used = used["usage"]["total_tokens"].as_u64().unwrap();
+    let r = chat(h.addr, "quota-key", &capped("hello", 21)).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some());
     let tomorrow = (time::OffsetDateTime::now_utc().date() + time::Duration::days(1))
@@ -321,18 +338,19 @@ async fn a_used_quota_is_insufficient_quota_naming_when_it_resets() {
         body,
         json!({"error": {
             "code": "insufficient_quota",
-            "message": format!("key \"quota\" has used its token_quota of 5 tokens for this day; it resets at {tomorrow}"),
+            "message": format!("key \"quota\" has used its token_quota of 30 tokens for this day; it resets at {tomorrow}"),
             "type": "insufficient_quota",
         }})
     );
     assert_eq!(h.emulator.stats().data_requests, 1);
+    // The quota shows what the answer used: its reservation was settled to it.
     let remaining = metric(
         h.addr,
         "entra_proxy_token_quota_remaining",
         &[("key", "key:quota")],
     )
     .await;
-    assert_eq!(remaining, Some(0.0));
+    assert_eq!(remaining, Some(30.0 - used as f64));
     h.stop().await;
 }
 
@@ -448,7 +466,7 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
     let memory = with_key(
         &emu.url(),
         "cli",
-        "requests_per_minute = 5\ntoken_quota = 1000",
+        "requests_per_minute = 5\ntoken_quota = 100000",
     );
     let shared = memory.replace(
         "[azure]",
@@ -462,25 +480,33 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
     let r = chat(p.addr, "cli-key", &prompt("hello")).await;
     let usage: Value = r.json().await.unwrap();
     let total = usage["usage"]["total_tokens"].as_u64().unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["usage", "--json", "--config"])
-        .arg(&path.0)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cli = report["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["key"] == "cli")
-        .unwrap()
-        .clone();
+    // The settlement reaches Redis in the next batch, within 50 ms of the answer's end.
+    let mut cli = Value::Null;
+    for _ in 0..100 {
+        let out = std::process::Command::new(binary())
+            .args(["usage", "--json", "--config"])
+            .arg(&path.0)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        cli = report["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key"] == "cli")
+            .unwrap()
+            .clone();
+        if cli["tokens_this_period"] == total {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         cli,
         json!({
@@ -489,8 +515,13 @@ async fn usage_command_reads_redis_and_says_where_memory_usage_lives() {
             "tokens_last_minute": total,
             "tokens_per_minute": null,
             "tokens_this_period": total,
-            "token_quota": 1000,
+            "token_quota": 100000,
             "token_quota_period": "month",
+            "spend_this_period": "0.00",
+            "spend_micros": 0,
+            "budget": null,
+            "budget_period": "month",
+            "currency": "USD",
             "key": "cli",
         })
     );

@@ -177,7 +177,9 @@ proptest! {
     }
 }
 
-// --- Limits: the 60 s sliding window, Retry-After and calendar quota periods (UTC). ---
+// --- Limits: the 60 s sliding window, Retry-After and calendar quota periods (UTC), and
+// reservations: what a window admits never exceeds the budget by more than what reservations
+// under-estimated. ---
 
 mod limits {
     use entra_proxy::config::{KeyBudget, QuotaPeriod};
@@ -253,7 +255,7 @@ mod limits {
                         prop_assert!(before < limit, "admitted with {before} of {limit} used");
                         admitted.push((now, 1));
                         prop_assert_eq!(standing.requests, before + 1);
-                        let a = Admitted { budget, standing, estimate: 0 };
+                        let a = Admitted { budget, standing };
                         let (l, remaining) = a.requests().unwrap();
                         prop_assert_eq!(l, limit);
                         prop_assert_eq!(remaining, limit - (before + 1));
@@ -281,7 +283,6 @@ mod limits {
         fn tokens_are_admitted_only_below_the_limit_and_retry_after_says_when(
             limit in 1u64..5_000,
             steps in proptest::collection::vec((step(), tokens()), 1..80),
-            estimate in 0u64..10_000,
         ) {
             let store = MemoryStore::default();
             let budget = KeyBudget { tokens_per_minute: Some(limit), ..KeyBudget::default() };
@@ -294,11 +295,11 @@ mod limits {
                     Verdict::Admitted(standing) => {
                         prop_assert!(used < limit, "admitted with {used} of {limit} tokens used");
                         prop_assert_eq!(standing.tokens, used);
-                        let a = Admitted { budget, standing, estimate };
+                        let a = Admitted { budget, standing };
                         let (l, remaining) = a.tokens().unwrap();
                         prop_assert_eq!(l, limit);
                         prop_assert!(remaining <= limit);
-                        prop_assert_eq!(remaining, limit.saturating_sub(used.saturating_add(estimate)));
+                        prop_assert_eq!(remaining, limit.saturating_sub(used));
                     }
                     Verdict::Refused(Refusal::Tokens { retry_after }) => {
                         prop_assert!(used >= limit, "refused with {used} of {limit} tokens used");
@@ -389,5 +390,104 @@ mod limits {
             );
             prop_assert!(matches!(store.admit("k", &budget, end), Verdict::Admitted(_)));
         }
+
+        #[test]
+        fn tokens_admitted_in_any_window_exceed_the_budget_only_by_what_reservations_under_estimated(
+            limit in 1u64..120,
+            ops in proptest::collection::vec(reservation_op(), 1..160),
+        ) {
+            use entra_proxy::limits::{Amounts, Bucket, Limit};
+            let bucket = Bucket::default();
+            let budget = KeyBudget { tokens_per_minute: Some(limit), ..KeyBudget::default() };
+            let tokens = |n| Amounts { tokens: n, micros: 0 };
+            // The reference: each admitted request, and the pieces of the window it holds
+            // (its reservation at its second, less what was given back; what it used beyond,
+            // at the second it was settled).
+            let mut admitted: Vec<Request> = Vec::new();
+            let mut pieces: Vec<(i64, u64)> = Vec::new();
+            let mut now = T0;
+            for op in ops {
+                match op {
+                    ReservationOp::Wait(secs) => now += secs,
+                    ReservationOp::Admit(share) => {
+                        let reserve = limit * share / 100;
+                        let used = in_window(&pieces, now);
+                        let fits = reserve <= limit && used + reserve.max(1) <= limit;
+                        match bucket.admit(&budget, tokens(reserve), now) {
+                            Verdict::Admitted(standing) => {
+                                prop_assert!(fits, "admitted {reserve} with {used} of {limit} used");
+                                prop_assert_eq!(standing.tokens, used + reserve);
+                                pieces.push((now, reserve));
+                                admitted.push(Request { at: now, piece: pieces.len() - 1, reserved: reserve, used: None });
+                            }
+                            Verdict::Refused(Refusal::TooLarge(Limit::TokensPerMinute)) => {
+                                prop_assert!(reserve > limit);
+                            }
+                            Verdict::Refused(Refusal::Tokens { .. }) => {
+                                prop_assert!(!fits && reserve <= limit, "refused {reserve} with {used} of {limit} used");
+                            }
+                            Verdict::Refused(other) => {
+                                return Err(TestCaseError::fail(format!("refused for {other:?}")));
+                            }
+                        }
+                    }
+                    ReservationOp::Settle(pick, used_share) => {
+                        let open: Vec<usize> = (0..admitted.len()).filter(|i| admitted[*i].used.is_none()).collect();
+                        if open.is_empty() {
+                            continue;
+                        }
+                        let i = open[pick % open.len()];
+                        let r = admitted[i].reserved;
+                        let used = limit * used_share / 100;
+                        let release = r.saturating_sub(used);
+                        let charge = used.saturating_sub(r);
+                        bucket.settle(&budget, admitted[i].at, tokens(release), tokens(charge), now);
+                        admitted[i].used = Some(used);
+                        if admitted[i].at > now - WINDOW_SECS {
+                            pieces[admitted[i].piece].1 -= release;
+                        }
+                        if charge > 0 {
+                            pieces.push((now, charge));
+                        }
+                    }
+                }
+                prop_assert_eq!(bucket.peek(&budget, now).tokens, in_window(&pieces, now));
+                // The invariant, for the window ending now: what the requests admitted in it
+                // used (a request still running: what it holds) is within the budget plus what
+                // their reservations under-estimated.
+                let window: Vec<&Request> = admitted.iter().filter(|r| r.at > now - WINDOW_SECS).collect();
+                let spent: u64 = window.iter().map(|r| r.used.unwrap_or(r.reserved)).sum();
+                let under: u64 = window.iter().map(|r| r.used.unwrap_or(0).saturating_sub(r.reserved)).sum();
+                prop_assert!(spent <= limit + under, "{spent} used in a window of {limit}, {under} under-estimated");
+            }
+        }
+    }
+
+    /// A request the reservation property admitted: when, what it reserved, which piece of the
+    /// window holds its reservation, and what it used once settled.
+    struct Request {
+        at: i64,
+        piece: usize,
+        reserved: u64,
+        used: Option<u64>,
+    }
+
+    /// What happens next to a key's budget: time passes, a request reserving a share of the
+    /// budget (in percent, sometimes more than all of it) asks, or a running request ends having
+    /// used a share of the budget (sometimes none, sometimes more than it reserved).
+    #[derive(Debug, Clone)]
+    enum ReservationOp {
+        Wait(i64),
+        Admit(u64),
+        Settle(usize, u64),
+    }
+
+    fn reservation_op() -> impl Strategy<Value = ReservationOp> {
+        prop_oneof![
+            2 => step().prop_map(ReservationOp::Wait),
+            4 => prop_oneof![8 => 0u64..=100, 1 => 101u64..200].prop_map(ReservationOp::Admit),
+            3 => (any::<usize>(), prop_oneof![4 => 0u64..=100, 1 => 100u64..300])
+                .prop_map(|(i, u)| ReservationOp::Settle(i, u)),
+        ]
     }
 }

@@ -446,9 +446,13 @@ async fn sigterm_closes_open_sockets_with_1001_after_the_drain_period() {
 #[tokio::test]
 async fn realtime_usage_is_counted_and_charged_to_the_key_as_responses_complete() {
     let emu = emulator().await;
+    // A session reserves 30 tokens at its handshake; its responses use them, then more.
     let text = format!(
         "{}\n[[keys]]\nname = \"voice\"\nsha256 = \"{}\"\ntoken_quota = 40\ntoken_quota_period = \"day\"\n",
-        base_config(&emu.url()),
+        base_config(&emu.url()).replace(
+            "[azure]",
+            "[limits]\ndefault_completion_reservation = 30\n\n[azure]"
+        ),
         entra_proxy::config::KeyDigest::of("voice-key").to_hex()
     );
     let h = proxy(emu, &text).await;

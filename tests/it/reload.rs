@@ -696,3 +696,36 @@ async fn an_identity_added_and_revoked_in_the_keys_file_applies_without_restart(
         .await;
     assert_eq!(p.chat(KEY, "gpt-4o").await.0, 200, "the key still works");
 }
+
+#[tokio::test]
+async fn a_keys_file_grown_past_the_bound_is_refused_on_reload_and_the_old_keys_keep_serving() {
+    let emu = emulator().await;
+    let p = serve_with_keys_file(&emu.url()).await;
+    assert_eq!(p.chat(KEY_B, "gpt-4o").await.0, 200);
+    // Sparse: the file is 16 MiB + 1 byte long without the bytes being written.
+    let keys = p.dir.join("keys.toml");
+    let f = std::fs::OpenOptions::new().write(true).open(&keys).unwrap();
+    f.set_len(entra_proxy::config::MAX_FILE_BYTES + 1).unwrap();
+    drop(f);
+    p.wait_log("config reload failed").await;
+    let logs = p.logs();
+    assert!(
+        logs.contains("over the limit of 16777216 bytes (16 MiB) for a config or keys file"),
+        "{logs}"
+    );
+    assert_eq!(p.chat(KEY_B, "gpt-4o").await.0, 200, "the old keys serve");
+    // The config file itself is bounded the same way at start-up.
+    let big = p.dir.join("big.toml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(entra_proxy::config::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["config", "check", "--config"])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("over the limit of 16777216 bytes"), "{err}");
+}

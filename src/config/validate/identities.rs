@@ -4,7 +4,7 @@
 //! both: which one applies must never depend on the order of the file.
 
 use super::backends::Backends;
-use super::keys::{positive, quota_period};
+use super::keys::{budget, positive, quota_period};
 use super::models::Models;
 use crate::config::errors::Errors;
 use crate::config::raw::RawIdentityEntry;
@@ -129,6 +129,7 @@ fn validate_identity(
             .check(format!("{at}.upstream"), super::inbound::upstream(u))
             .map(Some),
     };
+    let money = budget(raw.budget, raw.budget_period.as_deref(), at, errors);
     let per_user_set =
         raw.per_user_tokens_per_minute.is_some() || raw.per_user_token_quota.is_some();
     if per_user_set && matcher.object_id.is_some() {
@@ -141,11 +142,14 @@ fn validate_identity(
         return None;
     }
     let token_quota_period = period?;
+    let (budget_micros, budget_period) = money?;
     let per_user = per_user_set.then(|| KeyBudget {
         requests_per_minute: None,
         tokens_per_minute: user_tpm.flatten(),
         token_quota: user_quota.flatten(),
         token_quota_period,
+        budget_micros: None,
+        budget_period,
     });
     Some(IdentityEntry {
         name: raw.name,
@@ -156,6 +160,8 @@ fn validate_identity(
             tokens_per_minute: tokens_per_minute?,
             token_quota: token_quota?,
             token_quota_period,
+            budget_micros,
+            budget_period,
         },
         per_user,
         upstream: upstream?,

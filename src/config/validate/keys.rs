@@ -5,7 +5,7 @@ use super::backends::Backends;
 use super::models::Models;
 use crate::config::errors::Errors;
 use crate::config::raw::RawKey;
-use crate::config::{KeyDigest, KeyEntry};
+use crate::config::{KeyDigest, KeyEntry, Micros, QuotaPeriod};
 use std::collections::{HashMap, HashSet};
 
 pub(super) fn validate_keys(
@@ -99,6 +99,7 @@ fn validate_key(
         at,
         errors,
     );
+    let budget = budget(k.budget, k.budget_period.as_deref(), at, errors);
     for (j, m) in k.models.iter().enumerate() {
         if !models.knows(m) && !backends.has_deployment(m) {
             errors.add(
@@ -120,7 +121,41 @@ fn validate_key(
         tokens_per_minute: tokens_per_minute?,
         token_quota: token_quota?,
         token_quota_period: token_quota_period?,
+        budget_micros: budget?.0,
+        budget_period: budget?.1,
     })
+}
+
+/// `budget` and `budget_period` at `at`: money per calendar day, week or month (UTC); the
+/// period only beside a budget.
+pub(super) fn budget(
+    amount: Option<f64>,
+    period: Option<&str>,
+    at: &str,
+    errors: &mut Errors,
+) -> Option<(Option<Micros>, QuotaPeriod)> {
+    if period.is_some() && amount.is_none() {
+        errors.add(
+            format!("{at}.budget_period"),
+            "is set without budget (set the budget too, or remove the period)",
+        );
+    }
+    let period = match period {
+        None => Some(QuotaPeriod::Month),
+        Some(p) => errors.check(
+            format!("{at}.budget_period"),
+            QuotaPeriod::parse(p)
+                .filter(|p| *p != QuotaPeriod::Hour)
+                .ok_or_else(|| {
+                    format!("{p:?} is not a budget period; use one of day, week, month (calendar periods in UTC)")
+                }),
+        ),
+    };
+    let micros = match amount {
+        None => Some(None),
+        Some(v) => super::models::money(v, &format!("{at}.budget"), false, errors).map(Some),
+    };
+    Some((micros?, period?))
 }
 
 /// `token_quota_period` at `at`: a calendar period, only beside a quota.

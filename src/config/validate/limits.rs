@@ -4,7 +4,8 @@
 use crate::config::errors::Errors;
 use crate::config::raw::RawLimits;
 use crate::config::{
-    DEFAULT_MAX_USERS, DEFAULT_REDIS_TIMEOUT, LimitsConfig, OnRedisError, RedisConfig,
+    DEFAULT_COMPLETION_RESERVATION, DEFAULT_MAX_USERS, DEFAULT_REDIS_TIMEOUT, LimitsConfig,
+    OnRedisError, RedisConfig,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use std::time::Duration;
@@ -76,7 +77,40 @@ pub(super) fn validate_limits(raw: RawLimits, errors: &mut Errors) -> Option<Lim
             DEFAULT_MAX_USERS
         }
     };
-    (errors.len() == before).then_some(LimitsConfig { redis, max_users })
+    let default_completion_reservation = completion_reservation(
+        raw.default_completion_reservation,
+        "limits.default_completion_reservation",
+        errors,
+    )
+    .unwrap_or(DEFAULT_COMPLETION_RESERVATION);
+    (errors.len() == before).then_some(LimitsConfig {
+        redis,
+        max_users,
+        default_completion_reservation,
+    })
+}
+
+/// The most tokens a completion reservation may name: far above any model's output.
+const MAX_COMPLETION_RESERVATION: i64 = 10_000_000;
+
+/// A completion reservation at `key`: 0 (reserve the prompt only) up to
+/// [`MAX_COMPLETION_RESERVATION`] tokens.
+pub(super) fn completion_reservation(
+    v: Option<i64>,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<u64> {
+    match v {
+        Some(n) if (0..=MAX_COMPLETION_RESERVATION).contains(&n) => Some(n as u64),
+        Some(n) => {
+            errors.add(
+                key,
+                format!("{n} is out of range: use 0 to {MAX_COMPLETION_RESERVATION} (tokens reserved for an answer)"),
+            );
+            None
+        }
+        None => None,
+    }
 }
 
 /// Checks a Redis URL and returns it without its password. Messages never repeat the URL
@@ -198,6 +232,104 @@ mod tests {
         assert!(
             e.contains("keys[0].token_quota_period: is set without token_quota"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn prices_budgets_and_reservations_are_checked_and_kept_in_micro_units() {
+        let two = "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\n\
+            [[models]]\nname='big'\nbackend='a'\ndeployment='big'\n\
+            price={input_per_1m=2.5,output_per_1m=10.0,cached_input_per_1m=1.25}\ncompletion_reservation=512\n\
+            [[models]]\nname='small'\nbackend='a'\ndeployment='small'\n";
+        let c = parse(&format!(
+            "{two}[limits]\ndefault_completion_reservation = 2000\n\
+             [[keys]]\nname='k'\nsha256='{DIGEST}'\nbudget=250\nbudget_period='week'\n"
+        ))
+        .unwrap();
+        let big = &c.models[0];
+        assert_eq!(
+            big.price,
+            Some(crate::config::Price {
+                input_per_1m: 2_500_000,
+                cached_input_per_1m: 1_250_000,
+                output_per_1m: 10_000_000
+            })
+        );
+        assert_eq!(big.completion_reservation, Some(512));
+        assert_eq!(c.currency, "USD");
+        assert_eq!(c.limits.default_completion_reservation, 2000);
+        let b = c.keys[0].budget();
+        assert_eq!(b.budget_micros, Some(250_000_000));
+        assert_eq!(b.budget_period, crate::config::QuotaPeriod::Week);
+        assert!(
+            c.notes.iter().any(|n| n.message.contains(
+                "\"small\" has no price, so requests to it spend nothing against the budget of key \"k\""
+            )),
+            "{:?}",
+            c.notes
+        );
+        let key = |extra: &str| format!("{two}[[keys]]\nname='k'\nsha256='{DIGEST}'\n{extra}\n");
+        let e = err(&key("budget = 0"));
+        assert!(e.contains("keys[0].budget: 0 is not an amount"), "{e}");
+        let e = err(&key("budget = 5\nbudget_period = 'hour'"));
+        assert!(e.contains("keys[0].budget_period: \"hour\" is not a budget period; use one of day, week, month"), "{e}");
+        let e = err(&key("budget_period = 'day'"));
+        assert!(
+            e.contains("keys[0].budget_period: is set without budget"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{two}[limits]\ndefault_completion_reservation = -1\n"
+        ));
+        assert!(
+            e.contains("limits.default_completion_reservation: -1 is out of range"),
+            "{e}"
+        );
+        let e = err(&two.replace("completion_reservation=512", "completion_reservation=-5"));
+        assert!(
+            e.contains("models[0].completion_reservation: -5 is out of range"),
+            "{e}"
+        );
+        let e = err(&two.replace("output_per_1m=10.0", "output_per_1m=-1.0"));
+        assert!(
+            e.contains("models[0].price.output_per_1m: -1 is not an amount"),
+            "{e}"
+        );
+        let euro = two.replace(
+            "deployment='small'\n",
+            "deployment='small'\nprice={input_per_1m=1.0,output_per_1m=1.0,currency='EUR'}\n",
+        );
+        let e = err(&euro);
+        assert!(
+            e.contains("models[1].price.currency: \"EUR\" differs from \"USD\" (models[0].price)"),
+            "{e}"
+        );
+        // One deployment, two models, two prices: which one applies would depend on the path.
+        let twice = format!(
+            "{two}[[models]]\nname='alias'\nbackend='a'\ndeployment='big'\nprice={{input_per_1m=1.0,output_per_1m=1.0}}\n"
+        );
+        let e = err(&twice);
+        // A model naming no price for a priced deployment takes its price: not spend-free.
+        let alias = format!(
+            "{two}[[models]]\nname='alias'\nbackend='a'\ndeployment='big'\n[[keys]]\nname='k'\nsha256='{DIGEST}'\nbudget=1\n"
+        );
+        let c = parse(&alias).unwrap();
+        assert!(
+            !c.notes
+                .iter()
+                .any(|n| n.message.contains("\"alias\" has no price")),
+            "{:?}",
+            c.notes
+        );
+        assert!(e.contains("models[2].price: model \"big\" and model \"alias\" both target deployment \"big\" with different prices"), "{e}");
+        // A token limit no request without max_tokens can fit is noted.
+        let c = parse(&key("tokens_per_minute = 100")).unwrap();
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.message.contains("key \"k\": its token limit of 100")),
+            "{:?}",
+            c.notes
         );
     }
 }

@@ -3,6 +3,7 @@
 //! one run of `config check` lists everything wrong with a file.
 
 mod backends;
+mod budgets;
 mod identities;
 mod identity;
 mod inbound;
@@ -69,6 +70,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         &mut errors,
     );
     let limits = limits::validate_limits(raw.limits, &mut errors);
+    let currency = models.currency();
+    if let (Some(keys), Some(identities), Some(limits)) = (&keys, &identities, &limits) {
+        budgets::notes(keys, identities, &models, limits, &mut notes);
+    }
     let telemetry = telemetry::validate_telemetry(raw.telemetry, &mut errors);
     let allow_unauthenticated = server.as_ref().and_then(|server| {
         unauthenticated(
@@ -127,6 +132,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         inbound,
         limits,
         telemetry,
+        currency,
         notes,
     }))
 }

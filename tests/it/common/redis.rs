@@ -109,6 +109,34 @@ impl Redis {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
+    /// Stops the server without ending it (SIGSTOP): it keeps its data and its connections,
+    /// but answers nothing until [`Redis::resume`] — calls time out rather than fail.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT): it answers what was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// A counter's value, 0 when absent.
+    pub fn get_u64(&self, key: &str) -> u64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let value: Option<u64> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+        value.unwrap_or(0)
+    }
+
     /// The sum of a hash's values (a window of per-second buckets), 0 when absent.
     pub fn hash_sum(&self, key: &str) -> u64 {
         let client = redis::Client::open(self.url()).unwrap();
