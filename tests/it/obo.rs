@@ -459,7 +459,8 @@ async fn realtime_as(h: &Harness, token: &str) -> Result<(), u16> {
 #[tokio::test]
 async fn realtime_reaches_azure_as_the_user_and_each_users_budget_holds() {
     let h = obo_proxy(&format!(
-        "[[identities]]\nname = \"voice\"\napp_id = \"{CLIENT_APP}\"\nper_user_token_quota = 1\n"
+        "[[identities]]\nname = \"voice\"\napp_id = \"{CLIENT_APP}\"\nper_user_token_quota = 2\n\
+         [limits]\ndefault_completion_reservation = 1\n"
     ))
     .await;
     let t1 = user_token(&h.emulator, USER_1);
@@ -472,7 +473,8 @@ async fn realtime_reaches_azure_as_the_user_and_each_users_budget_holds() {
         .expect("the emulator saw the realtime handshake");
     assert_eq!(socket.bearer_oid.as_deref(), Some(USER_1));
     assert_eq!(socket.bearer_app_id.as_deref(), Some(OBO_APP));
-    // The session's tokens were charged to the user: their next one is refused...
+    // A session reserves 1 token of the user's 2 and is settled to what it used, more than
+    // both: the user's next session is refused...
     let mut refused = None;
     for _ in 0..50 {
         match realtime_as(&h, &t1).await {
