@@ -252,7 +252,7 @@ fn history_view(config: &crate::config::Config) -> HistoryView {
     let mut callers: Vec<SeriesView> = config
         .keys
         .iter()
-        .map(|k| series(Kind::Caller, crate::config::key_label(k.legacy, &k.name)))
+        .map(|k| series(Kind::Caller, k.label().to_string()))
         .collect();
     for label in h.active(Kind::Caller, now) {
         // Keys are charted above when configured; labels of keys this config does not have

@@ -11,6 +11,8 @@ mod env;
 mod errors;
 mod include;
 mod key_digest;
+mod label;
+pub use label::CallerLabel;
 mod raw;
 mod render;
 mod scope;
@@ -313,18 +315,12 @@ pub struct KeyEntry {
     pub budget_period: QuotaPeriod,
 }
 
-/// The `key` label of a configured key in every per-caller metric and span: `key:<name>`, or
-/// `legacy-key:<name>` for an old Azure resource key (see `telemetry::key_label` for callers
-/// without a key).
-pub fn key_label(legacy: bool, name: &str) -> String {
-    if legacy {
-        format!("legacy-key:{name}")
-    } else {
-        format!("key:{name}")
-    }
-}
-
 impl KeyEntry {
+    /// The key's label in metrics, logs and `/status`: `key:<name>` or `legacy-key:<name>`.
+    pub fn label(&self) -> CallerLabel {
+        CallerLabel::key(&self.name, self.legacy)
+    }
+
     /// The request and token budget of this key.
     pub fn budget(&self) -> KeyBudget {
         KeyBudget {
@@ -535,8 +531,8 @@ impl IdentityMatch {
 
 impl IdentityEntry {
     /// The identity's label in metrics, logs and `/status`: `identity:<name>`.
-    pub fn label(&self) -> String {
-        format!("identity:{}", self.name)
+    pub fn label(&self) -> CallerLabel {
+        CallerLabel::Identity(std::sync::Arc::from(self.name.as_str()))
     }
 }
 

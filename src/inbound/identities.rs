@@ -4,9 +4,9 @@
 //! matches is refused (403, naming its ids and the block that would admit it) or let through
 //! as an unnamed `entra`/`app` caller, as `[inbound.entra] unmatched` says.
 
-use super::label::CallerLabel;
 use super::policy::Policy;
 use crate::claims::{ClaimList, Claims};
+use crate::config::CallerLabel;
 use crate::config::{IdentityEntry, IdentityMatch, Unmatched, Upstream};
 use crate::fast_hash::FastMap;
 use crate::limits::Limits;

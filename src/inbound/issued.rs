@@ -11,8 +11,8 @@
 //! one made when the process starts: tokens survive a config reload, not a restart, and another
 //! replica accepts them only when every replica has the same secret.
 
-use super::label::CallerLabel;
 use super::{AuthError, Caller, EntraUse, Held, Identities, KeyStore};
+use crate::config::CallerLabel;
 use crate::config::KeyDigest;
 use aws_lc_rs::hmac;
 use base64::Engine as _;

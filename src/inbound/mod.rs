@@ -10,12 +10,12 @@ mod error;
 mod identities;
 pub mod issued;
 mod keys;
-mod label;
 mod policy;
 mod presented;
 pub mod query;
 pub mod subprotocol;
 
+pub use crate::config::CallerLabel;
 pub use client_credentials::{AppCredential, TENANT_HEADER, parse_basic};
 pub use entra::{
     EntraError, EntraUse, EntraValidator, KeysUnavailable, TokenRejection, audience_use,
@@ -24,7 +24,6 @@ pub use entra::{
 pub use error::{AuthError, CredentialSource};
 pub use identities::{Identities, Identity, NoIdentity, Principal};
 pub use keys::{KeyHolder, KeyStore, generate_key};
-pub use label::CallerLabel;
 pub use policy::{PerUser, Policy, PolicyDenial};
 
 use crate::claims::Claims;

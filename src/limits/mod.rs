@@ -328,9 +328,7 @@ impl Limits {
     pub fn account_for(&self, entry: &KeyEntry) -> Account {
         let key = BudgetKey::key(&entry.name);
         let budget = entry.budget();
-        let gauge = budget
-            .token_quota
-            .map(|_| quota_gauge(entry.legacy, &entry.name));
+        let gauge = budget.token_quota.map(|_| quota_gauge(entry.label()));
         let bucket = self.inner.memory.bucket(&key);
         Account::new(self.clone(), key, budget, bucket, gauge)
     }
@@ -339,10 +337,7 @@ impl Limits {
     /// a snapshot is built.
     pub fn account_for_identity(&self, entry: &IdentityEntry) -> Account {
         let key = BudgetKey::identity(&entry.name);
-        let gauge = entry
-            .budget
-            .token_quota
-            .map(|_| metrics::gauge!("entra_proxy_token_quota_remaining", "key" => entry.label()));
+        let gauge = entry.budget.token_quota.map(|_| quota_gauge(entry.label()));
         let bucket = self.inner.memory.bucket(&key);
         Account::new(self.clone(), key, entry.budget, bucket, gauge)
     }
@@ -399,7 +394,7 @@ impl Limits {
             let Some(quota) = k.token_quota else {
                 continue;
             };
-            let gauge = quota_gauge(k.legacy, &k.name);
+            let gauge = quota_gauge(k.label());
             let account = self.account(BudgetKey::key(&k.name), k.budget());
             match self.store().peek(&account, now) {
                 Answer::Ready(Some(Ok(standing))) => {
@@ -424,12 +419,9 @@ impl Limits {
     }
 }
 
-/// The quota gauge of key `name`, labelled as every per-caller metric labels it.
-fn quota_gauge(legacy: bool, name: &str) -> metrics::Gauge {
-    metrics::gauge!(
-        "entra_proxy_token_quota_remaining",
-        "key" => crate::config::key_label(legacy, name)
-    )
+/// The quota gauge of a key or identity, labelled as every per-caller metric labels it.
+fn quota_gauge(label: crate::config::CallerLabel) -> metrics::Gauge {
+    metrics::gauge!("entra_proxy_token_quota_remaining", "key" => label.to_string())
 }
 
 /// The error for a refusal, naming whose budget, the limit and when it frees up (or, for a

@@ -109,7 +109,7 @@ struct Window {
 struct KeyWindow {
     /// Tells this key's per-thread counter handles apart from every other's in the process.
     id: u64,
-    /// The key's metric label ([`crate::config::key_label`]).
+    /// The key's metric label ([`crate::config::CallerLabel`]).
     label: String,
     /// Unix seconds / WINDOW_SECS of the window counted.
     index: AtomicU64,
