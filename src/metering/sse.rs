@@ -128,9 +128,32 @@ enum LineEffect {
     DropNullUsage,
 }
 
+/// [`without_null_usage`] for the shape OpenAI and Azure write, read without walking the line:
+/// `"usage":null` as the object's last member and the only `"usage"` anywhere in it. In a line
+/// that is one JSON object (the meter has parsed it before asking) the closing brace at its end
+/// is the top level's, so the member before it is a top-level one. `None` for any other shape.
+fn without_trailing_null_usage(line: &[u8]) -> Option<Vec<u8>> {
+    const TAIL: &[u8] = b",\"usage\":null}";
+    let last = line.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    let at = (last + 1).checked_sub(TAIL.len())?;
+    if &line[at..=last] != TAIL || memchr::memmem::find(line, b"\"usage\"") != Some(at + 1) {
+        return None;
+    }
+    let mut kept = Vec::with_capacity(line.len() - (TAIL.len() - 1));
+    kept.extend_from_slice(&line[..at]);
+    kept.extend_from_slice(&line[last..]);
+    Some(kept)
+}
+
 /// `line` without its top-level `"usage":null` member (and the comma that joined it), when it
-/// has exactly one; `None` otherwise. Strings and nested objects are skipped as JSON reads them.
+/// has exactly one; `None` otherwise. The shape Azure writes is cut at once, any other walked.
 fn without_null_usage(line: &[u8]) -> Option<Vec<u8>> {
+    without_trailing_null_usage(line).or_else(|| walked_without_null_usage(line))
+}
+
+/// [`without_null_usage`] by walking the line, strings and nested objects skipped as JSON reads
+/// them.
+fn walked_without_null_usage(line: &[u8]) -> Option<Vec<u8>> {
     const KEY: &[u8] = b"\"usage\"";
     let skip_ws = |mut i: usize| {
         while line.get(i).is_some_and(u8::is_ascii_whitespace) {
@@ -504,6 +527,42 @@ mod tests {
         assert_eq!(strip(r#"data: {"usage":{"total_tokens":1}}"#), None);
         assert_eq!(strip(r#"data: {"usage":null,"usage":null}"#), None);
         assert_eq!(strip(r#"data: }}"#), None);
+    }
+
+    #[test]
+    fn the_trailing_shape_is_cut_without_a_walk_and_only_when_it_is_the_one_usage() {
+        let fast = |s: &str| {
+            without_trailing_null_usage(s.as_bytes()).map(|v| String::from_utf8(v).unwrap())
+        };
+        let line = r#"data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage":null}"#;
+        assert_eq!(
+            fast(line).unwrap(),
+            r#"data: {"id":"c","choices":[{"delta":{"content":"hi"}}]}"#
+        );
+        assert_eq!(
+            fast(&format!("{line}  ")).unwrap().len(),
+            line.len() + 2 - 13
+        );
+        // Another "usage" anywhere (a nested member, a string): the walk decides.
+        for other in [
+            r#"data: {"x":{"usage":null},"usage":null}"#,
+            r#"data: {"s":""usage"","usage":null}"#,
+            r#"data: {"usage":null,"usage":null}"#,
+        ] {
+            assert_eq!(fast(other), None, "{other}");
+        }
+        assert_eq!(fast(r#"data: {"usage":null}"#), None);
+        assert_eq!(fast(r#"data: {"a":"usage":null}"}"#), None);
+        // Whatever the shape, the result is the walk's.
+        for line in [
+            line,
+            r#"data: {"a":1,"usage":null}"#,
+            r#"data: {"x":{"usage":null},"s":""usage":null","usage":null}"#,
+        ] {
+            let walked = walked_without_null_usage(line.as_bytes());
+            assert!(walked.is_some(), "{line}");
+            assert_eq!(without_null_usage(line.as_bytes()), walked, "{line}");
+        }
     }
 
     #[test]
