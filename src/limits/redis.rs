@@ -4,8 +4,8 @@
 //! One round trip before the answer: a request is admitted by one Lua script over every budget
 //! it is counted against (its caller's, and its user's inside an identity: one hash slot), which
 //! checks that the reservation fits each and then counts it in each, atomically across
-//! replicas. Settlement is off the request's path: queued in this process ([`queue`]) and sent
-//! in batches, one pipelined round trip every [`FLUSH_EVERY`] and at shutdown.
+//! replicas. Settlement is off the request's path: queued in this process (`redis/queue.rs`)
+//! and sent in batches, one pipelined round trip every [`FLUSH_EVERY`] and at shutdown.
 //!
 //! A call that does not answer within `limits.redis_timeout_ms` fails; the caller then applies
 //! `limits.on_redis_error`. After a failure Redis is left alone for
