@@ -49,16 +49,20 @@ local now = tonumber(ARGV[1])
 local rt, rm = tonumber(ARGV[2]), tonumber(ARGV[3])
 local function window(key)
   local flat = redis.call('HGETALL', key)
-  local buckets, used = {}, 0
+  local used, horizon = 0, now - 60
   for i = 1, #flat, 2 do
-    local sec, n = tonumber(flat[i]), tonumber(flat[i + 1])
-    if sec <= now - 60 then redis.call('HDEL', key, flat[i])
-    else buckets[#buckets + 1] = {sec, n}; used = used + n end
+    if tonumber(flat[i]) <= horizon then redis.call('HDEL', key, flat[i])
+    else used = used + tonumber(flat[i + 1]) end
+  end
+  return used, flat
+end
+local function retry_after(used, flat, limit)
+  local buckets = {}
+  for i = 1, #flat, 2 do
+    local sec = tonumber(flat[i])
+    if sec > now - 60 then buckets[#buckets + 1] = {sec, tonumber(flat[i + 1])} end
   end
   table.sort(buckets, function(a, b) return a[1] < b[1] end)
-  return used, buckets
-end
-local function retry_after(used, buckets, limit)
   for _, b in ipairs(buckets) do
     used = used - b[2]
     if used < limit then return math.max(1, b[1] + 60 - now) end

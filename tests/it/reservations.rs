@@ -537,3 +537,47 @@ fn each_settlement_and_admission_counts_once_whatever_order_redis_sees_them_in()
     settle(&mut con, &format!("{base}:settled:3"), "0", 1000);
     assert_eq!(counts(&mut con), (1, 0, 0, 7));
 }
+
+#[test]
+fn the_admission_script_counts_only_the_last_minute_and_retries_when_its_oldest_second_leaves() {
+    use entra_proxy::limits::redis::ADMIT;
+    let redis = Redis::start();
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let base = "entra-proxy:{window}";
+    let requests = format!("{base}:requests");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let far = now + 3600;
+    // Written newest first, so Redis need not hand them back in time order; one is past the
+    // window.
+    for (second, n) in [(now - 10, 1), (now - 50, 2), (now - 70, 5)] {
+        let _: i64 = ::redis::cmd("HSET")
+            .arg(&requests)
+            .arg(second)
+            .arg(n)
+            .query(&mut con)
+            .unwrap();
+    }
+    let out: Vec<i64> = ::redis::Script::new(ADMIT)
+        .key(&requests)
+        .key(format!("{base}:tokens"))
+        .key(format!("{base}:quota:day:0"))
+        .key(format!("{base}:spend:month:0"))
+        .key(format!("{base}:admitted:a"))
+        .arg(now)
+        .arg(0)
+        .arg(0)
+        .arg("admit")
+        .arg(&[3, 0, 0, 0, far, far][..])
+        .invoke(&mut con)
+        .unwrap();
+    // 3 requests in the last minute against requests_per_minute = 3: refused (1) until the
+    // second 50 s ago leaves the window, 10 s from now; the one 70 s ago was dropped.
+    assert_eq!(&out[..4], &[1, 10, 0, 3], "{out:?}");
+    let old: bool = ::redis::cmd("HEXISTS")
+        .arg(&requests)
+        .arg(now - 70)
+        .query(&mut con)
+        .unwrap();
+    assert!(!old, "a second past the window is deleted");
+}
