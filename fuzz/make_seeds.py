@@ -107,6 +107,7 @@ for name, sel, target, body, chosen in [
     ("absolute_form", 1, "http://evil.example/v1/chat/completions", chat, ""),
     ("list_models", 0, "//v1//models/", "", ""),
     ("unicode", 2, "/openai/deployments/caf%C3%A9/chat/completions", "", ""),
+    ("model_in_another_case", 0, "/v1/chat/completions", '{"mOdel":"gpt-4o","messages":[]}', ""),
 ]:
     write("routing", name, bytes([sel]), target, body, chosen)
 
@@ -124,6 +125,7 @@ for name, sel, body in [
     ("not_json", 1, "not json"),
     ("nested", 1, '{"model":"gpt-4o","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"metadata":{"model":"keep"}}'),
     ("unicode", 1, '{"model":"gpt-4o","messages":[{"role":"user","content":"caf\\u00e9 \\ud83d\\ude00"}]}'),
+    ("model_twice", 3, '{"model":"mini","Model":"mini","input":"hi"}'),
 ]:
     write("model_rewrite", name, bytes([sel]), body)
 

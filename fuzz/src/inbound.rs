@@ -158,7 +158,8 @@ fn consumed_part(part: &str) -> bool {
 
 /// Whether a raw query part is an `Authorization` parameter (`Bearer <key or token>`).
 fn authorization_part(part: &str) -> bool {
-    form_decode(part.split_once('=').map_or(part, |(n, _)| n)).eq_ignore_ascii_case(b"authorization")
+    form_decode(part.split_once('=').map_or(part, |(n, _)| n))
+        .eq_ignore_ascii_case(b"authorization")
 }
 
 /// The credential value a query carries: the value (everything after the first `=`, decoded)

@@ -166,18 +166,18 @@ fn check_body(plan: &Plan, api: ApiShape, body: Option<&Bytes>, r: &Route) {
             .deployment
             .as_deref()
             .expect("a rewritten body names a deployment");
-        assert_eq!(new.get("model").and_then(|m| m.as_str()), Some(deployment));
+        assert_eq!(model_of(new).and_then(|m| m.as_str()), Some(deployment));
         let original = original
             .as_ref()
             .and_then(|o| o.as_object())
             .expect("only JSON objects are rewritten");
         assert_eq!(
-            original.get("model").and_then(|m| m.as_str()),
+            model_of(original).and_then(|m| m.as_str()),
             r.model.as_deref()
         );
         assert_eq!(new.len(), original.len(), "fields were added or dropped");
         for (k, v) in original {
-            if k != "model" {
+            if !k.eq_ignore_ascii_case("model") {
                 assert_eq!(new.get(k), Some(v), "field {k:?} changed");
             }
         }
@@ -188,22 +188,58 @@ fn check_body(plan: &Plan, api: ApiShape, body: Option<&Bytes>, r: &Route) {
     let v1_shaped = matches!(plan, Plan::AzureV1 { .. })
         || (matches!(plan, Plan::OpenAi { .. }) && api == ApiShape::V1);
     if v1_shaped && let Some(deployment) = r.deployment.as_deref() {
-        // Read `model` as a JSON reader that skips the other fields does: a body with invalid
-        // UTF-8 or an out-of-range number elsewhere still names its model.
-        #[derive(serde::Deserialize)]
-        struct ModelOnly {
-            model: Option<serde_json::Value>,
-        }
-        let sent = body
-            .and_then(|b| serde_json::from_slice::<ModelOnly>(b).ok())
-            .and_then(|o| o.model)
-            .and_then(|m| m.as_str().map(str::to_string));
+        // Read `model` as Azure does, in any letter case, skipping the other fields: a body
+        // with invalid UTF-8 or an out-of-range number elsewhere still names its model.
+        let sent = body.and_then(|b| model_in(b));
         assert_eq!(
             sent.as_deref(),
             Some(deployment),
             "a v1 backend got a model that is not its deployment"
         );
     }
+}
+
+/// The object's `model`, named in any letter case (Azure binds it so; the proxy refuses a body
+/// that names it twice).
+fn model_of(o: &serde_json::Map<String, serde_json::Value>) -> Option<&serde_json::Value> {
+    o.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("model"))
+        .map(|(_, v)| v)
+}
+
+/// The string `model` of a JSON object body, in any letter case, the other members skipped.
+fn model_in(body: &[u8]) -> Option<String> {
+    struct Model(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Model {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Model, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Model;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Model, A::Error> {
+                    let mut model = None;
+                    while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        if k.eq_ignore_ascii_case("model") {
+                            model = map
+                                .next_value::<serde_json::Value>()?
+                                .as_str()
+                                .map(String::from);
+                        } else {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Model(model))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_slice::<Model>(body).ok().and_then(|m| m.0)
 }
 
 /// Errors routing may answer with: each a client error that says what to change.
@@ -216,6 +252,7 @@ fn check_error(e: &ProxyError) {
                 | ProxyError::UnknownModel { .. }
                 | ProxyError::NoRoute { .. }
                 | ProxyError::AmbiguousDeployment { .. }
+                | ProxyError::DuplicateParameter { .. }
         ),
         "unexpected routing error {e:?}"
     );
