@@ -304,20 +304,20 @@ async fn budgets(
         .into_iter()
         .flatten()
         .any(|a| a.budget().reserves());
-    let (estimate, reservation) = match reserves {
+    let (estimate, sizing, reservation) = match reserves {
         true => {
             let (estimate, sizing) = Estimate::sized(inbound.bytes());
             let default = state.config.limits.default_completion_reservation;
             let r = super::reserve::reservation(&state.tariffs, routes, path, sizing, default);
-            (estimate, r)
+            (estimate, Some(sizing), r)
         }
-        false => (Estimate::later(inbound.bytes()), Reservation::NONE),
+        false => (Estimate::later(inbound.bytes()), None, Reservation::NONE),
     };
     let admissions = Admissions::admit(account, user, &reservation)
         .await
         .map_err(|e| e.in_currency(&state.config.currency))?;
-    let injected = match inbound.bytes() {
-        Some(b) if reserves => estimate::inject_include_usage(b),
+    let injected = match (inbound.bytes(), sizing) {
+        (Some(b), Some(sizing)) => estimate::ask_usage(b, &sizing),
         _ => None,
     };
     let hide_usage_chunk = injected.is_some();

@@ -188,9 +188,11 @@ fn is_value(json: &[u8], end: usize) -> bool {
 /// but OpenAI, and OpenAI's batch and file endpoints.
 pub(super) fn body_may_link(service: Service, path: &str) -> bool {
     match service {
+        // Split as bytes: every chat completion passes here.
         Service::OpenAi => path
-            .split('/')
-            .any(|s| s.eq_ignore_ascii_case("batches") || s.eq_ignore_ascii_case("files")),
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .any(|s| s.eq_ignore_ascii_case(b"batches") || s.eq_ignore_ascii_case(b"files")),
         Service::Speech | Service::Translator | Service::Search | Service::Cognitive => true,
     }
 }

@@ -83,7 +83,11 @@ mod tests {
         let (table, tariffs) = (RoutingTable::new(&config), Tariffs::new(&config));
         let chat = "/v1/chat/completions";
         let plain = routes(&table, chat, r#"{"model":"plain"}"#);
-        let sized = |prompt, ceiling| Sizing { prompt, ceiling };
+        let sized = |prompt, ceiling| Sizing {
+            prompt,
+            ceiling,
+            ..Sizing::default()
+        };
         let r = reservation(
             &tariffs,
             &plain,

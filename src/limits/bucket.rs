@@ -30,21 +30,32 @@ struct Counters {
     spend: Period,
 }
 
-/// What was used in one calendar period (only the current one is kept).
+/// What was used in one calendar period (only the current one is kept), with the period's
+/// bounds: working them out is date arithmetic, done only when a request falls outside them.
 #[derive(Debug, Default, Clone, Copy)]
 struct Period {
+    kind: Option<QuotaPeriod>,
     start: i64,
+    end: i64,
     used: u64,
 }
 
 impl Period {
     /// What is used in the period holding `now` (a new period starts at zero), and its end.
     fn used(&mut self, period: QuotaPeriod, now: i64) -> (u64, i64) {
-        let (start, end) = period_bounds(period, now);
-        if self.start != start {
-            *self = Period { start, used: 0 };
+        if self.kind != Some(period) || now < self.start || now >= self.end {
+            let (start, end) = period_bounds(period, now);
+            if self.start != start {
+                self.used = 0;
+            }
+            *self = Period {
+                kind: Some(period),
+                start,
+                end,
+                used: self.used,
+            };
         }
-        (self.used, end)
+        (self.used, self.end)
     }
 
     fn add(&mut self, period: QuotaPeriod, now: i64, n: u64) -> u64 {
@@ -56,7 +67,7 @@ impl Period {
     /// Takes back `n` counted at `at`, if the period holding `at` is still the current one.
     fn release(&mut self, period: QuotaPeriod, at: i64, n: u64, now: i64) {
         self.used(period, now);
-        if period_bounds(period, at).0 == self.start {
+        if (self.start..self.end).contains(&at) {
             self.used = self.used.saturating_sub(n);
         }
     }
@@ -363,5 +374,31 @@ mod tests {
         // What it used beyond its reservation is charged now, in the new day.
         let after = b.settle(&budget, before_midnight, money(0), money(50_000), next_day);
         assert_eq!(after.spend, 250_000);
+    }
+
+    #[test]
+    fn a_period_keeps_its_bounds_until_a_time_outside_them_or_another_kind() {
+        let mut p = Period::default();
+        let noon = 1_773_921_600; // 2026-03-19T12:00:00Z, a Thursday
+        let midnight = noon + 12 * 3600;
+        assert_eq!(p.add(QuotaPeriod::Day, noon, 5), 5);
+        assert_eq!(p.used(QuotaPeriod::Day, midnight - 1), (5, midnight));
+        // The week holding the same moment started on Monday: another start, counted afresh.
+        let monday = midnight - 4 * 86_400;
+        assert_eq!(p.used(QuotaPeriod::Week, noon), (0, monday + 7 * 86_400));
+        assert_eq!(p.add(QuotaPeriod::Week, noon, 7), 7);
+        assert_eq!(p.used(QuotaPeriod::Day, noon), (0, midnight));
+        assert_eq!(p.add(QuotaPeriod::Day, midnight - 1, 3), 3);
+        assert_eq!(p.used(QuotaPeriod::Day, midnight), (0, midnight + 86_400));
+        // A release counted in the day before gives nothing back of the new one.
+        assert_eq!(p.add(QuotaPeriod::Day, midnight, 2), 2);
+        p.release(QuotaPeriod::Day, midnight - 1, 2, midnight);
+        assert_eq!(
+            p.used(QuotaPeriod::Day, midnight).0,
+            2,
+            "not the period it was counted in"
+        );
+        p.release(QuotaPeriod::Day, midnight, 2, midnight + 1);
+        assert_eq!(p.used(QuotaPeriod::Day, midnight + 1).0, 0);
     }
 }

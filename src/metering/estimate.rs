@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::request::{self, UsageAsk};
+
 /// Tokens added per chat message (role and framing) by the prompt estimate.
 pub const PER_MESSAGE_TOKENS: u64 = 4;
 /// Tokens added per chat request (the reply's priming) by the prompt estimate.
@@ -14,8 +16,7 @@ pub const PER_REQUEST_TOKENS: u64 = 3;
 /// plus [`PER_MESSAGE_TOKENS`] per chat message and [`PER_REQUEST_TOKENS`] per chat request.
 /// `None` when the body is not a JSON object.
 pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    prompt_of(value.as_object()?)
+    request::read(body).map(|r| prompt_of(&r))
 }
 
 /// The parameters that cap an answer's tokens, by API: chat and completions, o-series chat,
@@ -23,48 +24,54 @@ pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
 pub const CEILINGS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
 
 /// What a request may use, read before sending: its prompt estimate, and the ceiling it sets on
-/// its answer (the largest of [`CEILINGS`] it names, with that parameter's name).
+/// its answer (the largest of [`CEILINGS`] it names, with that parameter's name), and whether it
+/// must be asked for its stream's usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Sizing {
     pub prompt: u64,
     pub ceiling: Option<(u64, &'static str)>,
+    pub(crate) usage: UsageAsk,
 }
 
-/// The [`Sizing`] of a request body (nothing when it is not a JSON object), from one parse.
+/// The [`Sizing`] of a request body (nothing when it is not a JSON object), from one pass that
+/// builds nothing.
 pub fn sizing(body: &[u8]) -> Sizing {
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+    let Some(read) = request::read(body) else {
         return Sizing::default();
     };
-    // In any letter case, as Azure reads them: a ceiling the proxy missed would go unreserved.
-    let ceiling = object
-        .iter()
-        .filter_map(|(k, v)| {
-            let name = CEILINGS.iter().find(|c| c.eq_ignore_ascii_case(k))?;
-            Some((v.as_u64()?, *name))
-        })
-        .max_by_key(|(n, _)| *n);
     Sizing {
-        prompt: prompt_of(&object).unwrap_or(0),
-        ceiling,
+        prompt: prompt_of(&read),
+        ceiling: read.ceiling,
+        usage: read.usage,
     }
 }
 
-/// The prompt estimate of a request's JSON object.
-fn prompt_of(object: &serde_json::Map<String, Value>) -> Option<u64> {
-    let mut bytes = 0usize;
-    let mut overhead = 0u64;
-    if let Some(messages) = object.get("messages").and_then(Value::as_array) {
-        overhead = PER_REQUEST_TOKENS + PER_MESSAGE_TOKENS * messages.len() as u64;
-        for m in messages {
-            bytes += text_bytes(m.get("content").unwrap_or(&Value::Null));
+/// The prompt estimate of what a request body reads as.
+fn prompt_of(read: &request::Read) -> u64 {
+    let overhead = read
+        .messages
+        .map_or(0, |n| PER_REQUEST_TOKENS + PER_MESSAGE_TOKENS * n);
+    (read.text_bytes as u64).div_ceil(4) + overhead
+}
+
+/// `body` asking for its stream's usage, when its [`Sizing`] says it must: the option put in
+/// front of its members when it has no `stream_options` (its own bytes otherwise unchanged),
+/// else rewritten whole ([`inject_include_usage`]). `None` when nothing needs changing.
+pub(crate) fn ask_usage(body: &[u8], sizing: &Sizing) -> Option<Bytes> {
+    const OPTION: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    match sizing.usage {
+        UsageAsk::No => None,
+        UsageAsk::Rewrite => inject_include_usage(body),
+        UsageAsk::Insert => {
+            // One JSON object with members: its first non-space byte is its `{`.
+            let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+            let mut out = Vec::with_capacity(body.len() + OPTION.len());
+            out.extend_from_slice(&body[..=open]);
+            out.extend_from_slice(OPTION);
+            out.extend_from_slice(&body[open + 1..]);
+            Some(Bytes::from(out))
         }
     }
-    for field in ["prompt", "input"] {
-        if let Some(v) = object.get(field) {
-            bytes += text_bytes(v);
-        }
-    }
-    Some((bytes as u64).div_ceil(4) + overhead)
 }
 
 /// The prompt estimate of a request ([`estimate_prompt`]; 0 without a body read whole): made
@@ -121,20 +128,6 @@ impl Estimate {
     }
 }
 
-/// Bytes of text in a string, an array of strings or text parts, or messages with `content`.
-fn text_bytes(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Array(items) => items.iter().map(text_bytes).sum(),
-        Value::Object(o) => ["text", "content"]
-            .iter()
-            .filter_map(|k| o.get(*k))
-            .map(text_bytes)
-            .sum(),
-        _ => 0,
-    }
-}
-
 /// The request body with `stream_options.include_usage = true`, when it is a streamed chat or
 /// completions request that does not ask for usage; `None` when nothing needs changing.
 pub fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
@@ -177,7 +170,8 @@ mod tests {
             s,
             Sizing {
                 prompt: 1 + 4 + 3,
-                ceiling: Some((100, "max_tokens"))
+                ceiling: Some((100, "max_tokens")),
+                usage: UsageAsk::No,
             }
         );
         let s = sizing(br#"{"input":"x","max_output_tokens":50,"max_tokens":7}"#);
@@ -208,5 +202,34 @@ mod tests {
         );
         assert!(inject_include_usage(br#"{"messages":[]}"#).is_none());
         assert!(inject_include_usage(br#"{"stream":true,"input":"x"}"#).is_none());
+    }
+
+    #[test]
+    fn a_stream_is_asked_for_its_usage_from_its_sizing_with_its_own_bytes_kept() {
+        let ask = |body: &str| ask_usage(body.as_bytes(), &sizing(body.as_bytes()));
+        let body = " \n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"content\":\"\\u00e9\"}]}";
+        let out = ask(body).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            " \n{\"stream_options\":{\"include_usage\":true},\"model\":\"m\",\"stream\":true,\"messages\":[{\"content\":\"\\u00e9\"}]}",
+            "the option in front, every byte of the client's kept"
+        );
+        let out = ask(r#"{"stream":true,"prompt":"x","stream_options":{"include_usage":false}}"#);
+        let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            3,
+            "rewritten, nothing added twice"
+        );
+        for unchanged in [
+            r#"{"stream":true,"messages":[],"stream_options":{"include_usage":true}}"#,
+            r#"{"stream":true,"messages":[],"stream_options":"odd"}"#,
+            r#"{"stream":false,"messages":[]}"#,
+            r#"{"stream":true,"input":"x"}"#,
+            "not json",
+        ] {
+            assert!(ask(unchanged).is_none(), "{unchanged}");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub(crate) mod estimate;
 pub mod json;
 pub mod meter;
 pub(crate) mod realtime;
+mod request;
 mod scan;
 pub(crate) mod settle;
 pub mod sse;
