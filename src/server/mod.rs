@@ -1,5 +1,6 @@
 //! Serving: the listening socket shared by `server.workers` serving threads (`worker`), the
-//! proxy's own endpoints (`admin`), the request-head limit (`head`), and graceful shutdown.
+//! proxy's own endpoints (`admin`), the request-head limit (`head`), which protocol a
+//! connection speaks (`sniff`), and graceful shutdown.
 
 use crate::state::AppState;
 use std::future::Future;
@@ -10,6 +11,7 @@ use tokio::net::TcpListener;
 mod admin;
 mod balance;
 mod head;
+mod sniff;
 mod worker;
 
 pub use admin::router;

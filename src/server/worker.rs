@@ -5,14 +5,18 @@
 use super::admin;
 use super::balance;
 use super::head;
+use super::sniff::{self, Protocol};
 use crate::forward;
 use crate::state::AppState;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 /// What one serving thread's requests see: the shared state, and the thread's own upstream
 /// client. A connection pool per thread keeps a request and the upstream connection carrying it
@@ -49,11 +53,11 @@ pub(super) async fn work(
         client: worker.client.with_deadlines(deadlines.clone()),
         ..worker
     };
-    let builder = connection_builder(&worker.state, deadlines);
+    let builders = Arc::new(Builders::new(&worker.state, deadlines));
     // Read once: the setting needs a restart to change (see `crate::reload`).
     let max_header_bytes = worker.state.snapshot().config.server.max_header_bytes;
     let app = admin::router(worker.state.clone());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer, counted) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -78,15 +82,12 @@ pub(super) async fn work(
             _ = stopped.wait_for(|stop| *stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
-            connection_service(&worker, &app, peer, max_header_bytes),
-        );
-        let conn = graceful.watch(conn.into_owned());
+        let service = connection_service(&worker, &app, peer, max_header_bytes);
+        let (builders, stop) = (builders.clone(), stopped.clone());
         let recent = worker.state.recent.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await
-                && e.downcast_ref::<hyper::Error>().is_some_and(head_too_large)
+        connections.spawn(async move {
+            if let Err(e) = serve_connection(stream, service, &builders, stop).await
+                && head_too_large(&e)
             {
                 // hyper answered a head beyond even its buffer with its own empty 431.
                 let request_id = forward::request_id(&axum::http::HeaderMap::new());
@@ -98,32 +99,95 @@ pub(super) async fn work(
     drop(listener);
     // Connections still on their way here are closed; new ones stay with their acceptor.
     drop(seat.inbox);
-    drain(&worker, graceful).await;
+    drain(&worker, connections).await;
     Ok(())
 }
 
 /// How this thread serves a connection: HTTP/1.1 with the thread's deadlines for the header
-/// read, HTTP/2; both buffer a little more than the configured header limit, so that the
-/// proxy measures an oversized head and answers it itself ([`head`]).
-fn connection_builder(
-    state: &AppState,
-    deadlines: crate::deadline::Deadlines,
-) -> auto::Builder<TokioExecutor> {
-    let snapshot = state.snapshot();
-    let server = &snapshot.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(head::buffer_limit(server.max_header_bytes))
-        .timer(crate::deadline::HyperTimer(deadlines))
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .max_header_list_size(
+/// read, or HTTP/2 with prior knowledge; both buffer a little more than the configured header
+/// limit, so that the proxy measures an oversized head and answers it itself ([`head`]).
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(state: &AppState, deadlines: crate::deadline::Deadlines) -> Builders {
+        let snapshot = state.snapshot();
+        let server = &snapshot.config.server;
+        let mut h1 = http1::Builder::new();
+        h1.max_buf_size(head::buffer_limit(server.max_header_bytes))
+            .timer(crate::deadline::HyperTimer(deadlines))
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.max_header_list_size(
             head::buffer_limit(server.max_header_bytes).min(u32::MAX as usize) as u32,
         )
         .timer(TokioTimer::new());
-    builder
+        Builders {
+            http1: h1,
+            http2: h2,
+        }
+    }
+}
+
+/// One connection, in the protocol its first bytes name ([`sniff`]), until it ends; once
+/// `stop` turns true it finishes what is in flight and takes no more requests. A client that
+/// says nothing within [`HEADER_READ_TIMEOUT`] (or before `stop`) is closed.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    builders: &Builders,
+    mut stop: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let protocol = tokio::select! {
+        protocol = sniff::sniff(&stream, HEADER_READ_TIMEOUT) => protocol,
+        _ = stop.wait_for(|stop| *stop) => None,
+    };
+    let io = TokioIo::new(stream);
+    match protocol {
+        None => Ok(()),
+        Some(Protocol::Http1) => {
+            let conn = builders.http1.serve_connection(io, service).with_upgrades();
+            until_stopped(conn, stop, http1::UpgradeableConnection::graceful_shutdown).await
+        }
+        // Boxed: few clients speak HTTP/2 in the clear, and its state would size every
+        // connection's task.
+        Some(Protocol::Http2) => {
+            let conn = builders.http2.serve_connection(io, service);
+            Box::pin(until_stopped(
+                conn,
+                stop,
+                http2::Connection::graceful_shutdown,
+            ))
+            .await
+        }
+    }
+}
+
+/// `conn` until it ends; when `stop` turns true (or its sender is gone), `drain` tells it to
+/// finish what is in flight and close.
+async fn until_stopped<C: Future>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    drain: fn(Pin<&mut C>),
+) -> C::Output {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => return done,
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    drain(conn.as_mut());
+    conn.await
 }
 
 /// Longest wait for a request's headers (HTTP/1.1).
@@ -214,10 +278,11 @@ fn too_large<B>(
 
 /// At shutdown: lets open connections finish for the grace period as configured now (it
 /// follows reloads), then closes WebSockets still open with 1001.
-async fn drain(worker: &Worker, graceful: hyper_util::server::graceful::GracefulShutdown) {
+async fn drain(worker: &Worker, connections: TaskTracker) {
     let grace = worker.state.snapshot().config.server.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {

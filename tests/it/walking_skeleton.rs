@@ -452,3 +452,43 @@ async fn a_burst_of_connections_is_spread_over_the_serving_threads() {
     drop(open);
     let _ = stop_and_collect(child).await;
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_a_head_split_at_its_first_byte_are_both_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let h = start().await;
+    // HTTP/2 in the clear, told from its preface.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(h.url("/v1/chat/completions"))
+        .header("api-key", KEY)
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+
+    // HTTP/1.1 whose first byte alone could still be the preface's: the rest is waited for.
+    let body = chat_body("gpt-4o").to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    conn.write_all(&request.as_bytes()[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    conn.write_all(&request.as_bytes()[1..]).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("chat.completion"), "{answer}");
+    assert_eq!(h.emulator.requests().len(), 2);
+    h.stop().await;
+}
