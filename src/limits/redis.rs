@@ -6,12 +6,15 @@
 //! checks that the reservation fits each and then counts it in each, atomically across
 //! replicas. Settlement is off the request's path: queued in this process (`redis/queue.rs`)
 //! and sent in batches, one pipelined round trip every [`FLUSH_EVERY`] and at shutdown.
+//! Admission goes over the serving thread's own connection, batches over one shared one
+//! (`redis/link.rs`).
 //!
 //! A call that does not answer within `limits.redis_timeout_ms` fails; the caller then applies
 //! `limits.on_redis_error`. After a failure Redis is left alone for
 //! [`PAUSE_AFTER_FAILURE_MS`], so an outage costs requests nothing; the outage is logged once
-//! and counted.
+//! however many connections notice it, and every failed call is counted.
 
+mod link;
 mod queue;
 
 use super::account::Account;
@@ -21,15 +24,12 @@ use super::store::Store;
 use super::window::period_bounds;
 use super::{Admit, BudgetKey, Limit, Refusal, Settlement, Standing};
 use crate::config::{KeyBudget, RedisConfig};
+pub use link::PAUSE_AFTER_FAILURE_MS;
 pub use queue::{FLUSH_EVERY, MARKER_SECS, MAX_QUEUED, RETRY_FOR};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
-
-/// After a failed call, calls fail at once for this long, then Redis is tried again.
-pub const PAUSE_AFTER_FAILURE_MS: i64 = 500;
 /// Quota and budget counters outlive their period by this much (seconds), then expire.
 const PERIOD_MARGIN_SECS: i64 = 3600;
 
@@ -196,9 +196,9 @@ pub struct RedisStore {
     inner: Arc<Connection>,
 }
 
-/// The connection and what every call shares.
+/// The connections and what every call shares.
 struct Connection {
-    conn: ConnectionManager,
+    links: link::Links,
     timeout: Duration,
     /// The URL without its password.
     shown: String,
@@ -209,10 +209,6 @@ struct Connection {
     void: redis::Script,
     /// Settlements on their way to Redis.
     queue: queue::Queue,
-    down: AtomicBool,
-    /// Unix milliseconds before which calls fail without trying.
-    paused_until: AtomicI64,
-    failures: metrics::Counter,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -263,11 +259,11 @@ impl RedisStore {
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+        let links = link::Links::new(client, manager_config, config.shown.clone())
             .map_err(|e| format!("limits.redis_url ({}): {}", config.shown, redis_kind(&e)))?;
         Ok(RedisStore {
             inner: Arc::new(Connection {
-                conn,
+                links,
                 timeout: config.timeout,
                 shown: config.shown.clone(),
                 password: url::Url::parse(config.url.expose_secret())
@@ -277,9 +273,6 @@ impl RedisStore {
                 settle: redis::Script::new(SETTLE),
                 void: redis::Script::new(VOID),
                 queue: queue::Queue::default(),
-                down: AtomicBool::new(false),
-                paused_until: AtomicI64::new(0),
-                failures: metrics::counter!("entra_proxy_limits_store_errors_total"),
             }),
         })
     }
@@ -444,7 +437,7 @@ impl Connection {
         let base = BudgetKey::identity(identity).redis_base();
         let prefix = format!("{base}:user:");
         let pattern = format!("{}*", glob_escape(&prefix));
-        let mut conn = self.conn.clone();
+        let mut conn = self.links.shared.conn.clone();
         let mut cursor: u64 = 0;
         let mut users = std::collections::BTreeSet::new();
         loop {
@@ -479,7 +472,7 @@ impl Connection {
         if batch.is_empty() {
             return;
         }
-        if self.open().is_err() {
+        if self.links.open().is_err() {
             self.queue.again(batch);
             return;
         }
@@ -489,7 +482,7 @@ impl Connection {
             pipe.invoke_script(call);
         }
         let result = self.send(&pipe).await;
-        self.record(result.as_ref().err());
+        self.links.record(&self.links.shared, result.as_ref().err());
         match result {
             Ok(answers) => {
                 for (sent, (quota, _)) in batch.iter().zip(answers) {
@@ -544,7 +537,7 @@ impl Connection {
     /// Sends a pipeline of settlement scripts within the timeout; loads the scripts and sends
     /// again once when Redis does not know one (a restart, a failover).
     async fn send(&self, pipe: &redis::Pipeline) -> Result<Vec<(i64, i64)>, StoreDown> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.links.shared.conn.clone();
         let call = async {
             match pipe.query_async(&mut conn).await {
                 Err(e)
@@ -564,48 +557,22 @@ impl Connection {
         }
     }
 
-    /// Runs one script call within the timeout, pausing after failures.
+    /// Runs one script call over this thread's connection within the timeout, pausing after
+    /// failures.
     async fn run<T: redis::FromRedisValue>(
         &self,
         call: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreDown> {
-        self.open()?;
-        let mut conn = self.conn.clone();
+        self.links.open()?;
+        let link = self.links.local();
+        let mut conn = link.conn.clone();
         let result = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
             Err(_) => Err(StoreDown::Timeout(self.timeout.as_millis())),
             Ok(Err(e)) => Err(StoreDown::Redis(describe(&e, self.password.as_ref()))),
             Ok(Ok(v)) => Ok(v),
         };
-        self.record(result.as_ref().err());
+        self.links.record(&link, result.as_ref().err());
         result
-    }
-
-    /// `Err` while calls are paused after a failure.
-    fn open(&self) -> Result<(), StoreDown> {
-        match unix_ms() < self.paused_until.load(Ordering::Relaxed) {
-            true => Err(StoreDown::Paused),
-            false => Ok(()),
-        }
-    }
-
-    /// Notes a call's outcome: a failure pauses calls, is counted, and is logged once per
-    /// outage; the first success after one says Redis is back.
-    fn record(&self, failure: Option<&StoreDown>) {
-        match failure {
-            None => {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!(redis = %self.shown, "limits store is back: counting in Redis again");
-                }
-            }
-            Some(e) => {
-                self.failures.increment(1);
-                self.paused_until
-                    .store(unix_ms() + PAUSE_AFTER_FAILURE_MS, Ordering::Relaxed);
-                if !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(redis = %self.shown, error = %e, "limits store (limits.redis_url) unavailable: applying limits.on_redis_error until it answers again");
-                }
-            }
-        }
     }
 }
 
@@ -686,12 +653,6 @@ fn client(config: &RedisConfig) -> Result<redis::Client, String> {
 
 fn redis_kind(e: &redis::RedisError) -> String {
     format!("{:?}", e.kind())
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Requests, tokens, quota and spend, from four numbers of a script's answer.
