@@ -35,7 +35,11 @@ const PERIOD_MARGIN_SECS: i64 = 3600;
 
 /// Atomic admission of one request against every account in KEYS (four keys each: requests
 /// and tokens windows, quota and spend counters), the last KEY marking the admission. Window
-/// hashes map second → amount; buckets older than the window are deleted. ARGV: now, reserved
+/// hashes map second → amount, with two fields of their own: `t`, the sum of the buckets from
+/// second `o` on, and `o`, the oldest second that may still have a bucket. A window is read in
+/// O(1): the buckets that left it since the last call are taken off `t` and deleted (at most
+/// one a second under steady traffic); a hash without `t` and `o` (idle past a whole window, or
+/// written by an older proxy) is summed once. ARGV: now, reserved
 /// tokens, reserved micro-units, mode (`admit` or `peek`), then six per account: rpm, tpm,
 /// quota, budget (0: none), and when the quota and spend counters expire. Checks every account
 /// first (the reservation never fits: 5 tpm, 6 quota, 7 budget; used up: 1 requests, 2 tokens,
@@ -47,20 +51,43 @@ const PERIOD_MARGIN_SECS: i64 = 3600;
 pub const ADMIT: &str = r"
 local now = tonumber(ARGV[1])
 local rt, rm = tonumber(ARGV[2]), tonumber(ARGV[3])
-local function window(key)
-  local flat = redis.call('HGETALL', key)
-  local used, horizon = 0, now - 60
-  for i = 1, #flat, 2 do
-    if tonumber(flat[i]) <= horizon then redis.call('HDEL', key, flat[i])
-    else used = used + tonumber(flat[i + 1]) end
-  end
-  return used, flat
-end
-local function retry_after(used, flat, limit)
-  local buckets = {}
+local oldest = now - 59
+local function summed(key)
+  local flat, used = redis.call('HGETALL', key), 0
+  if #flat == 0 then return 0 end
   for i = 1, #flat, 2 do
     local sec = tonumber(flat[i])
-    if sec > now - 60 then buckets[#buckets + 1] = {sec, tonumber(flat[i + 1])} end
+    if sec and sec < oldest then redis.call('HDEL', key, flat[i])
+    elseif sec then used = used + tonumber(flat[i + 1]) end
+  end
+  redis.call('HSET', key, 't', used, 'o', oldest)
+  return used
+end
+local function window(key)
+  local v = redis.call('HMGET', key, 't', 'o')
+  local used, from = tonumber(v[1]), tonumber(v[2])
+  if not used or not from or from < oldest - 60 then return summed(key) end
+  if from < oldest then
+    for sec = from, oldest - 1 do
+      local b = redis.call('HGET', key, sec)
+      if b then used = used - tonumber(b); redis.call('HDEL', key, sec) end
+    end
+    if used < 0 then used = 0 end
+    redis.call('HSET', key, 't', used, 'o', oldest)
+  end
+  return used
+end
+local function count(key, n)
+  redis.call('HINCRBY', key, ARGV[1], n)
+  redis.call('HINCRBY', key, 't', n)
+  redis.call('HSETNX', key, 'o', oldest)
+  redis.call('EXPIRE', key, 61)
+end
+local function retry_after(used, key, limit)
+  local flat, buckets = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do
+    local sec = tonumber(flat[i])
+    if sec and sec >= oldest then buckets[#buckets + 1] = {sec, tonumber(flat[i + 1])} end
   end
   table.sort(buckets, function(a, b) return a[1] < b[1] end)
   for _, b in ipairs(buckets) do
@@ -76,8 +103,8 @@ for i = 0, accounts - 1 do
   local k, a = i * 4, 4 + i * 6
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local quota, budget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local r, rb = window(KEYS[k + 1])
-  local t, tb = window(KEYS[k + 2])
+  local r = window(KEYS[k + 1])
+  local t = window(KEYS[k + 2])
   local q = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
   local s = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
   if ARGV[4] == 'peek' then return {0, 0, -1, r, t, q, s} end
@@ -85,9 +112,9 @@ for i = 0, accounts - 1 do
   if tpm > 0 and rt > tpm then return refuse(5, 0) end
   if quota > 0 and rt > quota then return refuse(6, 0) end
   if budget > 0 and rm > budget then return refuse(7, 0) end
-  if rpm > 0 and r >= rpm then return refuse(1, retry_after(r, rb, rpm)) end
+  if rpm > 0 and r >= rpm then return refuse(1, retry_after(r, KEYS[k + 1], rpm)) end
   if tpm > 0 and t + need(rt) > tpm then
-    return refuse(2, retry_after(t, tb, tpm - need(rt) + 1))
+    return refuse(2, retry_after(t, KEYS[k + 2], tpm - need(rt) + 1))
   end
   if quota > 0 and q + need(rt) > quota then return refuse(3, 0) end
   if budget > 0 and rm > 0 and s + rm > budget then return refuse(4, 0) end
@@ -97,11 +124,9 @@ if not redis.call('SET', KEYS[#KEYS], 'held', 'NX', 'EX', 60) then return {8, 0,
 local out = {0, 0, -1}
 for i = 0, accounts - 1 do
   local k, a = i * 4, 4 + i * 6
-  redis.call('HINCRBY', KEYS[k + 1], ARGV[1], 1)
-  redis.call('EXPIRE', KEYS[k + 1], 61)
+  count(KEYS[k + 1], 1)
   if rt > 0 then
-    redis.call('HINCRBY', KEYS[k + 2], ARGV[1], ARGV[2])
-    redis.call('EXPIRE', KEYS[k + 2], 61)
+    count(KEYS[k + 2], rt)
     redis.call('INCRBY', KEYS[k + 3], ARGV[2])
     redis.call('EXPIREAT', KEYS[k + 3], ARGV[a + 5])
   end
@@ -119,7 +144,8 @@ return out
 ";
 
 /// One settlement of one account (settlements of one second merged): tokens and micro-units
-/// added (ARGV[2] = '1') or given back (else) at second ARGV[1], in the window (KEYS[1]) and in
+/// added (ARGV[2] = '1') or given back (else) at second ARGV[1], in the window (KEYS[1], with
+/// its running total `t` when the second is still in it: see ADMIT) and in
 /// the quota (KEYS[2]) and spend (KEYS[3]) counters of the periods holding that second. Given
 /// back never below zero, and never into a counter that is gone (expired, or a Redis that came
 /// back empty). KEYS[4] marks the settlement applied (for a minute), so a batch sent again after
@@ -130,10 +156,15 @@ return out
 pub const SETTLE: &str = r"
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 60) then return {-1, -1} end
 local tokens, micros = tonumber(ARGV[3]), tonumber(ARGV[4])
+local from = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
+local in_window = tonumber(ARGV[1]) >= from
 if ARGV[2] == '1' then
   if tokens > 0 then
-    redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-    redis.call('EXPIRE', KEYS[1], 61)
+    if in_window then
+      redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+      if from > 0 then redis.call('HINCRBY', KEYS[1], 't', ARGV[3]) end
+      redis.call('EXPIRE', KEYS[1], 61)
+    end
     redis.call('INCRBY', KEYS[2], ARGV[3])
     redis.call('EXPIREAT', KEYS[2], ARGV[5])
   end
@@ -144,8 +175,10 @@ if ARGV[2] == '1' then
 else
   if tokens > 0 then
     local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-    if v > tokens then redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[3])
+    local back = math.min(v, tokens)
+    if v > tokens then redis.call('HINCRBY', KEYS[1], ARGV[1], -tokens)
     elseif v > 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+    if back > 0 and from > 0 then redis.call('HINCRBY', KEYS[1], 't', -back) end
     local q = tonumber(redis.call('GET', KEYS[2]) or '0')
     if q > tokens then redis.call('DECRBY', KEYS[2], ARGV[3])
     elseif q > 0 then redis.call('DEL', KEYS[2]) end
@@ -161,8 +194,9 @@ return {tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', 
 
 /// An admission given up by the proxy (no answer within the timeout): if Redis counted it after
 /// all (its marker KEYS[1] says `held`), its request and reservation are given back at second
-/// ARGV[1] in every account (KEYS from 2 on, four each: requests and tokens windows, quota and
-/// spend counters of the periods holding that second); then the marker says `void`, so an
+/// ARGV[1] in every account (KEYS from 2 on, four each: requests and tokens windows (and their
+/// running totals), quota and spend counters of the periods holding that second); then the
+/// marker says `void`, so an
 /// admission arriving after this counts nothing. ARGV: second, tokens, micro-units. Returns
 /// {-1, -1}.
 #[doc(hidden)] // public for the tests that run it against a real Redis
@@ -175,6 +209,10 @@ local function take_field(key, n)
   local v = tonumber(redis.call('HGET', key, ARGV[1]) or '0')
   if v > n then redis.call('HINCRBY', key, ARGV[1], -n)
   elseif v > 0 then redis.call('HDEL', key, ARGV[1]) end
+  local back = math.min(v, n)
+  if back > 0 and redis.call('HEXISTS', key, 'o') == 1 then
+    redis.call('HINCRBY', key, 't', -back)
+  end
 end
 local function take(key, n)
   local v = tonumber(redis.call('GET', key) or '0')

@@ -501,9 +501,21 @@ fn each_settlement_and_admission_counts_once_whatever_order_redis_sees_them_in()
             .unwrap();
     };
     let counts = |con: &mut ::redis::Connection| -> (u64, u64, u64, u64) {
+        // The buckets, which the window's running total `t` must always add up to.
         let sum = |con: &mut ::redis::Connection, key: &str| -> u64 {
-            let v: Vec<u64> = ::redis::cmd("HVALS").arg(key).query(con).unwrap();
-            v.iter().sum()
+            let v: Vec<(String, u64)> = ::redis::cmd("HGETALL").arg(key).query(con).unwrap();
+            let buckets = v
+                .iter()
+                .filter(|(field, _)| field.parse::<i64>().is_ok())
+                .map(|(_, n)| n)
+                .sum();
+            if let Some((_, total)) = v.iter().find(|(field, _)| field == "t") {
+                assert_eq!(
+                    *total, buckets,
+                    "{key}: the running total is its buckets' sum"
+                );
+            }
+            buckets
         };
         let get = |con: &mut ::redis::Connection, key: &str| -> u64 {
             let v: Option<u64> = ::redis::cmd("GET").arg(key).query(con).unwrap();
@@ -580,4 +592,72 @@ fn the_admission_script_counts_only_the_last_minute_and_retries_when_its_oldest_
         .query(&mut con)
         .unwrap();
     assert!(!old, "a second past the window is deleted");
+}
+
+#[test]
+fn the_windows_running_total_follows_its_buckets_as_seconds_pass_and_after_idle() {
+    use entra_proxy::limits::redis::ADMIT;
+    let redis = Redis::start();
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let base = "entra-proxy:{running}";
+    let tokens = format!("{base}:tokens");
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let far = start + 3600;
+    let mut marker = 0;
+    let mut admit = |con: &mut ::redis::Connection, now: i64| -> Vec<i64> {
+        marker += 1;
+        ::redis::Script::new(ADMIT)
+            .key(format!("{base}:requests"))
+            .key(&tokens)
+            .key(format!("{base}:quota:day:0"))
+            .key(format!("{base}:spend:month:0"))
+            .key(format!("{base}:admitted:{marker}"))
+            .arg(now)
+            .arg(10)
+            .arg(0)
+            .arg("admit")
+            .arg(&[0, 1_000_000, 0, 0, far, far][..])
+            .invoke(con)
+            .unwrap()
+    };
+    let buckets = |con: &mut ::redis::Connection| -> Vec<(String, i64)> {
+        ::redis::cmd("HGETALL").arg(&tokens).query(con).unwrap()
+    };
+    // Two admissions a second for two minutes and more, one every 7 s after that.
+    let mut admitted: Vec<i64> = Vec::new();
+    let seconds = (0..130).chain((130..260).step_by(7));
+    for now in seconds.map(|s| start + s) {
+        for _ in 0..2 {
+            let out = admit(&mut con, now);
+            admitted.push(now);
+            let in_window = admitted.iter().filter(|&&at| at > now - 60).count() as i64;
+            assert_eq!(out[4], 10 * in_window, "tokens in the last minute at {now}");
+        }
+        let fields = buckets(&mut con);
+        let seconds: Vec<i64> = fields.iter().filter_map(|(f, _)| f.parse().ok()).collect();
+        assert!(
+            seconds.iter().all(|&s| s > now - 60),
+            "nothing older is kept"
+        );
+        let sum: i64 = fields
+            .iter()
+            .filter(|(f, _)| f.parse::<i64>().is_ok())
+            .map(|(_, n)| n)
+            .sum();
+        let total = fields.iter().find(|(f, _)| f == "t").map(|(_, n)| *n);
+        assert_eq!(total, Some(sum), "the running total is the buckets' sum");
+    }
+    // Idle for longer than a window: everything before is gone at once.
+    let later = start + 1000;
+    assert_eq!(admit(&mut con, later)[4], 10);
+    let fields = buckets(&mut con);
+    assert_eq!(
+        fields
+            .iter()
+            .filter(|(f, _)| f.parse::<i64>().is_ok())
+            .count(),
+        1,
+        "{fields:?}"
+    );
 }

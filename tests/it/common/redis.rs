@@ -137,12 +137,17 @@ impl Redis {
         value.unwrap_or(0)
     }
 
-    /// The sum of a hash's values (a window of per-second buckets), 0 when absent.
+    /// The sum of a window's per-second buckets, 0 when absent.
     pub fn hash_sum(&self, key: &str) -> u64 {
         let client = redis::Client::open(self.url()).unwrap();
         let mut con = client.get_connection().unwrap();
-        let values: Vec<u64> = redis::cmd("HVALS").arg(key).query(&mut con).unwrap();
-        values.iter().sum()
+        // The buckets (fields named by their second), not the window's own `t` and `o`.
+        let fields: Vec<(String, u64)> = redis::cmd("HGETALL").arg(key).query(&mut con).unwrap();
+        fields
+            .iter()
+            .filter(|(field, _)| field.parse::<i64>().is_ok())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Whether the server answers PING (a raw RESP exchange).
