@@ -19,9 +19,7 @@ pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
     request::read(body).map(|r| prompt_of(&r))
 }
 
-/// The parameters that cap an answer's tokens, by API: chat and completions, o-series chat,
-/// the Responses API.
-pub const CEILINGS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+pub use super::request::CEILINGS;
 
 /// What a request may use, read before sending: its prompt estimate, and the ceiling it sets on
 /// its answer (the largest of [`CEILINGS`] it names, with that parameter's name), and whether it

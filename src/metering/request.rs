@@ -7,7 +7,9 @@
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
-use super::estimate::CEILINGS;
+/// The parameters that cap an answer's tokens, by API: chat and completions, o-series chat,
+/// the Responses API.
+pub const CEILINGS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
 
 /// What a request body tells its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
