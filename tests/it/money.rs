@@ -2,7 +2,8 @@
 //! request routed to its deployment (by `/v1` or by the deployment path), a key's budget per
 //! day reserved and settled like tokens, 429 `insufficient_quota` naming what was spent, the
 //! budget and when it resets, `request_exceeds_budget` for a request that can never fit, and the
-//! spend on `/metrics`, `/status.json`, in `entra-proxy usage` and on the access line.
+//! spend on `/metrics`, `/status.json`, in `entra-proxy usage` and on the access line; and a
+//! budget that counts its own calendar period only.
 
 use crate::common::redis::Redis;
 use crate::common::*;
@@ -193,4 +194,43 @@ async fn config_check_notes_a_model_without_a_price_beside_a_money_budget() {
         all.contains("\"embed\" has no price, so requests to it spend nothing against the budget of key \"spender\""),
         "{all}"
     );
+}
+
+#[tokio::test]
+async fn a_money_budget_counts_its_own_day_what_was_spent_the_day_before_is_not_todays() {
+    let redis = Redis::start();
+    let today = time::OffsetDateTime::now_utc().date();
+    let start = |d: time::Date| d.midnight().assume_utc().unix_timestamp();
+    // The whole budget spent yesterday, in yesterday's counter.
+    let spend = |d: time::Date| format!("entra-proxy:{{spender}}:spend:day:{}", start(d));
+    redis.set_u64(&spend(today - time::Duration::days(1)), 100_000);
+    let emu = emulator().await;
+    let (p, _path) = spawn_binary(&config(&emu.url(), &redis.url()), &[]).await;
+    let chat = json!({"model": "gpt-4o", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let send = || {
+        client()
+            .post(format!("http://{}/v1/chat/completions", p.addr))
+            .header("api-key", "spender-key")
+            .json(&chat)
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200, "a new day starts at zero");
+    // Today's counter at the budget: refused until tomorrow's midnight.
+    redis.set_u64(&spend(today), 100_000);
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    let tomorrow = (today + time::Duration::days(1))
+        .midnight()
+        .assume_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("it resets at {tomorrow}")),
+        "{message}"
+    );
+    assert_eq!(body["error"]["code"], "insufficient_quota");
 }

@@ -137,6 +137,19 @@ impl Redis {
         value.unwrap_or(0)
     }
 
+    /// Sets a counter, expiring in an hour.
+    pub fn set_u64(&self, key: &str, value: u64) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("EX")
+            .arg(3600)
+            .query(&mut con)
+            .unwrap();
+    }
+
     /// The sum of a window's per-second buckets, 0 when absent.
     pub fn hash_sum(&self, key: &str) -> u64 {
         let client = redis::Client::open(self.url()).unwrap();
