@@ -96,10 +96,13 @@ pub async fn run(listen: SocketAddr, once: bool) -> Result<(), DemoError> {
     })?;
     let addr = listener.local_addr().map_or(listen, |a| a);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Installed now, not when the server first polls it: a SIGTERM as soon as the demo answers
+    // is a graceful stop, not the default action.
+    let signal = server::shutdown_signal();
     let server = tokio::spawn(server::serve(listener, state, async move {
         tokio::select! {
             _ = stop_rx => {},
-            () = server::shutdown_signal() => {},
+            () = signal => {},
         }
     }));
 
