@@ -1,6 +1,7 @@
 //! Timeouts that every request arms and almost none reaches — hyper's wait for the next request
-//! head and the wait for Azure's first byte — kept in a list per serving thread and checked by
-//! one ticker task on that thread, instead of tokio's timer wheel.
+//! head, the wait for a new connection's first bytes and the wait for Azure's first byte — kept
+//! in a list per serving thread and checked by one ticker task on that thread, instead of
+//! tokio's timer wheel.
 //!
 //! Through tokio each of them is a wheel insert and a remove under the time driver's lock, and
 //! an insert whose deadline falls before the driver's planned wake-up writes to its `eventfd`,

@@ -30,6 +30,7 @@ use redis::aio::ConnectionManagerConfig;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
+
 /// Quota and budget counters outlive their period by this much (seconds), then expire.
 const PERIOD_MARGIN_SECS: i64 = 3600;
 

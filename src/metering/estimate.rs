@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+pub use super::request::CEILINGS;
 use super::request::{self, UsageAsk};
 
 /// Tokens added per chat message (role and framing) by the prompt estimate.
@@ -18,8 +19,6 @@ pub const PER_REQUEST_TOKENS: u64 = 3;
 pub fn estimate_prompt(body: &[u8]) -> Option<u64> {
     request::read(body).map(|r| prompt_of(&r))
 }
-
-pub use super::request::CEILINGS;
 
 /// What a request may use, read before sending: its prompt estimate, and the ceiling it sets on
 /// its answer (the largest of [`CEILINGS`] it names, with that parameter's name), and whether it

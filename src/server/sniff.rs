@@ -6,6 +6,7 @@
 //! of a few bytes, a partial head, and hyper then doubles the connection's read buffer, 8 to
 //! 16 KiB, for as long as the connection lives.
 
+use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -22,8 +23,11 @@ pub(super) enum Protocol {
 }
 
 /// The protocol of a connection, once its first bytes tell; `None` when the client closed it,
-/// or sent nothing that tells within `patience`.
-pub(super) async fn sniff(stream: &TcpStream, patience: Duration) -> Option<Protocol> {
+/// or sent nothing that tells before `give_up` fires.
+pub(super) async fn sniff(
+    stream: &TcpStream,
+    give_up: impl Future<Output = ()>,
+) -> Option<Protocol> {
     let telling = async {
         let mut first = [0u8; PREFACE.len()];
         loop {
@@ -39,7 +43,10 @@ pub(super) async fn sniff(stream: &TcpStream, patience: Duration) -> Option<Prot
             }
         }
     };
-    tokio::time::timeout(patience, telling).await.ok().flatten()
+    tokio::select! {
+        protocol = telling => protocol,
+        () = give_up => None,
+    }
 }
 
 /// What `first` bytes tell: HTTP/1.1 as soon as they leave the preface, HTTP/2 once they are
@@ -73,7 +80,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let patience = Duration::from_secs(5);
+        let patience = || tokio::time::sleep(Duration::from_secs(5));
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         client.write_all(&PREFACE[..10]).await.unwrap();
@@ -82,7 +89,7 @@ mod tests {
             client.write_all(&PREFACE[10..]).await.unwrap();
             client
         };
-        let (sniffed, _client) = tokio::join!(sniff(&server, patience), later);
+        let (sniffed, _client) = tokio::join!(sniff(&server, patience()), later);
         assert_eq!(sniffed, Some(Protocol::Http2));
         // Peeked, not read: every byte is still there for the protocol's reader.
         let mut all = [0u8; 24];
@@ -90,12 +97,12 @@ mod tests {
 
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let silent = sniff(&server, Duration::from_millis(50)).await;
+        let silent = sniff(&server, tokio::time::sleep(Duration::from_millis(50))).await;
         assert_eq!(silent, None, "nothing sent within its patience");
         drop(client);
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         drop(client);
-        assert_eq!(sniff(&server, patience).await, None, "closed at once");
+        assert_eq!(sniff(&server, patience()).await, None, "closed at once");
     }
 }

@@ -109,6 +109,8 @@ pub(super) async fn work(
 struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// The thread's deadlines, for the wait for a connection's first bytes.
+    deadlines: crate::deadline::Deadlines,
 }
 
 impl Builders {
@@ -117,7 +119,7 @@ impl Builders {
         let server = &snapshot.config.server;
         let mut h1 = http1::Builder::new();
         h1.max_buf_size(head::buffer_limit(server.max_header_bytes))
-            .timer(crate::deadline::HyperTimer(deadlines))
+            .timer(crate::deadline::HyperTimer(deadlines.clone()))
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.max_header_list_size(
@@ -127,6 +129,7 @@ impl Builders {
         Builders {
             http1: h1,
             http2: h2,
+            deadlines,
         }
     }
 }
@@ -150,7 +153,9 @@ where
     S::Future: Send + 'static,
 {
     let protocol = tokio::select! {
-        protocol = sniff::sniff(&stream, HEADER_READ_TIMEOUT) => protocol,
+        protocol = sniff::sniff(&stream, builders.deadlines.sleep_until(
+            std::time::Instant::now() + HEADER_READ_TIMEOUT,
+        )) => protocol,
         _ = stop.wait_for(|stop| *stop) => None,
     };
     let io = TokioIo::new(stream);

@@ -444,7 +444,7 @@ async fn under_deny_a_redis_outage_with_reservations_held_counts_each_settlement
 
 #[test]
 fn each_settlement_and_admission_counts_once_whatever_order_redis_sees_them_in() {
-    use entra_proxy::limits::redis::{ADMIT, SETTLE, VOID};
+    use entra_proxy::limits::redis::{SETTLE, VOID};
     let redis = Redis::start();
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_connection().unwrap();
@@ -458,19 +458,7 @@ fn each_settlement_and_admission_counts_once_whatever_order_redis_sees_them_in()
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let far = now + 3600;
     let admit = |con: &mut ::redis::Connection, marker: &str| -> Vec<i64> {
-        ::redis::Script::new(ADMIT)
-            .key(&requests)
-            .key(&tokens)
-            .key(&quota)
-            .key(&spend)
-            .key(marker)
-            .arg(now)
-            .arg(100)
-            .arg(7)
-            .arg("admit")
-            .arg(&[0, 0, 0, 0, far, far][..])
-            .invoke(con)
-            .unwrap()
+        admit_script(con, base, marker, now, (100, 7), [0; 4])
     };
     let void = |con: &mut ::redis::Connection, marker: &str| {
         let _: Vec<i64> = ::redis::Script::new(VOID)
@@ -552,14 +540,12 @@ fn each_settlement_and_admission_counts_once_whatever_order_redis_sees_them_in()
 
 #[test]
 fn the_admission_script_counts_only_the_last_minute_and_retries_when_its_oldest_second_leaves() {
-    use entra_proxy::limits::redis::ADMIT;
     let redis = Redis::start();
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_connection().unwrap();
     let base = "entra-proxy:{window}";
     let requests = format!("{base}:requests");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let far = now + 3600;
     // Written newest first, so Redis need not hand them back in time order; one is past the
     // window.
     for (second, n) in [(now - 10, 1), (now - 50, 2), (now - 70, 5)] {
@@ -570,19 +556,8 @@ fn the_admission_script_counts_only_the_last_minute_and_retries_when_its_oldest_
             .query(&mut con)
             .unwrap();
     }
-    let out: Vec<i64> = ::redis::Script::new(ADMIT)
-        .key(&requests)
-        .key(format!("{base}:tokens"))
-        .key(format!("{base}:quota:day:0"))
-        .key(format!("{base}:spend:month:0"))
-        .key(format!("{base}:admitted:a"))
-        .arg(now)
-        .arg(0)
-        .arg(0)
-        .arg("admit")
-        .arg(&[3, 0, 0, 0, far, far][..])
-        .invoke(&mut con)
-        .unwrap();
+    let marker = format!("{base}:admitted:a");
+    let out = admit_script(&mut con, base, &marker, now, (0, 0), [3, 0, 0, 0]);
     // 3 requests in the last minute against requests_per_minute = 3: refused (1) until the
     // second 50 s ago leaves the window, 10 s from now; the one 70 s ago was dropped.
     assert_eq!(&out[..4], &[1, 10, 0, 3], "{out:?}");
@@ -596,30 +571,17 @@ fn the_admission_script_counts_only_the_last_minute_and_retries_when_its_oldest_
 
 #[test]
 fn the_windows_running_total_follows_its_buckets_as_seconds_pass_and_after_idle() {
-    use entra_proxy::limits::redis::ADMIT;
     let redis = Redis::start();
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_connection().unwrap();
     let base = "entra-proxy:{running}";
     let tokens = format!("{base}:tokens");
     let start = time::OffsetDateTime::now_utc().unix_timestamp();
-    let far = start + 3600;
     let mut marker = 0;
     let mut admit = |con: &mut ::redis::Connection, now: i64| -> Vec<i64> {
         marker += 1;
-        ::redis::Script::new(ADMIT)
-            .key(format!("{base}:requests"))
-            .key(&tokens)
-            .key(format!("{base}:quota:day:0"))
-            .key(format!("{base}:spend:month:0"))
-            .key(format!("{base}:admitted:{marker}"))
-            .arg(now)
-            .arg(10)
-            .arg(0)
-            .arg("admit")
-            .arg(&[0, 1_000_000, 0, 0, far, far][..])
-            .invoke(con)
-            .unwrap()
+        let marker = format!("{base}:admitted:{marker}");
+        admit_script(con, base, &marker, now, (10, 0), [0, 1_000_000, 0, 0])
     };
     let buckets = |con: &mut ::redis::Connection| -> Vec<(String, i64)> {
         ::redis::cmd("HGETALL").arg(&tokens).query(con).unwrap()
@@ -660,4 +622,32 @@ fn the_windows_running_total_follows_its_buckets_as_seconds_pass_and_after_idle(
         1,
         "{fields:?}"
     );
+}
+
+/// One call of the admission script for the account at `base` (with its day quota and month
+/// spend counters of period 0), marked `marker`: reserving `(tokens, micro-units)` at second
+/// `now` against `limits` (requests and tokens per minute, quota, budget; 0: none).
+fn admit_script(
+    con: &mut ::redis::Connection,
+    base: &str,
+    marker: &str,
+    now: i64,
+    reserve: (u64, u64),
+    limits: [i64; 4],
+) -> Vec<i64> {
+    let far = now + 3600;
+    ::redis::Script::new(entra_proxy::limits::redis::ADMIT)
+        .key(format!("{base}:requests"))
+        .key(format!("{base}:tokens"))
+        .key(format!("{base}:quota:day:0"))
+        .key(format!("{base}:spend:month:0"))
+        .key(marker)
+        .arg(now)
+        .arg(reserve.0)
+        .arg(reserve.1)
+        .arg("admit")
+        .arg(&limits[..])
+        .arg(&[far, far][..])
+        .invoke(con)
+        .unwrap()
 }

@@ -143,7 +143,7 @@ impl Links {
 }
 
 /// Unix time in milliseconds.
-pub(super) fn unix_ms() -> i64 {
+fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
