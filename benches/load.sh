@@ -30,8 +30,10 @@
 #   needs 2 descriptors per stream: with a lower hard `ulimit -n` it holds what fits and says
 #   so), --rss-checkpoints 1M,5M,10M, --rss-max-secs S (default 1200),
 #   --proxy-env NAME=VALUE (extra environment for entra-proxy, e.g. RUST_LOG=warn),
-#   --also NAME=BIN (one more entra-proxy target from another build, for an A/B in one run;
-#   --also-env NAME:VAR=VALUE gives it its own environment, e.g. LD_PRELOAD=...),
+#   --also NAME=BIN (one more entra-proxy target from another build, for an A/B in one run,
+#   reported repetition by repetition with a sign test; --also-env NAME:VAR=VALUE gives it its
+#   own environment, e.g. LD_PRELOAD=...), --cpu-only (throughput runs only, back to back: the
+#   tightest A/B of CPU per request),
 #   --perf (perf profile of entra-proxy in one more saturation run per variant, not counted),
 #   --no-install, --no-netns,
 #   --no-build (use target/dist/entra-proxy and target/dist/azure-emulator as they are),
@@ -73,7 +75,7 @@ while [ $# -gt 0 ]; do
     --rss-max-secs)
       [ $# -ge 2 ] || { echo "load.sh: $1 needs a value" >&2; exit 64; }
       RSS_MAX="${2:-1200}"; PASS+=("$1" "$2"); shift ;;
-    --skip-extras|--perf) PASS+=("$1") ;;
+    --skip-extras|--perf|--cpu-only) PASS+=("$1") ;;
     --out) [ $# -ge 2 ] || { echo "load.sh: --out needs a value" >&2; exit 64; }
       OUT="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$ROOT/benches/load.sh"; exit 0 ;;

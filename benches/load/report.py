@@ -8,6 +8,8 @@ machine is shared and noisy: the ratios are the result, not the absolute numbers
 """
 
 import json
+import math
+import statistics
 import sys
 
 PROXY = "entra-proxy"
@@ -99,7 +101,51 @@ def derive(results):
             _get(results, variant, "nginx", "cpu_us_per_chunk"))
         ratios[variant] = r
     return {"ratios": ratios, "latency_vs_rate": latency_vs_rate(results),
-            "targets": targets(results, ratios), "goals": goals(results, ratios)}
+            "targets": targets(results, ratios), "goals": goals(results, ratios),
+            "ab": ab(results)}
+
+
+STANDARD_TARGETS = ("direct", PROXY, "nginx", "litellm")
+
+
+def ab(results):
+    """Each --also build against entra-proxy, repetition by repetition: CPU per request of the
+    two measured in the same repetition, back to back, so a drift of the machine over the run
+    moves both. A difference smaller than the spread of these pairs is no difference."""
+    rows = []
+    for variant, v in results.get("variants", {}).items():
+        ts = v.get("targets", {})
+        base = [r.get("cpu_s_per_10k") for r in ts.get(PROXY, {}).get("reps", [])]
+        for name, t in ts.items():
+            if name in STANDARD_TARGETS:
+                continue
+            other = [r.get("cpu_s_per_10k") for r in t.get("reps", [])]
+            pairs = [(b * 100, o * 100) for b, o in zip(base, other)
+                     if b is not None and o is not None]
+            if not pairs:
+                continue
+            diffs = sorted(b - o for b, o in pairs)
+            rows.append({
+                "variant": variant, "target": name, "valid": valid(results, variant),
+                "pairs": len(pairs),
+                "proxy_cpu_us_per_req": statistics.median(b for b, _ in pairs),
+                "other_cpu_us_per_req": statistics.median(o for _, o in pairs),
+                "median_diff_us": statistics.median(diffs),
+                "min_diff_us": diffs[0], "max_diff_us": diffs[-1],
+                "proxy_lower": sum(1 for d in diffs if d < 0),
+                "proxy_higher": sum(1 for d in diffs if d > 0),
+            })
+            rows[-1]["sign_test_p"] = sign_test(rows[-1]["proxy_lower"], rows[-1]["proxy_higher"])
+    return rows
+
+
+def sign_test(lower, higher):
+    """One-sided exact sign test: the chance of entra-proxy being lower in at least `lower` of
+    the `lower + higher` untied pairs if neither build were cheaper. Small: a real difference."""
+    n = lower + higher
+    if n == 0:
+        return None
+    return sum(math.comb(n, k) for k in range(lower, n + 1)) / 2 ** n
 
 
 STREAMS_TARGET = 10_000
@@ -463,6 +509,29 @@ def markdown(results):
                          _num(r.get("proxy_over_nginx_cpu_per_10k"), 2),
                          _num(r.get("proxy_over_nginx_cpu_per_chunk"), 2)])
         out += ["### Ratios", "", _table(rows), ""]
+
+    pairs = summary.get("ab", [])
+    if pairs:
+        rows = [["variant", "generator check", "build", "repetitions",
+                 "entra-proxy CPU µs/req (median)", "build CPU µs/req (median)",
+                 "entra-proxy − build, per repetition: median [min, max] µs",
+                 "entra-proxy lower in", "sign test p"]]
+        for a in pairs:
+            rows.append([a["variant"],
+                         {True: "passed", False: "**INVALID**", None: "not made"}[a["valid"]],
+                         a["target"], a["pairs"], _num(a["proxy_cpu_us_per_req"], 2),
+                         _num(a["other_cpu_us_per_req"], 2),
+                         f"{a['median_diff_us']:+.2f} [{a['min_diff_us']:+.2f}, "
+                         f"{a['max_diff_us']:+.2f}]",
+                         f"{a['proxy_lower']} of {a['pairs']}",
+                         "—" if a.get("sign_test_p") is None else f"{a['sign_test_p']:.3f}"])
+        out += ["### A/B: entra-proxy against the other builds (--also)", "",
+                "CPU per request of entra-proxy and each --also build in the same repetition, "
+                "measured back to back (the order turns with each repetition). With the "
+                "generator check failed, both ran below saturation: the comparison holds, the "
+                "absolute numbers are no result. Sign test p: the chance of entra-proxy coming "
+                "out lower this often if neither build were cheaper (one-sided; below 0.05, "
+                "the difference is real).", "", _table(rows), ""]
 
     curve = summary.get("latency_vs_rate", [])
     if len(curve) > 1:

@@ -6,7 +6,8 @@ network namespace when it can). Standard library only.
 
 For each upstream variant it starts the upstream, the targets in front of it, and measures every
 target with the same request (same path, same body, same concurrency), repetitions interleaved
-(rep 1: A B C D, rep 2: A B C D, …). The identity always comes from the emulator.
+(rep 1: A B C D, rep 2: B C D A, …: the order turns, so a drift over the run favours no
+target). The identity always comes from the emulator.
 
 - fast: nginx answering a static chat completion (a process of its own): what is left is each
   proxy's own cost. sse / sse-usage: the same nginx answering a streamed chat completion of
@@ -949,6 +950,8 @@ def generator_check(recs):
 
 
 def run_variant(ctx, variant, vconf):
+    if ctx.cpu_only:
+        vconf = dict(vconf, latency=False, curve=False)
     static = vconf.get("upstream") == "nginx-static"
     body, path = request_of(vconf)
     if static:
@@ -1005,8 +1008,11 @@ def run_variant(ctx, variant, vconf):
             recs[name] = {"reps": [], "token_calls_start": emu.token_requests() - t0,
                           "sample": sample}
         live = [t for t in targets if "failed" not in recs.get(t.name, {"failed": 1})]
-        for _ in range(ctx.mode["reps"]):
-            for t in list(live):
+        for rep in range(ctx.mode["reps"]):
+            # The order turns with each repetition, so a drift in the machine's speed over the
+            # run (the hypervisor, the CPU's clock) does not always favour the same target.
+            k = rep % len(live) if live else 0
+            for t in live[k:] + live[:k]:
                 try:
                     measure_until_quiet(ctx, variant, vconf, t, emu, up, recs[t.name])
                 except Failed as e:
@@ -1595,6 +1601,10 @@ def main():
     ap.add_argument("--perf", action="store_true",
                     help="perf record entra-proxy during one more saturation run per variant "
                          "(not counted in the results)")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the throughput runs (CPU per request and rate), no paced latency "
+                         "or TTFB runs between them: for an A/B of builds (--also), whose "
+                         "repetitions then run back to back")
     ap.add_argument("--skip-extras", action="store_true",
                     help="skip entra-proxy's startup, idle RSS, open streams, token churn and "
                          "limits accounting (same as --extras '')")
@@ -1660,6 +1670,7 @@ def main():
     # BENCH_LOADGEN=python forces the fallback generator (to test it where wrk exists).
     ctx.wrk = None if os.environ.get("BENCH_LOADGEN") == "python" else shutil.which("wrk")
     ctx.perf = shutil.which("perf") if a.perf else None
+    ctx.cpu_only = a.cpu_only
     ctx.max_steal = a.max_steal if a.mode == "full" and a.max_steal > 0 else None
     ctx.redis = shutil.which("redis-server")
     # System calls per request: full mode only (one more saturation run per target).
