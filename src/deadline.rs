@@ -207,14 +207,15 @@ impl hyper::rt::Timer for HyperTimer {
     }
 }
 
-/// `future`, or `Err(Elapsed)` once `at` has passed first.
+/// `future`, or `Err(Elapsed)` once `at` has passed first. The future is pinned by the caller,
+/// in its own state: taken by value, an `async fn` would hold it twice (as the argument and as
+/// the pinned local), and the request path would copy both.
 pub(crate) async fn timeout_at<F: Future>(
     deadlines: &Deadlines,
     at: Instant,
-    future: F,
+    mut future: Pin<&mut F>,
 ) -> Result<F::Output, Elapsed> {
     let sleep = deadlines.sleep_until(at);
-    let mut future = std::pin::pin!(future);
     let mut sleep = std::pin::pin!(sleep);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = future.as_mut().poll(cx) {
@@ -311,11 +312,12 @@ mod tests {
     async fn a_dropped_sleep_is_disarmed_and_its_slot_reused() {
         let deadlines = deadlines();
         let at = Instant::now() + Duration::from_secs(5);
-        let out = timeout_at(&deadlines, at, std::future::ready(7)).await;
+        let out = timeout_at(&deadlines, at, std::pin::pin!(std::future::ready(7))).await;
         assert_eq!(out, Ok(7));
         assert_eq!(deadlines.armed(), 0);
         let soon = Instant::now() + Duration::from_millis(100);
-        let out = timeout_at(&deadlines, soon, std::future::pending::<()>()).await;
+        let pending = std::pin::pin!(std::future::pending::<()>());
+        let out = timeout_at(&deadlines, soon, pending).await;
         assert_eq!(out, Err(Elapsed));
         assert_eq!(deadlines.armed(), 0);
         assert_eq!(deadlines.lock().slots.len(), 1);

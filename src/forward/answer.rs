@@ -25,33 +25,45 @@ use axum::response::{IntoResponse, Response};
 impl Exchange<'_> {
     /// Logs and counts the answer, then hands it to the client (its links to the backend
     /// pointing at the proxy).
-    pub(super) async fn finish(&mut self, mut a: Attempted<'_>) -> Response {
-        if self.rewrite_links(&mut a.response, a.route) {
-            // Boxed: only the services' small JSON answers take this path.
-            a = Box::pin(self.rewrite_body(a)).await;
-        }
-        let backend = &self.state.routes.backends()[a.route.backend];
-        let status = a.response.status().as_u16();
-        self.state.request_metrics.request(
-            a.route.backend.index(),
-            backend.name(),
-            a.route.model.as_deref(),
-            status,
-        );
-        self.state.recent.request(self.caller, status);
-        let meter = self.meter_for(&a);
-        let mut response = match meter {
-            // Logged when the answer ends, with its usage.
-            Some(meter) => self.metered(a, meter),
-            None => {
-                self.log_proxied(&a);
-                self.response_filter_downstream(a).await
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    pub(super) fn finish(&mut self, mut a: Attempted<'_>) -> impl Future<Output = Response> {
+        async move {
+            if self.rewrite_links(&mut a.response, a.route) {
+                // Boxed: only the services' small JSON answers take this path.
+                a = Box::pin(self.rewrite_body(a)).await;
             }
-        };
-        if let Some(admitted) = &self.metering.admitted {
-            ratelimit_headers(response.headers_mut(), admitted);
+            let backend = &self.state.routes.backends()[a.route.backend];
+            let status = a.response.status().as_u16();
+            self.state.request_metrics.request(
+                a.route.backend.index(),
+                backend.name(),
+                a.route.model.as_deref(),
+                status,
+            );
+            self.state.recent.request(self.caller, status);
+            let meter = self.meter_for(&a);
+            let mut response = match meter {
+                // Logged when the answer ends, with its usage.
+                Some(meter) => self.metered(a, meter),
+                None => {
+                    self.log_proxied(&a);
+                    if diagnose::wants(a.response.status()) {
+                        // Boxed: errors are rare, and their reading state would size every
+                        // request's future.
+                        Box::pin(self.diagnosed(a)).await
+                    } else {
+                        self.passed_through(a)
+                    }
+                }
+            };
+            if let Some(admitted) = &self.metering.admitted {
+                ratelimit_headers(response.headers_mut(), admitted);
+            }
+            response
         }
-        response
     }
 
     /// The meter for a successful answer to a POST that is JSON or SSE.
@@ -127,48 +139,49 @@ impl Exchange<'_> {
         Some(line)
     }
 
-    /// Azure's answer for the client: errors the proxy explains are read (bounded) and get a
-    /// diagnosis header; everything else streams through, watched for silence.
-    async fn response_filter_downstream(&self, a: Attempted<'_>) -> Response {
+    /// An error Azure answered that the proxy explains: read (bounded), with a diagnosis
+    /// header.
+    async fn diagnosed(&self, a: Attempted<'_>) -> Response {
         let status = a.response.status();
-        if diagnose::wants(status) {
-            // Claims are read only on this (error) path.
-            let claims = a.token.claims();
-            let mut headers = downstream_headers(a.response.headers().clone());
-            let challenge = headers
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let facts = super::facts::upstream_facts(self.state, a.route, challenge.as_deref());
-            // Boxed: errors are rare, and their reading state would size every request's future.
-            let (body, diagnosis) =
-                Box::pin(diagnose::annotate(a.response, &facts, claims.as_ref())).await;
-            self.state.recent.diagnosis(
-                self.request_id,
-                &self.caller.label().to_string(),
-                self.path,
-                facts.backend,
-                status.as_u16(),
-                diagnosis.as_deref(),
-            );
-            if let Some(d) = &diagnosis {
-                self.trace
-                    .diagnosis(d.split_once(": ").map_or(d.as_str(), |(code, _)| code));
-            }
-            if let Some(d) = diagnosis
-                && let Ok(v) = HeaderValue::from_str(&d)
-            {
-                headers.insert(diagnose::DIAGNOSIS_HEADER, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&self.caller.label().to_string()) {
-                headers.insert(CALLER_HEADER, v);
-            }
-            headers.remove(header::CONTENT_LENGTH);
-            let mut response = Response::new(body);
-            *response.status_mut() = status;
-            *response.headers_mut() = headers;
-            return response;
+        // Claims are read only on this (error) path.
+        let claims = a.token.claims();
+        let mut headers = downstream_headers(a.response.headers().clone());
+        let challenge = headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let facts = super::facts::upstream_facts(self.state, a.route, challenge.as_deref());
+        let (body, diagnosis) = diagnose::annotate(a.response, &facts, claims.as_ref()).await;
+        self.state.recent.diagnosis(
+            self.request_id,
+            &self.caller.label().to_string(),
+            self.path,
+            facts.backend,
+            status.as_u16(),
+            diagnosis.as_deref(),
+        );
+        if let Some(d) = &diagnosis {
+            self.trace
+                .diagnosis(d.split_once(": ").map_or(d.as_str(), |(code, _)| code));
         }
+        if let Some(d) = diagnosis
+            && let Ok(v) = HeaderValue::from_str(&d)
+        {
+            headers.insert(diagnose::DIAGNOSIS_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.caller.label().to_string()) {
+            headers.insert(CALLER_HEADER, v);
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Any other answer Azure sent, streamed through and watched for silence.
+    fn passed_through(&self, a: Attempted<'_>) -> Response {
+        let status = a.response.status();
         let (head, body) = a.response.into_parts();
         let body = Watched::new(
             body,

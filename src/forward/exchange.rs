@@ -74,36 +74,45 @@ pub(super) struct Asking<'a> {
 }
 
 /// The admission sequence: route → policy → budgets.
-pub(super) async fn admit(asking: Asking<'_>, surface: Surface) -> Result<Cleared, ProxyError> {
-    let Asking {
-        state,
-        caller,
-        parts,
-        trace,
-    } = asking;
-    let path = parts.uri.path();
-    let plan = routing::plan(path)?;
-    let budget = budget_of(caller);
-    let (inbound, routes) = match surface {
-        Surface::Http(body) => route_http(state, parts, &plan, body, budget).await?,
-        Surface::WebSocket => route_websocket(&state.routes, parts, &plan)?,
-    };
-    let first = &routes[0];
-    trace.route(path, first.model.as_deref().or(first.deployment.as_deref()));
-    policy(caller, first, path)?;
-    let asked = Budgets {
-        state,
-        account: budget,
-        user: caller.user.as_ref(),
-        routes: &routes,
-        path,
-    };
-    let (inbound, metering) = budgets(asked, inbound).await?;
-    Ok(Cleared {
-        routes,
-        inbound,
-        metering,
-    })
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` holds its by-value arguments twice"
+)]
+pub(super) fn admit(
+    asking: Asking<'_>,
+    surface: Surface,
+) -> impl Future<Output = Result<Cleared, ProxyError>> {
+    async move {
+        let Asking {
+            state,
+            caller,
+            parts,
+            trace,
+        } = asking;
+        let path = parts.uri.path();
+        let plan = routing::plan(path)?;
+        let budget = budget_of(caller);
+        let (inbound, routes) = match surface {
+            Surface::Http(body) => route_http(state, parts, &plan, body, budget).await?,
+            Surface::WebSocket => route_websocket(&state.routes, parts, &plan)?,
+        };
+        let first = &routes[0];
+        trace.route(path, first.model.as_deref().or(first.deployment.as_deref()));
+        policy(caller, first, path)?;
+        let asked = Budgets {
+            state,
+            account: budget,
+            user: caller.user.as_ref(),
+            routes: &routes,
+            path,
+        };
+        let (inbound, metering) = budgets(asked, inbound).await?;
+        Ok(Cleared {
+            routes,
+            inbound,
+            metering,
+        })
+    }
 }
 
 /// The account a caller is counted against: its budget and counters.

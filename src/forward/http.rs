@@ -71,53 +71,64 @@ struct Sending<'r, 'p> {
 
 impl Exchange<'_> {
     /// Makes attempts over `routes` until the retry policy says what the client gets.
-    pub(super) async fn run(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    pub(super) fn run(
         &mut self,
         routes: &[Route],
         parts: &request::Parts,
         mut inbound: Inbound,
-    ) -> Result<Response, ProxyError> {
-        let mut trip = self.trip(routes, parts, &inbound);
-        loop {
-            let cooling = |i: usize| self.backend(&routes[i]).health.cooling().is_some();
-            let next = match trip.attempts.next(cooling) {
-                Next::Try(next) => next,
-                Next::Stop(Stop::Answer(a)) => return Ok(self.finish(a).await),
-                Next::Stop(Stop::Error(e)) => return Err(e),
-                Next::Stop(Stop::CoolingDown) => {
-                    return Err(cooling_down(self.state.routes.backends(), routes));
+    ) -> impl Future<Output = Result<Response, ProxyError>> {
+        async move {
+            let mut trip = self.trip(routes, parts, &inbound);
+            let answer = loop {
+                let cooling = |i: usize| self.backend(&routes[i]).health.cooling().is_some();
+                let next = match trip.attempts.next(cooling) {
+                    Next::Try(next) => next,
+                    Next::Stop(Stop::Answer(a)) => break a,
+                    Next::Stop(Stop::Error(e)) => return Err(e),
+                    Next::Stop(Stop::CoolingDown) => {
+                        return Err(cooling_down(self.state.routes.backends(), routes));
+                    }
+                };
+                let route = &routes[next.route];
+                trip.count_retry(self, route);
+                let headers = trip
+                    .first_headers
+                    .take()
+                    .unwrap_or_else(|| upstream_headers(&parts.headers, self.request_id));
+                let sending = Sending {
+                    route,
+                    headers,
+                    parts,
+                    may_refresh: trip.attempts.may_refresh(),
+                    safe_to_repeat: trip.safe_to_repeat,
+                };
+                let backend = self.backend(route);
+                let mut span = self.trace.attempt(
+                    next.attempt,
+                    backend.name(),
+                    backend.config.host(),
+                    route.deployment.as_deref(),
+                );
+                let (outcome, answered_at) = self
+                    .attempt(sending, &mut inbound, &mut span)
+                    .await
+                    .inspect_err(|e| span.failed(e.code()))?;
+                match self
+                    .decide(&mut trip, route, outcome, answered_at, span)
+                    .await
+                {
+                    Step::Answer(a) => break a,
+                    Step::Fail(e) => return Err(e),
+                    Step::Next => {}
                 }
             };
-            let route = &routes[next.route];
-            trip.count_retry(self, route);
-            let headers = trip
-                .first_headers
-                .take()
-                .unwrap_or_else(|| upstream_headers(&parts.headers, self.request_id));
-            let sending = Sending {
-                route,
-                headers,
-                parts,
-                may_refresh: trip.attempts.may_refresh(),
-                safe_to_repeat: trip.safe_to_repeat,
-            };
-            let backend = self.backend(route);
-            let mut span = self.trace.attempt(
-                next.attempt,
-                backend.name(),
-                backend.config.host(),
-                route.deployment.as_deref(),
-            );
-            let (outcome, answered_at) = self
-                .attempt(sending, &mut inbound, &mut span)
-                .await
-                .inspect_err(|e| span.failed(e.code()))?;
-            if let Some(done) = self
-                .decide(&mut trip, route, outcome, answered_at, span)
-                .await
-            {
-                return done;
-            }
+            // One place awaits the answer's filters, not each way to it: every await point of a
+            // future holds its own state.
+            Ok(self.finish(answer).await)
         }
     }
 
@@ -143,51 +154,67 @@ impl Exchange<'_> {
     }
 
     /// Applies the retry policy's decision on an attempt's outcome: the client's answer or
-    /// error (`Some`), or the next attempt after a refresh or a pause (`None`).
-    async fn decide<'r>(
+    /// error, or the next attempt after a refresh or a pause.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    fn decide<'r>(
         &mut self,
         trip: &mut Trip<'r>,
         route: &'r Route,
         outcome: AttemptOutcome<'r>,
         answered_at: Instant,
         mut span: ChildSpan,
-    ) -> Option<Result<Response, ProxyError>> {
-        let backend = self.backend(route);
-        if let Some(wait) = outcome.cool_down() {
-            span.cooldown(wait);
-            backend.cool_down(wait);
-        }
-        let reason = retry_reason(&outcome);
-        let overloaded = match &outcome {
-            Outcome::Overloaded {
-                answer,
-                retry_after,
-            } => Some((answer.response.status().as_u16(), *retry_after)),
-            _ => None,
-        };
-        match trip.attempts.on(outcome, answered_at) {
-            Decision::Answer(a) => Some(Ok(self.finish(a).await)),
-            Decision::Fail(e) => Some(Err(e)),
-            Decision::Refresh(refused) => {
-                span.retry(RetryReason::TokenRefused.name());
-                trip.retrying = Some(RetryReason::TokenRefused);
-                Box::pin(self.refresh(refused)).await;
-                None
+    ) -> impl Future<Output = Step<'r>> {
+        async move {
+            let backend = self.backend(route);
+            if let Some(wait) = outcome.cool_down() {
+                span.cooldown(wait);
+                backend.cool_down(wait);
             }
-            Decision::Retry { pause } => {
-                span.retry(reason.map_or("failed", RetryReason::name));
-                trip.retrying = reason;
-                drop(span);
-                if let Some((status, wait)) = overloaded {
-                    tracing::info!(backend = %backend.name(), status, retry_after_ms = wait.map(|w| w.as_millis() as u64), "retrying on the next target");
+            let reason = retry_reason(&outcome);
+            let overloaded = match &outcome {
+                Outcome::Overloaded {
+                    answer,
+                    retry_after,
+                } => Some((answer.response.status().as_u16(), *retry_after)),
+                _ => None,
+            };
+            match trip.attempts.on(outcome, answered_at) {
+                Decision::Answer(a) => Step::Answer(a),
+                Decision::Fail(e) => Step::Fail(e),
+                Decision::Refresh(refused) => {
+                    span.retry(RetryReason::TokenRefused.name());
+                    trip.retrying = Some(RetryReason::TokenRefused);
+                    Box::pin(self.refresh(refused)).await;
+                    Step::Next
                 }
-                if let Some(pause) = pause {
-                    tokio::time::sleep(pause).await;
+                Decision::Retry { pause } => {
+                    span.retry(reason.map_or("failed", RetryReason::name));
+                    trip.retrying = reason;
+                    drop(span);
+                    if let Some((status, wait)) = overloaded {
+                        tracing::info!(backend = %backend.name(), status, retry_after_ms = wait.map(|w| w.as_millis() as u64), "retrying on the next target");
+                    }
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
+                    Step::Next
                 }
-                None
             }
         }
     }
+}
+
+/// What the retry policy made of an attempt's outcome.
+enum Step<'r> {
+    /// Azure's answer, for the client.
+    Answer(Attempted<'r>),
+    /// The client's error.
+    Fail(ProxyError),
+    /// The next attempt, after a refresh or a pause.
+    Next,
 }
 
 impl Trip<'_> {
@@ -220,66 +247,72 @@ impl Exchange<'_> {
     /// One attempt: a slot on the backend, a token, the request sent, the answer sorted.
     /// Returns when Azure's answer head came (or the attempt failed). Errs when the attempt
     /// could not start (backend busy, no token).
-    async fn attempt<'r>(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    fn attempt<'r>(
         &self,
         mut sending: Sending<'r, '_>,
         inbound: &mut Inbound,
         span: &mut ChildSpan,
-    ) -> Result<(AttemptOutcome<'r>, Instant), ProxyError> {
-        let upstream_cfg = &self.state.config.upstream;
-        let route = sending.route;
-        let backend = self.backend(route);
-        let permit = backend.admit().await.map_err(|b| ProxyError::BackendBusy {
-            backend: b.backend,
-            max_concurrent: b.max_concurrent,
-            waited_ms: b.waited.as_millis() as u64,
-        })?;
-        let state = self.state;
-        let token = self.token(backend).await?;
-        let request = self.upstream_request(&mut sending, inbound, &token, span);
-        let sent_at = Instant::now();
-        let (wait, which) =
-            attempts::answer_timeout(sent_at, self.deadline, upstream_cfg.first_byte_timeout);
-        let sent = self.client.send_by(request, sent_at + wait).await;
-        let answered_at = Instant::now();
-        let outcome = match sent {
-            Err(_) => Outcome::TimedOut(ProxyError::UpstreamTimeout {
-                backend: backend.name().to_string(),
-                limit: which,
-                limit_secs: wait.as_secs_f64(),
-            }),
-            Ok(Err(e)) => {
-                let limit = state.config.server.max_body_bytes;
-                let replayable = inbound.is_replayable();
-                failed_attempt(e, backend.name(), limit, replayable, sending.safe_to_repeat)
-            }
-            Ok(Ok(response)) => {
-                backend
-                    .metrics
-                    .upstream_seconds(sent_at.elapsed().as_secs_f64());
-                span.status(response.status().as_u16());
-                let attempted = Attempted {
-                    response,
-                    route,
-                    token,
-                    permit,
-                };
-                match self.response_filter(attempted, sending.may_refresh) {
-                    Sorted::Outcome(outcome) => outcome,
-                    // Boxed: a 401 is rare, and reading it would size every request's future.
-                    Sorted::ReadRefusal(refused) => Box::pin(self.read_refusal(refused)).await,
+    ) -> impl Future<Output = Result<(AttemptOutcome<'r>, Instant), ProxyError>> {
+        async move {
+            let upstream_cfg = &self.state.config.upstream;
+            let route = sending.route;
+            let backend = self.backend(route);
+            let permit = backend.admit().await.map_err(|b| ProxyError::BackendBusy {
+                backend: b.backend,
+                max_concurrent: b.max_concurrent,
+                waited_ms: b.waited.as_millis() as u64,
+            })?;
+            let state = self.state;
+            let token = self.token(backend).await?;
+            let request = self.upstream_request(&mut sending, inbound, &token, span);
+            let sent_at = Instant::now();
+            let (wait, which) =
+                attempts::answer_timeout(sent_at, self.deadline, upstream_cfg.first_byte_timeout);
+            let sent = self.client.send_by(request, sent_at + wait).await;
+            let answered_at = Instant::now();
+            let outcome = match sent {
+                Err(_) => Outcome::TimedOut(ProxyError::UpstreamTimeout {
+                    backend: backend.name().to_string(),
+                    limit: which,
+                    limit_secs: wait.as_secs_f64(),
+                }),
+                Ok(Err(e)) => {
+                    let limit = state.config.server.max_body_bytes;
+                    let replayable = inbound.is_replayable();
+                    failed_attempt(e, backend.name(), limit, replayable, sending.safe_to_repeat)
                 }
+                Ok(Ok(response)) => {
+                    backend
+                        .metrics
+                        .upstream_seconds(sent_at.elapsed().as_secs_f64());
+                    span.status(response.status().as_u16());
+                    let attempted = Attempted {
+                        response,
+                        route,
+                        token,
+                        permit,
+                    };
+                    match self.response_filter(attempted, sending.may_refresh) {
+                        Sorted::Outcome(outcome) => outcome,
+                        // Boxed: a 401 is rare, and reading it would size every request's future.
+                        Sorted::ReadRefusal(refused) => Box::pin(self.read_refusal(refused)).await,
+                    }
+                }
+            };
+            if let Outcome::TimedOut(e)
+            | Outcome::ConnectFailed(e)
+            | Outcome::Stale(e)
+            | Outcome::Reset(e)
+            | Outcome::Failed(e) = &outcome
+            {
+                span.failed(e.code());
             }
-        };
-        if let Outcome::TimedOut(e)
-        | Outcome::ConnectFailed(e)
-        | Outcome::Stale(e)
-        | Outcome::Reset(e)
-        | Outcome::Failed(e) = &outcome
-        {
-            span.failed(e.code());
+            Ok((outcome, answered_at))
         }
-        Ok((outcome, answered_at))
     }
 
     /// The request for one attempt: the client's headers (already cleaned) with the bearer

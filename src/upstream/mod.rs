@@ -148,22 +148,40 @@ impl Client {
     }
 
     /// Sends one request (absolute URI); resolves when Azure's answer head has arrived.
-    pub async fn send(&self, request: http::Request<RequestBody>) -> Result<Response, Error> {
-        let response = self.inner.pool.send(request).await?;
-        Ok(response.map(Either::Left))
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    pub fn send(
+        &self,
+        request: http::Request<RequestBody>,
+    ) -> impl Future<Output = Result<Response, Error>> {
+        async move {
+            let response = self.inner.pool.send(request).await?;
+            Ok(response.map(Either::Left))
+        }
     }
 
     /// [`Client::send`], given up at `at` when the answer head has not arrived by then.
-    pub(crate) async fn send_by(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    pub(crate) fn send_by(
         &self,
         request: http::Request<RequestBody>,
         at: std::time::Instant,
-    ) -> Result<Result<Response, Error>, crate::deadline::Elapsed> {
-        match &self.deadlines {
-            Some(deadlines) => crate::deadline::timeout_at(deadlines, at, self.send(request)).await,
-            None => tokio::time::timeout_at(at.into(), self.send(request))
-                .await
-                .map_err(|_| crate::deadline::Elapsed),
+    ) -> impl Future<Output = Result<Result<Response, Error>, crate::deadline::Elapsed>> {
+        async move {
+            match &self.deadlines {
+                Some(deadlines) => {
+                    let send = std::pin::pin!(self.send(request));
+                    crate::deadline::timeout_at(deadlines, at, send).await
+                }
+                None => tokio::time::timeout_at(at.into(), self.send(request))
+                    .await
+                    .map_err(|_| crate::deadline::Elapsed),
+            }
         }
     }
 }

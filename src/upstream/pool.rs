@@ -124,64 +124,70 @@ impl Pool {
     }
 
     /// Sends one request (absolute URI); resolves when the answer head has arrived.
-    pub(crate) async fn send(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its by-value arguments twice"
+    )]
+    pub(crate) fn send(
         self: &Arc<Self>,
         mut request: http::Request<RequestBody>,
-    ) -> Result<http::Response<PooledBody>, Error> {
-        let uri = request.uri().clone();
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(Error::connect(format!("not an absolute URI: {uri}").into()));
-        };
-        let (host, host_header, mut idle) = self.take(scheme, authority)?;
-        let mut stale = 0;
-        loop {
-            let (conn, reused) = match idle.take() {
-                Some(conn) => (conn, true),
-                // Boxed: a connect (and TLS handshake) is rare next to requests on open
-                // connections, and its state would size every request's future.
-                None => (Box::pin(self.connect(host, &uri)).await?, false),
+    ) -> impl Future<Output = Result<http::Response<PooledBody>, Error>> {
+        async move {
+            let uri = request.uri().clone();
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+                return Err(Error::connect(format!("not an absolute URI: {uri}").into()));
             };
-            let sent = match conn {
-                Conn::H1(mut sender) => {
-                    request
-                        .headers_mut()
-                        .insert(http::header::HOST, host_header.clone());
-                    *request.uri_mut() = origin_form(&uri);
-                    match sender.try_send_request(request).await {
-                        Ok(response) => {
-                            let back = GiveBack {
-                                pool: self.clone(),
-                                host,
-                                sender,
-                            };
-                            return Ok(response.map(|inner| PooledBody {
-                                inner,
-                                back: Some(back),
-                            }));
+            let (host, host_header, mut idle) = self.take(scheme, authority)?;
+            let mut stale = 0;
+            loop {
+                let (conn, reused) = match idle.take() {
+                    Some(conn) => (conn, true),
+                    // Boxed: a connect (and TLS handshake) is rare next to requests on open
+                    // connections, and its state would size every request's future.
+                    None => (Box::pin(self.connect(host, &uri)).await?, false),
+                };
+                let sent = match conn {
+                    Conn::H1(mut sender) => {
+                        request
+                            .headers_mut()
+                            .insert(http::header::HOST, host_header.clone());
+                        *request.uri_mut() = origin_form(&uri);
+                        match sender.try_send_request(request).await {
+                            Ok(response) => {
+                                let back = GiveBack {
+                                    pool: self.clone(),
+                                    host,
+                                    sender,
+                                };
+                                return Ok(response.map(|inner| PooledBody {
+                                    inner,
+                                    back: Some(back),
+                                }));
+                            }
+                            Err(e) => e,
                         }
-                        Err(e) => e,
                     }
-                }
-                Conn::H2(mut sender) => {
-                    request.headers_mut().remove(http::header::HOST);
-                    *request.uri_mut() = uri.clone();
-                    match sender.try_send_request(request).await {
-                        Ok(response) => {
-                            return Ok(response.map(|inner| PooledBody { inner, back: None }));
+                    Conn::H2(mut sender) => {
+                        request.headers_mut().remove(http::header::HOST);
+                        *request.uri_mut() = uri.clone();
+                        match sender.try_send_request(request).await {
+                            Ok(response) => {
+                                return Ok(response.map(|inner| PooledBody { inner, back: None }));
+                            }
+                            Err(e) => e,
                         }
-                        Err(e) => e,
                     }
+                };
+                let mut failed = sent;
+                match failed.take_message() {
+                    // The connection closed before the request left: safe to send it again.
+                    Some(unsent) if reused && stale < STALE_TRIES => {
+                        stale += 1;
+                        request = unsent;
+                        idle = self.checkout(host);
+                    }
+                    _ => return Err(Error::send(failed.into_error(), reused)),
                 }
-            };
-            let mut failed = sent;
-            match failed.take_message() {
-                // The connection closed before the request left: safe to send it again.
-                Some(unsent) if reused && stale < STALE_TRIES => {
-                    stale += 1;
-                    request = unsent;
-                    idle = self.checkout(host);
-                }
-                _ => return Err(Error::send(failed.into_error(), reused)),
             }
         }
     }
