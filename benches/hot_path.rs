@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request work: key lookup, token cache hit, Entra token
-//! validation with cached JWKS, route resolution, header rewrite, limits admit+charge in memory,
+//! validation with cached JWKS, route resolution, header rewrite, limits admit+charge in memory
+//! (alone, and from two threads at once),
 //! the SSE usage parser per chunk, and one upstream round trip on a kept-alive loopback
 //! connection through the proxy's per-thread pool (and, for comparison, through hyper-util's
 //! legacy client, which the proxy used before).
@@ -13,6 +14,7 @@ use entra_proxy::forward::upstream_headers;
 use entra_proxy::identity::{IdentityEnv, TokenCache, build_token_source};
 use entra_proxy::inbound::{EntraValidator, KeyStore};
 use entra_proxy::routing::{RoutingTable, plan, resolve};
+use futures_util::FutureExt as _;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -199,6 +201,36 @@ fn benches(c: &mut Criterion) {
             let admission = account.admit(&reservation).await.unwrap();
             admission.settle(black_box(used));
         })
+    });
+
+    // The same, from two threads at once (as two serving threads do), on two keys and on one
+    // key: wall time per admission while the other thread admits too. Two keys share nothing;
+    // one key shares its counters.
+    let tpm = entra_proxy::config::KeyBudget {
+        tokens_per_minute: Some(u64::MAX),
+        ..Default::default()
+    };
+    let team_b = limits.account(entra_proxy::limits::BudgetKey::key("team-b"), tpm);
+    let team_c = limits.account(entra_proxy::limits::BudgetKey::key("team-c"), tpm);
+    let two_threads = |accounts: [&entra_proxy::limits::Account; 2], iters: u64| {
+        let start = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for account in accounts {
+                s.spawn(|| {
+                    for _ in 0..iters {
+                        let admitted = account.admit(&reservation).now_or_never();
+                        admitted.unwrap().unwrap().settle(black_box(used));
+                    }
+                });
+            }
+        });
+        start.elapsed()
+    };
+    c.bench_function("limits_memory_two_threads_two_keys", |b| {
+        b.iter_custom(|iters| two_threads([&team_b, &team_c], iters))
+    });
+    c.bench_function("limits_memory_two_threads_one_key", |b| {
+        b.iter_custom(|iters| two_threads([&team_b, &team_b], iters))
     });
 
     // The SSE usage parser, per chunk of a chat stream (one content delta).
