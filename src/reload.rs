@@ -428,6 +428,16 @@ impl Watcher {
                     "config reload failed, the previous config keeps serving: {}",
                     e.to_string().replace("\n  ", "; ")
                 );
+                // From now on, watch what the refused config names: a keys file named before it
+                // exists is loaded once it appears. The digest is of the files as that look read
+                // them, so a change made since is still seen.
+                let path = self.path.clone();
+                if let Ok((files, seen)) =
+                    tokio::task::spawn_blocking(move || Config::files_named(&path)).await
+                {
+                    self.files = files;
+                    self.seen = seen;
+                }
             }
         }
     }

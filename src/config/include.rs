@@ -43,7 +43,7 @@ pub fn read_bounded(path: &Path) -> Result<String, String> {
 }
 
 /// The bytes of the file at `path`, refusing one larger than [`MAX_FILE_BYTES`].
-fn read_bytes_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(super) fn read_bytes_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let too_large = |size: u64| {
         std::io::Error::other(format!(

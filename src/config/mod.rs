@@ -787,6 +787,37 @@ impl Config {
         })
     }
 
+    /// The files a load of `path` reads, as they are now, whether the load succeeds or not: the
+    /// config and every file it names that resolves (a keys file named before it exists too),
+    /// with their digest as [`include::digest_on_disk`] gives it. What a watcher watches after
+    /// a refused reload, so that the file that was missing is loaded once it appears.
+    pub fn files_named(path: &std::path::Path) -> (Vec<PathBuf>, String) {
+        let tried = std::cell::RefCell::new(Vec::<(PathBuf, Option<Vec<u8>>)>::new());
+        let read = |p: &std::path::Path| -> Result<String, String> {
+            let bytes = include::read_bytes_bounded(p).map_err(|e| e.to_string());
+            tried
+                .borrow_mut()
+                .push((p.to_path_buf(), bytes.as_ref().ok().cloned()));
+            String::from_utf8(bytes?).map_err(|_| "is not UTF-8 text".to_string())
+        };
+        if let Ok(text) = read(path) {
+            let base_dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let sources = Sources {
+                env: &|name| std::env::var(name).ok(),
+                base_dir,
+                read: &read,
+            };
+            // Refused or not, the reads it made are what is wanted.
+            let _ = Config::parse_with(&text, &path.display().to_string(), &sources);
+        }
+        let tried = tried.into_inner();
+        let hash = include::digest(tried.iter().map(|(p, b)| (p.as_path(), b.as_deref())));
+        (tried.into_iter().map(|(p, _)| p).collect(), hash)
+    }
+
     /// Parses and validates config text. `env` resolves `${VAR}`; tests pass a map. Reads no
     /// file: a `[server] keys_file` reads as empty (use [`Config::parse_with`] to supply it).
     pub fn parse(
@@ -912,6 +943,35 @@ mod tests {
         parse_with_files(MAIN, &[(KEYS_PATH, keys)])
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn the_files_a_refused_config_names_are_watched_as_they_are() {
+        use super::include::digest_on_disk;
+        let dir = std::env::temp_dir().join(format!("ep-named-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, MAIN).unwrap();
+        let keys = dir.join("keys/keys.toml");
+        // The keys file does not exist yet: the load is refused, yet it is named and watched.
+        assert!(super::Config::load_files(&config).is_err());
+        let (files, seen) = super::Config::files_named(&config);
+        assert_eq!(files, [config.clone(), keys.clone()]);
+        assert_eq!(seen, digest_on_disk(&files), "nothing changed since");
+        std::fs::write(&keys, "[[keys]]\nname='team-b'\nsha256='{}'\n").unwrap();
+        assert_ne!(seen, digest_on_disk(&files), "its appearing is a change");
+        // Not TOML: only the config itself is named.
+        std::fs::write(&config, "[server\n").unwrap();
+        assert_eq!(
+            super::Config::files_named(&config).0,
+            std::slice::from_ref(&config)
+        );
+        // Gone: still watched, so that it coming back is seen.
+        std::fs::remove_file(&config).unwrap();
+        let (files, seen) = super::Config::files_named(&config);
+        assert_eq!(files, std::slice::from_ref(&config));
+        assert_eq!(seen, digest_on_disk(&files));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -729,3 +729,29 @@ async fn a_keys_file_grown_past_the_bound_is_refused_on_reload_and_the_old_keys_
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("over the limit of 16777216 bytes"), "{err}");
 }
+
+#[tokio::test]
+async fn a_keys_file_named_before_it_exists_is_loaded_once_it_appears() {
+    let emu = emulator().await;
+    let p = serve_with_keys_file(&emu.url()).await;
+    let port = p.addr.port();
+    // The config now names a keys file that is not there yet: refused, the old keys serve.
+    replace_file(
+        &p.config_path(),
+        &config_with_keys_file(&emu.url(), "later.toml", port),
+    );
+    p.wait_metric("entra_proxy_config_reload_failures_total", 1.0)
+        .await;
+    p.wait_log("later.toml: cannot read").await;
+    assert_eq!(p.chat(KEY, "gpt-4o").await.0, 200, "the old keys serve");
+    // It appears: loaded without a SIGHUP or another edit of the config.
+    replace_file(&p.dir.join("later.toml"), &key_block("team-c", KEY_C, ""));
+    p.wait_for(KEY_C, "gpt-4o", 200).await;
+    assert_eq!(p.chat(KEY, "gpt-4o").await.0, 401, "team-a is not in it");
+    assert_eq!(
+        p.metric("entra_proxy_config_reload_failures_total").await,
+        Some(1.0),
+        "the refusal was reported once, not at every look"
+    );
+    assert_eq!(p.logs().matches("config reload failed").count(), 1);
+}
