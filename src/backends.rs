@@ -27,7 +27,9 @@ pub struct Backends {
 #[derive(Debug)]
 pub struct BackendEntry {
     pub config: Backend,
-    pub health: Health,
+    /// Shared with the entry of the same backend in the snapshot before a reload (see
+    /// [`Backends::following`]).
+    pub health: Arc<Health>,
     pub metrics: BackendMetrics,
 }
 
@@ -66,14 +68,40 @@ impl BackendId {
 impl Backends {
     /// Call after [`crate::telemetry::Metrics::install`], so the handles reach the recorder.
     pub fn new(backends: &[Backend]) -> Backends {
+        Backends::following(backends, None)
+    }
+
+    /// [`Backends::new`] for a reload: a backend `before` had under the same name and endpoint
+    /// keeps its health, so a reload (a key added, say) neither ends a cooldown Azure asked
+    /// for nor frees the slots of requests in flight. With its concurrency settings changed it
+    /// gets a new limit, and keeps the cooldown.
+    pub fn following(backends: &[Backend], before: Option<&Backends>) -> Backends {
         let epoch = Instant::now();
         Backends {
             entries: backends
                 .iter()
-                .map(|b| BackendEntry {
-                    config: b.clone(),
-                    health: Health::new(b, epoch),
-                    metrics: BackendMetrics::new(&b.name),
+                .map(|b| {
+                    let kept = before.and_then(|old| {
+                        old.entries
+                            .iter()
+                            .find(|o| o.config.name == b.name && o.config.endpoint == b.endpoint)
+                    });
+                    let health = match kept {
+                        Some(old) if old.health.limits_like(b) => old.health.clone(),
+                        Some(old) => {
+                            let health = Health::new(b, epoch);
+                            if let Some(wait) = old.health.cooling() {
+                                health.cool_down(wait);
+                            }
+                            Arc::new(health)
+                        }
+                        None => Arc::new(Health::new(b, epoch)),
+                    };
+                    BackendEntry {
+                        config: b.clone(),
+                        health,
+                        metrics: BackendMetrics::new(&b.name),
+                    }
                 })
                 .collect(),
         }
@@ -159,6 +187,15 @@ impl Health {
                 max,
                 queue: b.queue_timeout,
             }),
+        }
+    }
+
+    /// Whether this health's concurrency limit is the one `b` configures.
+    fn limits_like(&self, b: &Backend) -> bool {
+        match (&self.limit, b.max_concurrent) {
+            (None, None) => true,
+            (Some(l), Some(max)) => l.max == max && l.queue == b.queue_timeout,
+            _ => false,
         }
     }
 
@@ -252,6 +289,56 @@ mod tests {
         assert!(a.admit().await.unwrap().is_some());
         let unlimited = &b[b.by_name("b").unwrap()];
         assert!(unlimited.admit().await.unwrap().is_none());
+    }
+
+    fn parse(text: &str) -> Vec<Backend> {
+        crate::config::Config::parse(text, "t", &|_| None)
+            .unwrap()
+            .backends
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_a_backends_cooldown_and_slots_unless_it_moved() {
+        let before = backends();
+        before[before.by_name("a").unwrap()].cool_down(Duration::from_secs(30));
+        before[before.by_name("b").unwrap()].cool_down(Duration::from_secs(30));
+        let held = before[before.by_name("a").unwrap()].admit().await.unwrap();
+        // `a` unchanged, `b` moved to another endpoint, `c` new.
+        let after = Backends::following(
+            &parse(
+                "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\nmax_concurrent=1\nqueue_timeout_secs=0.05\n[[backends]]\nname='b'\nendpoint='http://127.0.0.1:3'\n[[backends]]\nname='c'\nendpoint='http://127.0.0.1:4'",
+            ),
+            Some(&before),
+        );
+        let a = &after[after.by_name("a").unwrap()];
+        assert!(a.health.cooling().unwrap() > Duration::from_secs(25));
+        assert!(
+            a.admit().await.is_err(),
+            "the slot held before is still held"
+        );
+        drop(held);
+        assert!(a.admit().await.unwrap().is_some());
+        assert!(
+            after[after.by_name("b").unwrap()]
+                .health
+                .cooling()
+                .is_none()
+        );
+        assert!(
+            after[after.by_name("c").unwrap()]
+                .health
+                .cooling()
+                .is_none()
+        );
+        // A new limit for `a`: its own slots, the cooldown kept.
+        let relimited = Backends::following(
+            &parse("[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'\nmax_concurrent=2"),
+            Some(&after),
+        );
+        let a = &relimited[relimited.by_name("a").unwrap()];
+        assert!(a.health.cooling().unwrap() > Duration::from_secs(25));
+        let (one, two) = (a.admit().await.unwrap(), a.admit().await.unwrap());
+        assert!(one.is_some() && two.is_some());
     }
 
     #[test]

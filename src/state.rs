@@ -141,6 +141,7 @@ impl AppState {
                 tracing: tracing.clone(),
                 obo: None,
                 issuer: issuer.clone(),
+                before: None,
             },
             origin,
         )?;
@@ -175,6 +176,7 @@ impl AppState {
                 tracing: self.tracing.clone(),
                 obo: self.snapshot().obo.clone(),
                 issuer: self.issuer.clone(),
+                before: Some(self.snapshot()),
             },
             origin,
         )
@@ -203,6 +205,8 @@ struct Shared {
     /// The running snapshot's exchange, reused when `[on_behalf_of]` is unchanged.
     obo: Option<OboTokens>,
     issuer: Arc<Issuer>,
+    /// The running snapshot, whose backends' cooldowns and in-flight slots carry over.
+    before: Option<Arc<Snapshot>>,
 }
 
 impl Snapshot {
@@ -215,6 +219,7 @@ impl Snapshot {
             tracing,
             obo,
             issuer,
+            before,
         } = shared;
         let apps = config.inbound.client_credentials.as_ref().map(|_| apps);
         let obo = match &config.on_behalf_of {
@@ -230,7 +235,7 @@ impl Snapshot {
                 )?),
             },
         };
-        let routes = RoutingTable::new(&config);
+        let routes = RoutingTable::following(&config, before.as_ref().map(|b| &b.routes));
         let request_metrics = crate::telemetry::RequestMetrics::new(routes.model_names().to_vec());
         // Counters and gauges of every configured key, resolved before a request needs them.
         recent.register(

@@ -43,7 +43,13 @@ impl RoutingTable {
     /// Builds the table and its backends' state. Call after
     /// `crate::telemetry::Metrics::install`, so the backends' metric handles reach the recorder.
     pub fn new(config: &Config) -> RoutingTable {
-        let backends = Backends::new(&config.backends);
+        RoutingTable::following(config, None)
+    }
+
+    /// [`RoutingTable::new`] for a reload: the backends keep the health they had in `before`
+    /// ([`Backends::following`]).
+    pub fn following(config: &Config, before: Option<&RoutingTable>) -> RoutingTable {
+        let backends = Backends::following(&config.backends, before.map(|t| &t.backends));
         RoutingTable {
             models: config
                 .models

@@ -93,6 +93,35 @@ async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
 }
 
 #[tokio::test]
+async fn a_reload_does_not_end_a_cooldown_azure_asked_for() {
+    let h = two_regions("").await;
+    h.emulator.script(
+        "gpt-4o",
+        vec![Fault::RateLimited {
+            retry_after_ms: 30_000,
+        }],
+    );
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(deployments_seen(&h), vec!["gpt-4o", "gpt-4o-west"]);
+    // A reload, as when a key is added: east is still cooling down, so west answers.
+    let config = h.state.snapshot().config.clone();
+    let snapshot = h
+        .state
+        .prepare(config, entra_proxy::state::Origin::of_text("reloaded"))
+        .unwrap();
+    h.state.install(snapshot);
+    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        deployments_seen(&h),
+        vec!["gpt-4o", "gpt-4o-west", "gpt-4o-west"],
+        "east was not asked again before its retry-after"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_and_bounded_by_max_attempts() {
     let h = start().await;
     h.emulator.script("gpt-4o", vec![Fault::Status(503)]);
