@@ -1,6 +1,6 @@
 //! Azure-shaped paths: the deployment API, the v1 API, and any other service's path as it came.
 
-use super::model::{body_model, with_model};
+use super::model::{ModelField, body_model_at, with_model_at};
 use super::route::{Incoming, Route};
 use super::table::Candidate;
 use super::uri::upstream_uri;
@@ -54,7 +54,16 @@ fn deployment_candidates(
 /// one. No `api-version` is added.
 pub(super) fn v1(req: &Incoming<'_>, rest: &[String]) -> Result<Vec<Route>, ProxyError> {
     let body = req.json();
-    let model = body_model(req.path, body)?;
+    // GA realtime ephemeral keys name their model in `session`, as on `/v1`.
+    let field = match rest {
+        [realtime, client_secrets]
+            if realtime == "realtime" && client_secrets == "client_secrets" =>
+        {
+            ModelField::InSession
+        }
+        _ => ModelField::TopLevel,
+    };
+    let model = body_model_at(req.path, body, field)?;
     let candidates = match model.as_deref().and_then(|m| req.table.lookup(m)) {
         Some(found) => found,
         None => vec![Candidate::plain(
@@ -70,7 +79,7 @@ pub(super) fn v1(req: &Incoming<'_>, rest: &[String]) -> Result<Vec<Route>, Prox
             let b = req.backend(c.backend);
             let new_body = match (&model, body) {
                 (Some(m), Some(body)) if *m != c.deployment && !c.deployment.is_empty() => {
-                    Some(with_model(body, &c.deployment, req.path)?)
+                    Some(with_model_at(body, &c.deployment, req.path, field)?)
                 }
                 _ => None,
             };

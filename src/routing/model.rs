@@ -11,11 +11,6 @@ pub(super) enum ModelField {
     InSession,
 }
 
-/// The body's `model` field, for OpenAI-style and v1 paths.
-pub(super) fn body_model(path: &str, body: Option<&Bytes>) -> Result<Option<String>, ProxyError> {
-    body_model_at(path, body, ModelField::TopLevel)
-}
-
 /// The body's model, read from `field`. A `session` that is not an object, or a model that is
 /// not a string, is refused naming the field.
 pub(super) fn body_model_at(
@@ -223,11 +218,6 @@ impl<'de> serde::Deserialize<'de> for Session {
         }
         d.deserialize_any(Visitor)
     }
-}
-
-/// Rewrites the body's `model` to the deployment name (v1 API shape).
-pub(super) fn with_model(body: &Bytes, deployment: &str, path: &str) -> Result<Bytes, ProxyError> {
-    with_model_at(body, deployment, path, ModelField::TopLevel)
 }
 
 /// Rewrites the model at `field` to the deployment name; everything else keeps its value.

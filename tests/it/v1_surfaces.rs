@@ -244,6 +244,32 @@ fn assert_swapped(h: &Harness, path_and_query: &str) {
 }
 
 #[tokio::test]
+async fn azures_own_v1_ephemeral_key_path_maps_the_sessions_model_too() {
+    let h = start_with_realtime_model("").await;
+    let r = post(
+        &h,
+        "/openai/v1/realtime/client_secrets",
+        &serde_json::json!({
+            "session": {"type": "realtime", "model": "gpt-realtime", "instructions": "be brief"},
+            "model": "top-level stays",
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    // The emulator answers only for a deployment it has, and echoes the one it was sent.
+    assert_eq!(got["session"]["model"], "gpt-4o");
+    assert_eq!(got["session"]["instructions"], "be brief");
+    assert_swapped(&h, "/openai/v1/realtime/client_secrets");
+    assert_eq!(
+        h.emulator.requests()[0].body_model.as_deref(),
+        Some("top-level stays"),
+        "only the session's model is mapped"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn realtime_ephemeral_keys_reach_the_deployment_api_with_the_model_mapped() {
     let h = start_with_realtime_model("").await;
     let r = post(
