@@ -590,3 +590,61 @@ async fn a_request_refused_by_policy_is_never_counted_against_the_budget() {
     assert_eq!((status, code.as_str()), (429, "rate_limited"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_status_page_shows_every_keys_standing_from_redis_in_config_order() {
+    let redis = Redis::start();
+    let emu = emulator().await;
+    // More keys than the page reads at once, each with its own request count.
+    let mut text = base_config(&emu.url()).replace(
+        "[azure]",
+        &format!(
+            "[limits]\nredis_url = \"{}\"\nredis_timeout_ms = 3000\n\n[azure]",
+            redis.url()
+        ),
+    );
+    let names: Vec<String> = (0..70).map(|i| format!("tenant-{i:02}")).collect();
+    for name in &names {
+        text.push_str(&format!(
+            "\n[[keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nrequests_per_minute = 1000\n",
+            KeyDigest::of(&format!("{name}-key")).to_hex()
+        ));
+    }
+    let (p, _path) = spawn_binary(&text, &[]).await;
+    let used = [(3, 1), (40, 2), (69, 3)];
+    for (i, times) in used {
+        for _ in 0..times {
+            let r = chat(p.addr, &format!("{}-key", names[i]), &prompt("hi")).await;
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let status: Value = client()
+        .get(format!("http://{}/status.json", p.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows: Vec<(String, u64)> = status["keys"]["callers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["caller"].as_str().unwrap().starts_with("key:tenant-"))
+        .map(|c| {
+            let requests = c["usage"]["requests"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no usage read for {c}"));
+            (c["caller"].as_str().unwrap().to_string(), requests)
+        })
+        .collect();
+    let want: Vec<(String, u64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let times = used.iter().find(|(u, _)| *u == i).map_or(0, |(_, t)| *t);
+            (format!("key:{n}"), times)
+        })
+        .collect();
+    assert_eq!(rows, want);
+}
