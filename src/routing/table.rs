@@ -47,7 +47,7 @@ impl RoutingTable {
     }
 
     /// [`RoutingTable::new`] for a reload: the backends keep the health they had in `before`
-    /// ([`Backends::following`]).
+    /// (`Backends::following`).
     pub fn following(config: &Config, before: Option<&RoutingTable>) -> RoutingTable {
         let backends = Backends::following(&config.backends, before.map(|t| &t.backends));
         RoutingTable {
