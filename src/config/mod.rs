@@ -755,21 +755,11 @@ impl Config {
 
     /// [`Config::load`], also telling which files were read (to watch them) and their digest.
     pub fn load_files(path: &std::path::Path) -> Result<Loaded, ConfigError> {
-        let source_name = path.display().to_string();
         let text = read_bounded(path).map_err(|reason| ConfigError::Read {
-            source_name: source_name.clone(),
+            source_name: path.display().to_string(),
             reason,
         })?;
-        let base_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let sources = Sources {
-            env: &|name| std::env::var(name).ok(),
-            base_dir,
-            read: &|p| read_bounded(p),
-        };
-        let (config, included) = Config::parse_with(&text, &source_name, &sources)?;
+        let (config, included) = Config::parse_file(path, &text, &read_bounded)?;
         let mut files = vec![SourceFile {
             path: path.to_path_buf(),
             text,
@@ -801,21 +791,31 @@ impl Config {
             String::from_utf8(bytes?).map_err(|_| "is not UTF-8 text".to_string())
         };
         if let Ok(text) = read(path) {
-            let base_dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let sources = Sources {
-                env: &|name| std::env::var(name).ok(),
-                base_dir,
-                read: &read,
-            };
             // Refused or not, the reads it made are what is wanted.
-            let _ = Config::parse_with(&text, &path.display().to_string(), &sources);
+            let _ = Config::parse_file(path, &text, &read);
         }
         let tried = tried.into_inner();
         let hash = include::digest(tried.iter().map(|(p, b)| (p.as_path(), b.as_deref())));
         (tried.into_iter().map(|(p, _)| p).collect(), hash)
+    }
+
+    /// `text`, read from `path`: `${VAR}` from the process environment, included files resolved
+    /// against `path`'s directory and read by `read`.
+    fn parse_file(
+        path: &std::path::Path,
+        text: &str,
+        read: &dyn Fn(&std::path::Path) -> Result<String, String>,
+    ) -> Result<(Config, Vec<SourceFile>), ConfigError> {
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let sources = Sources {
+            env: &|name| std::env::var(name).ok(),
+            base_dir,
+            read,
+        };
+        Config::parse_with(text, &path.display().to_string(), &sources)
     }
 
     /// Parses and validates config text. `env` resolves `${VAR}`; tests pass a map. Reads no

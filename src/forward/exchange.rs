@@ -66,11 +66,37 @@ pub(super) enum Surface {
 }
 
 /// Who is asking, and where: what the sequence's steps read of the request.
+#[derive(Clone, Copy)]
 pub(super) struct Asking<'a> {
     pub(super) state: &'a Snapshot,
     pub(super) caller: &'a Caller,
     pub(super) parts: &'a request::Parts,
     pub(super) trace: &'a RequestSpan,
+}
+
+impl<'a> Asking<'a> {
+    /// The admitted request, for its relay: HTTP's attempts or a WebSocket's handshake.
+    pub(super) fn exchange(
+        self,
+        client: &'a upstream::Client,
+        request_id: &'a str,
+        started: Instant,
+        metering: Metering,
+    ) -> Exchange<'a> {
+        Exchange {
+            state: self.state,
+            client,
+            caller: self.caller,
+            request_id,
+            path: self.parts.uri.path(),
+            query: self.parts.uri.query(),
+            authority: authority(self.parts),
+            started,
+            deadline: started + self.state.config.upstream.request_timeout,
+            metering,
+            trace: self.trace,
+        }
+    }
 }
 
 /// The admission sequence: route → policy → budgets.
@@ -181,7 +207,7 @@ fn route_websocket(
 }
 
 /// The authority the client addressed: its `Host` header, or the request URI's (HTTP/2).
-pub(super) fn authority(parts: &request::Parts) -> Option<&str> {
+fn authority(parts: &request::Parts) -> Option<&str> {
     parts
         .headers
         .get(header::HOST)

@@ -32,7 +32,7 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::http::header::{HeaderName, HeaderValue};
 use axum::response::Response;
-use exchange::{Asking, Exchange, Surface};
+use exchange::{Asking, Surface};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,20 +138,8 @@ fn serve(
             trace,
         };
         let admitted = exchange::admit(asking, Surface::Http(body)).await?;
-        let mut exchange = Exchange {
-            state,
-            client,
-            caller,
-            request_id,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            authority: exchange::authority(&parts),
-            started,
-            deadline: started + state.config.upstream.request_timeout,
-            metering: admitted.metering,
-            trace,
-        };
-        exchange
+        asking
+            .exchange(client, request_id, started, admitted.metering)
             .run(&admitted.routes, &parts, admitted.inbound)
             .await
     }

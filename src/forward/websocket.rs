@@ -120,19 +120,7 @@ pub(super) async fn serve(
         super::answer::token_counters(state, caller, &route),
         super::answer::pricing(state, caller, &route),
     );
-    let mut exchange = Exchange {
-        state,
-        client,
-        caller,
-        request_id,
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        authority: exchange::authority(&parts),
-        started,
-        deadline: started + state.config.upstream.request_timeout,
-        metering: admitted.metering,
-        trace,
-    };
+    let mut exchange = asking.exchange(client, request_id, started, admitted.metering);
     let request = Request::from_parts(parts.clone(), body);
     let opening = Opening {
         route: &route,

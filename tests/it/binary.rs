@@ -240,14 +240,7 @@ async fn demo_says_where_its_emulator_and_config_are_and_keeps_the_config_only_w
         assert_eq!(mode & 0o077, 0, "owner only: {mode:o}");
     }
     // /status.json names the config it runs by the hash of that very text.
-    let status: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{port}/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json_at(([127, 0, 0, 1], port).into()).await;
     assert_eq!(status["config_hash"], KeyDigest::of(&text).to_hex());
     // The emulator is where the demo said.
     assert!(reqwest::get(&emulator).await.is_ok());

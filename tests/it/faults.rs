@@ -61,8 +61,8 @@ sha256 = "{digest}"
     proxy(emu, &text).await
 }
 
-#[tokio::test]
-async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
+/// East answers 429 with a 30 s retry-after: the request fails over to west.
+async fn east_rate_limited() -> Harness {
     let h = two_regions("").await;
     h.emulator.script(
         "gpt-4o",
@@ -73,6 +73,12 @@ async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
     let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(deployments_seen(&h), vec!["gpt-4o", "gpt-4o-west"]);
+    h
+}
+
+#[tokio::test]
+async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
+    let h = east_rate_limited().await;
     // East said "wait 30 s": the next request goes straight to west.
     let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
     assert_eq!(r.status(), 200);
@@ -94,16 +100,7 @@ async fn a_429_fails_over_and_the_backend_cools_down_for_its_retry_after() {
 
 #[tokio::test]
 async fn a_reload_does_not_end_a_cooldown_azure_asked_for() {
-    let h = two_regions("").await;
-    h.emulator.script(
-        "gpt-4o",
-        vec![Fault::RateLimited {
-            retry_after_ms: 30_000,
-        }],
-    );
-    let r = post(&h, "/v1/chat/completions", &chat_body("gpt-4o")).await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(deployments_seen(&h), vec!["gpt-4o", "gpt-4o-west"]);
+    let h = east_rate_limited().await;
     // A reload, as when a key is added: east is still cooling down, so west answers.
     let config = h.state.snapshot().config.clone();
     let snapshot = h

@@ -618,14 +618,7 @@ async fn the_status_page_shows_every_keys_standing_from_redis_in_config_order() 
             assert_eq!(r.status(), 200);
         }
     }
-    let status: Value = client()
-        .get(format!("http://{}/status.json", p.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json_at(p.addr).await;
     let rows: Vec<(String, u64)> = status["keys"]["callers"]
         .as_array()
         .unwrap()

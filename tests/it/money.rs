@@ -117,14 +117,7 @@ async fn a_money_budget_is_reserved_settled_and_refuses_naming_spend_budget_and_
         metric(p.addr, "entra_proxy_spend_total", &labels).await,
         Some(spent as f64)
     );
-    let status: Value = client()
-        .get(format!("http://{}/status.json", p.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json_at(p.addr).await;
     let row = status["keys"]["callers"]
         .as_array()
         .unwrap()

@@ -205,14 +205,7 @@ async fn a_flood_of_refusals_leaves_azures_diagnoses_on_the_status_page() {
             .unwrap();
         assert_eq!(r.status(), 401);
     }
-    let v: serde_json::Value = client()
-        .get(h.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = status_json_at(h.addr).await;
     assert_eq!(v["refusals"].as_array().unwrap().len(), 50);
     let d = v["diagnoses"].as_array().unwrap();
     assert_eq!(d.len(), 1, "{v}");

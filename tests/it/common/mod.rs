@@ -266,6 +266,18 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
         .unwrap()
 }
 
+/// The proxy's `/status.json` at `addr`.
+pub async fn status_json_at(addr: SocketAddr) -> serde_json::Value {
+    client()
+        .get(format!("http://{addr}/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The value of the metric `name` whose labels include every `labels` pair (any labels when
 /// `labels` is empty), in the `/metrics` text `text`.
 pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
