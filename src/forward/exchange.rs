@@ -150,7 +150,7 @@ fn budget_of(caller: &Caller) -> Option<&Account> {
 async fn route_http(
     state: &Snapshot,
     parts: &request::Parts,
-    plan: &Plan,
+    plan: &Plan<'_>,
     body: Body,
     budget: Option<&Account>,
 ) -> Result<(Inbound, Vec<Route>), ProxyError> {
@@ -197,7 +197,7 @@ async fn route_http(
 fn route_websocket(
     table: &RoutingTable,
     parts: &request::Parts,
-    plan: &Plan,
+    plan: &Plan<'_>,
 ) -> Result<(Inbound, Vec<Route>), ProxyError> {
     let path = parts.uri.path();
     let query = crate::inbound::query::without_credentials(parts.uri.query());
@@ -228,7 +228,7 @@ fn chosen_backend(parts: &request::Parts) -> Option<&str> {
 async fn form_upload(
     table: &RoutingTable,
     parts: &request::Parts,
-    plan: &Plan,
+    plan: &Plan<'_>,
     body: Body,
     boundary: &str,
     limit: usize,
@@ -267,7 +267,7 @@ async fn form_upload(
 fn upstream_peers(
     table: &RoutingTable,
     parts: &request::Parts,
-    plan: &Plan,
+    plan: &Plan<'_>,
     body: routing::Payload<'_>,
 ) -> Result<Vec<Route>, ProxyError> {
     let path = parts.uri.path();

@@ -85,13 +85,21 @@ pub fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
 }
 
 /// The header names a `Connection` header lists: they too describe only that connection.
+/// Names already hop-by-hop (`keep-alive`, the usual one) are left out: they go anyway, and a
+/// name not among the standard ones costs an allocation to make.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|s| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(s))
+        })
+        .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
         .collect()
 }
 
@@ -167,6 +175,14 @@ mod tests {
         ]));
         let out = downstream_headers(h);
         assert_eq!(sorted_names(&out), ["apim-request-id", "content-type"]);
+    }
+
+    #[test]
+    fn a_connection_header_lists_only_names_not_already_hop_by_hop() {
+        let h = headers(&[("connection", "Keep-Alive, close,X-Hop , te")]);
+        let listed = connection_listed(&h);
+        let names: Vec<&str> = listed.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["close", "x-hop"]);
     }
 
     #[test]

@@ -5,20 +5,21 @@ use super::route::{Incoming, Route};
 use super::table::Candidate;
 use super::uri::upstream_uri;
 use crate::error::ProxyError;
+use std::borrow::Cow;
 
 /// `/openai/deployments/{deployment}/{rest…}`: to every place that serves the deployment (or
 /// the model of that name), with the backend's default `api-version` unless the client named one.
 pub(super) fn deployment(
     req: &Incoming<'_>,
     deployment: &str,
-    rest: &[String],
+    rest: &[Cow<'_, str>],
 ) -> Result<Vec<Route>, ProxyError> {
     deployment_candidates(req, deployment)?
         .into_iter()
         .map(|c| {
             let b = req.backend(c.backend);
             let mut segs = vec!["openai", "deployments", c.deployment.as_str()];
-            segs.extend(rest.iter().map(String::as_str));
+            segs.extend(rest.iter().map(|s| &**s));
             Ok(Route {
                 backend: c.backend,
                 uri: upstream_uri(b, &segs, req.query, true)?,
@@ -52,7 +53,7 @@ fn deployment_candidates(
 /// `/openai/v1/{rest…}`: the body's `model` picks the places, and is rewritten to each one's
 /// deployment; a model the table does not know goes as it is to the only backend or the chosen
 /// one. No `api-version` is added.
-pub(super) fn v1(req: &Incoming<'_>, rest: &[String]) -> Result<Vec<Route>, ProxyError> {
+pub(super) fn v1(req: &Incoming<'_>, rest: &[Cow<'_, str>]) -> Result<Vec<Route>, ProxyError> {
     let body = req.json();
     // GA realtime ephemeral keys name their model in `session`, as on `/v1`.
     let field = match rest {
@@ -72,7 +73,7 @@ pub(super) fn v1(req: &Incoming<'_>, rest: &[String]) -> Result<Vec<Route>, Prox
         )],
     };
     let mut segs = vec!["openai", "v1"];
-    segs.extend(rest.iter().map(String::as_str));
+    segs.extend(rest.iter().map(|s| &**s));
     candidates
         .into_iter()
         .map(|c| {
@@ -98,10 +99,10 @@ pub(super) fn v1(req: &Incoming<'_>, rest: &[String]) -> Result<Vec<Route>, Prox
 /// backend or the chosen one.
 pub(super) fn pass_through(
     req: &Incoming<'_>,
-    segments: &[String],
+    segments: &[Cow<'_, str>],
 ) -> Result<Vec<Route>, ProxyError> {
     let backend = req.pick_backend()?;
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let segs: Vec<&str> = segments.iter().map(|s| &**s).collect();
     Ok(vec![Route {
         backend,
         uri: upstream_uri(req.backend(backend), &segs, req.query, false)?,

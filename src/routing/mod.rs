@@ -35,7 +35,7 @@ pub use uri::REALTIME_API_VERSION;
 /// [`Plan::needs_body`].
 pub fn resolve(
     table: &RoutingTable,
-    plan: &Plan,
+    plan: &Plan<'_>,
     path: &str,
     query: Option<&str>,
     chosen_backend: Option<&str>,
@@ -47,7 +47,7 @@ pub fn resolve(
 /// [`resolve`], with a multipart form's `model` as well as a JSON one.
 pub fn resolve_payload(
     table: &RoutingTable,
-    plan: &Plan,
+    plan: &Plan<'_>,
     path: &str,
     query: Option<&str>,
     chosen_backend: Option<&str>,
@@ -70,7 +70,7 @@ pub fn resolve_payload(
 /// without credentials.
 pub fn resolve_websocket(
     table: &RoutingTable,
-    plan: &Plan,
+    plan: &Plan<'_>,
     path: &str,
     query: Option<&str>,
     chosen_backend: Option<&str>,
@@ -89,7 +89,7 @@ pub fn resolve_websocket(
 }
 
 /// Each plan to the function that resolves it.
-fn dispatch(req: &Incoming<'_>, plan: &Plan) -> Result<Vec<Route>, ProxyError> {
+fn dispatch(req: &Incoming<'_>, plan: &Plan<'_>) -> Result<Vec<Route>, ProxyError> {
     match plan {
         Plan::Deployment { deployment, rest } => azure::deployment(req, deployment, rest),
         Plan::AzureV1 { rest } => azure::v1(req, rest),

@@ -36,7 +36,10 @@ struct Upstream<'a> {
 }
 
 /// `/v1/{rest…}`: to every place that serves the model, in order.
-pub(super) fn resolve(req: &Incoming<'_>, rest: &[String]) -> Result<Vec<Route>, ProxyError> {
+pub(super) fn resolve(
+    req: &Incoming<'_>,
+    rest: &[std::borrow::Cow<'_, str>],
+) -> Result<Vec<Route>, ProxyError> {
     let request = OpenAiRequest::new(req, rest)?;
     request
         .candidates()?
@@ -55,8 +58,11 @@ pub(super) fn list_models(req: &Incoming<'_>) -> Result<Vec<Route>, ProxyError> 
 
 impl<'a> OpenAiRequest<'a> {
     /// Classifies the operation and reads its model: a form's field, else the JSON body's.
-    fn new(req: &'a Incoming<'a>, rest: &'a [String]) -> Result<OpenAiRequest<'a>, ProxyError> {
-        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    fn new(
+        req: &'a Incoming<'a>,
+        rest: &'a [std::borrow::Cow<'_, str>],
+    ) -> Result<OpenAiRequest<'a>, ProxyError> {
+        let rest: Vec<&str> = rest.iter().map(|s| &**s).collect();
         if let Some(meant) = near_v1_path(&rest) {
             return Err(ProxyError::NoRoute {
                 path: req.path.to_string(),

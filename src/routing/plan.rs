@@ -1,23 +1,25 @@
 //! The path → [`Plan`]: decoded segments, classified; `/v1` operations by where Azure has them.
 
 use crate::error::ProxyError;
+use std::borrow::Cow;
 
-/// What the path says about the request, before the body is looked at.
+/// What the path says about the request, before the body is looked at. Its segments are
+/// decoded, and borrow the path where it had nothing to decode (most paths, every request).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub enum Plan<'a> {
     /// `/openai/deployments/{deployment}/{rest…}`: Azure's deployment API.
     Deployment {
-        deployment: String,
-        rest: Vec<String>,
+        deployment: Cow<'a, str>,
+        rest: Vec<Cow<'a, str>>,
     },
     /// `/openai/v1/{rest…}`: Azure's v1 API; `model` in the body names the deployment.
-    AzureV1 { rest: Vec<String> },
+    AzureV1 { rest: Vec<Cow<'a, str>> },
     /// `/v1/{rest…}`: OpenAI-style; `model` in the body names a configured model.
-    OpenAi { rest: Vec<String> },
+    OpenAi { rest: Vec<Cow<'a, str>> },
     /// `GET /v1/models`: answered by the proxy from `[[models]]`.
     ListModels,
     /// Any other path (other Azure AI services, Foundry's `/models/...`): passed through.
-    Other { segments: Vec<String> },
+    Other { segments: Vec<Cow<'a, str>> },
 }
 
 /// What an OpenAI-style `/v1/{rest…}` operation is on Azure's deployment API.
@@ -65,15 +67,13 @@ const RESOURCE_ROOTS: &[&str] = &[
 /// Resource operations whose bodies are uploads (multipart or raw bytes), never read whole.
 const UPLOAD_ROOTS: &[&str] = &["files", "uploads"];
 
-impl Plan {
+impl Plan<'_> {
     /// Whether [`resolve`](super::resolve) needs the JSON body (to read `model`). Uploads
     /// stream through.
     pub fn needs_body(&self) -> bool {
         match self {
             Plan::AzureV1 { .. } => true,
-            Plan::OpenAi { rest } => !rest
-                .first()
-                .is_some_and(|r| UPLOAD_ROOTS.contains(&r.as_str())),
+            Plan::OpenAi { rest } => !rest.first().is_some_and(|r| UPLOAD_ROOTS.contains(&&**r)),
             _ => false,
         }
     }
@@ -82,24 +82,26 @@ impl Plan {
     /// translations): the form's head is read up to that field, the rest streams.
     pub fn needs_form_model(&self) -> bool {
         match self {
-            Plan::OpenAi { rest } => {
-                let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-                v1_op(&rest) == V1Op::Deployment
-            }
+            Plan::OpenAi { rest } => v1_op(rest) == V1Op::Deployment,
             _ => false,
         }
     }
 }
 
 /// Where a `/v1/{rest…}` operation lives on Azure's deployment API.
-pub(super) fn v1_op(rest: &[&str]) -> V1Op {
-    if DEPLOYMENT_OPERATIONS.contains(&rest) {
+pub(super) fn v1_op<S: AsRef<str>>(rest: &[S]) -> V1Op {
+    let is =
+        |op: &[&str]| rest.len() == op.len() && rest.iter().zip(op).all(|(r, o)| r.as_ref() == *o);
+    if DEPLOYMENT_OPERATIONS.iter().any(|op| is(op)) {
         V1Op::Deployment
-    } else if rest == ["realtime", "client_secrets"] {
+    } else if is(&["realtime", "client_secrets"]) {
         V1Op::RealtimeClientSecrets
-    } else if rest == ["realtime", "sessions"] {
+    } else if is(&["realtime", "sessions"]) {
         V1Op::RealtimeSessions
-    } else if rest.first().is_some_and(|r| RESOURCE_ROOTS.contains(r)) {
+    } else if rest
+        .first()
+        .is_some_and(|r| RESOURCE_ROOTS.contains(&r.as_ref()))
+    {
         V1Op::Resource
     } else {
         V1Op::Unsupported
@@ -173,7 +175,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// A whole URL where the path goes (`/https://res.openai.azure.com/openai/…`, or the host alone
 /// as the first segment): an SDK given the resource's URL after the proxy's. Refused, naming
 /// the path to send and the base URL the SDK wants, before anything reaches Azure.
-fn url_as_path(segments: &[String], path: &str) -> Option<ProxyError> {
+fn url_as_path(segments: &[Cow<'_, str>], path: &str) -> Option<ProxyError> {
     let first = segments.first()?.to_ascii_lowercase();
     let scheme = first == "http:" || first == "https:";
     let host_at = usize::from(scheme);
@@ -202,12 +204,14 @@ fn url_as_path(segments: &[String], path: &str) -> Option<ProxyError> {
 }
 
 /// Splits a request path into decoded segments and classifies it.
-pub fn plan(path: &str) -> Result<Plan, ProxyError> {
+pub fn plan(path: &str) -> Result<Plan<'_>, ProxyError> {
     let mut segments = split_path(path)?;
     if let Some(refusal) = url_as_path(&segments, path) {
         return Err(refusal);
     }
-    let is = |segments: &[String], i: usize, want: &str| segments.get(i).is_some_and(|s| s == want);
+    let is = |segments: &[Cow<'_, str>], i: usize, want: &str| {
+        segments.get(i).is_some_and(|s| s == want)
+    };
     Ok(
         if is(&segments, 0, "openai") && is(&segments, 1, "deployments") && segments.len() > 3 {
             let rest = segments.split_off(3);
@@ -229,7 +233,7 @@ pub fn plan(path: &str) -> Result<Plan, ProxyError> {
     )
 }
 
-fn split_path(path: &str) -> Result<Vec<String>, ProxyError> {
+fn split_path(path: &str) -> Result<Vec<Cow<'_, str>>, ProxyError> {
     let mut out = Vec::new();
     for raw in path.split('/').filter(|s| !s.is_empty()) {
         let decoded = percent_encoding_decode(raw);
@@ -244,9 +248,9 @@ fn split_path(path: &str) -> Result<Vec<String>, ProxyError> {
     Ok(out)
 }
 
-fn percent_encoding_decode(s: &str) -> String {
+fn percent_encoding_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -269,7 +273,7 @@ fn percent_encoding_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -334,7 +338,7 @@ mod tests {
 
     #[test]
     fn paths_are_classified_by_their_leading_segments() {
-        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        let owned = |v: &[&'static str]| v.iter().map(|s| Cow::Borrowed(*s)).collect::<Vec<_>>();
         let cases = [
             (
                 "/openai/deployments/d/chat/completions",

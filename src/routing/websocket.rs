@@ -26,8 +26,9 @@ const DEPLOYMENT_PATH: &[&str] = &["openai", "realtime"];
 
 impl Realtime {
     /// The realtime shape a plan has, if any.
-    pub(super) fn of(plan: &Plan) -> Option<Realtime> {
-        let realtime = |segs: &[String]| segs.len() == 1 && segs[0] == "realtime";
+    pub(super) fn of(plan: &Plan<'_>) -> Option<Realtime> {
+        let realtime =
+            |segs: &[std::borrow::Cow<'_, str>]| segs.len() == 1 && segs[0] == "realtime";
         match plan {
             Plan::OpenAi { rest } if realtime(rest) => Some(Realtime::OpenAi),
             Plan::AzureV1 { rest } if realtime(rest) => Some(Realtime::AzureV1),

@@ -170,7 +170,7 @@ proptest! {
         prop_assert_eq!(
             plan(&path).map_err(|e| TestCaseError::fail(e.to_string()))?,
             Plan::Deployment {
-                deployment: deployment.clone(),
+                deployment: deployment.clone().into(),
                 rest: vec!["chat".into(), "completions".into()],
             }
         );
