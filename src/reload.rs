@@ -216,6 +216,10 @@ pub(crate) fn pin_restart_only(running: &Config, new: &mut Config) -> Vec<&'stat
     pin!("server.listen", server.listen);
     pin!("server.workers", server.workers);
     pin!("server.max_header_bytes", server.max_header_bytes);
+    pin!(
+        "server.header_read_timeout_secs",
+        server.header_read_timeout
+    );
     pin!("upstream.connect_timeout_secs", upstream.connect_timeout);
     pin!("upstream.identity_timeout_secs", upstream.identity_timeout);
     pin!("azure.cloud", cloud);

@@ -48,6 +48,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Default largest request head: 64 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default longest wait for a client's request head: from a connection's opening, or from the
+/// end of its last answer (so also how long an idle keep-alive connection stays open).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default drain time on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to connect to a backend.
@@ -135,6 +138,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Largest request head (request line and headers); more is answered 431.
     pub max_header_bytes: usize,
+    /// Longest wait for a whole request head, from the connection's opening or the end of its
+    /// last answer; then the connection is closed (slow or silent clients, idle keep-alives).
+    pub header_read_timeout: Duration,
     /// Serve `GET /debug/identity` (to loopback clients, or with the admin key).
     pub debug: bool,
     /// Digest of the key that unlocks `/debug/identity` from other addresses.

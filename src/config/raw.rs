@@ -116,6 +116,7 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: Option<usize>,
     pub(super) shutdown_grace_secs: Option<u64>,
     pub(super) max_header_bytes: Option<usize>,
+    pub(super) header_read_timeout_secs: Option<f64>,
     #[serde(default)]
     pub(super) debug: bool,
     pub(super) admin_key_sha256: Option<String>,

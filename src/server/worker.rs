@@ -111,6 +111,9 @@ struct Builders {
     http2: http2::Builder<TokioExecutor>,
     /// The thread's deadlines, for the wait for a connection's first bytes.
     deadlines: crate::deadline::Deadlines,
+    /// `server.header_read_timeout`: the longest wait for a request head (and for the first
+    /// bytes that name the protocol).
+    header_read_timeout: Duration,
 }
 
 impl Builders {
@@ -120,7 +123,7 @@ impl Builders {
         let mut h1 = http1::Builder::new();
         h1.max_buf_size(head::buffer_limit(server.max_header_bytes))
             .timer(crate::deadline::HyperTimer(deadlines.clone()))
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(server.header_read_timeout);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.max_header_list_size(
             head::buffer_limit(server.max_header_bytes).min(u32::MAX as usize) as u32,
@@ -130,13 +133,16 @@ impl Builders {
             http1: h1,
             http2: h2,
             deadlines,
+            header_read_timeout: server.header_read_timeout,
         }
     }
 }
 
 /// One connection, in the protocol its first bytes name ([`sniff`]), until it ends; once
 /// `stop` turns true it finishes what is in flight and takes no more requests. A client that
-/// says nothing within [`HEADER_READ_TIMEOUT`] (or before `stop`) is closed.
+/// says nothing within `server.header_read_timeout` (or before `stop`) is closed; so is an
+/// HTTP/1.1 connection that sends no whole request head within it, after opening or after its
+/// last answer.
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     service: S,
@@ -154,7 +160,7 @@ where
 {
     let protocol = tokio::select! {
         protocol = sniff::sniff(&stream, builders.deadlines.sleep_until(
-            std::time::Instant::now() + HEADER_READ_TIMEOUT,
+            std::time::Instant::now() + builders.header_read_timeout,
         )) => protocol,
         _ = stop.wait_for(|stop| *stop) => None,
     };
@@ -194,9 +200,6 @@ async fn until_stopped<C: Future>(
     drain(conn.as_mut());
     conn.await
 }
-
-/// Longest wait for a request's headers (HTTP/1.1).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection's requests: a head over `server.max_header_bytes` refused at once, proxied
 /// ones straight to the handler (the router, with its path matching and boxed services, is

@@ -11,6 +11,7 @@ mod book;
 mod book_config;
 mod callers;
 mod cli_explain_doctor;
+mod connections;
 mod dashboard;
 mod diagnose_samples;
 mod diagnosis;

@@ -5,11 +5,11 @@ use super::seconds;
 use crate::config::errors::Errors;
 use crate::config::raw::{RawServer, RawUpstream};
 use crate::config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDENTITY_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_WEBSOCKETS, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_BUFFER_BYTES, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, KeyDigest,
-    ServerConfig, UpstreamConfig,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDENTITY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_WEBSOCKETS,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BUFFER_BYTES, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_WEBSOCKET_IDLE_TIMEOUT, KeyDigest, ServerConfig, UpstreamConfig,
 };
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -39,6 +39,10 @@ pub(super) fn validate_server(raw: RawServer, errors: &mut Errors) -> Option<Ser
             format!("{n} is not between 8192 and 16777216"),
         ),
     };
+    let header_read_timeout = errors.check(
+        "server.header_read_timeout_secs",
+        seconds(raw.header_read_timeout_secs, DEFAULT_HEADER_READ_TIMEOUT),
+    );
     let admin_key = match &raw.admin_key_sha256 {
         None => Some(None),
         Some(d) => errors
@@ -83,6 +87,7 @@ pub(super) fn validate_server(raw: RawServer, errors: &mut Errors) -> Option<Ser
             .shutdown_grace_secs
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
         max_header_bytes: max_header_bytes?,
+        header_read_timeout: header_read_timeout?,
         debug: raw.debug,
         admin_key: admin_key?,
         workers: workers?,
@@ -165,6 +170,28 @@ mod tests {
                 e.contains(&format!(
                     "server.workers: {bad} is not between 1 and {MAX_WORKERS}"
                 )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_header_read_timeout_has_a_default_and_rejects_nonsense() {
+        let backend = "[[backends]]\nname='a'\nendpoint='http://127.0.0.1:1'";
+        let c = parse(backend).unwrap();
+        assert_eq!(c.server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        let c = parse(&format!(
+            "[server]\nheader_read_timeout_secs = 2.5\n{backend}"
+        ))
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_millis(2500));
+        for bad in ["0", "-3", "1e9"] {
+            let e = err(&format!(
+                "[server]\nheader_read_timeout_secs = {bad}\n{backend}"
+            ));
+            assert!(
+                e.contains("server.header_read_timeout_secs:")
+                    && e.contains("is not a number of seconds"),
                 "{e}"
             );
         }
