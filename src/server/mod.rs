@@ -1,6 +1,7 @@
 //! Serving: the listening socket shared by `server.workers` serving threads (`worker`), the
 //! proxy's own endpoints (`admin`), the request-head limit (`head`), which protocol a
-//! connection speaks (`sniff`), and graceful shutdown.
+//! connection speaks (`sniff`), an HTTP/2 connection's idle close (`idle`), and graceful
+//! shutdown.
 
 use crate::state::AppState;
 use std::future::Future;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 mod admin;
 mod balance;
 mod head;
+mod idle;
 mod sniff;
 mod worker;
 

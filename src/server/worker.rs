@@ -5,6 +5,7 @@
 use super::admin;
 use super::balance;
 use super::head;
+use super::idle;
 use super::sniff::{self, Protocol};
 use crate::forward;
 use crate::state::AppState;
@@ -142,7 +143,7 @@ impl Builders {
 /// `stop` turns true it finishes what is in flight and takes no more requests. A client that
 /// says nothing within `server.header_read_timeout` (or before `stop`) is closed; so is an
 /// HTTP/1.1 connection that sends no whole request head within it, after opening or after its
-/// last answer.
+/// last answer, and an HTTP/2 one with no stream open for that long ([`idle`]).
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     service: S,
@@ -174,11 +175,19 @@ where
         // Boxed: few clients speak HTTP/2 in the clear, and its state would size every
         // connection's task.
         Some(Protocol::Http2) => {
+            let activity = idle::Activity::new();
+            let tracked = activity.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let open = tracked.opened();
+                let answer = service.call(request);
+                async move { answer.await.map(|r| idle::held_open(r, open)) }
+            });
             let conn = builders.http2.serve_connection(io, service);
-            Box::pin(until_stopped(
+            Box::pin(until_stopped_or_idle(
                 conn,
                 stop,
                 http2::Connection::graceful_shutdown,
+                (activity, builders.header_read_timeout),
             ))
             .await
         }
@@ -198,6 +207,28 @@ async fn until_stopped<C: Future>(
         _ = stop.wait_for(|stop| *stop) => {}
     }
     drain(conn.as_mut());
+    conn.await
+}
+
+/// An HTTP/2 connection until it ends, as [`until_stopped`], or until no stream has been open
+/// on it for `after`: then it is told to go away, and closed if the client has not answered
+/// within `after` again (a client that has gone never does).
+async fn until_stopped_or_idle<C: Future<Output = hyper::Result<()>>>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    drain: fn(Pin<&mut C>),
+    (activity, after): (Arc<idle::Activity>, Duration),
+) -> hyper::Result<()> {
+    let mut conn = std::pin::pin!(conn);
+    let idled = tokio::select! {
+        done = conn.as_mut() => return done,
+        _ = stop.wait_for(|stop| *stop) => false,
+        () = idle::idle(activity, after) => true,
+    };
+    drain(conn.as_mut());
+    if idled {
+        return tokio::time::timeout(after, conn).await.unwrap_or(Ok(()));
+    }
     conn.await
 }
 

@@ -1,7 +1,8 @@
 //! Client connections that say too little: `server.header_read_timeout_secs` closes a
 //! connection that sends no whole request head in time — silent from the start, stalled in
-//! the middle of a head, or idle on keep-alive after its last answer — while one that keeps
-//! sending requests stays open.
+//! the middle of a head, or idle on keep-alive after its last answer — and an HTTP/2 one with
+//! no stream open for as long; one that keeps sending requests, or holds a long stream, stays
+//! open.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common::*;
@@ -12,7 +13,10 @@ use tokio::net::TcpStream;
 const TIMEOUT: Duration = Duration::from_millis(600);
 
 async fn with_header_timeout() -> Harness {
-    let emu = emulator().await;
+    with_header_timeout_on(emulator().await).await
+}
+
+async fn with_header_timeout_on(emu: azure_emulator::Emulator) -> Harness {
     let text = base_config(&emu.url()).replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nheader_read_timeout_secs = 0.6",
@@ -107,4 +111,113 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
         "closed after {:?} idle",
         closed - idle_from
     );
+}
+
+/// An HTTP/2 frame's head: length, type, flags, stream.
+fn frame_head(len: u32, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.extend([kind, flags]);
+    out.extend(stream.to_be_bytes());
+    out
+}
+
+/// Reads HTTP/2 frames until the proxy closes the connection, answering its pings as a live
+/// client does; returns the frames' types and when the close came.
+async fn frames_until_closed(stream: &mut TcpStream, answer_pings: bool) -> (Vec<u8>, Instant) {
+    let mut got: Vec<u8> = Vec::new();
+    let mut types = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (types, Instant::now()),
+            Ok(Ok(n)) => n,
+            Err(_) => panic!("the connection was still open after 10 s (frames: {types:?})"),
+        };
+        got.extend_from_slice(&buf[..n]);
+        while got.len() >= 9 {
+            let len = u32::from_be_bytes([0, got[0], got[1], got[2]]) as usize;
+            if got.len() < 9 + len {
+                break;
+            }
+            let frame: Vec<u8> = got.drain(..9 + len).collect();
+            let (kind, flags) = (frame[3], frame[4]);
+            types.push(kind);
+            if kind == PING && flags & 0x1 == 0 && answer_pings {
+                let mut ack = frame_head(8, PING, 0x1, 0);
+                ack.extend_from_slice(&frame[9..17]);
+                stream.write_all(&ack).await.unwrap();
+            }
+        }
+    }
+}
+
+const GOAWAY: u8 = 0x7;
+const PING: u8 = 0x6;
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
+    let h = with_header_timeout().await;
+    // A live client answers the shutdown's ping and gets the last GOAWAY; one that has gone
+    // answers nothing and is closed all the same, one timeout later.
+    for answer_pings in [true, false] {
+        let mut conn = TcpStream::connect(h.addr).await.unwrap();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame_head(0, 0x4, 0, 0)); // SETTINGS, none changed
+        conn.write_all(&hello).await.unwrap();
+        let opened = Instant::now();
+        let (types, closed) = frames_until_closed(&mut conn, answer_pings).await;
+        assert_eq!(
+            types.first(),
+            Some(&0x4),
+            "the proxy's SETTINGS first: {types:?}"
+        );
+        let goaways = types.iter().filter(|t| **t == GOAWAY).count();
+        assert_eq!(goaways, if answer_pings { 2 } else { 1 }, "{types:?}");
+        let took = closed - opened;
+        assert!(
+            took >= TIMEOUT - Duration::from_millis(100),
+            "closed after {took:?}"
+        );
+        if !answer_pings {
+            assert!(
+                took >= TIMEOUT * 2 - Duration::from_millis(100),
+                "closed after {took:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_http2_stream_longer_than_the_timeout_is_not_cut() {
+    let emu = emulator_with(azure_emulator::EmulatorConfig {
+        stream_events: 12,
+        stream_interval: Duration::from_millis(150),
+        ..azure_emulator::EmulatorConfig::default()
+    })
+    .await;
+    let h = with_header_timeout_on(emu).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    for _ in 0..2 {
+        let began = Instant::now();
+        let r = h2
+            .post(h.url("/v1/chat/completions"))
+            .header("api-key", KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(began.elapsed() > TIMEOUT * 2, "{:?}", began.elapsed());
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        assert_eq!(text.matches("\"delta\"").count(), 12, "{text}");
+    }
 }
