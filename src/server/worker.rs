@@ -129,7 +129,11 @@ impl Builders {
         h2.max_header_list_size(
             head::buffer_limit(server.max_header_bytes).min(u32::MAX as usize) as u32,
         )
-        .timer(TokioTimer::new());
+        .timer(TokioTimer::new())
+        // A client that has said nothing for the header-read limit is pinged, and one that
+        // does not answer within it again has gone: its connection is closed, streams and all.
+        .keep_alive_interval(server.header_read_timeout)
+        .keep_alive_timeout(server.header_read_timeout);
         Builders {
             http1: h1,
             http2: h2,

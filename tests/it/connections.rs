@@ -122,16 +122,21 @@ fn frame_head(len: u32, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
 }
 
 /// Reads HTTP/2 frames until the proxy closes the connection, answering its pings as a live
-/// client does; returns the frames' types and when the close came.
-async fn frames_until_closed(stream: &mut TcpStream, answer_pings: bool) -> (Vec<u8>, Instant) {
+/// client does (or not); returns the frames' types, what the DATA frames held, and when the
+/// close came.
+async fn frames_until_closed(
+    stream: &mut TcpStream,
+    answer_pings: bool,
+) -> (Vec<u8>, Vec<u8>, Instant) {
     let mut got: Vec<u8> = Vec::new();
     let mut types = Vec::new();
+    let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let n = match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (types, Instant::now()),
+            Ok(Ok(0)) | Ok(Err(_)) => return (types, data, Instant::now()),
             Ok(Ok(n)) => n,
             Err(_) => panic!("the connection was still open after 10 s (frames: {types:?})"),
         };
@@ -144,6 +149,9 @@ async fn frames_until_closed(stream: &mut TcpStream, answer_pings: bool) -> (Vec
             let frame: Vec<u8> = got.drain(..9 + len).collect();
             let (kind, flags) = (frame[3], frame[4]);
             types.push(kind);
+            if kind == DATA {
+                data.extend_from_slice(&frame[9..]);
+            }
             if kind == PING && flags & 0x1 == 0 && answer_pings {
                 let mut ack = frame_head(8, PING, 0x1, 0);
                 ack.extend_from_slice(&frame[9..17]);
@@ -153,8 +161,18 @@ async fn frames_until_closed(stream: &mut TcpStream, answer_pings: bool) -> (Vec
     }
 }
 
-const GOAWAY: u8 = 0x7;
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+
+/// The client preface and an empty SETTINGS frame.
+fn h2_hello() -> Vec<u8> {
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame_head(0, SETTINGS, 0, 0));
+    hello
+}
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
@@ -163,18 +181,17 @@ async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
     // answers nothing and is closed all the same, one timeout later.
     for answer_pings in [true, false] {
         let mut conn = TcpStream::connect(h.addr).await.unwrap();
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(frame_head(0, 0x4, 0, 0)); // SETTINGS, none changed
-        conn.write_all(&hello).await.unwrap();
+        conn.write_all(&h2_hello()).await.unwrap();
         let opened = Instant::now();
-        let (types, closed) = frames_until_closed(&mut conn, answer_pings).await;
+        let (types, _, closed) = frames_until_closed(&mut conn, answer_pings).await;
         assert_eq!(
             types.first(),
-            Some(&0x4),
+            Some(&SETTINGS),
             "the proxy's SETTINGS first: {types:?}"
         );
+        // A live client gets the graceful shutdown's two; one that has gone, at least the first.
         let goaways = types.iter().filter(|t| **t == GOAWAY).count();
-        assert_eq!(goaways, if answer_pings { 2 } else { 1 }, "{types:?}");
+        assert!(goaways >= if answer_pings { 2 } else { 1 }, "{types:?}");
         let took = closed - opened;
         assert!(
             took >= TIMEOUT - Duration::from_millis(100),
@@ -220,4 +237,72 @@ async fn an_http2_stream_longer_than_the_timeout_is_not_cut() {
         assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
         assert_eq!(text.matches("\"delta\"").count(), 12, "{text}");
     }
+}
+
+/// One HPACK literal header field, without indexing or Huffman coding (names and values
+/// under 127 bytes).
+fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(0);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+}
+
+#[tokio::test]
+async fn an_http2_client_that_stops_answering_pings_mid_stream_is_disconnected() {
+    let emu = emulator_with(azure_emulator::EmulatorConfig {
+        stream_events: 40,
+        stream_interval: Duration::from_millis(150),
+        ..azure_emulator::EmulatorConfig::default()
+    })
+    .await;
+    let h = with_header_timeout_on(emu).await;
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    let body = body.to_string();
+    let mut fields = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "proxy"),
+        ("api-key", KEY),
+        ("content-type", "application/json"),
+    ] {
+        literal(&mut fields, name, value);
+    }
+    let mut request = h2_hello();
+    request.extend(frame_head(fields.len() as u32, HEADERS, 0x4, 1)); // END_HEADERS
+    request.extend(fields);
+    request.extend(frame_head(body.len() as u32, DATA, 0x1, 1)); // END_STREAM
+    request.extend(body.as_bytes());
+    let mut conn = TcpStream::connect(h.addr).await.unwrap();
+    conn.write_all(&request).await.unwrap();
+    let sent = Instant::now();
+    // The stream would take 6 s; a client silent for the limit is pinged, and one that does
+    // not answer within it again is gone.
+    let (types, data, closed) = frames_until_closed(&mut conn, false).await;
+    let data = String::from_utf8_lossy(&data);
+    assert!(types.contains(&HEADERS), "{types:?}");
+    assert!(types.contains(&PING), "{types:?}");
+    assert!(data.contains("chat.completion.chunk"), "{data}");
+    assert!(!data.contains("[DONE]"), "the whole stream came: {data}");
+    let took = closed - sent;
+    assert!(
+        took >= TIMEOUT * 2 - Duration::from_millis(100),
+        "closed after {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    // And Azure's stream is not left running for nobody.
+    let mut cancelled = 0;
+    for _ in 0..40 {
+        let stats = h.emulator.stats();
+        cancelled = stats.cancelled_streams;
+        if stats.open_streams == 0 && cancelled == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cancelled, 1, "the upstream stream outlived its client");
 }
