@@ -209,11 +209,10 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
     let mut callers = Vec::with_capacity(state.config.keys.len() + others.len());
     // Read a few at a time: with Redis, their round trips overlap instead of adding up.
     let currency = &state.config.currency;
-    let mut key_usages = Vec::with_capacity(state.config.keys.len());
-    for chunk in state.config.keys.chunks(PEEKS_AT_ONCE) {
-        let peeks = chunk.iter().map(|k| key_usage(&state.limits, k, currency));
-        key_usages.extend(futures_util::future::join_all(peeks).await);
-    }
+    let key_usages = peek_all(&state.config.keys, |k| {
+        key_usage(&state.limits, k, currency)
+    })
+    .await;
     for (k, usage) in state.config.keys.iter().zip(key_usages) {
         let caller = crate::inbound::CallerLabel::key(&k.name, k.legacy).to_string();
         let w = keys.get(&caller);
@@ -222,13 +221,8 @@ pub(crate) async fn gather(app: &AppState) -> StatusView {
         callers.push(view);
     }
     let identities = state.auth.identities().all();
-    let mut identity_usages = Vec::with_capacity(identities.len());
-    for chunk in identities.chunks(PEEKS_AT_ONCE) {
-        let peeks = chunk
-            .iter()
-            .map(|i| account_usage(&i.policy.account, currency));
-        identity_usages.extend(futures_util::future::join_all(peeks).await);
-    }
+    let identity_usages =
+        peek_all(identities, |i| account_usage(&i.policy.account, currency)).await;
     for (i, usage) in identities.iter().zip(identity_usages) {
         let caller = i.label.to_string();
         let w = keys.get(&caller);
@@ -299,6 +293,20 @@ fn caller_view(caller: String, w: Option<&CallerWindow>) -> CallerView {
 
 /// Standings read from the limits store at once for the status page.
 const PEEKS_AT_ONCE: usize = 32;
+
+/// `peek` of each of `items`, in order, [`PEEKS_AT_ONCE`] at a time: with Redis, their round
+/// trips overlap instead of adding up.
+async fn peek_all<'a, T, F, Fut>(items: &'a [T], peek: F) -> Vec<Fut::Output>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: Future,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(PEEKS_AT_ONCE) {
+        out.extend(futures_util::future::join_all(chunk.iter().map(&peek)).await);
+    }
+    out
+}
 
 /// A key's standing, read from the limits store without counting anything.
 async fn key_usage(limits: &crate::limits::Limits, key: &KeyEntry, currency: &str) -> KeyUsage {

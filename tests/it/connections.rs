@@ -24,6 +24,24 @@ async fn with_header_timeout_on(emu: azure_emulator::Emulator) -> Harness {
     proxy(emu, &text).await
 }
 
+/// The proxy with the 0.6 s limit, in front of Azure streaming `events` chunks 150 ms apart.
+async fn with_streams_of(events: usize) -> Harness {
+    let emu = emulator_with(azure_emulator::EmulatorConfig {
+        stream_events: events,
+        stream_interval: Duration::from_millis(150),
+        ..azure_emulator::EmulatorConfig::default()
+    })
+    .await;
+    with_header_timeout_on(emu).await
+}
+
+/// A streamed chat completion.
+fn stream_body() -> serde_json::Value {
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = serde_json::json!(true);
+    body
+}
+
 /// Reads until the proxy closes the connection (bounded: a proxy that never closes fails the
 /// test instead of hanging it); returns what was read and when the close came.
 async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
@@ -208,19 +226,12 @@ async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
 
 #[tokio::test]
 async fn an_http2_stream_longer_than_the_timeout_is_not_cut() {
-    let emu = emulator_with(azure_emulator::EmulatorConfig {
-        stream_events: 12,
-        stream_interval: Duration::from_millis(150),
-        ..azure_emulator::EmulatorConfig::default()
-    })
-    .await;
-    let h = with_header_timeout_on(emu).await;
+    let h = with_streams_of(12).await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let mut body = chat_body("gpt-4o");
-    body["stream"] = serde_json::json!(true);
+    let body = stream_body();
     for _ in 0..2 {
         let began = Instant::now();
         let r = h2
@@ -251,16 +262,8 @@ fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
 
 #[tokio::test]
 async fn an_http2_client_that_stops_answering_pings_mid_stream_is_disconnected() {
-    let emu = emulator_with(azure_emulator::EmulatorConfig {
-        stream_events: 40,
-        stream_interval: Duration::from_millis(150),
-        ..azure_emulator::EmulatorConfig::default()
-    })
-    .await;
-    let h = with_header_timeout_on(emu).await;
-    let mut body = chat_body("gpt-4o");
-    body["stream"] = serde_json::json!(true);
-    let body = body.to_string();
+    let h = with_streams_of(40).await;
+    let body = stream_body().to_string();
     let mut fields = Vec::new();
     for (name, value) in [
         (":method", "POST"),

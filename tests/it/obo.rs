@@ -100,14 +100,7 @@ fn data_plane(emu: &Emulator) -> Vec<azure_emulator::SeenRequest> {
 }
 
 async fn status_json(h: &Harness) -> Value {
-    client()
-        .get(h.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    status_json_at(h.addr).await
 }
 
 #[tokio::test]
